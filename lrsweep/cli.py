@@ -1,0 +1,188 @@
+"""The `lrsweep` command: a thin layer over study.py and report.py.
+
+Exit codes: 0 success, 2 bad input (one line saying what and where), 1 failure, 130 Ctrl-C.
+Commands that only read the store import neither torch nor the engine, so they start fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Optuna studies of learning-rate schedules (D2L §12.11) for LeNet on "
+                       "Fashion-MNIST.")
+out = Console(highlight=False)
+if not out.is_terminal:
+    out = Console(highlight=False, width=200)  # logs and pipes: no 80-column wrapping of tables
+err = Console(stderr=True, highlight=False)
+
+StorageOpt = typer.Option(None, "--storage", envvar="LRSWEEP_STORAGE", show_envvar=True,
+                          help="Optuna storage URL [default: sqlite:///results/lrsweep.db]")
+DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:1, …")
+DataDirOpt = typer.Option(None, "--data-dir", envvar="LRSWEEP_DATA", show_envvar=True,
+                          help="Folder with the four Fashion-MNIST IDX files")
+
+
+def _handle_errors(command: Callable) -> Callable:
+    """Bad input → one line and exit 2; Ctrl-C → exit 130; anything else → one line, exit 1."""
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .data import DataError
+        from .spec import SpecError
+        from .storage import StorageError
+        try:
+            return command(*args, **kwargs)
+        except (SpecError, StorageError, DataError) as exc:
+            err.print(f"lrsweep: error: {exc}", markup=False, soft_wrap=True)
+            raise typer.Exit(2)
+        except KeyboardInterrupt:
+            err.print("lrsweep: interrupted; finished trials are stored — run the same command "
+                      "again to continue", markup=False, soft_wrap=True)
+            raise typer.Exit(130)
+        except typer.Exit:
+            raise
+        except Exception as exc:
+            if os.environ.get("LRSWEEP_DEBUG"):
+                raise
+            err.print(f"lrsweep: failed: {type(exc).__name__}: {exc} "
+                      "(set LRSWEEP_DEBUG=1 for the traceback)", markup=False, soft_wrap=True)
+            raise typer.Exit(1)
+    return wrapper
+
+
+@app.command()
+@_handle_errors
+def run(study_file: Path = typer.Argument(..., help="A study file, e.g. studies/quickstart.toml"),
+        storage: Optional[str] = StorageOpt, device: str = DeviceOpt,
+        data_dir: Optional[str] = DataDirOpt,
+        allow_changed: bool = typer.Option(False, "--allow-changed",
+                                           help="Continue a study whose study file has changed")
+        ) -> None:
+    """Create a study from STUDY_FILE, or continue it until its total of trials is reached."""
+    from . import spec
+    _run(spec.load(study_file), storage, device, data_dir, allow_changed)
+
+
+@app.command()
+@_handle_errors
+def resume(name: str = typer.Argument(..., help="The study's name"),
+           storage: Optional[str] = StorageOpt, device: str = DeviceOpt,
+           data_dir: Optional[str] = DataDirOpt) -> None:
+    """Continue a stored study from the study file stored with it."""
+    from .storage import default_storage
+    from .study import load_stored_spec
+    _run(load_stored_spec(name, storage or default_storage()), storage, device, data_dir, False)
+
+
+@app.command("ls")
+@_handle_errors
+def list_studies(storage: Optional[str] = StorageOpt) -> None:
+    """List the studies in the store: trial states and best values."""
+    from .report import studies_frame
+    from .storage import default_storage
+    url = storage or default_storage()
+    frame = studies_frame(url)
+    if frame.empty:
+        out.print(f"no studies in {url}", markup=False)
+        return
+    table = Table(title=f"studies in {url}")
+    for col in ("study", "complete", "pruned", "failed", "running", "diverged", "best", "last"):
+        table.add_column(col, justify="left" if col in ("study", "last") else "right")
+    for row in frame.to_dict("records"):
+        table.add_row(row["study"], *(str(row[c]) for c in ("complete", "pruned", "failed",
+                                                            "running", "diverged")),
+                      _num(row["best"]) + (" (max)" if row["direction"] == "maximize" else " (min)"),
+                      str(row["last"])[:19] if row["last"] is not None else "–")
+    out.print(table)
+
+
+@app.command()
+@_handle_errors
+def show(name: str = typer.Argument(..., help="The study's name"),
+         storage: Optional[str] = StorageOpt,
+         top: int = typer.Option(10, "--top", min=1, help="How many trials to list")) -> None:
+    """Show a study's best trials and a summary of their curves."""
+    from .report import trials_frame
+    from .storage import default_storage
+    url = storage or default_storage()
+    frame = trials_frame(name, url)
+    if frame.empty:
+        out.print(f"study {name} has no trials yet", markup=False)
+        return
+    _print_trials(frame, f"{name}: top {min(top, len(frame))} of {len(frame)} trials", top)
+
+
+@app.command()
+@_handle_errors
+def schedules(out_file: Path = typer.Option(Path("results/schedules.png"), "--out",
+                                            help="Where to write the PNG"),
+              epochs: int = typer.Option(30, "--epochs", min=1, help="Epochs to plot")) -> None:
+    """Plot the shape of every schedule (the chapter's plots, one figure)."""
+    from .report import plot_schedules
+    path = plot_schedules(out_file, epochs)
+    out.print(f"wrote {path}", markup=False)
+
+
+def _run(spec: Any, storage: Optional[str], device: str, data_dir: Optional[str],
+         allow_changed: bool) -> None:
+    from . import progress, study
+    from .report import trials_frame
+    summary = study.run(spec, storage=storage, device=device, data_dir=data_dir,
+                        allow_changed=allow_changed, progress=progress.for_console(err))
+    frame = trials_frame(summary.name, summary.storage)
+    if not frame.empty:
+        _print_trials(frame, f"{summary.name}: best trials", 10)
+    out.print(f"study {summary.name}: {summary.finished}/{summary.total} trials finished "
+              f"({summary.new} in this run, {summary.seconds:.1f} s) in {summary.storage}",
+              markup=False)
+    if summary.running_elsewhere:
+        out.print(f"{summary.running_elsewhere} trial(s) still marked running: another process "
+                  "runs them, or one was killed less than a minute ago — run again later to "
+                  "finish them", markup=False)
+
+
+def _print_trials(frame: Any, title: str, top: int) -> None:
+    ranked = frame.assign(_missing=frame["value"].isna()).sort_values(
+        ["_missing", "value"], ascending=[True, frame.attrs.get("direction") == "minimize"])
+    shown = ranked.head(top).drop(columns="_missing")
+    shown["val_acc by epoch"] = shown.pop("val_acc_curve").map(_sparkline)
+    table = Table(title=title)
+    for col in shown.columns:
+        table.add_column(col, justify="left" if col in ("state", "scheduler") else "right")
+    for row in shown.to_dict("records"):
+        table.add_row(*(_num(v) for v in row.values()))
+    out.print(table)
+
+
+def _sparkline(values: list) -> str:
+    values = [v for v in values or [] if v is not None]
+    if not values:
+        return ""
+    low, high = min(values), max(values)
+    bars = "▁▂▃▄▅▆▇█"
+    return "".join(bars[int((v - low) / (high - low) * 7) if high > low else 0] for v in values)
+
+
+def _num(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def main() -> None:
+    app(prog_name="lrsweep")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

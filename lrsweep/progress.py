@@ -1,0 +1,103 @@
+"""Progress display for `lrsweep run`: live bars on a terminal, plain lines otherwise (logs, CI).
+
+Both show trials done/total, the epoch within the running trial and the best value so far.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .engine import EpochMetrics
+from .spec import StudySpec
+from .study import Progress
+
+
+def for_console(console: Console):
+    """Live bars when the console is a terminal, one plain line per event otherwise."""
+    return LiveProgress(console) if console.is_terminal else PlainProgress(console)
+
+
+def describe(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={_fmt(v)}" for k, v in params.items())
+
+
+class PlainProgress(Progress):
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self._total = 0
+        self._done = 0
+        self._started = 0.0
+
+    def start(self, spec: StudySpec, done: int) -> None:
+        self._total, self._done = spec.study.trials, done
+        self._metric = spec.study.metric
+        self._print(f"study {spec.study.name}: {done}/{self._total} trials finished")
+
+    def trial_started(self, number: int, params: dict[str, Any], epochs: int) -> None:
+        self._epochs = epochs
+        self._started = time.perf_counter()
+        self._print(f"trial {number} started: {describe(params)}")
+
+    def epoch(self, number: int, m: EpochMetrics) -> None:
+        self._print(f"trial {number} epoch {m.epoch + 1}/{self._epochs}: lr {m.lr:.4g} "
+                    f"train_loss {m.train_loss:.4f} train_acc {m.train_acc:.4f} "
+                    f"val_acc {m.val_acc:.4f} test_acc {m.test_acc:.4f} ({m.seconds:.1f} s)")
+
+    def trial_finished(self, number: int, state: str, value: float | None,
+                       best: float | None) -> None:
+        self._done += 1
+        shown = "" if value is None else f" {self._metric} {value:.4f}"
+        self._print(f"trial {number} {state}{shown} in {time.perf_counter() - self._started:.1f} s "
+                    f"[{self._done}/{self._total} done, best {_fmt(best)}]")
+
+    def close(self) -> None:
+        pass
+
+    def _print(self, line: str) -> None:
+        self._console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+class LiveProgress(PlainProgress):
+    """Two bars (trials, epochs of the running trial); finished trials print above them."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(console)
+        self._bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                              TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                              console=console, transient=True)
+
+    def start(self, spec: StudySpec, done: int) -> None:
+        super().start(spec, done)
+        self._bars.start()
+        self._trials = self._bars.add_task("trials", total=self._total, completed=done, info="")
+        self._epoch_bar = self._bars.add_task("epoch ", total=1, info="", visible=False)
+
+    def trial_started(self, number: int, params: dict[str, Any], epochs: int) -> None:
+        self._epochs = epochs
+        self._started = time.perf_counter()
+        self._bars.reset(self._epoch_bar, total=epochs, visible=True,
+                         info=f"trial {number}: {describe(params)}")
+
+    def epoch(self, number: int, m: EpochMetrics) -> None:
+        self._bars.update(self._epoch_bar, advance=1,
+                          info=f"trial {number}: lr {m.lr:.3g}  val_acc {m.val_acc:.4f}")
+
+    def trial_finished(self, number: int, state: str, value: float | None,
+                       best: float | None) -> None:
+        super().trial_finished(number, state, value, best)
+        self._bars.update(self._trials, advance=1, info=f"best {_fmt(best)}")
+
+    def close(self) -> None:
+        self._bars.stop()
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

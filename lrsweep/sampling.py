@@ -1,0 +1,79 @@
+"""Optuna samplers and pruners from a study file, and the grid sampler for conditional spaces.
+
+Optuna's GridSampler takes the Cartesian product of every axis, so a constant-rate trial
+would be repeated once per decay exponent it never uses. ConditionalGridSampler walks the
+spec's distinct points instead (`StudySpec.grid()`), each once.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from .spec import StudySpec
+
+GRID_POINT_ATTR = "lrsweep_grid_point"
+# A grid point is taken while a trial holds it or once it finished; failed ones are re-run.
+_TAKEN = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING)
+
+
+def make_sampler(spec: StudySpec, n_existing: int) -> optuna.samplers.BaseSampler:
+    """The study file's sampler. Its seed moves on with the trials already stored, so a
+    resumed random or TPE study does not replay the draws of its first session."""
+    seed = spec.study.sampler_seed + n_existing
+    name = spec.study.sampler
+    if name == "grid":
+        return ConditionalGridSampler(spec.grid())
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "cmaes":
+        # CMA-ES has no categorical axes; those go to its independent (random) sampler.
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    # constant_liar: trials running in other workers count as pending, not as free points.
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+
+
+def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    if spec.study.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    if spec.study.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=spec.train.epochs)
+    return optuna.pruners.NopPruner()
+
+
+class ConditionalGridSampler(optuna.samplers.BaseSampler):
+    """Each of a list of grid points once, in order; a point a trial failed on is retried."""
+
+    def __init__(self, points: list[dict[str, Any]]) -> None:
+        self._points = points
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if GRID_POINT_ATTR in trial.system_attrs or "fixed_params" in trial.system_attrs:
+            return
+        taken = {json.dumps(t.system_attrs[GRID_POINT_ATTR], sort_keys=True)
+                 for t in study.get_trials(deepcopy=False, states=_TAKEN)
+                 if GRID_POINT_ATTR in t.system_attrs and t.number != trial.number}
+        free = [p for p in self._points if json.dumps(p, sort_keys=True) not in taken]
+        point = free[0] if free else self._points[trial.number % len(self._points)]
+        study._storage.set_trial_system_attr(trial._trial_id, GRID_POINT_ATTR, point)
+
+    def infer_relative_search_space(self, study: optuna.Study,
+                                    trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return {}
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return {}
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        point = trial.system_attrs[GRID_POINT_ATTR]
+        if param_name not in point:
+            raise ValueError(f"parameter {param_name!r} is not on the grid point {point}")
+        return point[param_name]

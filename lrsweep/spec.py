@@ -1,0 +1,381 @@
+"""Read and validate a study file (`studies/*.toml`) into frozen dataclasses.
+
+A scalar fixes a value, a list is a categorical (a grid axis for the grid sampler), a table
+is a range. Every error is a SpecError whose one line names the file, the key and the problem.
+
+    >>> from lrsweep import spec
+    >>> s = spec.parse('''
+    ... [study]
+    ... name = "demo"
+    ... [train]
+    ... epochs = 5
+    ... [space]
+    ... scheduler = ["constant", "cosine"]
+    ... base_lr = { low = 0.01, high = 1.0, log = true }
+    ... ''', source="demo.toml")
+    >>> s.study.trials, s.study.sampler, s.dimension("base_lr")
+    (20, 'tpe', Range(low=0.01, high=1.0, log=True, integer=False))
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import itertools
+import json
+import math
+import tomllib
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Union
+
+from . import schedules
+
+FASHION_MNIST_TRAIN = 60_000  # training images before any validation hold-out
+METRICS = {"val_acc": "maximize", "val_loss": "minimize",
+           "train_acc": "maximize", "train_loss": "minimize"}
+SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes")
+PRUNERS = ("none", "median", "hyperband")
+UNITS = ("epoch", "step")
+# Search-space keys every schedule takes; the rest belong to the schedules that use them.
+GENERIC_KEYS = ("scheduler", "base_lr", "warmup_steps", "warmup_begin_lr", "seed")
+SCHEDULE_KEYS = tuple(sorted({p for name in schedules.names() for p in schedules.parameters(name)}))
+INTEGER_KEYS = ("warmup_steps", "max_update", "seed")
+
+
+class SpecError(ValueError):
+    """A study file that cannot be used; str() is one line naming file, key and problem."""
+
+
+@dataclass(frozen=True)
+class Fixed:
+    value: Any
+
+
+@dataclass(frozen=True)
+class Choice:
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Range:
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+
+Dimension = Union[Fixed, Choice, Range]
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    name: str
+    metric: str = "val_acc"      # the objective; test accuracy never is
+    trials: int = 20             # in total, not "this many more"
+    sampler: str = "tpe"
+    pruner: str = "none"
+    sampler_seed: int = 0        # fixes the sampler's own draws (grid order, TPE start)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 30             # per trial
+    batch_size: int = 256        # images per optimizer step
+    validation: int = 10_000     # images held out of the 60k training set; 0 = none
+    subset: int = 0              # training images used; 0 = all that remain
+    unit: str = "epoch"          # what a schedule's t counts: epoch | step
+
+    @property
+    def train_images(self) -> int:
+        return self.subset or FASHION_MNIST_TRAIN - self.validation
+
+    @property
+    def horizon(self) -> int:
+        """A trial's length in schedule units: the default max_update."""
+        if self.unit == "epoch":
+            return self.epochs
+        return self.epochs * math.ceil(self.train_images / self.batch_size)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    study: StudySettings
+    train: TrainSettings
+    space: tuple[tuple[str, Dimension], ...]
+    text: str = ""
+    source: str = "<string>"
+
+    def dimension(self, key: str) -> Dimension | None:
+        return dict(self.space).get(key)
+
+    @property
+    def direction(self) -> str:
+        return METRICS[self.study.metric]
+
+    @property
+    def schedulers(self) -> tuple[str, ...]:
+        dim = self.dimension("scheduler")
+        return dim.values if isinstance(dim, Choice) else (dim.value,)
+
+    def keys_for(self, scheduler: str) -> list[str]:
+        """The space keys a trial of this scheduler uses, in suggestion order."""
+        used = set(GENERIC_KEYS) | set(schedules.parameters(scheduler))
+        return [k for k, _ in self.space if k in used]
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every distinct grid point: a parameter appears only for the schedulers that use it,
+        so a constant-rate trial is not repeated once per decay exponent. Seeds are the
+        outermost axis: a study stopped early has every configuration at its first seeds."""
+        seed = self.dimension("seed")
+        seeds = [{"seed": s} for s in seed.values] if isinstance(seed, Choice) else [{}]
+        points: list[dict[str, Any]] = []
+        for seed_point in seeds:
+            for scheduler in self.schedulers:
+                axes = [(k, self.dimension(k)) for k in self.keys_for(scheduler)
+                        if k not in ("scheduler", "seed")]
+                choices = [(k, d.values) for k, d in axes if isinstance(d, Choice)]
+                for combo in itertools.product(*(values for _, values in choices)):
+                    point = dict(seed_point)
+                    if isinstance(self.dimension("scheduler"), Choice):
+                        point["scheduler"] = scheduler
+                    point.update(zip((k for k, _ in choices), combo))
+                    points.append(point)
+        return points
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def canonical(self, *, ignore_trials: bool = False) -> str:
+        """The parsed content as JSON: equal for files that differ only in layout or comments."""
+        study = replace(self.study, trials=0) if ignore_trials else self.study
+        return json.dumps({"study": asdict(study), "train": asdict(self.train),
+                           "space": [[k, type(d).__name__, asdict(d)] for k, d in self.space]},
+                          sort_keys=True, default=list)
+
+
+def load(path: str | Path) -> StudySpec:
+    """Read and validate a study file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such study file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot be read ({exc})") from None
+    return parse(text, source=str(path))
+
+
+def parse(text: str, *, source: str = "<string>") -> StudySpec:
+    """Validate a study file's text; `source` names it in error messages."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{source}: invalid TOML: {exc}") from None
+    _only_keys(doc, ("study", "train", "space"), source, "")
+    for section in ("study", "train", "space"):
+        if not isinstance(doc.get(section, {}), dict):
+            raise SpecError(f"{source}: [{section}] must be a table")
+    train = _train(doc.get("train", {}), source)
+    space = _space(doc.get("space", {}), train, source)
+    study = _study(doc.get("study", {}), train, source)
+    spec = StudySpec(study, train, space, text, source)
+    if spec.study.sampler == "grid":
+        for key, dim in space:
+            if isinstance(dim, Range):
+                raise SpecError(f"{source}: [space] {key}: the grid sampler needs a value or a "
+                                "list, not a range")
+        size = len(spec.grid())
+        if "trials" not in doc.get("study", {}):
+            spec = replace(spec, study=replace(spec.study, trials=size))
+        elif spec.study.trials > size:
+            raise SpecError(f"{source}: [study] trials = {spec.study.trials} but the grid has only "
+                            f"{size} distinct points")
+    return spec
+
+
+# --- sections ------------------------------------------------------------------------------
+
+def _study(table: dict, train: TrainSettings, source: str) -> StudySettings:
+    where = f"{source}: [study]"
+    _only_keys(table, [f for f in StudySettings.__dataclass_fields__], source, "study")
+    name = table.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise SpecError(f"{where} name: a non-empty string is required")
+    settings = StudySettings(name=name.strip(), **{k: v for k, v in table.items() if k != "name"})
+    _one_of(settings.metric, METRICS, f"{where} metric")
+    _one_of(settings.sampler, SAMPLERS, f"{where} sampler")
+    _one_of(settings.pruner, PRUNERS, f"{where} pruner")
+    _whole(settings.trials, f"{where} trials", minimum=1)
+    _whole(settings.sampler_seed, f"{where} sampler_seed", minimum=0)
+    if not isinstance(settings.description, str):
+        raise SpecError(f"{where} description: must be a string")
+    if settings.metric.startswith("val_") and train.validation == 0:
+        raise SpecError(f"{where} metric = {settings.metric!r} needs validation images, but "
+                        "[train] validation = 0; use train_acc/train_loss or hold some out")
+    return settings
+
+
+def _train(table: dict, source: str) -> TrainSettings:
+    where = f"{source}: [train]"
+    _only_keys(table, [f for f in TrainSettings.__dataclass_fields__], source, "train")
+    settings = TrainSettings(**table)
+    _whole(settings.epochs, f"{where} epochs", minimum=1)
+    _whole(settings.batch_size, f"{where} batch_size", minimum=1)
+    _whole(settings.validation, f"{where} validation", minimum=0)
+    _whole(settings.subset, f"{where} subset", minimum=0)
+    _one_of(settings.unit, UNITS, f"{where} unit")
+    if settings.validation >= FASHION_MNIST_TRAIN:
+        raise SpecError(f"{where} validation = {settings.validation} leaves no training images "
+                        f"of the {FASHION_MNIST_TRAIN}")
+    if settings.subset > FASHION_MNIST_TRAIN - settings.validation:
+        raise SpecError(f"{where} subset = {settings.subset} exceeds the "
+                        f"{FASHION_MNIST_TRAIN - settings.validation} images left after validation")
+    return settings
+
+
+def _space(table: dict, train: TrainSettings, source: str) -> tuple[tuple[str, Dimension], ...]:
+    _only_keys(table, GENERIC_KEYS + SCHEDULE_KEYS, source, "space")
+    where = f"{source}: [space]"
+    if "scheduler" not in table:
+        raise SpecError(f"{where} scheduler: required (one of {', '.join(schedules.names())})")
+    dims: dict[str, Dimension] = {}
+    for key, raw in table.items():
+        dims[key] = _dimension(key, raw, f"{where} {key}")
+    sched = dims["scheduler"]
+    names = sched.values if isinstance(sched, Choice) else (sched.value,)
+    for name in names:
+        if name not in schedules.REGISTRY:
+            close = difflib.get_close_matches(str(name), schedules.names(), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (choose from {', '.join(schedules.names())})"
+            raise SpecError(f"{where} scheduler: unknown schedule {name!r}{hint}")
+    used = {p for name in names for p in schedules.parameters(name)}
+    for key in dims:
+        if key in SCHEDULE_KEYS and key not in used:
+            raise SpecError(f"{where} {key}: none of the schedulers ({', '.join(names)}) takes it")
+    for name in names:
+        for param in schedules.REGISTRY[name].required:
+            if param not in dims and param != "max_update":
+                raise SpecError(f"{where} {param}: required by scheduler {name!r}")
+    dims.setdefault("base_lr", Fixed(0.1))
+    dims.setdefault("seed", Fixed(0))
+    if "max_update" in used:
+        dims.setdefault("max_update", Fixed(train.horizon))  # the trial's length
+    _check_warmup(dims, train, where)
+    order = GENERIC_KEYS + SCHEDULE_KEYS
+    return tuple(sorted(dims.items(), key=lambda kv: order.index(kv[0])))
+
+
+def _dimension(key: str, raw: Any, where: str) -> Dimension:
+    if isinstance(raw, dict):
+        if key in ("scheduler", "milestones"):
+            raise SpecError(f"{where}: a range makes no sense here; give a value or a list")
+        return _range(key, raw, where)
+    if key == "milestones":
+        # A flat list of ints is one value; a list of lists is a choice between them.
+        if isinstance(raw, list) and raw and all(isinstance(v, list) for v in raw):
+            for v in raw:
+                _check_value(key, v, where)
+            values = tuple(json.dumps(sorted(v)) for v in raw)
+            if len(set(values)) != len(values):
+                raise SpecError(f"{where}: the list repeats a value")
+            return Choice(values)
+        _check_value(key, raw, where)
+        return Fixed(json.dumps(sorted(raw)))
+    if isinstance(raw, list):
+        if not raw:
+            raise SpecError(f"{where}: an empty list gives nothing to choose from")
+        for v in raw:
+            _check_value(key, v, where)
+        if len(set(raw)) != len(raw):
+            raise SpecError(f"{where}: the list repeats a value")
+        return Choice(tuple(raw))
+    _check_value(key, raw, where)
+    return Fixed(raw)
+
+
+def _range(key: str, raw: dict, where: str) -> Range:
+    unknown = set(raw) - {"low", "high", "log"}
+    if unknown:
+        raise SpecError(f"{where}: a range takes low, high and log, not {sorted(unknown)[0]!r}")
+    if "low" not in raw or "high" not in raw:
+        raise SpecError(f"{where}: a range needs both low and high")
+    low, high, log = raw["low"], raw["high"], raw.get("log", False)
+    _check_value(key, low, f"{where} low")
+    _check_value(key, high, f"{where} high")
+    if not isinstance(log, bool):
+        raise SpecError(f"{where} log: must be true or false")
+    if not low < high:
+        raise SpecError(f"{where}: low ({low}) must be below high ({high})")
+    if log and low <= 0:
+        raise SpecError(f"{where}: a log range needs low > 0")
+    return Range(low, high, log, integer=key in INTEGER_KEYS)
+
+
+def _check_value(key: str, value: Any, where: str) -> None:
+    if key == "scheduler":
+        if not isinstance(value, str):
+            raise SpecError(f"{where}: a schedule name is a string, got {value!r}")
+        return
+    if key in INTEGER_KEYS:
+        _whole(value, where, minimum=1 if key == "max_update" else 0)
+        return
+    if key == "base_lr":
+        if not schedules.is_number(value) or value <= 0:
+            raise SpecError(f"{where}: must be a number > 0, got {value!r}")
+        return
+    if key == "warmup_begin_lr":
+        if not schedules.is_number(value) or value < 0:
+            raise SpecError(f"{where}: must be a number ≥ 0, got {value!r}")
+        return
+    try:
+        schedules.check_parameter(key, value)
+    except ValueError as exc:
+        raise SpecError(f"{where}: {exc}") from None
+
+
+def _check_warmup(dims: dict[str, Dimension], train: TrainSettings, where: str) -> None:
+    warmup = _largest(dims.get("warmup_steps", Fixed(0)))
+    if warmup >= train.horizon:
+        unit = "epochs" if train.unit == "epoch" else "steps"
+        raise SpecError(f"{where} warmup_steps: {warmup} must be below the trial's {train.horizon} "
+                        f"{unit}")
+    if "max_update" in dims:
+        shortest = _smallest(dims["max_update"])
+        if shortest <= warmup:
+            raise SpecError(f"{where} max_update: {shortest} must exceed warmup_steps ({warmup})")
+
+
+# --- small checks --------------------------------------------------------------------------
+
+def _only_keys(table: dict, allowed, source: str, section: str) -> None:
+    for key in table:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, list(allowed), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (allowed: {', '.join(allowed)})"
+            where = f"[{section}] " if section else ""
+            raise SpecError(f"{source}: {where}unknown key {key!r}{hint}")
+
+
+def _one_of(value: Any, allowed, where: str) -> None:
+    if value not in allowed:
+        raise SpecError(f"{where}: {value!r} is not one of {', '.join(allowed)}")
+
+
+def _whole(value: Any, where: str, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SpecError(f"{where}: must be a whole number ≥ {minimum}, got {value!r}")
+
+
+def _largest(dim: Dimension) -> float:
+    if isinstance(dim, Fixed):
+        return dim.value
+    return max(dim.values) if isinstance(dim, Choice) else dim.high
+
+
+def _smallest(dim: Dimension) -> float:
+    if isinstance(dim, Fixed):
+        return dim.value
+    return min(dim.values) if isinstance(dim, Choice) else dim.low

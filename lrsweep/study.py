@@ -1,0 +1,301 @@
+"""Optuna studies of learning-rate schedules: create or load, ask, train, tell, resume.
+
+`trials` in a study file is the total: running the same file again continues to it, and
+`resume` continues from the study file stored in the study itself.
+
+    >>> from lrsweep import spec, study
+    >>> s = spec.load("studies/quickstart.toml")                         # doctest: +SKIP
+    >>> summary = study.run(s, storage="sqlite:///results/lrsweep.db")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import subprocess
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from . import __version__, data, engine, schedules, spec as spec_mod
+from .sampling import make_pruner, make_sampler
+from .spec import Choice, Fixed, Range, SpecError, StudySpec
+from .storage import HEARTBEAT_SECONDS, StorageError, default_storage, load_study, open_storage
+
+CURVES = ("lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "epoch_seconds")
+DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+
+class Progress:
+    """What `run` tells about its work; this base shows nothing, the command line renders it."""
+
+    def start(self, spec: StudySpec, done: int) -> None: ...
+    def trial_started(self, number: int, params: dict[str, Any], epochs: int) -> None: ...
+    def epoch(self, number: int, metrics: engine.EpochMetrics) -> None: ...
+    def trial_finished(self, number: int, state: str, value: float | None,
+                       best: float | None) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    name: str
+    storage: str
+    total: int              # trials the study file asks for
+    finished: int           # COMPLETE + PRUNED now in the store
+    new: int                # of which this run finished
+    running_elsewhere: int  # RUNNING trials of other (or recently killed) processes
+    seconds: float
+
+
+def load_stored_spec(name: str, storage: str) -> StudySpec:
+    """The study file a stored study was started from."""
+    study = load_study(name, storage)
+    text = study.user_attrs.get("study_file")
+    if text is None:
+        raise StorageError(f"study {name!r} in {storage} was not made by lrsweep (no stored study file)")
+    return spec_mod.parse(text, source=f"{name} (stored in {storage})")
+
+
+def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
+        data_dir: str | None = None, allow_changed: bool = False,
+        progress: Progress | None = None) -> RunSummary:
+    """Create the study or continue it until `spec.study.trials` trials have finished."""
+    storage = storage or default_storage()
+    started = time.perf_counter()
+    torch_device = engine.resolve_device(device)
+    # Data first: a missing dataset must fail before anything is written to the store.
+    splits = data.load(torch_device, data_dir=data_dir, validation=spec.train.validation,
+                       subset=spec.train.subset)
+    rdb = open_storage(storage)
+    study = _create_or_load(spec, rdb, storage, allow_changed)
+    optuna.storages.fail_stale_trials(study)
+    progress = progress or Progress()
+    new = 0
+    try:
+        progress.start(spec, _count(study, DONE))
+        while True:
+            done, running = _count(study, DONE), _count(study, (TrialState.RUNNING,))
+            if done + running >= spec.study.trials:
+                break
+            study.sampler = make_sampler(spec, len(study.get_trials(deepcopy=False)))
+            trial = study.ask()
+            _run_trial(spec, study, trial, splits, torch_device, progress)
+            new += 1
+    finally:
+        progress.close()
+    return RunSummary(spec.study.name, storage, spec.study.trials, _count(study, DONE), new,
+                      _count(study, (TrialState.RUNNING,)), time.perf_counter() - started)
+
+
+def trial_config(spec: StudySpec, params: dict[str, Any]) -> engine.TrialConfig:
+    """A trial's full configuration: its suggested parameters over the file's fixed values."""
+    values = {k: d.value for k, d in spec.space if isinstance(d, Fixed)}
+    values.update(params)
+    scheduler = values["scheduler"]
+    kwargs = {k: values[k] for k in spec.keys_for(scheduler) if k not in ("scheduler", "seed")}
+    if "milestones" in kwargs:
+        kwargs["milestones"] = json.loads(kwargs["milestones"])
+    schedule = schedules.build(scheduler, **kwargs)
+    return engine.TrialConfig(schedule, seed=values["seed"], epochs=spec.train.epochs,
+                              batch_size=spec.train.batch_size, unit=spec.train.unit)
+
+
+# --- one trial -----------------------------------------------------------------------------
+
+def _run_trial(spec: StudySpec, study: optuna.Study, trial: optuna.Trial,
+               splits: data.Splits, device: torch.device, progress: Progress) -> None:
+    config = trial_config(spec, _suggest(spec, trial))
+    metric = spec.study.metric
+    progress.trial_started(trial.number, trial.params, config.epochs)
+
+    def on_epoch(m: engine.EpochMetrics) -> bool:
+        value = getattr(m, metric)
+        progress.epoch(trial.number, m)
+        if math.isfinite(value):
+            trial.report(value, m.epoch)
+        return not trial.should_prune()
+
+    try:
+        with _Heartbeat(study, trial):
+            result = engine.train(config, splits, on_epoch=on_epoch)
+    except BaseException:
+        # Ctrl-C or a crash: the trial is marked failed so a re-run trains it again.
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    for key, value in _user_attrs(result, device).items():
+        trial.set_user_attr(key, value)
+    if result.status == "pruned":
+        study.tell(trial, state=TrialState.PRUNED)
+        progress.trial_finished(trial.number, "pruned", None, _best(study))
+        return
+    value = getattr(result.epochs[-1], metric)
+    if not math.isfinite(value):  # a diverged trial is a result: the worst one
+        value = math.inf if spec.direction == "minimize" else -math.inf
+    study.tell(trial, value)
+    state = "diverged" if result.status == "diverged" else "complete"
+    progress.trial_finished(trial.number, state, value, _best(study))
+
+
+def _suggest(spec: StudySpec, trial: optuna.Trial) -> dict[str, Any]:
+    """Suggest the searched dimensions, only those the trial's scheduler uses."""
+    sched = spec.dimension("scheduler")
+    scheduler = (trial.suggest_categorical("scheduler", list(sched.values))
+                 if isinstance(sched, Choice) else sched.value)
+    for key in spec.keys_for(scheduler):
+        dim = spec.dimension(key)
+        if key == "scheduler" or isinstance(dim, Fixed):
+            continue
+        if isinstance(dim, Choice):
+            trial.suggest_categorical(key, list(dim.values))
+        elif isinstance(dim, Range) and dim.integer:
+            trial.suggest_int(key, int(dim.low), int(dim.high), log=dim.log)
+        else:
+            trial.suggest_float(key, dim.low, dim.high, log=dim.log)
+    return {"scheduler": scheduler, **trial.params}
+
+
+def _user_attrs(result: engine.TrialResult, device: torch.device) -> dict[str, Any]:
+    epochs = result.epochs
+    attrs: dict[str, Any] = {
+        "lr": [m.lr for m in epochs],
+        "train_loss": [m.train_loss for m in epochs],
+        "train_acc": [m.train_acc for m in epochs],
+        "val_loss": [m.val_loss for m in epochs],
+        "val_acc": [m.val_acc for m in epochs],
+        "test_acc": [m.test_acc for m in epochs],
+        "epoch_seconds": [m.seconds for m in epochs],
+    }
+    # JSON has no NaN: a missing value (no validation set, a diverged loss) is stored as null.
+    attrs = {k: [v if math.isfinite(v) else None for v in vs] for k, vs in attrs.items()}
+    attrs.update(seed=result.config.seed, diverged=result.diverged, status=result.status,
+                 schedule=result.config.schedule.as_dict(), device=_device_name(device),
+                 pack_size=1)
+    return attrs
+
+
+# --- the study in the store ----------------------------------------------------------------
+
+def _create_or_load(spec: StudySpec, rdb: optuna.storages.RDBStorage, url: str,
+                    allow_changed: bool) -> optuna.Study:
+    name = spec.study.name
+    if name in optuna.study.get_all_study_names(rdb):
+        study = optuna.load_study(study_name=name, storage=rdb, pruner=make_pruner(spec))
+        _check_same_spec(study, spec, url, allow_changed)
+        return study
+    study = optuna.create_study(study_name=name, storage=rdb, direction=spec.direction,
+                                pruner=make_pruner(spec), load_if_exists=True)
+    _store_spec(study, spec)
+    for key, value in _provenance().items():
+        study.set_user_attr(key, value)
+    return study
+
+
+def _check_same_spec(study: optuna.Study, spec: StudySpec, url: str, allow_changed: bool) -> None:
+    stored_text = study.user_attrs.get("study_file")
+    if stored_text is None:
+        raise StorageError(f"study {spec.study.name!r} in {url} was not made by lrsweep; "
+                           "choose another [study] name")
+    if stored_text == spec.text:
+        return
+    stored = spec_mod.parse(stored_text, source="stored")
+    changes = _differences(stored, spec)
+    if changes and not allow_changed:
+        raise SpecError(f"{spec.source}: study {spec.study.name!r} in {url} was started from a "
+                        f"different study file ({'; '.join(changes[:3])}); give the study a new "
+                        "[study] name, or pass --allow-changed to continue it with this file")
+    if changes:
+        study.set_user_attr("study_file_previous", stored_text)
+    _store_spec(study, spec)  # a new total or new comments are no change of study
+
+
+def _store_spec(study: optuna.Study, spec: StudySpec) -> None:
+    study.set_user_attr("study_file", spec.text)
+    study.set_user_attr("study_file_sha256", spec.sha256)
+    study.set_user_attr("study_file_source", spec.source)
+
+
+def _differences(old: StudySpec, new: StudySpec) -> list[str]:
+    if old.canonical(ignore_trials=True) == new.canonical(ignore_trials=True):
+        return []
+    changes = []
+    for section in ("study", "train"):
+        a, b = asdict(getattr(old, section)), asdict(getattr(new, section))
+        changes += [f"[{section}] {k}: {a[k]!r} → {b[k]!r}" for k in a
+                    if a[k] != b[k] and k != "trials"]
+    a, b = dict(old.space), dict(new.space)
+    changes += [f"[space] {k}: {_show(a.get(k))} → {_show(b.get(k))}"
+                for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return changes
+
+
+def _show(dim: Any) -> str:
+    if dim is None:
+        return "absent"
+    if isinstance(dim, Fixed):
+        return repr(dim.value)
+    if isinstance(dim, Choice):
+        return repr(list(dim.values))
+    return f"{{low = {dim.low}, high = {dim.high}, log = {str(dim.log).lower()}}}"
+
+
+def _provenance() -> dict[str, Any]:
+    return {"versions": {"lrsweep": __version__, "torch": torch.__version__,
+                         "optuna": optuna.__version__, "python": platform.python_version()},
+            "git_commit": _git_commit(), "host": platform.node()}
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _count(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def _best(study: optuna.Study) -> float | None:
+    try:
+        return study.best_value
+    except ValueError:  # no completed trial yet
+        return None
+
+
+class _Heartbeat:
+    """Records the trial's heartbeat from a thread, so a killed process's trial goes stale."""
+
+    def __init__(self, study: optuna.Study, trial: optuna.Trial) -> None:
+        self._storage, self._trial_id = study._storage, trial._trial_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def __enter__(self) -> "_Heartbeat":
+        self._storage.record_heartbeat(self._trial_id)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            self._storage.record_heartbeat(self._trial_id)

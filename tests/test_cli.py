@@ -1,0 +1,186 @@
+"""The study end to end through the `lrsweep` command on a tiny subset: what the store holds,
+continuing to the total, resume, Ctrl-C, a changed study file, and plain Optuna reading it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from conftest import REPO, study_toml
+
+CURVES = ("lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "epoch_seconds")
+
+
+def storage_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def load(tmp_path, name):
+    return optuna.load_study(study_name=name, storage=storage_url(tmp_path))
+
+
+def states(study):
+    return [t.state for t in study.get_trials(deepcopy=False)]
+
+
+def test_run_stores_what_design_section_4_lists(lrsweep_cli, tmp_path):
+    path = write(tmp_path, "s.toml", study_toml("e2e"))
+    proc = lrsweep_cli("run", str(path), "--storage", storage_url(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "study e2e: 2/2 trials finished (2 in this run" in proc.stdout
+    assert "best" in proc.stdout and "cosine" in proc.stdout  # the summary table
+    study = load(tmp_path, "e2e")
+    assert study.user_attrs["study_file"] == path.read_text()
+    assert len(study.user_attrs["study_file_sha256"]) == 64
+    assert set(study.user_attrs["versions"]) >= {"lrsweep", "torch", "optuna"}
+    assert "git_commit" in study.user_attrs
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert sorted(t.params["scheduler"] for t in trials) == ["constant", "cosine"]
+    for t in trials:
+        assert set(t.params) == {"scheduler"}  # fixed values are not suggested
+        for key in CURVES:
+            assert len(t.user_attrs[key]) == 2, key
+        assert t.user_attrs["seed"] == 0 and t.user_attrs["diverged"] is None
+        assert t.user_attrs["pack_size"] == 1 and t.user_attrs["device"].startswith("cpu")
+        assert t.value == t.user_attrs["val_acc"][-1]
+        assert [t.intermediate_values[e] for e in range(2)] == t.user_attrs["val_acc"]
+    cosine = next(t for t in trials if t.params["scheduler"] == "cosine")
+    assert cosine.user_attrs["lr"] == pytest.approx([0.1, 0.05])  # max_update = epochs = 2
+    assert "\nstudy e2e: 0/2" not in proc.stderr  # progress went to stderr, from 0
+    assert "trial 0 epoch 2/2" in proc.stderr
+
+
+def test_rerun_adds_nothing_and_a_higher_total_continues(lrsweep_cli, tmp_path):
+    path = write(tmp_path, "s.toml", study_toml("again", sampler="random", trials=2,
+                                                scheduler='["constant", "sqrt"]'))
+    url = storage_url(tmp_path)
+    assert lrsweep_cli("run", str(path), "--storage", url).returncode == 0
+    second = lrsweep_cli("run", str(path), "--storage", url)
+    assert second.returncode == 0 and "2/2 trials finished (0 in this run" in second.stdout
+    assert len(load(tmp_path, "again").trials) == 2
+    path.write_text(path.read_text().replace("trials = 2", "trials = 3"))  # not a new study
+    third = lrsweep_cli("run", str(path), "--storage", url)
+    assert third.returncode == 0, third.stderr
+    assert states(load(tmp_path, "again")) == [TrialState.COMPLETE] * 3
+
+
+def test_changed_study_file_is_refused_then_allowed(lrsweep_cli, tmp_path):
+    path = write(tmp_path, "s.toml", study_toml("changed", sampler="random", trials=1))
+    url = storage_url(tmp_path)
+    assert lrsweep_cli("run", str(path), "--storage", url).returncode == 0
+    original = path.read_text()
+    path.write_text(original.replace("epochs = 2", "epochs = 3").replace("trials = 1", "trials = 2"))
+    refused = lrsweep_cli("run", str(path), "--storage", url)
+    assert refused.returncode == 2
+    assert "[train] epochs: 2 → 3" in refused.stderr and "--allow-changed" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    study = load(tmp_path, "changed")
+    assert len(study.trials) == 1 and study.user_attrs["study_file"] == original
+    allowed = lrsweep_cli("run", str(path), "--storage", url, "--allow-changed")
+    assert allowed.returncode == 0, allowed.stderr
+    study = load(tmp_path, "changed")
+    assert len(study.trials) == 2 and study.user_attrs["study_file_previous"] == original
+    assert len(study.trials[-1].user_attrs["lr"]) == 3
+
+
+def test_ctrl_c_then_resume_finishes_the_study(fashion_dir, tmp_path):
+    path = write(tmp_path, "s.toml", study_toml("interrupted", epochs=40,
+                                                scheduler='["constant", "sqrt", "cosine"]'))
+    url = storage_url(tmp_path)
+    env = {"LRSWEEP_DATA": str(fashion_dir), "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.Popen([sys.executable, "-m", "lrsweep", "run", str(path), "--storage", url],
+                            cwd=tmp_path, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    for line in proc.stderr:  # wait until the second trial is training
+        if "trial 1 epoch 1/" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 130, rest
+    assert "interrupted" in rest
+    study = load(tmp_path, "interrupted")
+    assert states(study) == [TrialState.COMPLETE, TrialState.FAIL]
+    resumed = subprocess.run([sys.executable, "-m", "lrsweep", "resume", "interrupted",
+                              "--storage", url], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "3/3 trials finished (2 in this run" in resumed.stdout
+    study = load(tmp_path, "interrupted")
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 3
+    assert sorted(t.params["scheduler"] for t in done) == ["constant", "cosine", "sqrt"]
+    assert TrialState.RUNNING not in states(study)
+
+
+def test_plain_optuna_and_its_command_read_the_study(lrsweep_cli, tmp_path):
+    path = write(tmp_path, "s.toml", study_toml("plain", scheduler='"poly"', extra="exponent = [1.0, 2.0]"))
+    url = storage_url(tmp_path)
+    assert lrsweep_cli("run", str(path), "--storage", url).returncode == 0
+    study = optuna.load_study(study_name="plain", storage=url)
+    assert sorted(t.params["exponent"] for t in study.trials) == [1.0, 2.0]
+    assert study.best_trial.value == max(t.value for t in study.trials)
+    optuna_cli = REPO / ".venv" / "bin" / "optuna"
+    command = [str(optuna_cli)] if optuna_cli.exists() else [sys.executable, "-m", "optuna"]
+    listed = subprocess.run([*command, "trials", "--study-name", "plain", "--storage", url,
+                             "-f", "json"], capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert len(rows) == 2 and {r["state"] for r in rows} == {"COMPLETE"}
+
+
+def test_ls_and_show_describe_the_store(lrsweep_cli, tmp_path):
+    path = write(tmp_path, "s.toml", study_toml("listed"))
+    url = storage_url(tmp_path)
+    assert lrsweep_cli("run", str(path), "--storage", url).returncode == 0
+    listed = lrsweep_cli("ls", "--storage", url)
+    assert listed.returncode == 0 and "listed" in listed.stdout and "(max)" in listed.stdout
+    shown = lrsweep_cli("show", "listed", "--storage", url, "--top", "1")
+    assert shown.returncode == 0 and "top 1 of 2 trials" in shown.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (("run", "missing.toml"), "missing.toml: no such study file"),
+    (("resume", "nobody"), "no study named 'nobody'"),
+    (("show", "nobody"), "no study named 'nobody'"),
+    (("run", "bad.toml"), "bad.toml: [space] scheduler: unknown schedule 'cosin'; did you mean 'cosine'?"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(lrsweep_cli, tmp_path, args, message):
+    url = storage_url(tmp_path)
+    optuna.create_study(study_name="other", storage=url)  # so the store exists for resume/show
+    before = (tmp_path / "store.db").read_bytes()
+    write(tmp_path, "bad.toml", study_toml("bad", scheduler='"cosin"'))
+    proc = lrsweep_cli(*args, "--storage", url)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert optuna.study.get_all_study_names(url) == ["other"]
+    assert not (tmp_path / "results").exists()
+    assert (tmp_path / "store.db").read_bytes() == before
+
+
+def test_missing_dataset_is_exit_2_before_the_store_is_touched(lrsweep_cli, tmp_path):
+    path = write(tmp_path, "s.toml", study_toml("nodata"))
+    proc = lrsweep_cli("run", str(path), "--data-dir", str(tmp_path / "empty"),
+                       "--storage", storage_url(tmp_path))
+    assert proc.returncode == 2 and "holds no Fashion-MNIST" in proc.stderr
+    assert not (tmp_path / "store.db").exists()
+
+
+def test_schedules_command_writes_a_png(lrsweep_cli, tmp_path):
+    proc = lrsweep_cli("schedules", "--out", "shapes.png")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "shapes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

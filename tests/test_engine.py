@@ -1,0 +1,128 @@
+"""The engine on a tiny subset: learning, determinism, schedules applied per epoch or step,
+divergence, pruning, and the exported weights."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lrsweep import data, engine, schedules
+from lrsweep.model import lenet
+
+
+@pytest.fixture(scope="module")
+def splits(fashion_dir):
+    return data.load("cpu", data_dir=fashion_dir, validation=200, subset=600)
+
+
+def config(name="constant", seed=0, epochs=3, unit="epoch", batch_size=64, **params):
+    params.setdefault("base_lr", 0.1)
+    return engine.TrialConfig(schedules.build(name, **params), seed=seed, epochs=epochs,
+                              batch_size=batch_size, unit=unit)
+
+
+def test_loss_decreases_and_accuracy_beats_chance(fashion_dir):
+    # 2000 images: enough steps for plain SGD to leave LeNet's initial plateau.
+    bigger = data.load("cpu", data_dir=fashion_dir, validation=200, subset=2000)
+    result = engine.train(config(epochs=4, base_lr=0.3), bigger)
+    losses = [m.train_loss for m in result.epochs]
+    assert result.status == "complete" and len(result.epochs) == 4
+    assert losses[-1] < losses[0] * 0.8
+    assert result.epochs[-1].val_acc > 0.3
+
+
+def test_same_seed_gives_the_same_curve_and_another_seed_does_not(splits):
+    a = engine.train(config(seed=3), splits)
+    b = engine.train(config(seed=3), splits)
+    c = engine.train(config(seed=4), splits)
+    strip = lambda r: [(m.lr, m.train_loss, m.train_acc, m.val_loss, m.val_acc, m.test_acc)
+                       for m in r.epochs]
+    assert strip(a) == strip(b)
+    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    assert strip(a) != strip(c)
+
+
+def test_seed_fixes_initial_weights_whatever_the_global_rng():
+    torch.manual_seed(123)
+    first = lenet(seed=7).state_dict()
+    torch.manual_seed(999)
+    second = lenet(seed=7).state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not torch.equal(first["0.weight"], lenet(seed=8).state_dict()["0.weight"])
+
+
+def test_each_epoch_runs_at_its_scheduled_rate(splits):
+    cfg = config("cosine", epochs=4, base_lr=0.4, final_lr=0.0, max_update=4)
+    result = engine.train(cfg, splits)
+    expected = [0.4 * (1 + math.cos(math.pi * t / 4)) / 2 for t in range(4)]
+    assert [m.lr for m in result.epochs] == pytest.approx(expected, rel=1e-12)
+
+
+def test_step_unit_moves_the_rate_within_an_epoch(splits, monkeypatch):
+    seen = []
+    real_step = torch.optim.SGD.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", spy)
+    steps = engine.steps_per_epoch(len(splits.train_y), 64)
+    cfg = config("poly", unit="step", epochs=2, base_lr=0.2, max_update=2 * steps, exponent=1.0)
+    result = engine.train(cfg, splits)
+    assert seen == pytest.approx([0.2 * (1 - t / (2 * steps)) for t in range(2 * steps)])
+    assert result.epochs[1].lr == pytest.approx(seen[steps])
+
+
+def test_last_partial_batch_is_trained(splits, monkeypatch):
+    sizes = []
+    real_forward = torch.nn.Sequential.forward
+
+    def spy(self, x):
+        if self.training:
+            sizes.append(len(x))
+        return real_forward(self, x)
+
+    monkeypatch.setattr(torch.nn.Sequential, "forward", spy)
+    engine.train(config(epochs=1, batch_size=256), splits)
+    assert sizes == [256, 256, 600 - 512]
+
+
+def test_non_finite_loss_ends_the_trial_as_diverged(splits):
+    result = engine.train(config(epochs=5, base_lr=1e4), splits)
+    assert result.status == "diverged" and result.diverged == "nonfinite"
+    assert len(result.epochs) < 5
+    assert not math.isfinite(result.epochs[-1].train_loss)
+
+
+def test_callback_returning_false_prunes_after_that_epoch(splits):
+    seen = []
+    result = engine.train(config(epochs=4), splits, on_epoch=lambda m: seen.append(m) or m.epoch < 1)
+    assert result.status == "pruned"
+    assert [m.epoch for m in result.epochs] == [0, 1] == [m.epoch for m in seen]
+
+
+def test_exported_state_dict_loads_into_plain_lenet_with_the_same_accuracy(splits):
+    result = engine.train(config(epochs=2, base_lr=0.3), splits)
+    net = lenet()
+    net.load_state_dict(result.state_dict)
+    net.eval()
+    with torch.no_grad():
+        acc = (net(splits.test_x).argmax(1) == splits.test_y).float().mean().item()
+    assert acc == pytest.approx(result.epochs[-1].test_acc, abs=1e-6)
+
+
+def test_no_validation_set_gives_nan_validation_metrics(fashion_dir):
+    splits = data.load("cpu", data_dir=fashion_dir, validation=0, subset=300)
+    result = engine.train(config(epochs=1), splits)
+    assert math.isnan(result.epochs[0].val_acc) and math.isfinite(result.epochs[0].test_acc)
+
+
+def test_auto_device_is_cuda_only_when_present():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert engine.resolve_device("auto").type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA"):
+            engine.resolve_device("cuda:0")
