@@ -28,6 +28,9 @@ err = Console(stderr=True, highlight=False)
 StorageOpt = typer.Option(None, "--storage", envvar="LRSWEEP_STORAGE", show_envvar=True,
                           help="Optuna storage URL [default: sqlite:///results/lrsweep.db]")
 DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:1, …")
+PackOpt = typer.Option(None, "--pack", min=1,
+                       help="Trials trained together as one network [default: 4 on a CPU, "
+                            "from free memory on a GPU]")
 DataDirOpt = typer.Option(None, "--data-dir", envvar="LRSWEEP_DATA", show_envvar=True,
                           help="Folder with the four Fashion-MNIST IDX files")
 
@@ -36,21 +39,18 @@ def _handle_errors(command: Callable) -> Callable:
     """Bad input → one line and exit 2; Ctrl-C → exit 130; anything else → one line, exit 1."""
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .data import DataError
-        from .spec import SpecError
-        from .storage import StorageError
         try:
             return command(*args, **kwargs)
-        except (SpecError, StorageError, DataError) as exc:
-            err.print(f"lrsweep: error: {exc}", markup=False, soft_wrap=True)
-            raise typer.Exit(2)
+        except typer.Exit:
+            raise
         except KeyboardInterrupt:
             err.print("lrsweep: interrupted; finished trials are stored — run the same command "
                       "again to continue", markup=False, soft_wrap=True)
             raise typer.Exit(130)
-        except typer.Exit:
-            raise
         except Exception as exc:
+            if _is_bad_input(exc):
+                err.print(f"lrsweep: error: {exc}", markup=False, soft_wrap=True)
+                raise typer.Exit(2)
             if os.environ.get("LRSWEEP_DEBUG"):
                 raise
             err.print(f"lrsweep: failed: {type(exc).__name__}: {exc} "
@@ -59,28 +59,40 @@ def _handle_errors(command: Callable) -> Callable:
     return wrapper
 
 
+def _is_bad_input(exc: Exception) -> bool:
+    from .data import DataError
+    from .spec import SpecError
+    from .storage import StorageError
+    if isinstance(exc, (SpecError, StorageError, DataError, typer.BadParameter)):
+        return True
+    # The engine (and torch with it) is imported only by the commands that train.
+    engine = sys.modules.get("lrsweep.engine")
+    return engine is not None and isinstance(exc, engine.DeviceError)
+
+
 @app.command()
 @_handle_errors
 def run(study_file: Path = typer.Argument(..., help="A study file, e.g. studies/quickstart.toml"),
         storage: Optional[str] = StorageOpt, device: str = DeviceOpt,
-        data_dir: Optional[str] = DataDirOpt,
+        data_dir: Optional[str] = DataDirOpt, pack: Optional[int] = PackOpt,
         allow_changed: bool = typer.Option(False, "--allow-changed",
                                            help="Continue a study whose study file has changed")
         ) -> None:
     """Create a study from STUDY_FILE, or continue it until its total of trials is reached."""
     from . import spec
-    _run(spec.load(study_file), storage, device, data_dir, allow_changed)
+    _run(spec.load(study_file), storage, device, data_dir, pack, allow_changed)
 
 
 @app.command()
 @_handle_errors
 def resume(name: str = typer.Argument(..., help="The study's name"),
            storage: Optional[str] = StorageOpt, device: str = DeviceOpt,
-           data_dir: Optional[str] = DataDirOpt) -> None:
+           data_dir: Optional[str] = DataDirOpt, pack: Optional[int] = PackOpt) -> None:
     """Continue a stored study from the study file stored with it."""
     from .storage import default_storage
     from .study import load_stored_spec
-    _run(load_stored_spec(name, storage or default_storage()), storage, device, data_dir, False)
+    _run(load_stored_spec(name, storage or default_storage()), storage, device, data_dir, pack,
+         False)
 
 
 @app.command("ls")
@@ -132,12 +144,63 @@ def schedules(out_file: Path = typer.Option(Path("results/schedules.png"), "--ou
     out.print(f"wrote {path}", markup=False)
 
 
+@app.command()
+@_handle_errors
+def bench(device: str = DeviceOpt, data_dir: Optional[str] = DataDirOpt,
+          subset: Optional[int] = typer.Option(
+              None, "--subset", min=0, help="Training images [default: all on a GPU, 10000 on a "
+                                            "CPU]; the 10k test images are evaluated each epoch"),
+          packs: Optional[str] = typer.Option(
+              None, "--packs", help="Pack sizes, e.g. 1,8,32 [default: 1,8,32,128 on a GPU, "
+                                    "1,2,4,8,16,32 on a CPU]"),
+          epochs: int = typer.Option(3, "--epochs", min=1,
+                                     help="Epochs per configuration; the first is warm-up"),
+          chapter: bool = typer.Option(True, "--chapter/--no-chapter",
+                                       help="Also time the chapter's own loop"),
+          out_file: Optional[Path] = typer.Option(
+              None, "--out", help="JSON record [default: results/benchmarks/bench-DEVICE-DATE.json]"),
+          ) -> None:
+    """Trial-epochs per second: the chapter's loop vs lrsweep's engine at several pack sizes."""
+    import datetime
+    import json
+
+    from . import bench as bench_mod
+    from .engine import resolve_device
+    sizes = None
+    if packs:
+        try:
+            sizes = [int(p) for p in packs.split(",")]
+        except ValueError:
+            sizes = []
+        if not sizes or min(sizes) < 1:
+            raise typer.BadParameter(f"--packs {packs!r}: give whole numbers ≥ 1 separated by commas")
+    dev = resolve_device(device)
+    if subset is None:
+        subset = 0 if dev.type == "cuda" else 10_000
+    record = bench_mod.run(device, subset=subset, packs=sizes, epochs=epochs, data_dir=data_dir,
+                           chapter=chapter, log=lambda line: err.print(line, markup=False))
+    table = Table(title=f"lrsweep bench — {record['hardware']}, {record['images_per_epoch']} "
+                        f"training + {record['test_images']} test images per epoch")
+    for col in ("configuration", "s / epoch", "trial-epochs / s", "vs chapter", "peak MiB"):
+        table.add_column(col, justify="left" if col == "configuration" else "right")
+    for row in bench_mod.table(record):
+        table.add_row(*row)
+    out.print(table)
+    if out_file is None:
+        slug = "gpu" if dev.type == "cuda" else "cpu"
+        out_file = Path("results/benchmarks") / f"bench-{slug}-{datetime.date.today()}.json"
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.write_text(json.dumps(record, indent=2) + "\n")
+    out.print(f"wrote {out_file}", markup=False)
+
+
 def _run(spec: Any, storage: Optional[str], device: str, data_dir: Optional[str],
-         allow_changed: bool) -> None:
+         pack: Optional[int], allow_changed: bool) -> None:
     from . import progress, study
     from .report import trials_frame
     summary = study.run(spec, storage=storage, device=device, data_dir=data_dir,
-                        allow_changed=allow_changed, progress=progress.for_console(err))
+                        allow_changed=allow_changed, pack=pack,
+                        progress=progress.for_console(err))
     frame = trials_frame(summary.name, summary.storage)
     if not frame.empty:
         _print_trials(frame, f"{summary.name}: best trials", 10)

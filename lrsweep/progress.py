@@ -37,15 +37,15 @@ class PlainProgress(Progress):
         self._metric = spec.study.metric
         self._print(f"study {spec.study.name}: {done}/{self._total} trials finished")
 
-    def trial_started(self, number: int, params: dict[str, Any], epochs: int) -> None:
+    def pack_started(self, trials: list[tuple[int, dict[str, Any]]], epochs: int) -> None:
         self._epochs = epochs
         self._started = time.perf_counter()
-        self._print(f"trial {number} started: {describe(params)}")
+        self._label = _label([number for number, _ in trials])
+        for number, params in trials:
+            self._print(f"trial {number} started: {describe(params)}")
 
-    def epoch(self, number: int, m: EpochMetrics) -> None:
-        self._print(f"trial {number} epoch {m.epoch + 1}/{self._epochs}: lr {m.lr:.4g} "
-                    f"train_loss {m.train_loss:.4f} train_acc {m.train_acc:.4f} "
-                    f"val_acc {m.val_acc:.4f} test_acc {m.test_acc:.4f} ({m.seconds:.1f} s)")
+    def pack_epoch(self, metrics: dict[int, EpochMetrics]) -> None:
+        self._print(f"{self._label} epoch {_epoch_of(metrics)}/{self._epochs}: {_summary(metrics)}")
 
     def trial_finished(self, number: int, state: str, value: float | None,
                        best: float | None) -> None:
@@ -76,15 +76,16 @@ class LiveProgress(PlainProgress):
         self._trials = self._bars.add_task("trials", total=self._total, completed=done, info="")
         self._epoch_bar = self._bars.add_task("epoch ", total=1, info="", visible=False)
 
-    def trial_started(self, number: int, params: dict[str, Any], epochs: int) -> None:
+    def pack_started(self, trials: list[tuple[int, dict[str, Any]]], epochs: int) -> None:
         self._epochs = epochs
         self._started = time.perf_counter()
+        self._label = _label([number for number, _ in trials])
+        what = describe(trials[0][1]) if len(trials) == 1 else f"a pack of {len(trials)}"
         self._bars.reset(self._epoch_bar, total=epochs, visible=True,
-                         info=f"trial {number}: {describe(params)}")
+                         info=f"{self._label}: {what}")
 
-    def epoch(self, number: int, m: EpochMetrics) -> None:
-        self._bars.update(self._epoch_bar, advance=1,
-                          info=f"trial {number}: lr {m.lr:.3g}  val_acc {m.val_acc:.4f}")
+    def pack_epoch(self, metrics: dict[int, EpochMetrics]) -> None:
+        self._bars.update(self._epoch_bar, advance=1, info=f"{self._label}: {_summary(metrics)}")
 
     def trial_finished(self, number: int, state: str, value: float | None,
                        best: float | None) -> None:
@@ -93,6 +94,33 @@ class LiveProgress(PlainProgress):
 
     def close(self) -> None:
         self._bars.stop()
+
+
+def _label(numbers: list[int]) -> str:
+    if len(numbers) == 1:
+        return f"trial {numbers[0]}"
+    if numbers == list(range(numbers[0], numbers[-1] + 1)):
+        return f"trials {numbers[0]}–{numbers[-1]}"
+    return "trials " + ",".join(map(str, numbers))
+
+
+def _epoch_of(metrics: dict[int, EpochMetrics]) -> int:
+    return next(iter(metrics.values())).epoch + 1
+
+
+def _summary(metrics: dict[int, EpochMetrics]) -> str:
+    """One trial: its numbers. A pack: the range of validation accuracy and the leader."""
+    if len(metrics) == 1:
+        m = next(iter(metrics.values()))
+        return (f"lr {m.lr:.4g} train_loss {m.train_loss:.4f} train_acc {m.train_acc:.4f} "
+                f"val_acc {m.val_acc:.4f} test_acc {m.test_acc:.4f} ({m.seconds:.1f} s)")
+    accs = {n: m.val_acc for n, m in metrics.items() if m.val_acc == m.val_acc}
+    seconds = next(iter(metrics.values())).seconds
+    if not accs:
+        return f"{len(metrics)} training ({seconds:.1f} s)"
+    leader = max(accs, key=accs.get)
+    return (f"val_acc {min(accs.values()):.4f}–{accs[leader]:.4f} (best: trial {leader}), "
+            f"{len(metrics)} training ({seconds:.1f} s)")
 
 
 def _fmt(value: Any) -> str:

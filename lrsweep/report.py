@@ -68,7 +68,9 @@ def trials_frame(name: str, url: str) -> pd.DataFrame:
             row[key] = curve[-1] if curve else None
         row["val_acc_curve"] = attrs.get("val_acc") or []
         row["epochs"] = len(attrs.get("lr") or [])
-        row["seconds"] = sum(s for s in attrs.get("epoch_seconds") or [] if s is not None)
+        # A pack's epoch time is shared by its trials: each is charged its share.
+        pack_seconds = sum(s for s in attrs.get("epoch_seconds") or [] if s is not None)
+        row["seconds"] = pack_seconds / attrs.get("pack_size", 1)
         rows.append(row)
     frame = pd.DataFrame(rows)
     frame.attrs["direction"] = study.direction.name.lower()

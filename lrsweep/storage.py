@@ -5,6 +5,7 @@ Free of torch, so reading a study (`ls`, `show`, `report`) starts fast.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import warnings
@@ -21,6 +22,8 @@ GRACE_SECONDS = 30       # silence after which a RUNNING trial is taken as dead
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # lrsweep prints its own progress
 # Heartbeats are "experimental" in Optuna's terms; they are what makes killed trials go stale.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+# lrsweep runs heartbeats itself (study.py), so ask/tell with them is intended.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 
 
 class StorageError(Exception):
@@ -67,3 +70,40 @@ def load_study(name: str, url: str) -> optuna.Study:
         known = f"; it has: {', '.join(names)}" if names else "; it holds no study yet"
         raise StorageError(f"no study named {name!r} in {url}{known}")
     return optuna.load_study(study_name=name, storage=rdb)
+
+
+def record_trial(study: optuna.Study, trial: optuna.Trial, user_attrs: dict[str, Any],
+                 intermediate: dict[int, float]) -> None:
+    """Write a trial's user attrs and intermediate values before it is told: on an RDB store
+    in one transaction of two bulk inserts instead of one transaction per value (Optuna's
+    API costs ~1.2 ms a value on SQLite: ~50 ms a trial, a fifth of a GPU study's time);
+    elsewhere, or should Optuna's tables change, through Optuna's public API."""
+    backend = getattr(study._storage, "_backend", study._storage)
+    if isinstance(backend, optuna.storages.RDBStorage):
+        try:
+            _bulk_insert(backend, trial._trial_id, user_attrs, intermediate)
+            return
+        except (ImportError, AttributeError, sqlalchemy.exc.SQLAlchemyError):
+            pass  # nothing was committed: the transaction rolled back
+    for key, value in user_attrs.items():
+        trial.set_user_attr(key, value)
+    for step, value in intermediate.items():
+        trial.report(value, step)
+
+
+def _bulk_insert(rdb: optuna.storages.RDBStorage, trial_id: int, user_attrs: dict[str, Any],
+                 intermediate: dict[int, float]) -> None:
+    from optuna.storages._rdb import models  # Optuna's schema, versioned by its migrations
+
+    attrs = [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
+             for k, v in user_attrs.items()]
+    values = []
+    for step, value in intermediate.items():
+        stored, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
+        values.append({"trial_id": trial_id, "step": step, "intermediate_value": stored,
+                       "intermediate_value_type": kind})
+    with rdb.engine.begin() as conn:
+        if attrs:
+            conn.execute(sqlalchemy.insert(models.TrialUserAttributeModel.__table__), attrs)
+        if values:
+            conn.execute(sqlalchemy.insert(models.TrialIntermediateValueModel.__table__), values)

@@ -53,7 +53,7 @@ def fashion_dir(tmp_path_factory) -> Path:
 
 def study_toml(name: str, *, scheduler='["constant", "cosine"]', trials: int | None = None,
                sampler: str = "grid", pruner: str = "none", epochs: int = 2, extra: str = "",
-               seed: str = "0") -> str:
+               seed: str = "0", base_lr: str = "0.1") -> str:
     """A study file on a tiny subset: seconds per trial on a CPU."""
     trials_line = f"trials = {trials}" if trials is not None else ""
     return f"""
@@ -71,7 +71,7 @@ batch_size = 64
 
 [space]
 scheduler = {scheduler}
-base_lr = 0.1
+base_lr = {base_lr}
 seed = {seed}
 {extra}
 """

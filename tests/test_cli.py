@@ -55,13 +55,13 @@ def test_run_stores_what_design_section_4_lists(lrsweep_cli, tmp_path):
         for key in CURVES:
             assert len(t.user_attrs[key]) == 2, key
         assert t.user_attrs["seed"] == 0 and t.user_attrs["diverged"] is None
-        assert t.user_attrs["pack_size"] == 1 and t.user_attrs["device"].startswith("cpu")
+        assert t.user_attrs["pack_size"] == 2 and t.user_attrs["device"].startswith("cpu")
         assert t.value == t.user_attrs["val_acc"][-1]
         assert [t.intermediate_values[e] for e in range(2)] == t.user_attrs["val_acc"]
     cosine = next(t for t in trials if t.params["scheduler"] == "cosine")
     assert cosine.user_attrs["lr"] == pytest.approx([0.1, 0.05])  # max_update = epochs = 2
     assert "\nstudy e2e: 0/2" not in proc.stderr  # progress went to stderr, from 0
-    assert "trial 0 epoch 2/2" in proc.stderr
+    assert "trials 0–1 epoch 2/2" in proc.stderr  # one pack of two
 
 
 def test_rerun_adds_nothing_and_a_higher_total_continues(lrsweep_cli, tmp_path):
@@ -102,7 +102,8 @@ def test_ctrl_c_then_resume_finishes_the_study(fashion_dir, tmp_path):
                                                 scheduler='["constant", "sqrt", "cosine"]'))
     url = storage_url(tmp_path)
     env = {"LRSWEEP_DATA": str(fashion_dir), "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
-    proc = subprocess.Popen([sys.executable, "-m", "lrsweep", "run", str(path), "--storage", url],
+    proc = subprocess.Popen([sys.executable, "-m", "lrsweep", "run", str(path), "--storage", url,
+                             "--pack", "1"],
                             cwd=tmp_path, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True)
     for line in proc.stderr:  # wait until the second trial is training

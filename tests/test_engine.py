@@ -62,13 +62,13 @@ def test_each_epoch_runs_at_its_scheduled_rate(splits):
 
 def test_step_unit_moves_the_rate_within_an_epoch(splits, monkeypatch):
     seen = []
-    real_step = torch.optim.SGD.step
+    real_step = engine._sgd_step
 
-    def spy(self, *args, **kwargs):
-        seen.append(self.param_groups[0]["lr"])
-        return real_step(self, *args, **kwargs)
+    def spy(params, rates, k):
+        seen.append(rates[0].item())
+        return real_step(params, rates, k)
 
-    monkeypatch.setattr(torch.optim.SGD, "step", spy)
+    monkeypatch.setattr(engine, "_sgd_step", spy)
     steps = engine.steps_per_epoch(len(splits.train_y), 64)
     cfg = config("poly", unit="step", epochs=2, base_lr=0.2, max_update=2 * steps, exponent=1.0)
     result = engine.train(cfg, splits)
@@ -78,14 +78,14 @@ def test_step_unit_moves_the_rate_within_an_epoch(splits, monkeypatch):
 
 def test_last_partial_batch_is_trained(splits, monkeypatch):
     sizes = []
-    real_forward = torch.nn.Sequential.forward
+    real_batch = engine._batch
 
-    def spy(self, x):
-        if self.training:
-            sizes.append(len(x))
-        return real_forward(self, x)
+    def spy(*args):
+        x, y = real_batch(*args)
+        sizes.append(y.shape[1])
+        return x, y
 
-    monkeypatch.setattr(torch.nn.Sequential, "forward", spy)
+    monkeypatch.setattr(engine, "_batch", spy)
     engine.train(config(epochs=1, batch_size=256), splits)
     assert sizes == [256, 256, 600 - 512]
 
@@ -126,3 +126,71 @@ def test_auto_device_is_cuda_only_when_present():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA"):
             engine.resolve_device("cuda:0")
+
+
+# --- packs ---------------------------------------------------------------------------------
+
+PACK = [  # different schedules, seeds and rates in one pack
+    dict(name="constant", seed=0, base_lr=0.3),
+    dict(name="cosine", seed=1, base_lr=0.2, max_update=2),
+    dict(name="sqrt", seed=2, base_lr=0.5),
+    dict(name="multistep", seed=0, base_lr=0.1, milestones=[1], gamma=0.5),
+]
+
+
+def curves(result):
+    return [[m.lr, m.train_loss, m.train_acc, m.val_loss, m.val_acc, m.test_acc]
+            for m in result.epochs]
+
+
+def assert_same_curves(a, b):
+    # Float32 sums in another order (grouped vs plain convolution) differ in the last bits.
+    assert len(a.epochs) == len(b.epochs)
+    for x, y in zip(curves(a), curves(b)):
+        assert x == pytest.approx(y, rel=2e-3, abs=2e-3)
+
+
+@pytest.mark.parametrize("same_seed", [False, True], ids=["own-orders", "shared-batch"])
+def test_packed_trials_equal_the_same_trials_alone(splits, same_seed):
+    configs = [config(epochs=2, **{**p, "seed": 7 if same_seed else p["seed"]}) for p in PACK]
+    packed = engine.train_pack(configs, splits)
+    for cfg, result in zip(configs, packed):
+        assert result.pack_size == len(configs)
+        alone = engine.train(cfg, splits)
+        assert_same_curves(result, alone)
+        for key, value in alone.state_dict.items():
+            torch.testing.assert_close(result.state_dict[key], value, rtol=1e-2, atol=2e-3)
+
+
+def test_pruning_one_trial_leaves_the_others_unchanged(splits):
+    configs = [config(epochs=3, **p) for p in PACK]
+    reference = engine.train_pack(configs, splits)
+    told = []
+
+    def prune_trial_1(metrics):
+        told.append(sorted(metrics))
+        return [1] if 1 in metrics else []
+
+    pruned = engine.train_pack(configs, splits, on_epoch=prune_trial_1)
+    assert told == [[0, 1, 2, 3], [0, 2, 3], [0, 2, 3]]  # reported once, then masked
+    assert pruned[1].status == "pruned" and len(pruned[1].epochs) == 1
+    for i in (0, 2, 3):
+        assert pruned[i].status == "complete"
+        assert curves(pruned[i]) == curves(reference[i])  # not even a rounding difference
+
+
+def test_a_diverging_trial_does_not_stop_or_spoil_the_pack(splits):
+    configs = [config(epochs=3, **p) for p in PACK]
+    calm = engine.train_pack(configs, splits)
+    configs[2] = config(epochs=3, name="constant", seed=2, base_lr=1e4)
+    results = engine.train_pack(configs, splits)
+    assert results[2].status == "diverged" and results[2].diverged == "nonfinite"
+    assert len(results[2].epochs) < 3
+    for i in (0, 1, 3):
+        assert results[i].status == "complete" and len(results[i].epochs) == 3
+        assert curves(results[i]) == curves(calm[i])
+
+
+def test_a_pack_must_share_its_length(splits):
+    with pytest.raises(ValueError, match="share epochs"):
+        engine.train_pack([config(epochs=2), config(epochs=3)], splits)

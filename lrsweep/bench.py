@@ -1,0 +1,170 @@
+"""`lrsweep bench`: trial-epochs per second of the chapter's own training loop and of
+lrsweep's packed engine, in one run, on the same device and the same images.
+
+The chapter's loop is re-implemented faithfully: torchvision's FashionMNIST with ToTensor,
+a DataLoader with 4 workers and batch 256 (shuffled), a host sync every step (its metric
+accumulator calls float()), and the test set evaluated each epoch through another DataLoader.
+
+    >>> from lrsweep import bench
+    >>> record = bench.run("cpu", subset=10_000, packs=[1, 4], epochs=2)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime
+import gzip
+import platform
+import resource
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import __version__, data, engine, schedules
+from .model import lenet
+
+CHAPTER_LR = 0.3  # the chapter's constant-rate run
+BATCH = 256
+
+
+def run(device: str = "auto", *, subset: int = 0, packs: list[int] | None = None,
+        epochs: int = 3, data_dir: str | None = None, chapter: bool = True,
+        log=print) -> dict[str, Any]:
+    """Measure and return a JSON-able record: hardware, settings, one row per configuration."""
+    dev = engine.resolve_device(device)
+    packs = packs or ([1, 8, 32, 128] if dev.type == "cuda" else [1, 2, 4, 8, 16, 32])
+    folder = data.locate(data_dir)
+    splits = data.load(dev, data_dir=folder, validation=0, subset=subset)
+    n = len(splits.train_y)
+    rows = []
+    if chapter:
+        log(f"chapter loop: {n} images, {epochs} epochs ...")
+        seconds = chapter_loop(folder, dev, subset, epochs)
+        rows.append(_row("chapter loop (DataLoader, 4 workers)", 1, seconds, dev))
+        log(f"  {rows[-1]['seconds_per_epoch']:.2f} s per epoch")
+    for k in packs:
+        for shared in ([True, False] if k > 1 else [True]):
+            mode = "shared batch" if shared else "own orders"
+            log(f"lrsweep pack K={k} ({mode}) ...")
+            _reset_peak(dev)
+            configs = [engine.TrialConfig(schedules.build("constant", base_lr=CHAPTER_LR),
+                                          seed=0 if shared else i, epochs=epochs,
+                                          batch_size=BATCH) for i in range(k)]
+            try:
+                results = engine.train_pack(configs, splits)
+            except torch.cuda.OutOfMemoryError:
+                log("  out of memory: skipped")
+                break
+            seconds = [m.seconds for m in results[0].epochs]
+            rows.append(_row(f"lrsweep K={k}, {mode}", k, seconds, dev))
+            log(f"  {rows[-1]['seconds_per_epoch']:.2f} s per epoch, "
+                f"{rows[-1]['trial_epochs_per_second']:.2f} trial-epochs/s")
+    base = rows[0]["trial_epochs_per_second"] if chapter else None
+    for row in rows:
+        row["vs_chapter"] = row["trial_epochs_per_second"] / base if base else None
+    return {"lrsweep": __version__, "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "hardware": hardware(dev), "torch": torch.__version__,
+            "images_per_epoch": n, "test_images": len(splits.test_y), "epochs": epochs,
+            "timing": "median epoch after the first (all epochs if fewer than 2)",
+            "rows": rows}
+
+
+def chapter_loop(folder: Path, device: torch.device, subset: int, epochs: int) -> list[float]:
+    """Seconds per epoch of the chapter's `train` (PyTorch tab), constant rate 0.3."""
+    import torchvision
+    from torch.utils.data import DataLoader, Subset
+    from torchvision import transforms
+
+    with tempfile.TemporaryDirectory() as root:
+        raw = Path(root) / "FashionMNIST" / "raw"
+        raw.mkdir(parents=True)
+        for name in data.FILES.values():  # torchvision wants the files unpacked, in its layout
+            src = folder / f"{name}.gz"
+            (raw / name).write_bytes(gzip.decompress(src.read_bytes()) if src.is_file()
+                                     else (folder / name).read_bytes())
+        trans = transforms.ToTensor()
+        train_set = torchvision.datasets.FashionMNIST(root, train=True, transform=trans)
+        test_set = torchvision.datasets.FashionMNIST(root, train=False, transform=trans)
+        if subset:
+            train_set = Subset(train_set, range(subset))
+        # The chapter's 4 workers, even where torch advises fewer (on 2 cores it warns).
+        warnings.filterwarnings("ignore", message="This DataLoader will create")
+        train_iter = DataLoader(train_set, BATCH, shuffle=True, num_workers=4)
+        test_iter = DataLoader(test_set, BATCH, shuffle=False, num_workers=4)
+        net = lenet(0).to(device)
+        loss = nn.CrossEntropyLoss()
+        trainer = torch.optim.SGD(net.parameters(), lr=CHAPTER_LR)
+        seconds = []
+        for _ in range(epochs):
+            start = time.perf_counter()
+            metric = [0.0, 0.0, 0.0]  # d2l.Accumulator(3): float() of each term, every step
+            net.train()
+            for X, y in train_iter:
+                trainer.zero_grad()
+                X, y = X.to(device), y.to(device)
+                y_hat = net(X)
+                l = loss(y_hat, y)
+                l.backward()
+                trainer.step()
+                with torch.no_grad():
+                    metric[0] += float(l * X.shape[0])
+                    metric[1] += float((y_hat.argmax(axis=1) == y).sum())
+                    metric[2] += X.shape[0]
+            net.eval()  # d2l.evaluate_accuracy_gpu
+            correct = total = 0.0
+            with torch.no_grad():
+                for X, y in test_iter:
+                    X, y = X.to(device), y.to(device)
+                    correct += float((net(X).argmax(axis=1) == y).sum())
+                    total += y.numel()
+            seconds.append(time.perf_counter() - start)
+        return seconds
+
+
+def hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {torch.get_num_threads()} threads"
+
+
+def table(record: dict[str, Any]) -> list[list[str]]:
+    """Rows for printing: configuration, s/epoch, trial-epochs/s, × chapter, peak memory."""
+    out = []
+    for row in record["rows"]:
+        ratio = row["vs_chapter"]
+        out.append([row["name"], f"{row['seconds_per_epoch']:.3f}",
+                    f"{row['trial_epochs_per_second']:.2f}",
+                    "–" if ratio is None else f"{ratio:.2f}×", f"{row['peak_mib']:.0f}"])
+    return out
+
+
+def _row(name: str, k: int, seconds: list[float], device: torch.device) -> dict[str, Any]:
+    measured = seconds[1:] if len(seconds) > 1 else seconds
+    per_epoch = statistics.median(measured)
+    return {"name": name, "pack": k, "epoch_seconds": seconds, "seconds_per_epoch": per_epoch,
+            "trial_epochs_per_second": k / per_epoch, "peak_mib": _peak_mib(device)}
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # The process's peak resident memory so far (Linux reports KiB); it only ever grows.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,0 +1,48 @@
+"""`lrsweep bench` on a tiny subset: it times the chapter's loop and the packs, and records
+them. Speed itself is never asserted here (targets live in the benchmark records)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lrsweep import bench
+
+
+def test_chapter_loop_runs_the_chapters_pipeline(fashion_dir):
+    seconds = bench.chapter_loop(fashion_dir, bench.engine.resolve_device("cpu"), subset=300,
+                                 epochs=2)
+    assert len(seconds) == 2 and all(s > 0 for s in seconds)
+
+
+def test_record_has_one_row_per_configuration_with_consistent_ratios(fashion_dir):
+    record = bench.run("cpu", subset=300, packs=[1, 2], epochs=2, data_dir=str(fashion_dir),
+                       log=lambda line: None)
+    names = [row["name"] for row in record["rows"]]
+    assert names == ["chapter loop (DataLoader, 4 workers)", "lrsweep K=1, shared batch",
+                     "lrsweep K=2, shared batch", "lrsweep K=2, own orders"]
+    chapter = record["rows"][0]
+    for row in record["rows"]:
+        assert len(row["epoch_seconds"]) == 2
+        assert row["seconds_per_epoch"] == row["epoch_seconds"][1]  # the warm-up is dropped
+        assert row["trial_epochs_per_second"] == pytest.approx(row["pack"] / row["seconds_per_epoch"])
+        assert row["vs_chapter"] == pytest.approx(row["trial_epochs_per_second"]
+                                                  / chapter["trial_epochs_per_second"])
+    assert record["images_per_epoch"] == 300 and "threads" in record["hardware"]
+    assert len(bench.table(record)) == 4
+
+
+def test_bench_command_writes_its_json(lrsweep_cli, tmp_path):
+    proc = lrsweep_cli("bench", "--subset", "256", "--packs", "1,2", "--epochs", "1",
+                       "--no-chapter", "--out", "b.json")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((tmp_path / "b.json").read_text())
+    assert [row["pack"] for row in record["rows"]] == [1, 2, 2]
+    assert "trial-epochs / s" in proc.stdout
+
+
+def test_bench_refuses_bad_pack_sizes(lrsweep_cli, tmp_path):
+    proc = lrsweep_cli("bench", "--packs", "1,x", "--out", "b.json")
+    assert proc.returncode == 2 and "--packs" in proc.stderr
+    assert not (tmp_path / "b.json").exists()

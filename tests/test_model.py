@@ -1,0 +1,68 @@
+"""The packed LeNet against K plain LeNets: same outputs, same gradients, same weights back."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from lrsweep.model import PackedLeNet, lenet
+
+SEEDS = (0, 1, 2, 5)
+
+
+@pytest.fixture
+def nets():
+    return [lenet(seed) for seed in SEEDS]
+
+
+def test_plain_lenet_has_the_chapters_layers():
+    net = lenet(0)
+    shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    assert shapes == {"0.weight": (6, 1, 5, 5), "0.bias": (6,), "3.weight": (16, 6, 5, 5),
+                      "3.bias": (16,), "7.weight": (120, 400), "7.bias": (120,),
+                      "9.weight": (84, 120), "9.bias": (84,), "11.weight": (10, 84),
+                      "11.bias": (10,)}
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_packed_outputs_equal_each_plain_net(nets, shared):
+    torch.manual_seed(0)
+    x = torch.rand(9, 1 if shared else len(nets), 28, 28)
+    out = PackedLeNet(nets)(x)
+    assert out.shape == (len(nets), 9, 10)
+    for k, net in enumerate(nets):
+        own = x if shared else x[:, k:k + 1]
+        torch.testing.assert_close(out[k], net(own), rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_of_summed_losses_is_each_trials_solo_gradient(nets):
+    torch.manual_seed(1)
+    x = torch.rand(16, len(nets), 28, 28)
+    y = torch.randint(0, 10, (len(nets), 16))
+    packed = PackedLeNet(nets)
+    losses = F.cross_entropy(packed(x).transpose(1, 2), y, reduction="none").mean(1)
+    losses.sum().backward()
+    for k, net in enumerate(nets):
+        F.cross_entropy(net(x[:, k:k + 1]), y[k]).backward()
+        packed_grad = packed.conv1_w.grad.unflatten(0, (len(nets), -1))[k]
+        torch.testing.assert_close(packed_grad, net[0].weight.grad, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(packed.fc1_w.grad[k].t(), net[7].weight.grad,
+                                   rtol=1e-4, atol=1e-6)
+
+
+def test_trial_state_dict_round_trips_into_the_plain_lenet(nets):
+    packed = PackedLeNet(nets)
+    for k, net in enumerate(nets):
+        state = packed.trial_state_dict(k)
+        assert state.keys() == net.state_dict().keys()
+        for key, value in net.state_dict().items():
+            assert torch.equal(state[key], value), key
+        plain = lenet()
+        plain.load_state_dict(state)  # strict: every key and shape matches
+
+
+def test_one_trial_pack_equals_the_plain_net():
+    net = lenet(3)
+    x = torch.rand(4, 1, 28, 28)
+    torch.testing.assert_close(PackedLeNet([net])(x)[0], net(x), rtol=1e-5, atol=1e-6)

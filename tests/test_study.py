@@ -1,0 +1,94 @@
+"""The study layer in-process: conditional search space under every sampler, packs, pruning
+inside a pack, grid coverage, and continuing a random study without replaying it."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from conftest import study_toml
+from lrsweep import spec, study
+
+
+def run(tmp_path, fashion_dir, text, **kwargs):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    summary = study.run(spec.parse(text, source="test.toml"), storage=url, device="cpu",
+                        data_dir=str(fashion_dir), **kwargs)
+    return summary, optuna.load_study(study_name=summary.name, storage=url)
+
+
+CONDITIONAL = """
+exponent = { low = 0.5, high = 2.0 }
+warmup_steps = [0, 1]
+"""
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "gp", "cmaes"])
+def test_each_sampler_suggests_only_what_the_scheduler_uses(tmp_path, fashion_dir, sampler):
+    text = study_toml(f"cond-{sampler}", sampler=sampler, trials=6,
+                      scheduler='["constant", "poly"]', extra=CONDITIONAL,
+                      base_lr="{ low = 0.01, high = 0.5, log = true }")
+    summary, stored = run(tmp_path, fashion_dir, text, pack=3)
+    assert summary.finished == 6 and summary.new == 6
+    for t in stored.trials:
+        assert t.state == TrialState.COMPLETE
+        assert 0.01 <= t.params["base_lr"] <= 0.5 and t.params["warmup_steps"] in (0, 1)
+        if t.params["scheduler"] == "poly":
+            assert 0.5 <= t.params["exponent"] <= 2.0
+            assert t.user_attrs["schedule"]["exponent"] == t.params["exponent"]
+        else:
+            assert "exponent" not in t.params and "exponent" not in t.user_attrs["schedule"]
+        assert t.user_attrs["pack_size"] == 3
+
+
+def test_grid_runs_every_distinct_point_once_across_packs(tmp_path, fashion_dir):
+    text = study_toml("grid", scheduler='["constant", "inverse_power"]', seed="[0, 1]",
+                      extra="exponent = [0.5, 1.0]", epochs=1)
+    summary, stored = run(tmp_path, fashion_dir, text, pack=4)
+    points = sorted((t.params["seed"], t.params["scheduler"], t.params.get("exponent"))
+                    for t in stored.trials)
+    expected = ([(s, "constant", None) for s in (0, 1)]
+                + [(s, "inverse_power", e) for s in (0, 1) for e in (0.5, 1.0)])
+    assert points == sorted(expected)
+    assert summary.finished == 6
+    # The first pack holds seed 0's three points: one shared batch, as the grid intends.
+    assert {t.params["seed"] for t in stored.trials[:3]} == {0}
+
+
+def test_pruning_inside_a_pack_masks_only_the_pruned_trial(tmp_path, fashion_dir, monkeypatch):
+    def prune_trial_1_after_its_first_epoch(self):
+        return self.number == 1 and len(self.storage.get_trial(self._trial_id).intermediate_values) >= 1
+
+    monkeypatch.setattr(optuna.trial.Trial, "should_prune", prune_trial_1_after_its_first_epoch)
+    text = study_toml("pruned", scheduler='["constant", "sqrt", "cosine"]', pruner="median",
+                      epochs=3)
+    summary, stored = run(tmp_path, fashion_dir, text, pack=3)
+    by_number = {t.number: t for t in stored.trials}
+    assert by_number[1].state == TrialState.PRUNED
+    assert list(by_number[1].intermediate_values) == [0]
+    assert len(by_number[1].user_attrs["val_acc"]) == 1
+    for n in (0, 2):
+        assert by_number[n].state == TrialState.COMPLETE
+        assert list(by_number[n].intermediate_values) == [0, 1, 2]
+    assert summary.finished == 3
+
+
+def test_continuing_a_random_study_does_not_replay_its_draws(tmp_path, fashion_dir):
+    text = study_toml("random", sampler="random", trials=2, scheduler='"constant"', epochs=1,
+                      base_lr="{ low = 0.01, high = 0.5 }")
+    run(tmp_path, fashion_dir, text, pack=1)
+    _, stored = run(tmp_path, fashion_dir, text.replace("trials = 2", "trials = 4"), pack=1)
+    rates = [t.params["base_lr"] for t in stored.trials]
+    assert len(rates) == 4 and len(set(rates)) == 4
+
+
+def test_default_pack_size_on_the_cpu_is_the_measured_best():
+    assert study.default_pack_size(torch.device("cpu")) == 4
+
+
+def test_a_pack_smaller_than_one_is_refused(tmp_path, fashion_dir):
+    with pytest.raises(spec.SpecError, match="--pack 0"):
+        run(tmp_path, fashion_dir, study_toml("nopack"), pack=0)
+    assert not (tmp_path / "store.db").exists()
