@@ -64,6 +64,10 @@ def run(device: str = "auto", *, subset: int = 0, packs: list[int] | None = None
             rows.append(_row(f"lrsweep K={k}, {mode}", k, seconds, dev))
             log(f"  {rows[-1]['seconds_per_epoch']:.2f} s per epoch, "
                 f"{rows[-1]['trial_epochs_per_second']:.2f} trial-epochs/s")
+    log("storage: 100 trials of 30 epochs into a fresh SQLite file ...")
+    store = storage_cost()
+    log(f"  {store['batched_ms_per_trial']:.1f} ms per trial batched, "
+        f"{store['per_value_ms_per_trial']:.1f} ms through Optuna's per-value API")
     base = rows[0]["trial_epochs_per_second"] if chapter else None
     for row in rows:
         row["vs_chapter"] = row["trial_epochs_per_second"] / base if base else None
@@ -71,7 +75,7 @@ def run(device: str = "auto", *, subset: int = 0, packs: list[int] | None = None
             "hardware": hardware(dev), "torch": torch.__version__,
             "images_per_epoch": n, "test_images": len(splits.test_y), "epochs": epochs,
             "timing": "median epoch after the first (all epochs if fewer than 2)",
-            "rows": rows}
+            "rows": rows, "storage": store}
 
 
 def chapter_loop(folder: Path, device: torch.device, subset: int, epochs: int) -> list[float]:
@@ -124,6 +128,40 @@ def chapter_loop(folder: Path, device: torch.device, subset: int, epochs: int) -
                     total += y.numel()
             seconds.append(time.perf_counter() - start)
         return seconds
+
+
+def storage_cost(trials: int = 100, epochs: int = 30) -> dict[str, Any]:
+    """Milliseconds per trial to ask, record (curves, attrs, intermediate values) and tell, on
+    a fresh SQLite file: lrsweep's batched write against one Optuna call per value."""
+    import optuna
+
+    from .storage import open_storage, record_trial
+
+    curve = [0.5 + i / 1000 for i in range(epochs)]
+    attrs = {name: curve for name in ("lr", "train_loss", "train_acc", "val_loss", "val_acc",
+                                      "test_acc", "epoch_seconds")}
+    attrs.update(seed=0, diverged=None, status="complete", device="bench", pack_size=1,
+                 schedule={"name": "constant", "base_lr": 0.1})
+    timings = {}
+    with tempfile.TemporaryDirectory() as folder:
+        rdb = open_storage(f"sqlite:///{folder}/bench.db")
+        for mode in ("batched", "per_value"):
+            study = optuna.create_study(storage=rdb, study_name=mode,
+                                        sampler=optuna.samplers.RandomSampler(seed=0))
+            start = time.perf_counter()
+            for _ in range(trials):
+                trial = study.ask()
+                trial.suggest_float("base_lr", 0.01, 1.0, log=True)
+                if mode == "batched":
+                    record_trial(study, trial, attrs, dict(enumerate(curve)))
+                else:
+                    for key, value in attrs.items():
+                        trial.set_user_attr(key, value)
+                    for step, value in enumerate(curve):
+                        trial.report(value, step)
+                study.tell(trial, curve[-1])
+            timings[f"{mode}_ms_per_trial"] = (time.perf_counter() - start) / trials * 1e3
+    return {"trials": trials, "epochs": epochs, "backend": "sqlite (WAL)", **timings}
 
 
 def hardware(device: torch.device) -> str:

@@ -186,6 +186,10 @@ def bench(device: str = DeviceOpt, data_dir: Optional[str] = DataDirOpt,
     for row in bench_mod.table(record):
         table.add_row(*row)
     out.print(table)
+    store = record["storage"]
+    out.print(f"storage: {store['batched_ms_per_trial']:.1f} ms per trial (ask, record "
+              f"{store['epochs']} epochs, tell) batched; {store['per_value_ms_per_trial']:.1f} ms "
+              "through Optuna's per-value API", markup=False)
     if out_file is None:
         slug = "gpu" if dev.type == "cuda" else "cpu"
         out_file = Path("results/benchmarks") / f"bench-{slug}-{datetime.date.today()}.json"

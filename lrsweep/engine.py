@@ -68,6 +68,19 @@ class TrialResult:
     pack_size: int = 1
 
 
+@dataclass(frozen=True)
+class Resume:
+    """Where a trial stopped: its weights after len(epochs) epochs and its curves so far."""
+
+    state_dict: dict[str, torch.Tensor]
+    epochs: list[EpochMetrics]
+    status: Literal["complete", "pruned", "diverged"] = "complete"
+    diverged: Literal["nonfinite", "collapsed"] | None = None
+
+
+# on_states([resume per member]) is given the whole pack's state after each epoch (for one
+# checkpoint per pack: members that resume together continue exactly as they would have).
+StateCallback = Callable[[list[Resume]], None]
 # on_epoch({k: metrics}) is told each epoch's metrics of the pack members still training, and
 # returns the members to stop (pruning).
 EpochCallback = Callable[[dict[int, EpochMetrics]], Iterable[int]]
@@ -103,17 +116,25 @@ def train(config: TrialConfig, splits: Splits, *,
 
 
 def train_pack(configs: Sequence[TrialConfig], splits: Splits, *,
-               on_epoch: EpochCallback | None = None) -> list[TrialResult]:
+               on_epoch: EpochCallback | None = None, on_states: StateCallback | None = None,
+               resume: Sequence[Resume | None] | None = None) -> list[TrialResult]:
     """Train K trials as one network. The loss is the sum of the per-trial mean losses, so
     each trial's gradient is its solo gradient; a pruned or diverged trial is masked out
-    (its rate set to 0, its weights zeroed) and the others carry on undisturbed."""
+    (its rate set to 0, its weights zeroed) and the others carry on undisturbed.
+    `resume` continues trials from their checkpoints; a pack's trials resume at one epoch."""
     first = configs[0]
     if any((c.epochs, c.batch_size, c.unit) != (first.epochs, first.batch_size, first.unit)
            for c in configs):
         raise ValueError("a pack's trials must share epochs, batch_size and unit")
+    resume = list(resume) if resume is not None else [None] * len(configs)
+    # Members that stopped early (pruned, diverged) stay in the pack, masked, as they were.
+    starts = {len(r.epochs) if r else 0 for r in resume if r is None or r.status == "complete"}
+    if len(starts) > 1:
+        raise ValueError("a pack's training trials must resume at the same epoch")
+    first_epoch = starts.pop() if starts else first.epochs
     device = splits.train_x.device
     k = len(configs)
-    net = PackedLeNet([lenet(c.seed) for c in configs]).to(device)
+    net = PackedLeNet([_initial_net(c, r) for c, r in zip(configs, resume)]).to(device)
     if device.type == "cpu":
         # Measured on the 2-core CPU: channels_last is 1.5–2× faster for packs.
         net = net.to(memory_format=torch.channels_last)
@@ -125,7 +146,19 @@ def train_pack(configs: Sequence[TrialConfig], splits: Splits, *,
     results = [TrialResult(c, device=str(device), pack_size=k) for c in configs]
     active = [True] * k
     best_train_acc = [0.0] * k
-    for epoch in range(first.epochs):
+    for i, r in enumerate(resume):
+        if r is None:
+            continue
+        results[i].epochs = list(r.epochs)
+        results[i].status, results[i].diverged = r.status, r.diverged
+        best_train_acc[i] = max((m.train_acc for m in r.epochs), default=0.0)
+        if r.status != "complete" or first_epoch >= first.epochs:  # it had finished: nothing to do
+            results[i].state_dict = r.state_dict
+            active[i] = False
+            _zero_trial(params, i, k)
+    if not any(active):
+        return results
+    for epoch in range(first_epoch, first.epochs):
         start = time.perf_counter()
         rates = _rates(configs, epoch, steps)  # (steps, K), host
         rates_on_device = torch.tensor(rates, dtype=torch.float32).mul_(
@@ -168,7 +201,11 @@ def train_pack(configs: Sequence[TrialConfig], splits: Splits, *,
                 result.status = "pruned"
             if result.status != "complete" or epoch == first.epochs - 1:
                 result.state_dict = net.trial_state_dict(i)
-            if result.status != "complete":
+        if on_states:
+            on_states([Resume(r.state_dict or net.trial_state_dict(i), list(r.epochs), r.status,
+                              r.diverged) for i, r in enumerate(results)])
+        for i in epoch_metrics:
+            if results[i].status != "complete":
                 active[i] = False
                 _zero_trial(params, i, k)
         if not any(active):
@@ -177,6 +214,13 @@ def train_pack(configs: Sequence[TrialConfig], splits: Splits, *,
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+def _initial_net(config: TrialConfig, resume: Resume | None) -> torch.nn.Sequential:
+    net = lenet(config.seed)
+    if resume is not None:
+        net.load_state_dict(resume.state_dict)
+    return net
+
 
 def _rates(configs: Sequence[TrialConfig], epoch: int, steps: int) -> list[list[float]]:
     """The rate of every step of the epoch for every trial: rows are steps."""

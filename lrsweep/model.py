@@ -85,14 +85,17 @@ class PackedLeNet(nn.Module):
 
     @torch.no_grad()
     def trial_state_dict(self, k: int) -> dict[str, torch.Tensor]:
-        """Trial k as a state_dict for the plain `lenet()` (on the CPU, contiguous)."""
+        """Trial k as a state_dict for the plain `lenet()`: CPU copies (never views of the
+        live weights, which train on or are zeroed when the trial is masked)."""
         def take(p: torch.Tensor) -> torch.Tensor:
-            return p.unflatten(0, (self.k, -1))[k].to("cpu", memory_format=torch.contiguous_format)
-        state = {"0.weight": take(self.conv1_w), "0.bias": take(self.conv1_b),
-                 "3.weight": take(self.conv2_w), "3.bias": take(self.conv2_b)}
+            return p.to("cpu").clone(memory_format=torch.contiguous_format)
+        state = {"0.weight": take(self.conv1_w.unflatten(0, (self.k, -1))[k]),
+                 "0.bias": take(self.conv1_b.unflatten(0, (self.k, -1))[k]),
+                 "3.weight": take(self.conv2_w.unflatten(0, (self.k, -1))[k]),
+                 "3.bias": take(self.conv2_b.unflatten(0, (self.k, -1))[k])}
         for name, key in _LINEARS:
-            state[f"{key}.weight"] = getattr(self, f"{name}_w")[k].t().contiguous().cpu()
-            state[f"{key}.bias"] = getattr(self, f"{name}_b")[k, 0].cpu()
+            state[f"{key}.weight"] = take(getattr(self, f"{name}_w")[k].t())
+            state[f"{key}.bias"] = take(getattr(self, f"{name}_b")[k, 0])
         return state
 
 

@@ -44,6 +44,13 @@ class PlainProgress(Progress):
         for number, params in trials:
             self._print(f"trial {number} started: {describe(params)}")
 
+    def resumed(self, number: int, epochs_done: int) -> None:
+        where = f"its checkpoint after epoch {epochs_done}" if epochs_done else "epoch 1"
+        self._print(f"trial {number} was interrupted: continuing from {where}")
+
+    def stopping(self) -> None:
+        self._print("Ctrl-C: stopping once this epoch is checkpointed (Ctrl-C again: now)")
+
     def pack_epoch(self, metrics: dict[int, EpochMetrics]) -> None:
         self._print(f"{self._label} epoch {_epoch_of(metrics)}/{self._epochs}: {_summary(metrics)}")
 

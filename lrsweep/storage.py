@@ -5,10 +5,10 @@ Free of torch, so reading a study (`ls`, `show`, `report`) starts fast.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import sqlite3
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +16,12 @@ import optuna
 import sqlalchemy
 
 DEFAULT_STORAGE = "sqlite:///results/lrsweep.db"
-HEARTBEAT_SECONDS = 10   # how often a running trial says it is alive
-GRACE_SECONDS = 30       # silence after which a RUNNING trial is taken as dead
+# How often a running trial says it is alive, and the silence after which another process
+# takes it over (tests shorten both; SQLite's clock ticks in whole seconds, so keep grace ≥ 2).
+HEARTBEAT_SECONDS = float(os.environ.get("LRSWEEP_HEARTBEAT_SECONDS", 10))
+GRACE_SECONDS = float(os.environ.get("LRSWEEP_GRACE_SECONDS", 30))
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # lrsweep prints its own progress
-# Heartbeats are "experimental" in Optuna's terms; they are what makes killed trials go stale.
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-# lrsweep runs heartbeats itself (study.py), so ask/tell with them is intended.
-warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 
 
 class StorageError(Exception):
@@ -36,7 +34,8 @@ def default_storage() -> str:
 
 
 def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage:
-    """An Optuna RDB storage with heartbeats; SQLite files get WAL and a busy timeout.
+    """An Optuna RDB storage; SQLite files get WAL and a busy timeout. Heartbeats are
+    recorded and read by lrsweep itself (leases below), not by Optuna's optimize loop.
     With create=False a missing SQLite file is an error instead of a new, empty store."""
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
@@ -52,8 +51,7 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
                 raise StorageError(f"storage {url}: cannot open {path} ({exc})") from None
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS,
-                                          grace_period=GRACE_SECONDS, **kwargs)
+        return optuna.storages.RDBStorage(url, **kwargs)
     except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as exc:
         raise StorageError(f"storage {url}: cannot be opened ({str(exc).splitlines()[0]})") from None
 
@@ -78,7 +76,7 @@ def record_trial(study: optuna.Study, trial: optuna.Trial, user_attrs: dict[str,
     in one transaction of two bulk inserts instead of one transaction per value (Optuna's
     API costs ~1.2 ms a value on SQLite: ~50 ms a trial, a fifth of a GPU study's time);
     elsewhere, or should Optuna's tables change, through Optuna's public API."""
-    backend = getattr(study._storage, "_backend", study._storage)
+    backend = _rdb(study)
     if isinstance(backend, optuna.storages.RDBStorage):
         try:
             _bulk_insert(backend, trial._trial_id, user_attrs, intermediate)
@@ -107,3 +105,68 @@ def _bulk_insert(rdb: optuna.storages.RDBStorage, trial_id: int, user_attrs: dic
             conn.execute(sqlalchemy.insert(models.TrialUserAttributeModel.__table__), attrs)
         if values:
             conn.execute(sqlalchemy.insert(models.TrialIntermediateValueModel.__table__), values)
+
+
+# --- leases: a RUNNING trial belongs to whoever keeps its heartbeat fresh --------------------
+
+_LONG_AGO = datetime.datetime(2000, 1, 1)
+
+
+def record_heartbeats(study: optuna.Study, trial_ids: list[int]) -> None:
+    for trial_id in trial_ids:
+        _rdb(study).record_heartbeat(trial_id)
+
+
+def claim_stale_trials(study: optuna.Study) -> list[int]:
+    """Take over the RUNNING trials whose heartbeat is older than the grace period (their
+    process died). Each claim is a compare-and-set on the heartbeat, so when several workers
+    look at once, exactly one wins each trial. Returns the trial ids now ours."""
+    from optuna.storages._rdb import models
+
+    rdb = _rdb(study)
+    beats = models.TrialHeartbeatModel.__table__
+    trials = models.TrialModel.__table__
+    grace = datetime.timedelta(seconds=GRACE_SECONDS)
+    with rdb.engine.begin() as conn:
+        now = conn.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar().replace(tzinfo=None)
+        running = conn.execute(
+            sqlalchemy.select(trials.c.trial_id, trials.c.datetime_start, beats.c.heartbeat)
+            .select_from(trials.outerjoin(beats, beats.c.trial_id == trials.c.trial_id))
+            .where(trials.c.study_id == study._study_id,
+                   trials.c.state == optuna.trial.TrialState.RUNNING)).all()
+    claimed = []
+    for trial_id, started, beat in running:
+        try:
+            with rdb.engine.begin() as conn:
+                if beat is None:  # killed between ask and its first heartbeat
+                    if started is None or datetime.datetime.now() - started <= grace:
+                        continue
+                    conn.execute(sqlalchemy.insert(beats).values(trial_id=trial_id,
+                                                                 heartbeat=sqlalchemy.func.now()))
+                    claimed.append(trial_id)
+                elif now - beat.replace(tzinfo=None) > grace:
+                    # Still stale at the moment of writing: of several claimants, the first
+                    # one's fresh heartbeat makes every other one's condition false.
+                    won = conn.execute(sqlalchemy.update(beats).where(
+                        beats.c.trial_id == trial_id, beats.c.heartbeat < now - grace).values(
+                        heartbeat=sqlalchemy.func.now())).rowcount == 1
+                    if won:
+                        claimed.append(trial_id)
+        except sqlalchemy.exc.IntegrityError:
+            continue  # another worker inserted the first heartbeat: its trial now
+    return claimed
+
+
+def release_trials(study: optuna.Study, trial_ids: list[int]) -> None:
+    """Give up our leases at once (Ctrl-C), so the next run continues these trials without
+    waiting out the grace period."""
+    from optuna.storages._rdb import models
+
+    beats = models.TrialHeartbeatModel.__table__
+    with _rdb(study).engine.begin() as conn:
+        conn.execute(sqlalchemy.update(beats).where(beats.c.trial_id.in_(trial_ids))
+                     .values(heartbeat=_LONG_AGO))
+
+
+def _rdb(study: optuna.Study) -> optuna.storages.RDBStorage:
+    return getattr(study._storage, "_backend", study._storage)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import signal
 import subprocess
 import threading
 import time
@@ -27,8 +28,9 @@ from optuna.trial import FrozenTrial, TrialState
 from . import __version__, data, engine, schedules, spec as spec_mod
 from .sampling import make_pruner, make_sampler
 from .spec import Choice, Fixed, Range, SpecError, StudySpec
-from .storage import (HEARTBEAT_SECONDS, StorageError, default_storage, load_study, open_storage,
-                      record_trial)
+from .checkpoint import Checkpoints
+from .storage import (HEARTBEAT_SECONDS, StorageError, claim_stale_trials, default_storage,
+                      load_study, open_storage, record_heartbeats, record_trial, release_trials)
 
 PACK_BYTES_PER_TRIAL = 80 * 2**20  # activations of one trial at batch 256, with evaluation
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -39,6 +41,8 @@ class Progress:
     """What `run` tells about its work; this base shows nothing, the command line renders it."""
 
     def start(self, spec: StudySpec, done: int) -> None: ...
+    def resumed(self, number: int, epochs_done: int) -> None: ...
+    def stopping(self) -> None: ...
     def pack_started(self, trials: list[tuple[int, dict[str, Any]]], epochs: int) -> None: ...
     def pack_epoch(self, metrics: dict[int, engine.EpochMetrics]) -> None: ...
     def trial_finished(self, number: int, state: str, value: float | None,
@@ -81,19 +85,25 @@ def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
                        subset=spec.train.subset)
     rdb = open_storage(storage)
     study = _create_or_load(spec, rdb, storage, allow_changed)
-    optuna.storages.fail_stale_trials(study)
     progress = progress or Progress()
     pack = pack or default_pack_size(torch_device)
+    work = _Work(spec, study, splits, torch_device, progress, Checkpoints.for_storage(storage))
     new = 0
     try:
         progress.start(spec, _count(study, DONE))
         while True:
+            # First the trials of dead processes (or of our own Ctrl-C), from their checkpoints.
+            claimed = claim_stale_trials(study)
+            if claimed:
+                for pack_id, trials, resumes in _resume_groups(work, claimed):
+                    _run_pack(work, pack_id, trials, resumes)
+                continue
             done, running = _count(study, DONE), _count(study, (TrialState.RUNNING,))
             if done + running >= spec.study.trials:
                 break
             study.sampler = make_sampler(spec, len(study.get_trials(deepcopy=False)))
             trials = [study.ask() for _ in range(min(pack, spec.study.trials - done - running))]
-            _run_pack(spec, study, trials, splits, torch_device, progress)
+            _run_pack(work, None, trials, [None] * len(trials))
             new += len(trials)
     finally:
         progress.close()
@@ -125,8 +135,48 @@ def trial_config(spec: StudySpec, params: dict[str, Any]) -> engine.TrialConfig:
 
 # --- one pack of trials ---------------------------------------------------------------------
 
-def _run_pack(spec: StudySpec, study: optuna.Study, trials: list[optuna.Trial],
-              splits: data.Splits, device: torch.device, progress: Progress) -> None:
+@dataclass(frozen=True)
+class _Work:
+    """What every pack of one run shares."""
+
+    spec: StudySpec
+    study: optuna.Study
+    splits: data.Splits
+    device: torch.device
+    progress: Progress
+    checkpoints: Checkpoints
+
+
+PACK_ATTR = "lrsweep_pack"  # trial system attr: the trial ids of the pack it trains in
+
+
+def _resume_groups(work: _Work, trial_ids: list[int]
+                   ) -> list[tuple[int, list[optuna.Trial], list[engine.Resume | None]]]:
+    """Claimed trials regrouped into the packs they were training in, with the pack's last
+    checkpoint: (pack id, trials, their resume points)."""
+    frozen = {t._trial_id: t for t in work.study.get_trials(deepcopy=False)}
+    packs: dict[int, list[int]] = {}
+    for trial_id in sorted(trial_ids):
+        members = frozen[trial_id].system_attrs.get(PACK_ATTR) or [trial_id]
+        packs.setdefault(members[0], []).append(trial_id)
+    groups = []
+    for pack_id, ids in sorted(packs.items()):
+        states = work.checkpoints.load(work.study.study_name, pack_id)
+        resumes = [states.get(trial_id) for trial_id in ids]
+        for trial_id, r in zip(ids, resumes):
+            work.progress.resumed(frozen[trial_id].number, len(r.epochs) if r else 0)
+        groups.append((pack_id, [optuna.trial.Trial(work.study, i) for i in ids], resumes))
+    return groups
+
+
+def _run_pack(work: _Work, pack_id: int | None, trials: list[optuna.Trial],
+              resumes: list[engine.Resume | None]) -> None:
+    spec, study, progress = work.spec, work.study, work.progress
+    ids = [t._trial_id for t in trials]
+    if pack_id is None:  # a new pack: remember who trains together, for a takeover
+        pack_id = ids[0]
+        for trial in trials:
+            study._storage.set_trial_system_attr(trial._trial_id, PACK_ATTR, ids)
     configs = [trial_config(spec, _suggest(spec, t)) for t in trials]
     metric = spec.study.metric
     prunes = spec.study.pruner != "none"
@@ -145,28 +195,41 @@ def _run_pack(spec: StudySpec, study: optuna.Study, trials: list[optuna.Trial],
                     stop.append(i)
         return stop
 
+    def on_states(states: list[engine.Resume]) -> None:
+        work.checkpoints.save(study.study_name, pack_id, dict(zip(ids, states)))
+        if ctrl_c.requested:  # the epoch is safe on disk: now stop
+            raise KeyboardInterrupt
+
     try:
-        with _Heartbeat(study, trials):
-            results = engine.train_pack(configs, splits, on_epoch=on_epoch)
+        with _Heartbeat(study, ids), _StopAfterEpoch(progress) as ctrl_c:
+            results = engine.train_pack(configs, work.splits, on_epoch=on_epoch,
+                                        on_states=on_states, resume=resumes)
+    except KeyboardInterrupt:
+        # Their last epochs are checkpointed: hand the leases back so the next run
+        # continues these trials at once.
+        release_trials(study, ids)
+        raise
     except BaseException:
-        # Ctrl-C or a crash: the pack's trials are marked failed so a re-run trains them again.
+        # A crash is no interruption: the trials fail, and a re-run trains them anew.
         for trial in trials:
             study.tell(trial, state=TrialState.FAIL)
+        work.checkpoints.remove(study.study_name, pack_id)
         raise
     for trial, result in zip(trials, results):
         curve = [getattr(m, metric) for m in result.epochs]
         intermediate = {} if prunes else {e: v for e, v in enumerate(curve) if math.isfinite(v)}
-        record_trial(study, trial, _user_attrs(result, device), intermediate)
+        record_trial(study, trial, _user_attrs(result, work.device), intermediate)
         if result.status == "pruned":
             study.tell(trial, state=TrialState.PRUNED)
-            progress.trial_finished(trial.number, "pruned", None, _best(study))
-            continue
-        value = curve[-1]
-        if not math.isfinite(value):  # a diverged trial is a result: the worst one
-            value = math.inf if spec.direction == "minimize" else -math.inf
-        study.tell(trial, value)
-        state = "diverged" if result.status == "diverged" else "complete"
+            value, state = None, "pruned"
+        else:
+            value = curve[-1]
+            if not math.isfinite(value):  # a diverged trial is a result: the worst one
+                value = math.inf if spec.direction == "minimize" else -math.inf
+            study.tell(trial, value)
+            state = "diverged" if result.status == "diverged" else "complete"
         progress.trial_finished(trial.number, state, value, _best(study))
+    work.checkpoints.remove(study.study_name, pack_id)
 
 
 def _suggest(spec: StudySpec, trial: optuna.Trial) -> dict[str, Any]:
@@ -303,16 +366,41 @@ def _best(study: optuna.Study) -> float | None:
         return None
 
 
-class _Heartbeat:
-    """Records the trials' heartbeats from a thread, so a killed process's trials go stale."""
+class _StopAfterEpoch:
+    """The first Ctrl-C lets the epoch in flight finish and be checkpointed, then stops;
+    a second one stops at once (losing that epoch, never a finished one)."""
 
-    def __init__(self, study: optuna.Study, trials: list[optuna.Trial]) -> None:
-        self._storage, self._ids = study._storage, [t._trial_id for t in trials]
+    def __init__(self, progress: Progress) -> None:
+        self.requested = False
+        self._progress = progress
+        self._previous: Any = None
+
+    def __enter__(self) -> "_StopAfterEpoch":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self._progress.stopping()
+
+
+class _Heartbeat:
+    """Keeps the trials' leases: records their heartbeats from a thread until the pack ends."""
+
+    def __init__(self, study: optuna.Study, trial_ids: list[int]) -> None:
+        self._study, self._ids = study, trial_ids
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True)
 
     def __enter__(self) -> "_Heartbeat":
-        self._record()
+        record_heartbeats(self._study, self._ids)
         self._thread.start()
         return self
 
@@ -322,8 +410,4 @@ class _Heartbeat:
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):
-            self._record()
-
-    def _record(self) -> None:
-        for trial_id in self._ids:
-            self._storage.record_heartbeat(trial_id)
+            record_heartbeats(self._study, self._ids)

@@ -31,6 +31,15 @@ def test_record_has_one_row_per_configuration_with_consistent_ratios(fashion_dir
                                                   / chapter["trial_epochs_per_second"])
     assert record["images_per_epoch"] == 300 and "threads" in record["hardware"]
     assert len(bench.table(record)) == 4
+    store = record["storage"]
+    assert store["trials"] == 100 and store["batched_ms_per_trial"] > 0
+    assert store["per_value_ms_per_trial"] > 0
+
+
+def test_storage_cost_writes_what_a_real_trial_writes():
+    store = bench.storage_cost(trials=3, epochs=4)
+    assert store["trials"] == 3 and store["epochs"] == 4
+    assert store["batched_ms_per_trial"] > 0 and store["per_value_ms_per_trial"] > 0
 
 
 def test_bench_command_writes_its_json(lrsweep_cli, tmp_path):

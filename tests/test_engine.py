@@ -194,3 +194,28 @@ def test_a_diverging_trial_does_not_stop_or_spoil_the_pack(splits):
 def test_a_pack_must_share_its_length(splits):
     with pytest.raises(ValueError, match="share epochs"):
         engine.train_pack([config(epochs=2), config(epochs=3)], splits)
+
+
+def test_resuming_from_an_epoch_state_ends_exactly_like_an_uninterrupted_run(splits):
+    configs = [config(epochs=3, **p) for p in PACK]
+    saved = []
+    whole = engine.train_pack(configs, splits, on_states=lambda states: saved.append(states))
+    assert len(saved) == 3 and all(len(states) == len(PACK) for states in saved)
+    after_first = saved[0]
+    assert [len(s.epochs) for s in after_first] == [1] * len(PACK)
+    resumed = engine.train_pack(configs, splits, resume=after_first)
+    for a, b in zip(whole, resumed):
+        assert curves(a) == curves(b)
+        assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+
+
+def test_a_finished_member_resumes_masked_and_keeps_its_result(splits):
+    configs = [config(epochs=3, **p) for p in PACK]
+    saved = []
+    first = engine.train_pack(configs, splits, on_epoch=lambda m: [1] if 1 in m else [],
+                              on_states=saved.append)
+    assert saved[0][1].status == "pruned"
+    resumed = engine.train_pack(configs, splits, resume=saved[0])
+    assert resumed[1].status == "pruned" and curves(resumed[1]) == curves(first[1])
+    for i in (0, 2, 3):
+        assert curves(resumed[i]) == curves(first[i])

@@ -66,3 +66,13 @@ def test_one_trial_pack_equals_the_plain_net():
     net = lenet(3)
     x = torch.rand(4, 1, 28, 28)
     torch.testing.assert_close(PackedLeNet([net])(x)[0], net(x), rtol=1e-5, atol=1e-6)
+
+
+def test_trial_state_dict_is_a_copy_not_a_view_of_the_live_weights(nets):
+    packed = PackedLeNet(nets)
+    state = packed.trial_state_dict(1)
+    before = {k: v.clone() for k, v in state.items()}
+    with torch.no_grad():
+        for p in packed.parameters():
+            p.zero_()
+    assert all(torch.equal(state[k], before[k]) for k in state)

@@ -1,0 +1,75 @@
+"""Per-epoch checkpoints of running packs, written atomically in a folder beside the store.
+
+One file per pack: its members resume together, in the same pack, and so continue exactly as
+they would have. A checkpoint holds what a trial needs to continue from its last finished epoch: its weights
+(plain LeNet layout), its curves so far and its status. The data order is a function of
+(seed, epoch) and plain SGD keeps no state, so nothing else is needed for the continued trial
+to end with the numbers an uninterrupted run gives.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .engine import EpochMetrics, Resume
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """The checkpoint folder of one store: `<file>.checkpoints/` beside a SQLite file, else
+    `LRSWEEP_CHECKPOINTS` or `results/checkpoints/` (share it between machines)."""
+
+    folder: Path
+
+    @classmethod
+    def for_storage(cls, url: str) -> "Checkpoints":
+        if os.environ.get("LRSWEEP_CHECKPOINTS"):
+            return cls(Path(os.environ["LRSWEEP_CHECKPOINTS"]))
+        if url.startswith("sqlite:///"):
+            return cls(Path(url.removeprefix("sqlite:///") + ".checkpoints"))
+        return cls(Path("results/checkpoints"))
+
+    def path(self, study: str, pack_id: int) -> Path:
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", study)
+        return self.folder / safe / f"pack-{pack_id}.pt"
+
+    def save(self, study: str, pack_id: int, states: dict[int, Resume]) -> None:
+        """The pack's states by trial id. Write then rename: a kill leaves the old checkpoint
+        or the new one, never half of one."""
+        path = self.path(study, pack_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        torch.save({trial_id: {"state_dict": r.state_dict, "status": r.status,
+                               "diverged": r.diverged, "epochs": [asdict(m) for m in r.epochs]}
+                    for trial_id, r in states.items()}, buffer)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        with open(tmp, "wb") as f:
+            f.write(buffer.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def load(self, study: str, pack_id: int) -> dict[int, Resume]:
+        """The pack's last states by trial id; empty when there is none (or it is unreadable:
+        the trials start over rather than the study failing)."""
+        try:
+            raw: dict[int, Any] = torch.load(self.path(study, pack_id), map_location="cpu",
+                                             weights_only=True)
+            return {trial_id: Resume(state_dict=r["state_dict"],
+                                     epochs=[EpochMetrics(**m) for m in r["epochs"]],
+                                     status=r["status"], diverged=r["diverged"])
+                    for trial_id, r in raw.items()}
+        except FileNotFoundError:
+            return {}
+        except Exception:  # damaged: costs the pack's progress, never the study
+            return {}
+
+    def remove(self, study: str, pack_id: int) -> None:
+        self.path(study, pack_id).unlink(missing_ok=True)

@@ -1,0 +1,54 @@
+"""Pack checkpoints: round trip, atomic replacement, damaged files, where they live."""
+
+from __future__ import annotations
+
+import torch
+
+from lrsweep.checkpoint import Checkpoints
+from lrsweep.engine import EpochMetrics, Resume
+from lrsweep.model import lenet
+
+
+def state(seed: int, epochs: int) -> Resume:
+    metrics = [EpochMetrics(e, 0.1, 2.0 - e, 0.5, 1.0, 0.6, 0.6, 1.5) for e in range(epochs)]
+    return Resume(lenet(seed).state_dict(), metrics)
+
+
+def test_round_trip_keeps_weights_curves_and_status(tmp_path):
+    ckpts = Checkpoints(tmp_path)
+    states = {7: state(0, 2), 8: Resume(lenet(1).state_dict(), [], "pruned", None)}
+    ckpts.save("my study/1", 7, states)
+    back = ckpts.load("my study/1", 7)
+    assert back.keys() == {7, 8}
+    assert back[7].epochs == states[7].epochs and back[8].status == "pruned"
+    assert all(torch.equal(back[7].state_dict[k], v) for k, v in states[7].state_dict.items())
+    assert ckpts.path("my study/1", 7).parent.name == "my_study_1"  # a safe folder name
+
+
+def test_a_new_save_replaces_the_old_whole_and_leaves_no_temporary_file(tmp_path):
+    ckpts = Checkpoints(tmp_path)
+    ckpts.save("s", 1, {1: state(0, 1)})
+    ckpts.save("s", 1, {1: state(0, 2)})
+    assert len(ckpts.load("s", 1)[1].epochs) == 2
+    assert [p.name for p in ckpts.path("s", 1).parent.iterdir()] == ["pack-1.pt"]
+
+
+def test_missing_or_damaged_checkpoints_mean_start_over(tmp_path):
+    ckpts = Checkpoints(tmp_path)
+    assert ckpts.load("s", 1) == {}
+    ckpts.save("s", 1, {1: state(0, 1)})
+    path = ckpts.path("s", 1)
+    path.write_bytes(path.read_bytes()[:100])
+    assert ckpts.load("s", 1) == {}
+    ckpts.remove("s", 1)
+    ckpts.remove("s", 1)  # removing twice is fine
+    assert not path.exists()
+
+
+def test_folder_beside_a_sqlite_file_or_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("LRSWEEP_CHECKPOINTS", raising=False)
+    assert Checkpoints.for_storage("sqlite:///results/x.db").folder.as_posix() == \
+        "results/x.db.checkpoints"
+    assert Checkpoints.for_storage("postgresql://h/db").folder.as_posix() == "results/checkpoints"
+    monkeypatch.setenv("LRSWEEP_CHECKPOINTS", str(tmp_path))
+    assert Checkpoints.for_storage("postgresql://h/db").folder == tmp_path

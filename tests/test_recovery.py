@@ -1,0 +1,104 @@
+"""Crash safety: kill -9 or Ctrl-C at several moments, then continue. Exactly the asked
+trials finish, none twice, none left RUNNING, and every trial ends with the metrics of an
+uninterrupted run — bit for bit, since a pack resumes together from its last checkpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from conftest import REPO, study_toml
+
+GRACE = 2  # seconds of silence before a trial is taken over (SQLite's clock ticks in seconds)
+TEXT = study_toml("crash", scheduler='["constant", "sqrt", "cosine", "poly"]', epochs=4)
+
+
+@pytest.fixture
+def env(fashion_dir):
+    return {**os.environ, "LRSWEEP_DATA": str(fashion_dir), "PYTHONPATH": str(REPO),
+            "LRSWEEP_GRACE_SECONDS": str(GRACE), "LRSWEEP_HEARTBEAT_SECONDS": "0.5"}
+
+
+def command(tmp_path, store):
+    return [sys.executable, "-m", "lrsweep", "run", str(tmp_path / "s.toml"),
+            "--storage", f"sqlite:///{tmp_path / store}", "--pack", "2"]
+
+
+def outcome(tmp_path, store):
+    study = optuna.load_study(study_name="crash", storage=f"sqlite:///{tmp_path / store}")
+    return study, {t.params["scheduler"]: (t.number, t.value, t.user_attrs["val_acc"],
+                                           t.user_attrs["train_loss"])
+                   for t in study.trials if t.state == TrialState.COMPLETE}
+
+
+@pytest.fixture
+def reference(tmp_path, env):
+    (tmp_path / "s.toml").write_text(TEXT)
+    proc = subprocess.run(command(tmp_path, "ref.db"), env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return outcome(tmp_path, "ref.db")[1]
+
+
+def interrupt(tmp_path, env, trigger: str, sig: int) -> int:
+    """Start the study, send `sig` as soon as `trigger` is printed; return the exit code."""
+    proc = subprocess.Popen(command(tmp_path, "s.db"), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if trigger in line:
+            proc.send_signal(sig)
+            break
+    proc.communicate(timeout=120)
+    return proc.returncode
+
+
+# Mid-epoch (just after an epoch's line, while the next trains or its checkpoint is written),
+# at the last epoch, while the finished pack is written to the store, and as a new pack starts.
+TRIGGERS = ["trials 0–1 epoch 1/4", "trials 0–1 epoch 4/4", "trial 0 complete",
+            "trial 2 started", "trials 2–3 epoch 2/4"]
+
+
+@pytest.mark.parametrize("trigger", TRIGGERS)
+def test_kill_9_then_run_again_loses_nothing(tmp_path, env, reference, trigger):
+    assert interrupt(tmp_path, env, trigger, signal.SIGKILL) == -signal.SIGKILL
+    time.sleep(GRACE + 1.5)  # the dead process's leases expire
+    again = subprocess.run(command(tmp_path, "s.db"), env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr
+    study, results = outcome(tmp_path, "s.db")
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE] * 4, states  # same four trials, none added
+    assert results == reference
+    assert not list((tmp_path / "s.db.checkpoints").rglob("*.pt"))
+
+
+def test_ctrl_c_stops_cleanly_and_the_next_run_continues_at_once(tmp_path, env, reference):
+    assert interrupt(tmp_path, env, "trials 0–1 epoch 2/4", signal.SIGINT) == 130
+    study, _ = outcome(tmp_path, "s.db")
+    assert [t.state for t in study.trials] == [TrialState.RUNNING] * 2
+    again = subprocess.run(command(tmp_path, "s.db"), env=env, capture_output=True, text=True,
+                           timeout=300)  # no waiting: Ctrl-C handed the leases back
+    assert again.returncode == 0, again.stderr
+    assert "continuing from its checkpoint after epoch 2" in again.stderr
+    assert outcome(tmp_path, "s.db")[1] == reference
+
+
+def test_repeated_kills_still_finish_every_trial_once(tmp_path, env, reference):
+    for trigger in ("epoch 2/4", "epoch 1/4", "epoch 3/4", "started"):
+        code = interrupt(tmp_path, env, trigger, signal.SIGKILL)
+        if code == 0:
+            break
+        time.sleep(GRACE + 1.5)
+    final = subprocess.run(command(tmp_path, "s.db"), env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert final.returncode == 0, final.stderr
+    study, results = outcome(tmp_path, "s.db")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
+    assert results == reference

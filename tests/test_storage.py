@@ -1,0 +1,101 @@
+"""Opening stores and writing trial records: the batched path, its fallback, and errors."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import optuna
+import pytest
+import sqlalchemy
+
+from lrsweep import storage
+
+ATTRS = {"lr": [0.3, 0.2], "val_acc": [0.5, None], "seed": 3, "diverged": None}
+STEPS = {0: 0.5, 1: 0.625}
+
+
+def check_record(trial: optuna.trial.FrozenTrial) -> None:
+    assert trial.user_attrs == ATTRS
+    assert trial.intermediate_values == STEPS
+
+
+def test_record_trial_writes_in_one_batch_on_sqlite(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(storage=storage.open_storage(url), study_name="s")
+    trial = study.ask()
+    storage.record_trial(study, trial, ATTRS, STEPS)
+    study.tell(trial, 0.625)
+    check_record(optuna.load_study(study_name="s", storage=url).trials[0])
+
+
+def test_record_trial_falls_back_to_optunas_api(tmp_path, monkeypatch):
+    def broken(*args):
+        raise sqlalchemy.exc.OperationalError("insert", {}, Exception("schema changed"))
+
+    monkeypatch.setattr(storage, "_bulk_insert", broken)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(storage=storage.open_storage(url), study_name="s")
+    trial = study.ask()
+    storage.record_trial(study, trial, ATTRS, STEPS)
+    study.tell(trial, 0.625)
+    check_record(optuna.load_study(study_name="s", storage=url).trials[0])
+
+
+def test_record_trial_on_an_in_memory_study():
+    study = optuna.create_study()
+    trial = study.ask()
+    storage.record_trial(study, trial, ATTRS, STEPS)
+    study.tell(trial, 0.625)
+    check_record(study.trials[0])
+
+
+def test_a_new_sqlite_store_uses_wal(tmp_path):
+    path = tmp_path / "deep" / "s.db"
+    storage.open_storage(f"sqlite:///{path}")
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_reading_leaves_an_existing_store_byte_for_byte(tmp_path):
+    path = tmp_path / "s.db"
+    optuna.create_study(storage=f"sqlite:///{path}", study_name="s")
+    before = path.read_bytes()
+    storage.load_study("s", f"sqlite:///{path}")
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("url, words", [
+    ("nosuchdb://x", "cannot be opened"),
+    ("postgresql://nobody@127.0.0.1:1/none", "cannot be opened"),
+])
+def test_a_store_that_cannot_be_opened_is_one_line(url, words):
+    with pytest.raises(storage.StorageError, match=words) as exc:
+        storage.open_storage(url)
+    assert "\n" not in str(exc.value)
+
+
+def test_an_unwritable_folder_is_named(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(storage.StorageError, match="cannot open"):
+        storage.open_storage(f"sqlite:///{blocker}/s.db")
+
+
+def test_reading_a_missing_sqlite_file_does_not_create_it(tmp_path):
+    with pytest.raises(storage.StorageError, match="no such database file"):
+        storage.load_study("s", f"sqlite:///{tmp_path / 'none.db'}")
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_unknown_study_names_the_ones_there(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    optuna.create_study(storage=url, study_name="alpha")
+    with pytest.raises(storage.StorageError, match="no study named 'beta'.*it has: alpha"):
+        storage.load_study("beta", url)
+
+
+def test_default_storage_follows_the_environment(monkeypatch):
+    monkeypatch.delenv("LRSWEEP_STORAGE", raising=False)
+    assert storage.default_storage() == "sqlite:///results/lrsweep.db"
+    monkeypatch.setenv("LRSWEEP_STORAGE", "postgresql://localhost/test")
+    assert storage.default_storage() == "postgresql://localhost/test"
