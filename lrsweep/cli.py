@@ -135,6 +135,33 @@ def show(name: str = typer.Argument(..., help="The study's name"),
 
 @app.command()
 @_handle_errors
+def export(name: str = typer.Argument(..., help="The study's name"),
+           storage: Optional[str] = StorageOpt,
+           trial: Optional[int] = typer.Option(None, "--trial", min=0,
+                                               help="Write this trial's trained weights"),
+           out_file: Optional[Path] = typer.Option(None, "--out", help="Where the weights go "
+                                                   "[default: results/NAME/trial-N.pt]"),
+           csv: Optional[Path] = typer.Option(None, "--csv",
+                                              help="Write every trial's per-epoch curves here")
+           ) -> None:
+    """Export a trial's weights (a state_dict for the plain LeNet) or the curves as CSV."""
+    from .storage import default_storage, export_weights
+    url = storage or default_storage()
+    if trial is None and csv is None:
+        raise typer.BadParameter("say what to export: --trial N (weights) and/or --csv PATH")
+    if trial is not None:
+        path = export_weights(name, url, trial, out_file or Path("results") / name / f"trial-{trial}.pt")
+        out.print(f"wrote {path}  (torch.load it into lrsweep.model.lenet())", markup=False)
+    if csv is not None:
+        from .report import curves_frame
+        frame = curves_frame(name, url)
+        csv.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(csv, index=False)
+        out.print(f"wrote {csv} ({len(frame)} rows: trials × epochs)", markup=False)
+
+
+@app.command()
+@_handle_errors
 def schedules(out_file: Path = typer.Option(Path("results/schedules.png"), "--out",
                                             help="Where to write the PNG"),
               epochs: int = typer.Option(30, "--epochs", min=1, help="Epochs to plot")) -> None:

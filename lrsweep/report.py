@@ -77,6 +77,24 @@ def trials_frame(name: str, url: str) -> pd.DataFrame:
     return frame
 
 
+CURVES = ("lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "epoch_seconds")
+
+
+def curves_frame(name: str, url: str) -> pd.DataFrame:
+    """One row per trial and epoch: the trial's state, parameters and per-epoch curves."""
+    study = load_study(name, url)
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        attrs = t.user_attrs
+        for epoch in range(len(attrs.get("lr") or [])):
+            row = {"trial": t.number, "state": t.state.name.lower(), "value": t.value,
+                   "seed": attrs.get("seed"), "diverged": attrs.get("diverged"), **t.params,
+                   "epoch": epoch}
+            row.update({key: (attrs.get(key) or [None] * (epoch + 1))[epoch] for key in CURVES})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def plot_schedules(out: str | Path, epochs: int = 30) -> Path:
     """One figure with every schedule's shape over `epochs`, as the chapter plots them."""
     import matplotlib

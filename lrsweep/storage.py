@@ -9,6 +9,7 @@ import datetime
 import json
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ DEFAULT_STORAGE = "sqlite:///results/lrsweep.db"
 HEARTBEAT_SECONDS = float(os.environ.get("LRSWEEP_HEARTBEAT_SECONDS", 10))
 GRACE_SECONDS = float(os.environ.get("LRSWEEP_GRACE_SECONDS", 30))
 
+_CREATE_ATTEMPTS = 8
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # lrsweep prints its own progress
 
 
@@ -50,10 +52,18 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
             except (OSError, sqlite3.Error) as exc:
                 raise StorageError(f"storage {url}: cannot open {path} ({exc})") from None
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-    try:
-        return optuna.storages.RDBStorage(url, **kwargs)
-    except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as exc:
-        raise StorageError(f"storage {url}: cannot be opened ({str(exc).splitlines()[0]})") from None
+    for attempt in range(_CREATE_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except sqlalchemy.exc.IntegrityError:
+            # Several workers creating Optuna's tables at once (Optuna issues #1092, #5385):
+            # one wins, the others find the schema made once they look again.
+            time.sleep(0.2 * (attempt + 1))
+        except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as exc:
+            raise StorageError(f"storage {url}: cannot be opened "
+                               f"({str(exc).splitlines()[0]})") from None
+    raise StorageError(f"storage {url}: cannot be opened (its schema is still being created "
+                       f"after {_CREATE_ATTEMPTS} tries)")
 
 
 def study_names(rdb: optuna.storages.BaseStorage) -> list[str]:
@@ -105,6 +115,42 @@ def _bulk_insert(rdb: optuna.storages.RDBStorage, trial_id: int, user_attrs: dic
             conn.execute(sqlalchemy.insert(models.TrialUserAttributeModel.__table__), attrs)
         if values:
             conn.execute(sqlalchemy.insert(models.TrialIntermediateValueModel.__table__), values)
+
+
+# --- trained weights, as Optuna artifacts (optuna-dashboard lists them) ---------------------
+
+WEIGHTS_MIMETYPE = "application/x-pytorch"
+
+
+def artifact_store(url: str) -> optuna.artifacts.FileSystemArtifactStore:
+    """Beside a SQLite file (`<file>.artifacts/`), else `LRSWEEP_ARTIFACTS` or
+    `results/artifacts/` (share it between machines)."""
+    if os.environ.get("LRSWEEP_ARTIFACTS"):
+        folder = Path(os.environ["LRSWEEP_ARTIFACTS"])
+    elif url.startswith("sqlite:///"):
+        folder = Path(url.removeprefix("sqlite:///") + ".artifacts")
+    else:
+        folder = Path("results/artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    return optuna.artifacts.FileSystemArtifactStore(str(folder))
+
+
+def export_weights(name: str, url: str, number: int, out: str | Path) -> Path:
+    """Copy trial `number`'s trained weights (a state_dict for the plain LeNet) to `out`."""
+    study = load_study(name, url)
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    if number not in trials:
+        raise StorageError(f"study {name!r} has no trial {number} (it has 0–{len(trials) - 1})")
+    metas = [m for m in optuna.artifacts.get_all_artifact_meta(trials[number], storage=study._storage)
+             if m.mimetype == WEIGHTS_MIMETYPE]
+    if not metas:
+        raise StorageError(f"trial {number} of {name!r} has no stored weights (state "
+                           f"{trials[number].state.name.lower()}; only finished trials have them)")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    optuna.artifacts.download_artifact(artifact_store=artifact_store(url), file_path=str(out),
+                                       artifact_id=metas[-1].artifact_id)
+    return out
 
 
 # --- leases: a RUNNING trial belongs to whoever keeps its heartbeat fresh --------------------

@@ -15,6 +15,7 @@ import math
 import platform
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -29,11 +30,13 @@ from . import __version__, data, engine, schedules, spec as spec_mod
 from .sampling import make_pruner, make_sampler
 from .spec import Choice, Fixed, Range, SpecError, StudySpec
 from .checkpoint import Checkpoints
-from .storage import (HEARTBEAT_SECONDS, StorageError, claim_stale_trials, default_storage,
-                      load_study, open_storage, record_heartbeats, record_trial, release_trials)
+from .storage import (HEARTBEAT_SECONDS, WEIGHTS_MIMETYPE, StorageError, artifact_store,
+                      claim_stale_trials, default_storage, load_study, open_storage,
+                      record_heartbeats, record_trial, release_trials)
 
 PACK_BYTES_PER_TRIAL = 80 * 2**20  # activations of one trial at batch 256, with evaluation
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+LIVE = DONE + (TrialState.RUNNING, TrialState.WAITING)
 
 
 
@@ -87,7 +90,8 @@ def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
     study = _create_or_load(spec, rdb, storage, allow_changed)
     progress = progress or Progress()
     pack = pack or default_pack_size(torch_device)
-    work = _Work(spec, study, splits, torch_device, progress, Checkpoints.for_storage(storage))
+    work = _Work(spec, study, splits, torch_device, progress, Checkpoints.for_storage(storage),
+                 artifact_store(storage))
     new = 0
     try:
         progress.start(spec, _count(study, DONE))
@@ -103,12 +107,30 @@ def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
                 break
             study.sampler = make_sampler(spec, len(study.get_trials(deepcopy=False)))
             trials = [study.ask() for _ in range(min(pack, spec.study.trials - done - running))]
-            _run_pack(work, None, trials, [None] * len(trials))
-            new += len(trials)
+            trials = _within_total(study, trials, spec.study.trials)
+            if trials:
+                _run_pack(work, None, trials, [None] * len(trials))
+                new += len(trials)
     finally:
         progress.close()
     return RunSummary(spec.study.name, storage, spec.study.trials, _count(study, DONE), new,
                       _count(study, (TrialState.RUNNING,)), time.perf_counter() - started)
+
+
+def _within_total(study: optuna.Study, trials: list[optuna.Trial],
+                  total: int) -> list[optuna.Trial]:
+    """Workers that counted at the same moment may ask one trial too many between them; the
+    store numbers trials in order, so a trial with `total` live trials before it is surplus:
+    it is failed at once (marked as such) and never trained."""
+    live = {t.number for t in study.get_trials(deepcopy=False, states=LIVE)}
+    kept = []
+    for trial in trials:
+        if sum(n < trial.number for n in live) >= total:
+            study._storage.set_trial_system_attr(trial._trial_id, "lrsweep_surplus", True)
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            kept.append(trial)
+    return kept
 
 
 def default_pack_size(device: torch.device) -> int:
@@ -145,6 +167,7 @@ class _Work:
     device: torch.device
     progress: Progress
     checkpoints: Checkpoints
+    artifacts: optuna.artifacts.FileSystemArtifactStore
 
 
 PACK_ATTR = "lrsweep_pack"  # trial system attr: the trial ids of the pack it trains in
@@ -219,6 +242,7 @@ def _run_pack(work: _Work, pack_id: int | None, trials: list[optuna.Trial],
         curve = [getattr(m, metric) for m in result.epochs]
         intermediate = {} if prunes else {e: v for e, v in enumerate(curve) if math.isfinite(v)}
         record_trial(study, trial, _user_attrs(result, work.device), intermediate)
+        _upload_weights(work, trial, result)
         if result.status == "pruned":
             study.tell(trial, state=TrialState.PRUNED)
             value, state = None, "pruned"
@@ -230,6 +254,15 @@ def _run_pack(work: _Work, pack_id: int | None, trials: list[optuna.Trial],
             state = "diverged" if result.status == "diverged" else "complete"
         progress.trial_finished(trial.number, state, value, _best(study))
     work.checkpoints.remove(study.study_name, pack_id)
+
+
+def _upload_weights(work: _Work, trial: optuna.Trial, result: engine.TrialResult) -> None:
+    """The trained weights as an Optuna artifact of the trial (`lrsweep export` reads it)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"lenet-{work.study.study_name}-trial-{trial.number}.pt"
+        torch.save(result.state_dict, path)
+        optuna.artifacts.upload_artifact(artifact_store=work.artifacts, file_path=str(path),
+                                         study_or_trial=trial, mimetype=WEIGHTS_MIMETYPE)
 
 
 def _suggest(spec: StudySpec, trial: optuna.Trial) -> dict[str, Any]:

@@ -153,3 +153,29 @@ def test_schedules_command_writes_a_png(lrsweep_cli, tmp_path):
     proc = lrsweep_cli("schedules", "--out", "shapes.png")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "shapes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_export_writes_weights_for_the_plain_lenet_and_the_curves(lrsweep_cli, tmp_path,
+                                                                   fashion_dir):
+    import torch
+
+    from lrsweep import data
+    from lrsweep.model import lenet
+
+    path = write(tmp_path, "s.toml", study_toml("exported"))
+    url = storage_url(tmp_path)
+    assert lrsweep_cli("run", str(path), "--storage", url).returncode == 0
+    proc = lrsweep_cli("export", "exported", "--storage", url, "--trial", "1", "--out", "w.pt",
+                       "--csv", "curves.csv")
+    assert proc.returncode == 0, proc.stderr
+    net = lenet()
+    net.load_state_dict(torch.load(tmp_path / "w.pt", weights_only=True))
+    test = data.load("cpu", data_dir=fashion_dir, validation=200, subset=400)
+    with torch.no_grad():
+        acc = (net(test.test_x).argmax(1) == test.test_y).float().mean().item()
+    trial = load(tmp_path, "exported").trials[1]
+    assert acc == pytest.approx(trial.user_attrs["test_acc"][-1], abs=1e-6)
+    lines = (tmp_path / "curves.csv").read_text().splitlines()
+    assert len(lines) == 1 + 2 * 2 and lines[0].startswith("trial,state,value")
+    missing = lrsweep_cli("export", "exported", "--storage", url, "--trial", "9")
+    assert missing.returncode == 2 and "no trial 9" in missing.stderr

@@ -102,3 +102,25 @@ def test_repeated_kills_still_finish_every_trial_once(tmp_path, env, reference):
     study, results = outcome(tmp_path, "s.db")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
     assert results == reference
+
+
+def test_two_processes_share_one_sqlite_file(tmp_path, env):
+    text = study_toml("shared", sampler="random", trials=6, epochs=2, scheduler='"constant"',
+                      base_lr="{ low = 0.01, high = 0.5, log = true }")
+    (tmp_path / "s.toml").write_text(text)
+    args = [sys.executable, "-m", "lrsweep", "run", str(tmp_path / "s.toml"),
+            "--storage", f"sqlite:///{tmp_path / 's.db'}", "--pack", "1"]
+    workers = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for _ in range(2)]
+    outputs = [w.communicate(timeout=300) for w in workers]
+    for w, (_, stderr) in zip(workers, outputs):
+        assert w.returncode == 0, stderr
+        assert "database is locked" not in stderr
+    study = optuna.load_study(study_name="shared", storage=f"sqlite:///{tmp_path / 's.db'}")
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 6
+    # Both may count 5 at once and ask a seventh: it is failed as surplus, never trained.
+    others = [t for t in study.trials if t.state != TrialState.COMPLETE]
+    assert all(t.state == TrialState.FAIL and t.system_attrs.get("lrsweep_surplus")
+               for t in others)
+    assert sum(err.count(" complete val_acc") for _, err in outputs) == 6  # none twice

@@ -19,13 +19,17 @@ def check_record(trial: optuna.trial.FrozenTrial) -> None:
     assert trial.intermediate_values == STEPS
 
 
-def test_record_trial_writes_in_one_batch_on_sqlite(tmp_path):
+def record_and_reload(tmp_path) -> optuna.trial.FrozenTrial:
     url = f"sqlite:///{tmp_path / 's.db'}"
     study = optuna.create_study(storage=storage.open_storage(url), study_name="s")
     trial = study.ask()
     storage.record_trial(study, trial, ATTRS, STEPS)
     study.tell(trial, 0.625)
-    check_record(optuna.load_study(study_name="s", storage=url).trials[0])
+    return optuna.load_study(study_name="s", storage=url).trials[0]
+
+
+def test_record_trial_writes_in_one_batch_on_sqlite(tmp_path):
+    check_record(record_and_reload(tmp_path))
 
 
 def test_record_trial_falls_back_to_optunas_api(tmp_path, monkeypatch):
@@ -33,12 +37,7 @@ def test_record_trial_falls_back_to_optunas_api(tmp_path, monkeypatch):
         raise sqlalchemy.exc.OperationalError("insert", {}, Exception("schema changed"))
 
     monkeypatch.setattr(storage, "_bulk_insert", broken)
-    url = f"sqlite:///{tmp_path / 's.db'}"
-    study = optuna.create_study(storage=storage.open_storage(url), study_name="s")
-    trial = study.ask()
-    storage.record_trial(study, trial, ATTRS, STEPS)
-    study.tell(trial, 0.625)
-    check_record(optuna.load_study(study_name="s", storage=url).trials[0])
+    check_record(record_and_reload(tmp_path))
 
 
 def test_record_trial_on_an_in_memory_study():
