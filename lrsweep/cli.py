@@ -95,6 +95,16 @@ def resume(name: str = typer.Argument(..., help="The study's name"),
          False)
 
 
+@app.command()
+@_handle_errors
+def worker(name: str = typer.Argument(..., help="The study's name"),
+           storage: Optional[str] = StorageOpt, device: str = DeviceOpt,
+           data_dir: Optional[str] = DataDirOpt, pack: Optional[int] = PackOpt) -> None:
+    """Work on a stored study until its total is reached (for clusters: needs only the study's
+    name and the storage URL; as many workers as you like, on any machines)."""
+    resume(name, storage, device, data_dir, pack)
+
+
 @app.command("ls")
 @_handle_errors
 def list_studies(storage: Optional[str] = StorageOpt) -> None:

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
@@ -48,7 +49,10 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
 
 
 class ConditionalGridSampler(optuna.samplers.BaseSampler):
-    """Each of a list of grid points once, in order; a point a trial failed on is retried."""
+    """Each of a list of grid points once, in order; a point a trial failed on is retried.
+
+    On an RDB store a point is claimed atomically (a row with a unique key in the study's
+    system attributes), so workers asking at the same moment never take the same point."""
 
     def __init__(self, points: list[dict[str, Any]]) -> None:
         self._points = points
@@ -60,7 +64,9 @@ class ConditionalGridSampler(optuna.samplers.BaseSampler):
                  for t in study.get_trials(deepcopy=False, states=_TAKEN)
                  if GRID_POINT_ATTR in t.system_attrs and t.number != trial.number}
         free = [p for p in self._points if json.dumps(p, sort_keys=True) not in taken]
-        point = free[0] if free else self._points[trial.number % len(self._points)]
+        point = next((p for p in free if _claim(study, p, trial)), None)
+        if point is None:  # every point taken: workers overshooting; the study stops them
+            point = self._points[trial.number % len(self._points)]
         study._storage.set_trial_system_attr(trial._trial_id, GRID_POINT_ATTR, point)
 
     def infer_relative_search_space(self, study: optuna.Study,
@@ -77,3 +83,32 @@ class ConditionalGridSampler(optuna.samplers.BaseSampler):
         if param_name not in point:
             raise ValueError(f"parameter {param_name!r} is not on the grid point {point}")
         return point[param_name]
+
+
+def _claim(study: optuna.Study, point: dict[str, Any], trial: FrozenTrial) -> bool:
+    """Atomically make `trial` the holder of `point`: insert the point's key, or take it over
+    from a holder that failed. False when another live trial holds it."""
+    backend = getattr(study._storage, "_backend", study._storage)
+    if not isinstance(backend, optuna.storages.RDBStorage):
+        return True  # one process, one store in memory: nobody to race with
+    from optuna.storages._rdb import models
+
+    attrs = models.StudySystemAttributeModel.__table__
+    key = f"lrsweep_grid:{json.dumps(point, sort_keys=True)}"
+    mine = json.dumps(trial._trial_id)
+    try:
+        with backend.engine.begin() as conn:
+            conn.execute(sqlalchemy.insert(attrs).values(study_id=study._study_id, key=key,
+                                                         value_json=mine))
+        return True
+    except sqlalchemy.exc.IntegrityError:
+        pass
+    with backend.engine.begin() as conn:
+        holder = conn.execute(sqlalchemy.select(attrs.c.value_json).where(
+            attrs.c.study_id == study._study_id, attrs.c.key == key)).scalar()
+    if holder is None or backend.get_trial(json.loads(holder)).state in _TAKEN:
+        return False
+    with backend.engine.begin() as conn:  # compare-and-set: of several takers, one wins
+        return conn.execute(sqlalchemy.update(attrs).where(
+            attrs.c.study_id == study._study_id, attrs.c.key == key,
+            attrs.c.value_json == holder).values(value_json=mine)).rowcount == 1

@@ -321,6 +321,11 @@ def _create_or_load(spec: StudySpec, rdb: optuna.storages.RDBStorage, url: str,
 
 def _check_same_spec(study: optuna.Study, spec: StudySpec, url: str, allow_changed: bool) -> None:
     stored_text = study.user_attrs.get("study_file")
+    if stored_text is None and not study.get_trials(deepcopy=False):
+        # Another worker created it an instant ago and is storing its file: ours is the same
+        # or will be checked against it by every later run.
+        _store_spec(study, spec)
+        return
     if stored_text is None:
         raise StorageError(f"study {spec.study.name!r} in {url} was not made by lrsweep; "
                            "choose another [study] name")

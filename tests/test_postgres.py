@@ -1,0 +1,132 @@
+"""Many workers on one study through PostgreSQL (Optuna's RDB storage).
+
+Needs a PostgreSQL server: `LRSWEEP_TEST_POSTGRES` (default postgresql://localhost/test).
+Skipped, with the reason, where none answers — unless LRSWEEP_REQUIRE_POSTGRES=1 (CI), which
+turns the skip into a failure."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import optuna
+import pytest
+import sqlalchemy
+from optuna.trial import TrialState
+
+from conftest import REPO, study_toml
+from lrsweep import report
+
+URL = os.environ.get("LRSWEEP_TEST_POSTGRES", "postgresql://localhost/test")
+GRACE = 2
+
+
+def _reachable() -> str | None:
+    try:
+        engine = sqlalchemy.create_engine(URL)
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("select 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:  # no driver, no server, no database: all mean "not here"
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+
+
+_why_not = _reachable()
+if _why_not and os.environ.get("LRSWEEP_REQUIRE_POSTGRES") == "1":
+    raise RuntimeError(f"LRSWEEP_REQUIRE_POSTGRES=1 but {URL} cannot be reached ({_why_not})")
+pytestmark = pytest.mark.skipif(_why_not is not None,
+                                reason=f"no PostgreSQL at {URL}: {_why_not}")
+
+
+@pytest.fixture
+def name():
+    """A study name of this test alone; the study is deleted afterwards."""
+    study_name = f"lrsweep-test-{uuid.uuid4().hex[:10]}"
+    yield study_name
+    try:
+        optuna.delete_study(study_name=study_name, storage=URL)
+    except KeyError:
+        pass
+
+
+@pytest.fixture
+def env(fashion_dir, tmp_path):
+    return {**os.environ, "LRSWEEP_DATA": str(fashion_dir), "PYTHONPATH": str(REPO),
+            "LRSWEEP_STORAGE": URL, "LRSWEEP_CHECKPOINTS": str(tmp_path / "checkpoints"),
+            "LRSWEEP_ARTIFACTS": str(tmp_path / "artifacts"),
+            "LRSWEEP_GRACE_SECONDS": str(GRACE), "LRSWEEP_HEARTBEAT_SECONDS": "0.5"}
+
+
+def lrsweep(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lrsweep", *args]
+
+
+def grid_points(study):
+    return [(t.params["seed"], t.params["scheduler"]) for t in study.trials
+            if t.state == TrialState.COMPLETE]
+
+
+def test_three_workers_reach_exactly_the_total_with_each_grid_point_once(tmp_path, env, name):
+    (tmp_path / "s.toml").write_text(study_toml(
+        name, scheduler='["constant", "sqrt", "cosine", "poly"]', seed="[0, 1, 2]"))
+    first = subprocess.Popen(lrsweep("run", str(tmp_path / "s.toml"), "--pack", "2"), env=env,
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    # The other two start as a cluster job would: knowing only the name (and the URL).
+    deadline = time.time() + 60
+    while name not in optuna.study.get_all_study_names(URL) and time.time() < deadline:
+        time.sleep(0.2)
+    others = [subprocess.Popen(lrsweep("worker", name, "--pack", "2"), env=env, cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for _ in range(2)]
+    for proc in [first, *others]:
+        _, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stderr
+    study = optuna.load_study(study_name=name, storage=URL)
+    points = grid_points(study)
+    assert len(points) == 12 and len(set(points)) == 12
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    assert all(t.system_attrs.get("lrsweep_surplus") for t in study.trials
+               if t.state == TrialState.FAIL)
+
+
+def test_a_killed_workers_trials_are_finished_by_another(tmp_path, env, name):
+    (tmp_path / "s.toml").write_text(study_toml(
+        name, scheduler='["constant", "sqrt", "cosine", "poly"]', epochs=5))
+    doomed = subprocess.Popen(lrsweep("run", str(tmp_path / "s.toml"), "--pack", "2"),
+                              env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    for line in doomed.stderr:
+        if "trials 0–1 epoch 2/5" in line:
+            doomed.send_signal(signal.SIGKILL)
+            break
+    doomed.communicate(timeout=60)
+    survivor = subprocess.run(lrsweep("worker", name, "--pack", "2"), env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=600)
+    assert survivor.returncode == 0, survivor.stderr
+    assert "trial 0 was interrupted: continuing from its checkpoint after epoch" in survivor.stderr
+    study = optuna.load_study(study_name=name, storage=URL)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
+    assert all(len(t.user_attrs["val_acc"]) == 5 for t in study.trials)
+
+
+def test_reports_read_postgresql_as_they_read_sqlite(tmp_path, env, name):
+    (tmp_path / "s.toml").write_text(study_toml(name, scheduler='["constant", "cosine"]'))
+    sqlite = f"sqlite:///{tmp_path / 'same.db'}"
+    for url in (URL, sqlite):
+        proc = subprocess.run(lrsweep("run", str(tmp_path / "s.toml"), "--storage", url,
+                                      "--pack", "1"), env=env, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+    drop = ["seconds"]
+    from_pg = report.trials_frame(name, URL).drop(columns=drop)
+    from_sqlite = report.trials_frame(name, sqlite).drop(columns=drop)
+    assert from_pg.to_dict("records") == from_sqlite.to_dict("records")
+    curves_pg = report.curves_frame(name, URL).drop(columns="epoch_seconds")
+    curves_sqlite = report.curves_frame(name, sqlite).drop(columns="epoch_seconds")
+    assert curves_pg.to_dict("records") == curves_sqlite.to_dict("records")
