@@ -28,7 +28,7 @@ err = Console(stderr=True, highlight=False)
 StorageOpt = typer.Option(None, "--storage", envvar="LRSWEEP_STORAGE", show_envvar=True,
                           help="Optuna storage URL [default: sqlite:///results/lrsweep.db]")
 DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:1, …")
-PackOpt = typer.Option(None, "--pack", min=1,
+PackOpt = typer.Option(None, "--pack",
                        help="Trials trained together as one network [default: 4 on a CPU, "
                             "from free memory on a GPU]")
 DataDirOpt = typer.Option(None, "--data-dir", envvar="LRSWEEP_DATA", show_envvar=True,

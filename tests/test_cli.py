@@ -4,6 +4,7 @@ continuing to the total, resume, Ctrl-C, a changed study file, and plain Optuna 
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 
@@ -121,17 +122,40 @@ def test_ls_and_show_describe_the_store(lrsweep_cli, tmp_path):
     assert shown.returncode == 0 and "top 1 of 2 trials" in shown.stdout
 
 
+# Each bad study file: (what replaces a line of a valid file, the one line expected).
+BAD_FILES = {
+    "malformed": (("[study]", "[study"), "bad.toml: invalid TOML: "),
+    "unknown-key": (("[train]", "[train]\nepoch = 3"), "[train] unknown key 'epoch'; did you mean 'epochs'?"),
+    "scheduler": (('scheduler = "constant"', 'scheduler = "cosin"'), "unknown schedule 'cosin'; did you mean 'cosine'?"),
+    "rate-zero": (("base_lr = 0.1", "base_lr = 0"), "[space] base_lr: must be a number > 0, got 0"),
+    "rate-text": (("base_lr = 0.1", 'base_lr = "fast"'), "[space] base_lr: must be a number > 0, got 'fast'"),
+    "inverted": (("base_lr = 0.1", "base_lr = { low = 1.0, high = 0.1 }"), "[space] base_lr: low (1.0) must be below high (0.1)"),
+    "empty-list": (("base_lr = 0.1", "base_lr = []"), "[space] base_lr: an empty list"),
+    "warmup": (("base_lr = 0.1", "base_lr = 0.1\nwarmup_steps = 2"), "[space] warmup_steps: 2 must be below the trial's 2 epochs"),
+    "exponent": (("base_lr = 0.1", "base_lr = 0.1\nexponent = 1.0"), "[space] exponent: none of the schedulers (constant) takes it"),
+}
+
+
 @pytest.mark.parametrize("args, message", [
     (("run", "missing.toml"), "missing.toml: no such study file"),
     (("resume", "nobody"), "no study named 'nobody'"),
     (("show", "nobody"), "no study named 'nobody'"),
-    (("run", "bad.toml"), "bad.toml: [space] scheduler: unknown schedule 'cosin'; did you mean 'cosine'?"),
-])
+    (("export", "nobody", "--trial", "0"), "no study named 'nobody'"),
+    (("run", "good.toml", "--device", "cuda:7"), "device 'cuda:7'"),
+    (("run", "good.toml", "--pack", "0"), "--pack"),
+] + [(("run", "bad.toml", key), message) for key, (_, message) in BAD_FILES.items()],
+    ids=lambda v: v[-1] if isinstance(v, tuple) else None)
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(lrsweep_cli, tmp_path, args, message):
     url = storage_url(tmp_path)
     optuna.create_study(study_name="other", storage=url)  # so the store exists for resume/show
     before = (tmp_path / "store.db").read_bytes()
-    write(tmp_path, "bad.toml", study_toml("bad", scheduler='"cosin"'))
+    good = study_toml("bad", scheduler='"constant"')
+    write(tmp_path, "good.toml", good)
+    if args[1] == "bad.toml":
+        (old, new), _ = BAD_FILES[args[2]]
+        assert old in good
+        write(tmp_path, "bad.toml", good.replace(old, new, 1))
+        args = args[:2]
     proc = lrsweep_cli(*args, "--storage", url)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
@@ -139,6 +163,46 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(lrsweep_cli, tmp_path, 
     assert optuna.study.get_all_study_names(url) == ["other"]
     assert not (tmp_path / "results").exists()
     assert (tmp_path / "store.db").read_bytes() == before
+
+
+def test_a_changed_study_file_leaves_the_store_byte_for_byte(lrsweep_cli, tmp_path):
+    path = write(tmp_path, "s.toml", study_toml("frozen", sampler="random", trials=1))
+    url = storage_url(tmp_path)
+    assert lrsweep_cli("run", str(path), "--storage", url).returncode == 0
+    with sqlite3.connect(tmp_path / "store.db") as conn:  # fold the WAL into the file
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = (tmp_path / "store.db").read_bytes()
+    path.write_text(path.read_text().replace("epochs = 2", "epochs = 3"))
+    proc = lrsweep_cli("run", str(path), "--storage", url)
+    assert proc.returncode == 2 and "[train] epochs: 2 → 3" in proc.stderr
+    assert (tmp_path / "store.db").read_bytes() == before
+
+
+@pytest.mark.parametrize("storage, message", [
+    ("nosuchdb://x", "cannot be opened"),
+    ("sqlite:///{tmp}/a-file/store.db", "cannot open"),
+])
+def test_a_store_that_cannot_be_opened_is_exit_2(lrsweep_cli, tmp_path, storage, message):
+    (tmp_path / "a-file").write_text("not a folder")
+    path = write(tmp_path, "s.toml", study_toml("nostore"))
+    proc = lrsweep_cli("run", str(path), "--storage", storage.format(tmp=tmp_path))
+    assert proc.returncode == 2 and message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_corrupt_dataset_is_exit_2_naming_the_file(lrsweep_cli, tmp_path, fashion_dir):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(fashion_dir, broken)
+    labels = broken / "t10k-labels-idx1-ubyte.gz"
+    labels.write_bytes(labels.read_bytes()[:40])
+    path = write(tmp_path, "s.toml", study_toml("corrupt"))
+    proc = lrsweep_cli("run", str(path), "--data-dir", str(broken),
+                       "--storage", storage_url(tmp_path))
+    assert proc.returncode == 2 and "t10k-labels-idx1-ubyte.gz" in proc.stderr
+    assert "truncated or corrupt" in proc.stderr
+    assert not (tmp_path / "store.db").exists()
 
 
 def test_missing_dataset_is_exit_2_before_the_store_is_touched(lrsweep_cli, tmp_path):

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Throughput of 1, 2, 3 workers on one study through PostgreSQL: the quickstart study
 # (12 trials × 8 epochs) under a fresh name each time; prints wall seconds and trial-epochs/s.
-# Usage: bash results/benchmarks/workers.sh [postgresql://localhost/test]
+# Usage: [WORKERS="1 2 3"] [OMP_NUM_THREADS=N] bash results/benchmarks/workers.sh [postgresql://localhost/test]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 url=${1:-postgresql://localhost/test}
 tmp=$(mktemp -d)
 export LRSWEEP_STORAGE=$url LRSWEEP_CHECKPOINTS=$tmp/checkpoints LRSWEEP_ARTIFACTS=$tmp/artifacts
-echo "host: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; store: $url"
-for n in 1 2 3; do
+echo "host: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc --all) cores; store: $url; threads per worker: ${OMP_NUM_THREADS:-all cores}"
+for n in ${WORKERS:-1 2 3}; do
   name="workers-bench-$n-$$"
   sed "s/^name = \"quickstart\"/name = \"$name\"/" studies/quickstart.toml > "$tmp/$name.toml"
   start=$(date +%s.%N)
