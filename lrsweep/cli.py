@@ -141,6 +141,23 @@ def show(name: str = typer.Argument(..., help="The study's name"),
         out.print(f"study {name} has no trials yet", markup=False)
         return
     _print_trials(frame, f"{name}: top {min(top, len(frame))} of {len(frame)} trials", top)
+    page = Path("results") / name / "report.html"
+    out.print(f"report: {page}" if page.is_file() else f"no report yet: lrsweep report {name}",
+              markup=False)
+
+
+@app.command()
+@_handle_errors
+def report(name: str = typer.Argument(..., help="The study's name"),
+           storage: Optional[str] = StorageOpt,
+           out_dir: Optional[Path] = typer.Option(None, "--out",
+                                                  help="Folder [default: results/NAME/]")) -> None:
+    """Write a study's report: report.md, a self-contained report.html, figures, CSV tables."""
+    from .render import write_report
+    from .storage import default_storage
+    written = write_report(name, storage or default_storage(), out_dir)
+    out.print(f"wrote {written.markdown} and {written.html} ({len(written.figures)} figures, "
+              f"{len(written.tables)} tables)", markup=False)
 
 
 @app.command()

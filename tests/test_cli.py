@@ -120,6 +120,7 @@ def test_ls_and_show_describe_the_store(lrsweep_cli, tmp_path):
     assert listed.returncode == 0 and "listed" in listed.stdout and "(max)" in listed.stdout
     shown = lrsweep_cli("show", "listed", "--storage", url, "--top", "1")
     assert shown.returncode == 0 and "top 1 of 2 trials" in shown.stdout
+    assert "no report yet: lrsweep report listed" in shown.stdout
 
 
 # Each bad study file: (what replaces a line of a valid file, the one line expected).

@@ -1,0 +1,269 @@
+"""`lrsweep report NAME`: a study in the store → report.md, a self-contained report.html,
+the figures as PNG and the tables as CSV. Reads the store only; never trains, never imports
+torch. Every number in the text is computed here from the stored trials.
+
+    >>> from lrsweep import render
+    >>> render.write_report("quickstart", "sqlite:///results/lrsweep.db")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from . import spec as spec_mod
+from .report import curves_frame, trials_frame
+from .stats import config_columns, config_label, config_table
+from .storage import load_study
+
+METRICS = ["val_acc", "test_acc", "train_loss"]
+MAX_CURVES = 8  # configurations drawn in the curve figures (the best by the objective)
+
+
+@dataclass(frozen=True)
+class Report:
+    folder: Path
+    markdown: Path
+    html: Path
+    figures: list[Path]
+    tables: list[Path]
+
+
+def write_report(name: str, url: str, out: str | Path | None = None) -> Report:
+    """Write the report of study `name` into `out` (default results/NAME/)."""
+    study = load_study(name, url)
+    folder = Path(out) if out else Path("results") / name
+    folder.mkdir(parents=True, exist_ok=True)
+    trials = trials_frame(name, url)
+    curves = curves_frame(name, url)
+    text = study.user_attrs.get("study_file")
+    study_spec = spec_mod.parse(text, source=f"{name} (stored)") if text else None
+    metric = study_spec.study.metric if study_spec else "val_acc"
+    metrics = [metric] + [m for m in METRICS if m != metric]
+    configs = (config_table(trials, metrics, higher_is_better=not metric.endswith("loss"))
+               if not trials.empty else pd.DataFrame())
+
+    tables = _write_tables(folder, trials, curves, configs)
+    figures = _figures(folder, study, curves, configs, trials)
+    sections = _sections(name, url, study, study_spec, trials, configs, metric)
+    markdown = folder / "report.md"
+    markdown.write_text(_markdown(name, sections, figures, folder))
+    page = folder / "report.html"
+    page.write_text(_html(name, sections, figures))
+    return Report(folder, markdown, page, figures, tables)
+
+
+# --- content -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Section:
+    title: str
+    paragraphs: list[str]
+    table: pd.DataFrame | None = None
+    code: str | None = None
+
+
+def _sections(name, url, study, study_spec, trials, configs, metric) -> list[_Section]:
+    counts = trials["state"].str.split(" ").str[0].value_counts().to_dict() if len(trials) else {}
+    total = study_spec.study.trials if study_spec else len(trials)
+    finished = counts.get("complete", 0) + counts.get("pruned", 0) + counts.get("diverged", 0)
+    status = (f"complete: {finished} of {total} trials finished" if finished >= total else
+              f"**incomplete: {finished} of {total} trials finished** "
+              f"({counts.get('running', 0)} running — the study is still running or was "
+              "interrupted; `lrsweep resume` continues it). The numbers below cover the "
+              "finished trials only.")
+    source = study.user_attrs.get("study_file_source", f"studies/{name}.toml")
+    first = study.get_trials(deepcopy=False)
+    device = next((t.user_attrs.get("device") for t in first if t.user_attrs.get("device")), "–")
+    versions = study.user_attrs.get("versions", {})
+    scale = "–"
+    if study_spec:
+        tr = study_spec.train
+        scale = (f"{tr.epochs} epochs per trial, {tr.train_images} training images "
+                 f"(validation {tr.validation}), batch {tr.batch_size}, schedule unit {tr.unit}; "
+                 f"sampler {study_spec.study.sampler}, pruner {study_spec.study.pruner}")
+    what = _Section("What was studied", [
+        study_spec.study.description if study_spec and study_spec.study.description else "",
+        f"Scale: {scale}.",
+        f"Trials: {status}. States: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ".",
+        f"Hardware: {device}. Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items())
+        + f"; git commit {study.user_attrs.get('git_commit') or '–'}.",
+        f"Reproduce: `lrsweep run {source} && lrsweep report {name}` "
+        f"(store: `{url}`).",
+    ], code=study.user_attrs.get("study_file"))
+    answer = _Section("Answer", [_answer(configs, metric, trials)])
+    shown = _config_view(configs, metric)
+    table = _Section("Configurations (mean ± 95% CI over seeds, final epoch)", [
+        "Student-t intervals over the seeds of each configuration; diverged seeds count with "
+        "the value they reached."], shown)
+    best = trials.dropna(subset=["value"]).sort_values(
+        "value", ascending=trials.attrs.get("direction") == "minimize").head(10)
+    best = best.drop(columns=[c for c in ("val_acc_curve",) if c in best])
+    top = _Section("Best trials", [], best)
+    return [what, answer, table, top]
+
+
+def _answer(configs: pd.DataFrame, metric: str, trials: pd.DataFrame) -> str:
+    if configs.empty:
+        return "No trial has finished yet: nothing to compare."
+    ranked = configs  # config_table ranks best first
+    best = ranked.iloc[0]
+    text = (f"Best configuration by mean final {metric}: **{best['config']}** — "
+            f"{metric} {_pm(best, metric)}, test accuracy {_pm(best, 'test_acc')} "
+            f"over {best[f'{metric}_n']} seed(s).")
+    if len(ranked) > 1:
+        second = ranked.iloc[1]
+        overlap = _overlap(best, second, metric)
+        verdict = ("their 95% intervals overlap: these seeds cannot separate the two"
+                   if overlap else "their 95% intervals do not overlap")
+        if overlap is None:
+            verdict = "one seed each: no interval, so no ranking can be trusted — add seeds"
+        text += (f" Runner-up: {second['config']} with {_pm(second, metric)}; {verdict}.")
+    diverged = int(trials["state"].str.startswith("diverged").sum())
+    if diverged:
+        text += f" {diverged} of {len(trials)} trials diverged."
+    return text
+
+
+def _overlap(a: pd.Series, b: pd.Series, metric: str) -> bool | None:
+    ca, cb = a[f"{metric}_ci"], b[f"{metric}_ci"]
+    if math.isnan(ca) or math.isnan(cb):
+        return None
+    return abs(a[f"{metric}_mean"] - b[f"{metric}_mean"]) <= ca + cb
+
+
+def _pm(row: pd.Series, metric: str) -> str:
+    mean, ci = row[f"{metric}_mean"], row[f"{metric}_ci"]
+    return f"{mean:.4f}" if math.isnan(ci) else f"{mean:.4f} ± {ci:.4f}"
+
+
+def _config_view(configs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    if configs.empty:
+        return configs
+    view = pd.DataFrame({"config": configs["config"], "seeds": configs["seeds"],
+                         "diverged": configs["diverged"]})
+    for m in [metric] + [m for m in METRICS if m != metric]:
+        view[m] = [_pm(row, m) for _, row in configs.iterrows()]
+    return view
+
+
+# --- files ---------------------------------------------------------------------------------
+
+def _write_tables(folder: Path, trials, curves, configs) -> list[Path]:
+    paths = []
+    for stem, frame in (("trials", trials.drop(columns=["val_acc_curve"], errors="ignore")),
+                        ("curves", curves), ("configs", configs)):
+        path = folder / f"{stem}.csv"
+        frame.to_csv(path, index=False)
+        paths.append(path)
+    return paths
+
+
+def _figures(folder: Path, study, curves: pd.DataFrame, configs: pd.DataFrame,
+             trials: pd.DataFrame) -> list[Path]:
+    import matplotlib
+    matplotlib.use("Agg")  # files only
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    paths = []
+    if not curves.empty and not configs.empty:
+        columns = config_columns(trials)
+        curves = curves.copy()
+        curves["config"] = [config_label(row, columns) for _, row in curves.iterrows()]
+        keep = list(configs["config"].head(MAX_CURVES))
+        shown = curves[curves["config"].isin(keep)]
+        fig, axes = plt.subplots(2, 2, figsize=(13, 8.5), sharex=True)
+        for ax, metric in zip(axes.flat, ("val_acc", "test_acc", "train_loss", "lr")):
+            sns.lineplot(data=shown, x="epoch", y=metric, hue="config", hue_order=keep, ax=ax,
+                         errorbar=("ci", 95), n_boot=1000, seed=0, legend=metric == "lr")
+            ax.set_title(f"{metric} per epoch (mean, 95% CI over seeds)", fontsize=9)
+            ax.grid(alpha=0.3)
+        if axes.flat[-1].get_legend():
+            sns.move_legend(axes.flat[-1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7)
+        fig.tight_layout()
+        path = folder / "curves.png"
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+    complete = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
+    if len(complete) >= 2:
+        import optuna
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Optuna marks its matplotlib views experimental
+            ax = optuna.visualization.matplotlib.plot_optimization_history(study)
+        path = folder / "history.png"
+        ax.figure.set_size_inches(8, 4.5)
+        ax.figure.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(ax.figure)
+        paths.append(path)
+    return paths
+
+
+def _markdown(name: str, sections: list[_Section], figures: list[Path], folder: Path) -> str:
+    lines = [f"# lrsweep report: {name}", ""]
+    for section in sections:
+        lines += [f"## {section.title}", ""]
+        lines += [p + "\n" for p in section.paragraphs if p]
+        if section.table is not None and not section.table.empty:
+            lines += [_markdown_table(section.table), ""]
+        if section.code:
+            lines += ["<details><summary>study file</summary>", "", "```toml",
+                      section.code.strip(), "```", "", "</details>", ""]
+    lines += ["## Figures", ""]
+    lines += [f"![{p.stem}]({p.relative_to(folder)})" + "\n" for p in figures]
+    return "\n".join(lines)
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    cells = [[_cell(v) for v in row] for row in frame.itertuples(index=False)]
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    return "\n".join([header, rule] + ["| " + " | ".join(r) + " |" for r in cells])
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+def _html(name: str, sections: list[_Section], figures: list[Path]) -> str:
+    def para(text: str) -> str:
+        escaped = html.escape(text)
+        parts = escaped.split("**")  # the one piece of markdown the text uses
+        escaped = "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+        parts = escaped.split("`")
+        return "<p>" + "".join(f"<code>{p}</code>" if i % 2 else p
+                               for i, p in enumerate(parts)) + "</p>"
+
+    body = [f"<h1>lrsweep report: {html.escape(name)}</h1>"]
+    for section in sections:
+        body.append(f"<h2>{html.escape(section.title)}</h2>")
+        body += [para(p) for p in section.paragraphs if p]
+        if section.table is not None and not section.table.empty:
+            body.append(section.table.to_html(index=False, na_rep="–", float_format="{:.4g}".format,
+                                              border=0, classes="t"))
+        if section.code:
+            body.append(f"<details><summary>study file</summary><pre>{html.escape(section.code)}"
+                        "</pre></details>")
+    body.append("<h2>Figures</h2>")
+    for path in figures:
+        data = base64.b64encode(path.read_bytes()).decode()
+        body.append(f'<figure><img alt="{path.stem}" src="data:image/png;base64,{data}">'
+                    f"<figcaption>{path.stem}</figcaption></figure>")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
+             "color:#222}table.t{border-collapse:collapse;font-size:13px}"
+             "table.t td,table.t th{border-bottom:1px solid #ddd;padding:3px 8px;text-align:right}"
+             "img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow:auto}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>lrsweep: "
+            f"{html.escape(name)}</title><style>{style}</style></head><body>"
+            + "\n".join(body) + "</body></html>\n")

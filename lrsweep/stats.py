@@ -1,0 +1,74 @@
+"""Aggregates over seeds: each configuration's mean and 95% confidence interval.
+
+A configuration is a trial's parameters without its seed. The interval is Student's t:
+mean ± t(0.975, n−1) · s / √n, so it is honest for the handful of seeds a study can afford.
+
+    >>> import pandas as pd
+    >>> trials = pd.DataFrame({"state": ["complete"] * 3, "scheduler": ["cosine"] * 3,
+    ...                        "seed": [0, 1, 2], "val_acc": [0.80, 0.82, 0.84]})
+    >>> row = config_table(trials, ["val_acc"]).iloc[0]
+    >>> round(float(row["val_acc_mean"]), 4), round(float(row["val_acc_ci"]), 4)
+    (0.82, 0.0497)
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+from scipy import stats as scipy_stats
+
+# Columns of trials_frame that are outcomes or bookkeeping, not configuration.
+NOT_CONFIG = {"trial", "state", "value", "seed", "train_loss", "train_acc", "val_acc",
+              "test_acc", "epochs", "seconds", "val_acc_curve"}
+
+
+def config_columns(trials: pd.DataFrame) -> list[str]:
+    return [c for c in trials.columns if c not in NOT_CONFIG]
+
+
+def config_label(row: pd.Series, columns: list[str]) -> str:
+    parts = [f"{c}={_short(row[c])}" for c in columns
+             if not (isinstance(row[c], float) and math.isnan(row[c]))]
+    return " ".join(parts) or "all trials"
+
+
+def mean_ci(values: pd.Series, level: float = 0.95) -> tuple[float, float, int]:
+    """(mean, half-width of the t interval, n) of the finite values; half-width NaN if n < 2."""
+    clean = pd.to_numeric(values, errors="coerce").dropna()
+    n = len(clean)
+    if n == 0:
+        return math.nan, math.nan, 0
+    mean = float(clean.mean())
+    if n < 2:
+        return mean, math.nan, n
+    t = scipy_stats.t.ppf(0.5 + level / 2, n - 1)
+    return mean, float(t * clean.std(ddof=1) / math.sqrt(n)), n
+
+
+def config_table(trials: pd.DataFrame, metrics: list[str], *,
+                 higher_is_better: bool = True) -> pd.DataFrame:
+    """One row per configuration over its complete trials (diverged ones included: a rate
+    that diverges is part of the answer), with n, mean and CI of each metric, the number of
+    diverged seeds, and the label; best first by the first metric (the objective)."""
+    finished = trials[trials["state"].str.startswith(("complete", "diverged"))].copy()
+    columns = config_columns(finished)
+    finished["config"] = [config_label(row, columns) for _, row in finished.iterrows()]
+    rows = []
+    for label, group in finished.groupby("config", sort=False):
+        row = {"config": label, "seeds": int(group["seed"].nunique()) if "seed" in group else 1,
+               "diverged": int(group["state"].str.startswith("diverged").sum())}
+        row.update({c: group[c].iloc[0] for c in columns})
+        for metric in metrics:
+            mean, ci, n = mean_ci(group[metric])
+            row.update({f"{metric}_mean": mean, f"{metric}_ci": ci, f"{metric}_n": n})
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    return table.sort_values(f"{metrics[0]}_mean", ascending=not higher_is_better,
+                             na_position="last", ignore_index=True)
+
+
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,115 @@
+"""Reports from the store: a synthetic study with known values (the intervals and the answer
+come out as computed by hand), and a small real study through the command line."""
+
+from __future__ import annotations
+
+import csv
+import doctest
+import math
+import re
+import statistics
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState, create_trial
+
+from conftest import study_toml
+from lrsweep import render, stats
+
+T_975 = {2: 4.302652729911275, 3: 3.182446305284263}  # Student t quantiles, by degrees of freedom
+COSINE = [0.80, 0.82, 0.84]
+CONSTANT = [0.70, 0.75, 0.65, 0.10]  # the last seed diverged at chance level
+
+
+def add(study, scheduler, seed, val_acc, state=TrialState.COMPLETE, diverged=None):
+    curve = [val_acc / 2, val_acc]
+    study.add_trial(create_trial(
+        state=state, value=val_acc if state == TrialState.COMPLETE else None,
+        params={"scheduler": scheduler, "seed": seed},
+        distributions={"scheduler": CategoricalDistribution(["constant", "cosine"]),
+                       "seed": CategoricalDistribution([0, 1, 2, 3])},
+        user_attrs={"lr": [0.3, 0.2], "train_loss": [2.0, 1.0], "train_acc": [0.5, 0.7],
+                    "val_loss": [1.5, 1.2], "val_acc": curve, "test_acc": curve,
+                    "epoch_seconds": [1.0, 1.0], "seed": seed, "diverged": diverged,
+                    "pack_size": 1, "device": "cpu (test)"},
+        intermediate_values={0: curve[0], 1: curve[1]} if state == TrialState.COMPLETE else {}))
+
+
+@pytest.fixture
+def synthetic(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(study_name="synthetic", storage=url, direction="maximize")
+    study.set_user_attr("study_file", study_toml("synthetic", sampler="random", trials=12,
+                                                 scheduler='["constant", "cosine"]',
+                                                 seed="[0, 1, 2, 3]"))
+    for seed, value in enumerate(COSINE):
+        add(study, "cosine", seed, value)
+    for seed, value in enumerate(CONSTANT):
+        add(study, "constant", seed, value, diverged="nonfinite" if value < 0.2 else None)
+    add(study, "cosine", 3, 0.5, state=TrialState.PRUNED)
+    add(study, "constant", 0, 0.5, state=TrialState.FAIL)
+    return url
+
+
+def t_interval(values):
+    return statistics.fmean(values), T_975[len(values) - 1] * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def test_intervals_are_student_t_over_seeds_with_diverged_seeds_counted(synthetic, tmp_path):
+    written = render.write_report("synthetic", synthetic, tmp_path / "out")
+    configs = {row["config"]: row for row in
+               csv.DictReader((written.folder / "configs.csv").open())}
+    for label, values in (("scheduler=cosine", COSINE), ("scheduler=constant", CONSTANT)):
+        mean, ci = t_interval(values)
+        assert float(configs[label]["val_acc_mean"]) == pytest.approx(mean, abs=1e-6)
+        assert float(configs[label]["val_acc_ci"]) == pytest.approx(ci, abs=1e-6)
+    assert configs["scheduler=constant"]["diverged"] == "1"
+    assert configs["scheduler=constant"]["seeds"] == "4"  # the pruned and failed are not in
+
+
+def test_answer_and_status_are_computed_from_the_trials(synthetic, tmp_path):
+    text = render.write_report("synthetic", synthetic, tmp_path / "out").markdown.read_text()
+    mean, ci = t_interval(COSINE)
+    assert f"**scheduler=cosine** — val_acc {mean:.4f} ± {ci:.4f}" in text
+    other_mean, other_ci = t_interval(CONSTANT)
+    assert f"Runner-up: scheduler=constant with {other_mean:.4f} ± {other_ci:.4f}" in text
+    overlap = abs(mean - other_mean) <= ci + other_ci
+    assert ("intervals overlap" in text) == overlap
+    assert "1 of 9 trials diverged" in text
+    assert "incomplete: 8 of 12 trials finished" in text  # 6 complete + 1 diverged + 1 pruned
+
+
+def test_html_is_self_contained(synthetic, tmp_path):
+    written = render.write_report("synthetic", synthetic, tmp_path / "out")
+    page = written.html.read_text()
+    assert not re.search(r"""(src|href)=["']?(https?:|//|[^"'#d])""", page)
+    images = re.findall(r'<img [^>]*src="data:image/png;base64,', page)
+    assert len(images) == len(written.figures) >= 2
+    for figure in written.figures:
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for table in written.tables:
+        assert table.read_text().count("\n") >= 2
+
+
+def test_report_of_a_real_study_through_the_command(lrsweep_cli, tmp_path):
+    (tmp_path / "s.toml").write_text(study_toml("real", seed="[0, 1]"))
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    assert lrsweep_cli("run", "s.toml", "--storage", url).returncode == 0
+    proc = lrsweep_cli("report", "real", "--storage", url)
+    assert proc.returncode == 0, proc.stderr
+    folder = tmp_path / "results" / "real"
+    text = (folder / "report.md").read_text()
+    assert "complete: 4 of 4 trials finished" in text
+    assert "Reproduce: `lrsweep run s.toml && lrsweep report real`" in text
+    for name in ("report.html", "curves.png", "history.png", "trials.csv", "curves.csv",
+                 "configs.csv"):
+        assert (folder / name).is_file(), name
+    shown = lrsweep_cli("show", "real", "--storage", url)
+    assert "report: results/real/report.html" in shown.stdout
+    missing = lrsweep_cli("report", "nobody", "--storage", url)
+    assert missing.returncode == 2 and "no study named 'nobody'" in missing.stderr
+
+
+def test_stats_doctest():
+    assert doctest.testmod(stats).failed == 0
