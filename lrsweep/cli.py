@@ -266,9 +266,9 @@ def _run(spec: Any, storage: Optional[str], device: str, data_dir: Optional[str]
               f"({summary.new} in this run, {summary.seconds:.1f} s) in {summary.storage}",
               markup=False)
     if summary.running_elsewhere:
-        out.print(f"{summary.running_elsewhere} trial(s) still marked running: another process "
-                  "runs them, or one was killed less than a minute ago — run again later to "
-                  "finish them", markup=False)
+        out.print(f"{summary.running_elsewhere} trial(s) still running in another process, or "
+                  "in one killed within the last 30 s: run again later and any dead process's "
+                  "trials are taken over from their checkpoints", markup=False)
 
 
 def _print_trials(frame: Any, title: str, top: int) -> None:

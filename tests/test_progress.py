@@ -1,0 +1,44 @@
+"""The progress display: live bars on a terminal, plain lines elsewhere; both show trials
+done/total, the epoch of the running trials and the best value so far."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from conftest import study_toml
+from lrsweep import progress, spec
+from lrsweep.engine import EpochMetrics
+
+SPEC = spec.parse(study_toml("shown", trials=3, sampler="random"), source="s.toml")
+
+
+def feed(display) -> None:
+    display.start(SPEC, 1)
+    display.resumed(0, 2)
+    display.pack_started([(1, {"scheduler": "cosine"}), (2, {"scheduler": "constant"})], 2)
+    for epoch in range(2):
+        display.pack_epoch({n: EpochMetrics(epoch, 0.1, 2.0, 0.3, 1.9, 0.4 + n / 10, 0.4, 1.5)
+                            for n in (1, 2)})
+    display.stopping()
+    display.trial_finished(1, "complete", 0.5, 0.5)
+    display.trial_finished(2, "pruned", None, 0.5)
+    display.close()
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["plain", "live"])
+def test_display_shows_progress_and_best(terminal):
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=terminal, width=160)
+    display = progress.for_console(console)
+    assert isinstance(display, progress.LiveProgress) == terminal
+    feed(display)
+    text = buffer.getvalue()
+    assert "trial 0 was interrupted: continuing from its checkpoint after epoch 2" in text
+    assert "trial 1 complete val_acc 0.5000" in text and "[2/3 done, best 0.5]" in text
+    assert "trial 2 pruned" in text and "[3/3 done" in text
+    assert "Ctrl-C: stopping once this epoch is checkpointed" in text
+    if not terminal:
+        assert "trials 1–2 epoch 2/2: val_acc 0.5000–0.6000 (best: trial 2)" in text
