@@ -24,7 +24,7 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from . import __version__, data, engine, schedules, spec as spec_mod
 from .sampling import make_pruner, make_sampler
