@@ -7,6 +7,8 @@ import csv
 import doctest
 import math
 import re
+import shutil
+import subprocess
 import statistics
 
 import optuna
@@ -113,3 +115,27 @@ def test_report_of_a_real_study_through_the_command(lrsweep_cli, tmp_path):
 
 def test_stats_doctest():
     assert doctest.testmod(stats).failed == 0
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium (Debian: apt-get install chromium)")
+def test_html_renders_in_headless_chromium(synthetic, tmp_path):
+    from PIL import Image
+
+    written = render.write_report("synthetic", synthetic, tmp_path / "out")
+    shot = tmp_path / "shot.png"
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,1600",
+                    f"--screenshot={shot}", written.html.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1200, 1600)
+    colours = image.getcolors(maxcolors=1_000_000)
+    assert len(colours) > 50  # text, tables and the embedded figures, not a blank page
+    # The figures sit below the tables: the lower half holds more than white and black text.
+    lower = image.crop((0, 800, 1200, 1600)).getcolors(maxcolors=1_000_000)
+    assert len(lower) > 20
