@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import signal
 import subprocess
@@ -171,6 +172,8 @@ class _Work:
 
 
 PACK_ATTR = "lrsweep_pack"  # trial system attr: the trial ids of the pack it trains in
+OWNER_ATTR = "lrsweep_owner"  # trial system attr: host:pid of the process that trains it
+_OWNER = f"{platform.node()}:{os.getpid()}"
 
 
 def _resume_groups(work: _Work, trial_ids: list[int]
@@ -200,6 +203,8 @@ def _run_pack(work: _Work, pack_id: int | None, trials: list[optuna.Trial],
         pack_id = ids[0]
         for trial in trials:
             study._storage.set_trial_system_attr(trial._trial_id, PACK_ATTR, ids)
+    for trial in trials:  # the lease's holder, beside its heartbeat
+        study._storage.set_trial_system_attr(trial._trial_id, OWNER_ATTR, _OWNER)
     configs = [trial_config(spec, _suggest(spec, t)) for t in trials]
     metric = spec.study.metric
     prunes = spec.study.pruner != "none"

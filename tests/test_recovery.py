@@ -5,6 +5,7 @@ uninterrupted run — bit for bit, since a pack resumes together from its last c
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -83,11 +84,15 @@ def test_ctrl_c_stops_cleanly_and_the_next_run_continues_at_once(tmp_path, env, 
     assert interrupt(tmp_path, env, "trials 0–1 epoch 2/4", signal.SIGINT) == 130
     study, _ = outcome(tmp_path, "s.db")
     assert [t.state for t in study.trials] == [TrialState.RUNNING] * 2
+    first_owner = study.trials[0].system_attrs["lrsweep_owner"]
+    assert re.fullmatch(r".+:\d+", first_owner)  # host:pid
     again = subprocess.run(command(tmp_path, "s.db"), env=env, capture_output=True, text=True,
                            timeout=300)  # no waiting: Ctrl-C handed the leases back
     assert again.returncode == 0, again.stderr
     assert "continuing from its checkpoint after epoch 2" in again.stderr
-    assert outcome(tmp_path, "s.db")[1] == reference
+    study, results = outcome(tmp_path, "s.db")
+    assert results == reference
+    assert study.trials[0].system_attrs["lrsweep_owner"] != first_owner  # taken over
 
 
 def test_repeated_kills_still_finish_every_trial_once(tmp_path, env, reference):
