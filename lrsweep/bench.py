@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime
 import gzip
-import platform
 import resource
 import statistics
 import tempfile
@@ -72,7 +71,7 @@ def run(device: str = "auto", *, subset: int = 0, packs: list[int] | None = None
     for row in rows:
         row["vs_chapter"] = row["trial_epochs_per_second"] / base if base else None
     return {"lrsweep": __version__, "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "hardware": hardware(dev), "torch": torch.__version__,
+            "hardware": engine.describe_device(dev), "torch": torch.__version__,
             "images_per_epoch": n, "test_images": len(splits.test_y), "epochs": epochs,
             "timing": "median epoch after the first (all epochs if fewer than 2)",
             "rows": rows, "storage": store}
@@ -163,19 +162,6 @@ def storage_cost(trials: int = 100, epochs: int = 30) -> dict[str, Any]:
             timings[f"{mode}_ms_per_trial"] = (time.perf_counter() - start) / trials * 1e3
     return {"trials": trials, "epochs": epochs, "backend": "sqlite (WAL)", **timings}
 
-
-def hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {torch.get_num_threads()} threads"
 
 
 def table(record: dict[str, Any]) -> list[list[str]]:

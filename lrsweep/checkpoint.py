@@ -19,22 +19,19 @@ from typing import Any
 import torch
 
 from .engine import EpochMetrics, Resume
+from .storage import folder_beside
 
 
 @dataclass(frozen=True)
 class Checkpoints:
-    """The checkpoint folder of one store: `<file>.checkpoints/` beside a SQLite file, else
-    `LRSWEEP_CHECKPOINTS` or `results/checkpoints/` (share it between machines)."""
+    """The checkpoint folder of one store (`storage.folder_beside`): `LRSWEEP_CHECKPOINTS`,
+    else `<file>.checkpoints/` beside a SQLite file, else `results/checkpoints/`."""
 
     folder: Path
 
     @classmethod
     def for_storage(cls, url: str) -> "Checkpoints":
-        if os.environ.get("LRSWEEP_CHECKPOINTS"):
-            return cls(Path(os.environ["LRSWEEP_CHECKPOINTS"]))
-        if url.startswith("sqlite:///"):
-            return cls(Path(url.removeprefix("sqlite:///") + ".checkpoints"))
-        return cls(Path("results/checkpoints"))
+        return cls(folder_beside(url, "checkpoints"))
 
     def path(self, study: str, pack_id: int) -> Path:
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", study)

@@ -15,9 +15,12 @@ and the epoch's sums stay on the device until the epoch ends: no host sync per s
 
 from __future__ import annotations
 
+import functools
 import math
+import platform
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable, Literal, Sequence
 
 import torch
@@ -101,6 +104,22 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError(f"device {name!r} asked for, but this PyTorch sees no CUDA device")
     return device
+
+
+@functools.lru_cache(maxsize=None)
+def describe_device(device: torch.device) -> str:
+    """For records and reports: "cuda:0 (NVIDIA H100 …, CUDA 12.8)" or "cpu (AMD EPYC …, 2 threads)"."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda})"
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu ({model}, {torch.get_num_threads()} threads)"
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:

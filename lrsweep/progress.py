@@ -39,9 +39,7 @@ class PlainProgress(Progress):
         self._print(f"study {spec.study.name}: {done}/{self._total} trials finished")
 
     def pack_started(self, trials: list[tuple[int, dict[str, Any]]], epochs: int) -> None:
-        self._epochs = epochs
-        self._started = time.perf_counter()
-        self._label = _label([number for number, _ in trials])
+        self._begin_pack(trials, epochs)
         for number, params in trials:
             self._print(f"trial {number} started: {describe(params)}")
 
@@ -65,6 +63,11 @@ class PlainProgress(Progress):
     def close(self) -> None:
         pass
 
+    def _begin_pack(self, trials: list[tuple[int, dict[str, Any]]], epochs: int) -> None:
+        self._epochs = epochs
+        self._started = time.perf_counter()
+        self._label = _label([number for number, _ in trials])
+
     def _print(self, line: str) -> None:
         self._console.print(line, markup=False, highlight=False, soft_wrap=True)
 
@@ -85,9 +88,7 @@ class LiveProgress(PlainProgress):
         self._epoch_bar = self._bars.add_task("epoch ", total=1, info="", visible=False)
 
     def pack_started(self, trials: list[tuple[int, dict[str, Any]]], epochs: int) -> None:
-        self._epochs = epochs
-        self._started = time.perf_counter()
-        self._label = _label([number for number, _ in trials])
+        self._begin_pack(trials, epochs)
         what = describe(trials[0][1]) if len(trials) == 1 else f"a pack of {len(trials)}"
         self._bars.reset(self._epoch_bar, total=epochs, visible=True,
                          info=f"{self._label}: {what}")

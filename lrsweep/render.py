@@ -39,8 +39,8 @@ def write_report(name: str, url: str, out: str | Path | None = None) -> Report:
     study = load_study(name, url)
     folder = Path(out) if out else Path("results") / name
     folder.mkdir(parents=True, exist_ok=True)
-    trials = trials_frame(name, url)
-    curves = curves_frame(name, url)
+    trials = trials_frame(name, url, study=study)
+    curves = curves_frame(name, url, study=study)
     text = study.user_attrs.get("study_file")
     study_spec = spec_mod.parse(text, source=f"{name} (stored)") if text else None
     metric = study_spec.study.metric if study_spec else "val_acc"

@@ -52,9 +52,9 @@ def studies_frame(url: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def trials_frame(name: str, url: str) -> pd.DataFrame:
+def trials_frame(name: str, url: str, *, study: optuna.Study | None = None) -> pd.DataFrame:
     """One row per trial: state, objective, parameters, final curve values, epochs, time."""
-    study = load_study(name, url)
+    study = study or load_study(name, url)  # a caller that has it loaded saves a read
     rows = []
     for t in study.get_trials(deepcopy=False):
         attrs = t.user_attrs
@@ -80,9 +80,9 @@ def trials_frame(name: str, url: str) -> pd.DataFrame:
 CURVES = ("lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "epoch_seconds")
 
 
-def curves_frame(name: str, url: str) -> pd.DataFrame:
+def curves_frame(name: str, url: str, *, study: optuna.Study | None = None) -> pd.DataFrame:
     """One row per trial and epoch: the trial's state, parameters and per-epoch curves."""
-    study = load_study(name, url)
+    study = study or load_study(name, url)  # a caller that has it loaded saves a read
     rows = []
     for t in study.get_trials(deepcopy=False):
         attrs = t.user_attrs

@@ -16,6 +16,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from .spec import StudySpec
+from .storage import rdb_of
 
 GRID_POINT_ATTR = "lrsweep_grid_point"
 # A grid point is taken while a trial holds it or once it finished; failed ones are re-run.
@@ -88,7 +89,7 @@ class ConditionalGridSampler(optuna.samplers.BaseSampler):
 def _claim(study: optuna.Study, point: dict[str, Any], trial: FrozenTrial) -> bool:
     """Atomically make `trial` the holder of `point`: insert the point's key, or take it over
     from a holder that failed. False when another live trial holds it."""
-    backend = getattr(study._storage, "_backend", study._storage)
+    backend = rdb_of(study)
     if not isinstance(backend, optuna.storages.RDBStorage):
         return True  # one process, one store in memory: nobody to race with
     from optuna.storages._rdb import models

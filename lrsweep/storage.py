@@ -86,7 +86,7 @@ def record_trial(study: optuna.Study, trial: optuna.Trial, user_attrs: dict[str,
     in one transaction of two bulk inserts instead of one transaction per value (Optuna's
     API costs ~1.2 ms a value on SQLite: ~50 ms a trial, a fifth of a GPU study's time);
     elsewhere, or should Optuna's tables change, through Optuna's public API."""
-    backend = _rdb(study)
+    backend = rdb_of(study)
     if isinstance(backend, optuna.storages.RDBStorage):
         try:
             _bulk_insert(backend, trial._trial_id, user_attrs, intermediate)
@@ -122,15 +122,20 @@ def _bulk_insert(rdb: optuna.storages.RDBStorage, trial_id: int, user_attrs: dic
 WEIGHTS_MIMETYPE = "application/x-pytorch"
 
 
+def folder_beside(url: str, kind: str) -> Path:
+    """Where a store keeps its `kind` files (checkpoints, artifacts): `LRSWEEP_<KIND>` when
+    set, else `<file>.<kind>/` beside a SQLite file, else `results/<kind>/` (for a server
+    store, share that folder between machines)."""
+    if os.environ.get(f"LRSWEEP_{kind.upper()}"):
+        return Path(os.environ[f"LRSWEEP_{kind.upper()}"])
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///") + f".{kind}")
+    return Path("results") / kind
+
+
 def artifact_store(url: str) -> optuna.artifacts.FileSystemArtifactStore:
-    """Beside a SQLite file (`<file>.artifacts/`), else `LRSWEEP_ARTIFACTS` or
-    `results/artifacts/` (share it between machines)."""
-    if os.environ.get("LRSWEEP_ARTIFACTS"):
-        folder = Path(os.environ["LRSWEEP_ARTIFACTS"])
-    elif url.startswith("sqlite:///"):
-        folder = Path(url.removeprefix("sqlite:///") + ".artifacts")
-    else:
-        folder = Path("results/artifacts")
+    """The store's trained weights, as Optuna artifacts (see `folder_beside`)."""
+    folder = folder_beside(url, "artifacts")
     folder.mkdir(parents=True, exist_ok=True)
     return optuna.artifacts.FileSystemArtifactStore(str(folder))
 
@@ -160,7 +165,7 @@ _LONG_AGO = datetime.datetime(2000, 1, 1)
 
 def record_heartbeats(study: optuna.Study, trial_ids: list[int]) -> None:
     for trial_id in trial_ids:
-        _rdb(study).record_heartbeat(trial_id)
+        rdb_of(study).record_heartbeat(trial_id)
 
 
 def claim_stale_trials(study: optuna.Study) -> list[int]:
@@ -169,7 +174,7 @@ def claim_stale_trials(study: optuna.Study) -> list[int]:
     look at once, exactly one wins each trial. Returns the trial ids now ours."""
     from optuna.storages._rdb import models
 
-    rdb = _rdb(study)
+    rdb = rdb_of(study)
     beats = models.TrialHeartbeatModel.__table__
     trials = models.TrialModel.__table__
     grace = datetime.timedelta(seconds=GRACE_SECONDS)
@@ -209,10 +214,11 @@ def release_trials(study: optuna.Study, trial_ids: list[int]) -> None:
     from optuna.storages._rdb import models
 
     beats = models.TrialHeartbeatModel.__table__
-    with _rdb(study).engine.begin() as conn:
+    with rdb_of(study).engine.begin() as conn:
         conn.execute(sqlalchemy.update(beats).where(beats.c.trial_id.in_(trial_ids))
                      .values(heartbeat=_LONG_AGO))
 
 
-def _rdb(study: optuna.Study) -> optuna.storages.RDBStorage:
+def rdb_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage under Optuna's cache wrapper: the RDBStorage for an RDB store."""
     return getattr(study._storage, "_backend", study._storage)

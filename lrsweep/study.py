@@ -38,6 +38,11 @@ from .storage import (HEARTBEAT_SECONDS, WEIGHTS_MIMETYPE, StorageError, artifac
 PACK_BYTES_PER_TRIAL = 80 * 2**20  # activations of one trial at batch 256, with evaluation
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 LIVE = DONE + (TrialState.RUNNING, TrialState.WAITING)
+# Trial system attributes of lrsweep's own.
+PACK_ATTR = "lrsweep_pack"        # the trial ids of the pack it trains in
+OWNER_ATTR = "lrsweep_owner"      # host:pid of the process that holds its lease
+SURPLUS_ATTR = "lrsweep_surplus"  # asked beyond the total by a racing worker; never trained
+_OWNER = f"{platform.node()}:{os.getpid()}"
 
 
 
@@ -127,7 +132,7 @@ def _within_total(study: optuna.Study, trials: list[optuna.Trial],
     kept = []
     for trial in trials:
         if sum(n < trial.number for n in live) >= total:
-            study._storage.set_trial_system_attr(trial._trial_id, "lrsweep_surplus", True)
+            study._storage.set_trial_system_attr(trial._trial_id, SURPLUS_ATTR, True)
             study.tell(trial, state=TrialState.FAIL)
         else:
             kept.append(trial)
@@ -169,11 +174,6 @@ class _Work:
     progress: Progress
     checkpoints: Checkpoints
     artifacts: optuna.artifacts.FileSystemArtifactStore
-
-
-PACK_ATTR = "lrsweep_pack"  # trial system attr: the trial ids of the pack it trains in
-OWNER_ATTR = "lrsweep_owner"  # trial system attr: host:pid of the process that trains it
-_OWNER = f"{platform.node()}:{os.getpid()}"
 
 
 def _resume_groups(work: _Work, trial_ids: list[int]
@@ -302,7 +302,7 @@ def _user_attrs(result: engine.TrialResult, device: torch.device) -> dict[str, A
     # JSON has no NaN: a missing value (no validation set, a diverged loss) is stored as null.
     attrs = {k: [v if math.isfinite(v) else None for v in vs] for k, vs in attrs.items()}
     attrs.update(seed=result.config.seed, diverged=result.diverged, status=result.status,
-                 schedule=result.config.schedule.as_dict(), device=_device_name(device),
+                 schedule=result.config.schedule.as_dict(), device=engine.describe_device(device),
                  pack_size=result.pack_size)
     return attrs
 
@@ -391,11 +391,6 @@ def _git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
 
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def _count(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
