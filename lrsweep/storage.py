@@ -55,9 +55,12 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
     for attempt in range(_CREATE_ATTEMPTS):
         try:
             return optuna.storages.RDBStorage(url, **kwargs)
-        except sqlalchemy.exc.IntegrityError:
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as exc:
             # Several workers creating Optuna's tables at once (Optuna issues #1092, #5385):
             # one wins, the others find the schema made once they look again.
+            if not (isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in str(exc)):
+                raise StorageError(f"storage {url}: cannot be opened "
+                                   f"({str(exc).splitlines()[0]})") from None
             time.sleep(0.2 * (attempt + 1))
         except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as exc:
             raise StorageError(f"storage {url}: cannot be opened "
