@@ -76,11 +76,15 @@ def run(study_file: Path = typer.Argument(..., help="A study file, e.g. studies/
         storage: Optional[str] = StorageOpt, device: str = DeviceOpt,
         data_dir: Optional[str] = DataDirOpt, pack: Optional[int] = PackOpt,
         allow_changed: bool = typer.Option(False, "--allow-changed",
-                                           help="Continue a study whose study file has changed")
+                                           help="Continue a study whose study file has changed"),
+        overrides: list[str] = typer.Option(
+            [], "--set", metavar="SECTION.KEY=VALUE",
+            help="Override one key of the study file (a TOML value), e.g. --set train.epochs=10 "
+                 "--set study.name=ex1-small; repeatable; stored with the study")
         ) -> None:
     """Create a study from STUDY_FILE, or continue it until its total of trials is reached."""
     from . import spec
-    _run(spec.load(study_file), storage, device, data_dir, pack, allow_changed)
+    _run(spec.load(study_file, overrides), storage, device, data_dir, pack, allow_changed)
 
 
 @app.command()

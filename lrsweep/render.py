@@ -41,8 +41,7 @@ def write_report(name: str, url: str, out: str | Path | None = None) -> Report:
     folder.mkdir(parents=True, exist_ok=True)
     trials = trials_frame(name, url, study=study)
     curves = curves_frame(name, url, study=study)
-    text = study.user_attrs.get("study_file")
-    study_spec = spec_mod.parse(text, source=f"{name} (stored)") if text else None
+    study_spec = spec_mod.from_stored(study.user_attrs, source=f"{name} (stored)")
     metric = study_spec.study.metric if study_spec else "val_acc"
     metrics = [metric] + [m for m in METRICS if m != metric]
     configs = (config_table(trials, metrics, higher_is_better=not metric.endswith("loss"))
@@ -93,9 +92,9 @@ def _sections(name, url, study, study_spec, trials, configs, metric) -> list[_Se
         f"Trials: {status}. States: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ".",
         f"Hardware: {device}. Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items())
         + f"; git commit {study.user_attrs.get('git_commit') or '–'}.",
-        f"Reproduce: `lrsweep run {source} && lrsweep report {name}` "
-        f"(store: `{url}`).",
-    ], code=study.user_attrs.get("study_file"))
+        f"Reproduce: `lrsweep run {source}{study_spec.set_options if study_spec else ''} "
+        f"--storage {url} && lrsweep report {name} --storage {url}`.",
+    ], code=_study_file_text(study_spec))
     answer = _Section("Answer", [_answer(configs, metric, trials)])
     shown = _config_view(configs, metric)
     table = _Section("Configurations (mean ± 95% CI over seeds, final epoch)", [
@@ -106,6 +105,15 @@ def _sections(name, url, study, study_spec, trials, configs, metric) -> list[_Se
     best = best.drop(columns=[c for c in ("val_acc_curve",) if c in best])
     top = _Section("Best trials", [], best)
     return [what, answer, table, top]
+
+
+def _study_file_text(study_spec: spec_mod.StudySpec | None) -> str | None:
+    if study_spec is None:
+        return None
+    if not study_spec.overrides:
+        return study_spec.text
+    return (study_spec.text.rstrip() + "\n\n# run with these overrides of the file:\n"
+            + "\n".join(f"#   --set {o}" for o in study_spec.overrides))
 
 
 def _answer(configs: pd.DataFrame, metric: str, trials: pd.DataFrame) -> str:

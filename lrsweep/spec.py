@@ -24,10 +24,11 @@ import hashlib
 import itertools
 import json
 import math
+import shlex
 import tomllib
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Sequence, Union
 
 from . import schedules
 
@@ -106,6 +107,7 @@ class StudySpec:
     space: tuple[tuple[str, Dimension], ...]
     text: str = ""
     source: str = "<string>"
+    overrides: tuple[str, ...] = ()   # `--set section.key=value`, applied over the text
 
     def dimension(self, key: str) -> Dimension | None:
         return dict(self.space).get(key)
@@ -145,6 +147,11 @@ class StudySpec:
         return points
 
     @property
+    def set_options(self) -> str:
+        """The overrides as command-line options, to print in a reproduce command."""
+        return "".join(f" --set {shlex.quote(o)}" for o in self.overrides)
+
+    @property
     def sha256(self) -> str:
         return hashlib.sha256(self.text.encode()).hexdigest()
 
@@ -156,8 +163,8 @@ class StudySpec:
                           sort_keys=True, default=list)
 
 
-def load(path: str | Path) -> StudySpec:
-    """Read and validate a study file."""
+def load(path: str | Path, overrides: Sequence[str] = ()) -> StudySpec:
+    """Read and validate a study file, with `--set section.key=value` overrides."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -165,15 +172,26 @@ def load(path: str | Path) -> StudySpec:
         raise SpecError(f"{path}: no such study file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"{path}: cannot be read ({exc})") from None
-    return parse(text, source=str(path))
+    return parse(text, source=str(path), overrides=overrides)
 
 
-def parse(text: str, *, source: str = "<string>") -> StudySpec:
-    """Validate a study file's text; `source` names it in error messages."""
+def from_stored(attrs: dict[str, Any], *, source: str) -> StudySpec | None:
+    """The spec a study was run with, from its user attributes (None: not made by lrsweep)."""
+    if "study_file" not in attrs:
+        return None
+    return parse(attrs["study_file"], source=source, overrides=attrs.get("study_overrides", ()))
+
+
+def parse(text: str, *, source: str = "<string>", overrides: Sequence[str] = ()) -> StudySpec:
+    """Validate a study file's text; `source` names it in error messages. Each override
+    `section.key=value` (a TOML value; a bare word is a string) replaces or adds that key."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{source}: invalid TOML: {exc}") from None
+    overrides = tuple(overrides)
+    for override in overrides:
+        _apply_override(doc, override, source)
     _only_keys(doc, ("study", "train", "space"), source, "")
     for section in ("study", "train", "space"):
         if not isinstance(doc.get(section, {}), dict):
@@ -181,7 +199,7 @@ def parse(text: str, *, source: str = "<string>") -> StudySpec:
     train = _train(doc.get("train", {}), source)
     space = _space(doc.get("space", {}), train, source)
     study = _study(doc.get("study", {}), train, source)
-    spec = StudySpec(study, train, space, text, source)
+    spec = StudySpec(study, train, space, text, source, overrides)
     if spec.study.sampler == "grid":
         for key, dim in space:
             if isinstance(dim, Range):
@@ -194,6 +212,26 @@ def parse(text: str, *, source: str = "<string>") -> StudySpec:
             raise SpecError(f"{source}: [study] trials = {spec.study.trials} but the grid has only "
                             f"{size} distinct points")
     return spec
+
+
+def _apply_override(doc: dict, override: str, source: str) -> None:
+    where = f"{source}: --set {override}"
+    path, sep, raw = override.partition("=")
+    section, dot, key = path.strip().partition(".")
+    if not sep or not dot or not key:
+        raise SpecError(f"{where}: expected section.key=value, e.g. train.epochs=10")
+    if section not in ("study", "train", "space"):
+        close = difflib.get_close_matches(section, ["study", "train", "space"], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else " (study, train or space)"
+        raise SpecError(f"{where}: unknown section {section!r}{hint}")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()  # `study.name=ex1-cpu`: a bare word is the string it spells
+    table = doc.setdefault(section, {})
+    if not isinstance(table, dict):
+        raise SpecError(f"{where}: [{section}] must be a table")
+    table[key.strip()] = value
 
 
 # --- sections ------------------------------------------------------------------------------

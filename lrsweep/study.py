@@ -73,10 +73,10 @@ class RunSummary:
 def load_stored_spec(name: str, storage: str) -> StudySpec:
     """The study file a stored study was started from."""
     study = load_study(name, storage)
-    text = study.user_attrs.get("study_file")
-    if text is None:
+    stored = spec_mod.from_stored(study.user_attrs, source=f"{name} (stored in {storage})")
+    if stored is None:
         raise StorageError(f"study {name!r} in {storage} was not made by lrsweep (no stored study file)")
-    return spec_mod.parse(text, source=f"{name} (stored in {storage})")
+    return stored
 
 
 def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
@@ -334,9 +334,10 @@ def _check_same_spec(study: optuna.Study, spec: StudySpec, url: str, allow_chang
     if stored_text is None:
         raise StorageError(f"study {spec.study.name!r} in {url} was not made by lrsweep; "
                            "choose another [study] name")
-    if stored_text == spec.text:
+    stored_overrides = tuple(study.user_attrs.get("study_overrides", ()))
+    if stored_text == spec.text and stored_overrides == spec.overrides:
         return
-    stored = spec_mod.parse(stored_text, source="stored")
+    stored = spec_mod.parse(stored_text, source="stored", overrides=stored_overrides)
     changes = _differences(stored, spec)
     if changes and not allow_changed:
         raise SpecError(f"{spec.source}: study {spec.study.name!r} in {url} was started from a "
@@ -351,6 +352,7 @@ def _store_spec(study: optuna.Study, spec: StudySpec) -> None:
     study.set_user_attr("study_file", spec.text)
     study.set_user_attr("study_file_sha256", spec.sha256)
     study.set_user_attr("study_file_source", spec.source)
+    study.set_user_attr("study_overrides", list(spec.overrides))
 
 
 def _differences(old: StudySpec, new: StudySpec) -> list[str]:

@@ -96,6 +96,29 @@ def test_changed_study_file_is_refused_then_allowed(lrsweep_cli, tmp_path):
     assert len(study.trials[-1].user_attrs["lr"]) == 3
 
 
+def test_set_overrides_are_stored_and_resume_keeps_them(lrsweep_cli, tmp_path):
+    path = write(tmp_path, "s.toml", study_toml("base", scheduler='"constant"', trials=1,
+                                                sampler="random"))
+    url = storage_url(tmp_path)
+    proc = lrsweep_cli("run", str(path), "--storage", url, "--set", "study.name=small",
+                       "--set", "train.epochs=1", "--set", "study.trials=2")
+    assert proc.returncode == 0, proc.stderr
+    study = load(tmp_path, "small")
+    assert study.user_attrs["study_overrides"] == ["study.name=small", "train.epochs=1",
+                                                   "study.trials=2"]
+    assert [len(t.user_attrs["lr"]) for t in study.trials] == [1, 1]
+    resumed = lrsweep_cli("resume", "small", "--storage", url)
+    assert resumed.returncode == 0 and "2/2 trials finished (0 in this run" in resumed.stdout
+    # The same file with other overrides is a changed study: refused, store untouched.
+    refused = lrsweep_cli("run", str(path), "--storage", url, "--set", "study.name=small",
+                          "--set", "study.trials=2")
+    assert refused.returncode == 2 and "[train] epochs: 1 → 2" in refused.stderr
+    report = lrsweep_cli("report", "small", "--storage", url)
+    assert report.returncode == 0, report.stderr
+    markdown = (tmp_path / "results" / "small" / "report.md").read_text()
+    assert "--set study.name=small --set train.epochs=1 --set study.trials=2" in markdown
+
+
 def test_plain_optuna_and_its_command_read_the_study(lrsweep_cli, tmp_path):
     path = write(tmp_path, "s.toml", study_toml("plain", scheduler='"poly"', extra="exponent = [1.0, 2.0]"))
     url = storage_url(tmp_path)
@@ -144,6 +167,8 @@ BAD_FILES = {
     (("export", "nobody", "--trial", "0"), "no study named 'nobody'"),
     (("run", "good.toml", "--device", "cuda:7"), "device 'cuda:7'"),
     (("run", "good.toml", "--pack", "0"), "--pack"),
+    (("run", "good.toml", "--set", "train.epochs=0"), "[train] epochs: must be a whole number"),
+    (("run", "good.toml", "--set", "tran.epochs=3"), "did you mean 'train'?"),
 ] + [(("run", "bad.toml", key), message) for key, (_, message) in BAD_FILES.items()],
     ids=lambda v: v[-1] if isinstance(v, tuple) else None)
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(lrsweep_cli, tmp_path, args, message):

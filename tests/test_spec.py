@@ -492,3 +492,49 @@ def test_module_doctest():
     result = doctest.testmod(spec)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+# --- --set overrides -----------------------------------------------------------------------
+
+def test_overrides_replace_and_add_keys_as_toml_values():
+    s = spec.parse(toml_text(), source=SRC, overrides=(
+        "train.epochs=7", "study.name=small-run", "space.seed=[0, 1]", "train.unit=step",
+        "space.base_lr = 0.5"))
+    assert s.train.epochs == 7 and s.train.unit == "step"
+    assert s.study.name == "small-run"  # a bare word is a string
+    assert s.dimension("seed") == Choice((0, 1))
+    assert s.dimension("base_lr") == Fixed(0.5)
+    assert s.overrides[0] == "train.epochs=7"
+    assert s.set_options.startswith(" --set train.epochs=7 --set study.name=small-run")
+
+
+def test_overrides_change_the_canonical_form_and_keep_the_text():
+    plain = parse()
+    changed = spec.parse(toml_text(), source=SRC, overrides=("train.epochs=3",))
+    assert changed.text == plain.text
+    assert changed.canonical() != plain.canonical()
+
+
+def test_override_is_validated_like_the_file():
+    with pytest.raises(SpecError, match=r"my-study.toml: \[train\] epochs: must be a whole"):
+        spec.parse(toml_text(), source=SRC, overrides=("train.epochs=0",))
+    with pytest.raises(SpecError, match="unknown key 'subst'; did you mean 'subset'"):
+        spec.parse(toml_text(), source=SRC, overrides=("train.subst=10",))
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("trainepochs=3", "--set trainepochs=3: expected section.key=value"),
+    ("train.epochs", "--set train.epochs: expected section.key=value"),
+    ("tran.epochs=3", "unknown section 'tran'; did you mean 'train'?"),
+    ("=3", "expected section.key=value"),
+])
+def test_malformed_override(override, fragment):
+    with pytest.raises(SpecError) as info:
+        spec.parse(toml_text(), source=SRC, overrides=(override,))
+    assert fragment in str(info.value) and str(info.value).startswith(SRC)
+
+
+def test_from_stored_applies_the_stored_overrides():
+    attrs = {"study_file": toml_text(), "study_overrides": ["train.epochs=4"]}
+    assert spec.from_stored(attrs, source="stored").train.epochs == 4
+    assert spec.from_stored({}, source="stored") is None

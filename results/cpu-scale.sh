@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The exercise studies at the scale of the committed CPU reports, each into its own SQLite
+# store beside its report (results/NAME/NAME.db), then the report. Re-running continues a
+# study where it stopped; a finished one only gets its report rewritten.
+#   bash results/cpu-scale.sh                     # every study below, in order
+#   bash results/cpu-scale.sh ex1-fixed-lr        # only the named ones
+# On a GPU, run the study files as they are (full scale): `lrsweep run studies/X.toml`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LRSWEEP=${LRSWEEP:-.venv/bin/lrsweep}
+# 2 CPU cores: 12k training images (of 55k), 5k held out for validation, the full 10k test
+# set, 30 epochs as the chapter. The chapter replication keeps the chapter's full scale.
+CPU_SCALE=(--set train.subset=12000 --set train.validation=5000)
+
+study() {
+  local name=$1 file=$2; shift 2
+  if [ ${#SELECTED[@]} -gt 0 ] && [[ ! " ${SELECTED[*]} " =~ " $name " ]]; then return; fi
+  local store="sqlite:///results/$name/$name.db"
+  mkdir -p "results/$name"
+  "$LRSWEEP" run "$file" "$@" --storage "$store"
+  "$LRSWEEP" report "$name" --storage "$store"
+}
+
+SELECTED=("$@")
+study ex1-fixed-lr studies/ex1_fixed_lr.toml "${CPU_SCALE[@]}"
+study ex2-decay-exponent studies/ex2_decay_exponent.toml "${CPU_SCALE[@]}" --set 'space.seed=[0,1,2]'
+study ex4-warmup studies/ex4_warmup.toml "${CPU_SCALE[@]}"
+study chapter studies/chapter.toml
+study joint studies/joint.toml "${CPU_SCALE[@]}" --set study.trials=40
