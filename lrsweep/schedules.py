@@ -26,8 +26,16 @@ class Schedule:
     params: tuple[tuple[str, Any], ...] = ()
     warmup_steps: int = 0
     warmup_begin_lr: float = 0.0
+    lag: int = 0  # applied this many units late, as the chapter's printed runs (DESIGN.md §1)
 
     def __call__(self, t: int) -> float:
+        if t < self.lag:
+            # The chapter sets the rate after each epoch with scheduler(epoch), so its first
+            # epoch runs at the optimizer's initial rate, which its runs set to base_lr.
+            return self.base_lr
+        return self._on_time(t - self.lag)
+
+    def _on_time(self, t: int) -> float:
         kind = REGISTRY[self.name]
         params = dict(self.params)
         w = self.warmup_steps
@@ -45,6 +53,7 @@ class Schedule:
         d.update({k: list(v) if isinstance(v, tuple) else v for k, v in self.params})
         d["warmup_steps"] = self.warmup_steps
         d["warmup_begin_lr"] = self.warmup_begin_lr
+        d["lag"] = self.lag
         return d
 
 
@@ -64,8 +73,9 @@ class ScheduleKind:
 
 
 def build(name: str, *, base_lr: float, warmup_steps: int = 0, warmup_begin_lr: float = 0.0,
-          **params: Any) -> Schedule:
+          lag: int = 0, **params: Any) -> Schedule:
     """Bind a registered schedule's parameters; raise ValueError naming any bad one.
+    `lag` delays the schedule: lr(t) = base_lr for t < lag, else the schedule's lr(t − lag).
 
     >>> build("factor", base_lr=2.0, factor=0.9, stop_factor_lr=0.01)(0)
     1.8
@@ -85,6 +95,8 @@ def build(name: str, *, base_lr: float, warmup_steps: int = 0, warmup_begin_lr: 
     if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
         raise ValueError(f"warmup_steps must be a whole number ≥ 0, got {warmup_steps!r}")
     _check_non_negative("warmup_begin_lr", warmup_begin_lr)
+    if isinstance(lag, bool) or not isinstance(lag, int) or lag < 0:
+        raise ValueError(f"lag must be a whole number ≥ 0, got {lag!r}")
     for key, value in bound.items():
         check_parameter(key, value)
     if "milestones" in bound:
@@ -92,7 +104,7 @@ def build(name: str, *, base_lr: float, warmup_steps: int = 0, warmup_begin_lr: 
     if "max_update" in bound and bound["max_update"] <= warmup_steps:
         raise ValueError(f"max_update ({bound['max_update']}) must exceed warmup_steps ({warmup_steps})")
     return Schedule(name, float(base_lr), tuple(sorted(bound.items())), warmup_steps,
-                    float(warmup_begin_lr))
+                    float(warmup_begin_lr), lag)
 
 
 def check_parameter(key: str, value: Any) -> None:

@@ -39,9 +39,12 @@ SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes")
 PRUNERS = ("none", "median", "hyperband")
 UNITS = ("epoch", "step")
 # Search-space keys every schedule takes; the rest belong to the schedules that use them.
-GENERIC_KEYS = ("scheduler", "base_lr", "warmup_steps", "warmup_begin_lr", "seed")
+GENERIC_KEYS = ("scheduler", "base_lr", "warmup_steps", "warmup_begin_lr", "lag", "seed")
 SCHEDULE_KEYS = tuple(sorted({p for name in schedules.names() for p in schedules.parameters(name)}))
-INTEGER_KEYS = ("warmup_steps", "max_update", "seed")
+INTEGER_KEYS = ("warmup_steps", "max_update", "seed", "lag")
+RUN_KEY = "run"  # the label of a [[run]] table, a parameter of each of its trials
+BOOK_METRICS = ("train_loss", "train_acc", "test_acc", "val_acc")
+GENERIC_DEFAULTS = {"base_lr": 0.1, "warmup_steps": 0, "warmup_begin_lr": 0.0, "lag": 0}
 
 
 class SpecError(ValueError):
@@ -67,6 +70,20 @@ class Range:
 
 
 Dimension = Union[Fixed, Choice, Range]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One explicit configuration of a `[[run]]` table, every value its schedule takes filled
+    in; `book` holds numbers printed elsewhere (the chapter's) to compare the run with."""
+
+    label: str
+    values: tuple[tuple[str, Any], ...]
+    book: tuple[tuple[str, tuple[float, ...]], ...] = ()
+
+    @property
+    def scheduler(self) -> str:
+        return dict(self.values)["scheduler"]
 
 
 @dataclass(frozen=True)
@@ -108,6 +125,7 @@ class StudySpec:
     text: str = ""
     source: str = "<string>"
     overrides: tuple[str, ...] = ()   # `--set section.key=value`, applied over the text
+    runs: tuple[Run, ...] = ()        # explicit configurations, when the file lists [[run]]s
 
     def dimension(self, key: str) -> Dimension | None:
         return dict(self.space).get(key)
@@ -123,7 +141,7 @@ class StudySpec:
 
     def keys_for(self, scheduler: str) -> list[str]:
         """The space keys a trial of this scheduler uses, in suggestion order."""
-        used = set(GENERIC_KEYS) | set(schedules.parameters(scheduler))
+        used = set(GENERIC_KEYS) | {RUN_KEY} | set(schedules.parameters(scheduler))
         return [k for k, _ in self.space if k in used]
 
     def grid(self) -> list[dict[str, Any]]:
@@ -133,6 +151,14 @@ class StudySpec:
         seed = self.dimension("seed")
         seeds = [{"seed": s} for s in seed.values] if isinstance(seed, Choice) else [{}]
         points: list[dict[str, Any]] = []
+        if self.runs:
+            for seed_point in seeds:
+                for run in self.runs:
+                    values = {RUN_KEY: run.label, **dict(run.values)}
+                    points.append({**seed_point, **{
+                        k: values[k] for k in self.keys_for(run.scheduler)
+                        if k != "seed" and isinstance(self.dimension(k), Choice)}})
+            return points
         for seed_point in seeds:
             for scheduler in self.schedulers:
                 axes = [(k, self.dimension(k)) for k in self.keys_for(scheduler)
@@ -159,7 +185,8 @@ class StudySpec:
         """The parsed content as JSON: equal for files that differ only in layout or comments."""
         study = replace(self.study, trials=0) if ignore_trials else self.study
         return json.dumps({"study": asdict(study), "train": asdict(self.train),
-                           "space": [[k, type(d).__name__, asdict(d)] for k, d in self.space]},
+                           "space": [[k, type(d).__name__, asdict(d)] for k, d in self.space],
+                           "runs": [[r.label, r.values] for r in self.runs]},
                           sort_keys=True, default=list)
 
 
@@ -192,14 +219,22 @@ def parse(text: str, *, source: str = "<string>", overrides: Sequence[str] = ())
     overrides = tuple(overrides)
     for override in overrides:
         _apply_override(doc, override, source)
-    _only_keys(doc, ("study", "train", "space"), source, "")
+    _only_keys(doc, ("study", "train", "space", "run"), source, "")
     for section in ("study", "train", "space"):
         if not isinstance(doc.get(section, {}), dict):
             raise SpecError(f"{source}: [{section}] must be a table")
     train = _train(doc.get("train", {}), source)
-    space = _space(doc.get("space", {}), train, source)
+    runs: tuple[Run, ...] = ()
+    if "run" in doc:
+        space, runs = _runs(doc["run"], doc.get("space", {}), train, source)
+        study_table = doc.setdefault("study", {})
+        if study_table.setdefault("sampler", "grid") != "grid":
+            raise SpecError(f"{source}: [study] sampler = {study_table['sampler']!r}: [[run]] "
+                            "tables list every configuration, so they need sampler = \"grid\"")
+    else:
+        space = _space(doc.get("space", {}), train, source)
     study = _study(doc.get("study", {}), train, source)
-    spec = StudySpec(study, train, space, text, source, overrides)
+    spec = StudySpec(study, train, space, text, source, overrides, runs)
     if spec.study.sampler == "grid":
         for key, dim in space:
             if isinstance(dim, Range):
@@ -306,6 +341,98 @@ def _space(table: dict, train: TrainSettings, source: str) -> tuple[tuple[str, D
     return tuple(sorted(dims.items(), key=lambda kv: order.index(kv[0])))
 
 
+def _runs(tables: Any, space: dict, train: TrainSettings, source: str
+          ) -> tuple[tuple[tuple[str, Dimension], ...], tuple[Run, ...]]:
+    """`[[run]]` tables: explicit configurations, each with a label, crossed with the seeds of
+    [space]. [space] may give values shared by the runs; a run's own values win."""
+    if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
+        raise SpecError(f"{source}: run: write the runs as [[run]] tables, one per configuration")
+    allowed = [k for k in GENERIC_KEYS + SCHEDULE_KEYS if k != "seed"]
+    _only_keys(space, allowed + ["seed"], source, "space")
+    shared: dict[str, Any] = {}
+    for key, raw in space.items():
+        if key != "seed":
+            shared[key] = _fixed(key, raw, f"{source}: [space] {key}")
+    seed = _dimension("seed", space.get("seed", 0), f"{source}: [space] seed")
+    if isinstance(seed, Range):
+        raise SpecError(f"{source}: [space] seed: with [[run]] tables give a value or a list")
+    runs = []
+    for number, table in enumerate(tables, start=1):
+        where = f"{source}: [[run]] #{number}"
+        label = table.get("label")
+        if not isinstance(label, str) or not label.strip():
+            raise SpecError(f"{where} label: a non-empty string is required")
+        where = f"{source}: [[run]] {label!r}"
+        if any(r.label == label.strip() for r in runs):
+            raise SpecError(f"{where}: two runs have this label")
+        own = {k: v for k, v in table.items() if k not in ("label", "book")}
+        for key in own:
+            if key == "seed":
+                raise SpecError(f"{where} seed: seeds are shared by every run; give them in "
+                                "[space]")
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise SpecError(f"{where}: unknown key {key!r}{hint}")
+        values = {**shared, **{k: _fixed(k, raw, f"{where} {k}") for k, raw in own.items()}}
+        runs.append(_complete_run(label.strip(), values, own, table.get("book", {}), train,
+                                  where))
+    dims: dict[str, Dimension] = {"seed": seed}
+    keys = {k for run in runs for k, _ in run.values} | {RUN_KEY}
+    for key in keys:
+        seen = list(dict.fromkeys(run.label if key == RUN_KEY else dict(run.values)[key]
+                                  for run in runs if key == RUN_KEY or key in dict(run.values)))
+        dims[key] = Fixed(seen[0]) if len(seen) == 1 else Choice(tuple(seen))
+    order = (RUN_KEY,) + GENERIC_KEYS + SCHEDULE_KEYS
+    return tuple(sorted(dims.items(), key=lambda kv: order.index(kv[0]))), tuple(runs)
+
+
+def _fixed(key: str, raw: Any, where: str) -> Any:
+    dim = _dimension(key, raw, where)
+    if not isinstance(dim, Fixed):
+        raise SpecError(f"{where}: one value here; with [[run]] tables, each configuration is "
+                        "a run of its own")
+    return dim.value
+
+
+def _complete_run(label: str, values: dict[str, Any], own: dict[str, Any], book: Any,
+                  train: TrainSettings, where: str) -> Run:
+    """A run with every value its schedule takes: given, shared, or the default."""
+    scheduler = values.get("scheduler")
+    if scheduler is None:
+        raise SpecError(f"{where} scheduler: required (one of {', '.join(schedules.names())})")
+    if scheduler not in schedules.REGISTRY:
+        close = difflib.get_close_matches(str(scheduler), schedules.names(), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise SpecError(f"{where} scheduler: unknown schedule {scheduler!r}{hint}")
+    kind = schedules.REGISTRY[scheduler]
+    for key in own:
+        if key in SCHEDULE_KEYS and key not in kind.parameters:
+            raise SpecError(f"{where} {key}: scheduler {scheduler!r} does not take it")
+    for param in kind.required:
+        if param not in values and param != "max_update":
+            raise SpecError(f"{where} {param}: required by scheduler {scheduler!r}")
+    defaults = {**GENERIC_DEFAULTS, **kind.defaults, "max_update": train.horizon}
+    filled = {"scheduler": scheduler}
+    for key in ("base_lr", "warmup_steps", "warmup_begin_lr", "lag") + kind.parameters:
+        filled[key] = values[key] if key in values else defaults[key]
+    _check_warmup({k: Fixed(v) for k, v in filled.items()}, train, where)
+    if not isinstance(book, dict):
+        raise SpecError(f"{where} book: a table of printed numbers, e.g. {{ test_acc = 0.9 }}")
+    printed = []
+    for metric, numbers in book.items():
+        numbers = numbers if isinstance(numbers, list) else [numbers]
+        if metric not in BOOK_METRICS:
+            raise SpecError(f"{where} book: unknown metric {metric!r} (one of "
+                            f"{', '.join(BOOK_METRICS)})")
+        if not numbers or not all(schedules.is_number(n) for n in numbers):
+            raise SpecError(f"{where} book {metric}: a number or a list of numbers")
+        printed.append((metric, tuple(float(n) for n in numbers)))
+    order = GENERIC_KEYS + SCHEDULE_KEYS
+    return Run(label, tuple(sorted(filled.items(), key=lambda kv: order.index(kv[0]))),
+               tuple(printed))
+
+
 def _dimension(key: str, raw: Any, where: str) -> Dimension:
     if isinstance(raw, dict):
         if key in ("scheduler", "milestones"):
@@ -376,6 +503,10 @@ def _check_value(key: str, value: Any, where: str) -> None:
 
 def _check_warmup(dims: dict[str, Dimension], train: TrainSettings, where: str) -> None:
     warmup = _largest(dims.get("warmup_steps", Fixed(0)))
+    lag = _largest(dims.get("lag", Fixed(0)))
+    if lag >= train.horizon:
+        raise SpecError(f"{where} lag: {lag} must be below the trial's {train.horizon} "
+                        f"{'epochs' if train.unit == 'epoch' else 'steps'}")
     if warmup >= train.horizon:
         unit = "epochs" if train.unit == "epoch" else "steps"
         raise SpecError(f"{where} warmup_steps: {warmup} must be below the trial's {train.horizon} "

@@ -153,7 +153,8 @@ def trial_config(spec: StudySpec, params: dict[str, Any]) -> engine.TrialConfig:
     values = {k: d.value for k, d in spec.space if isinstance(d, Fixed)}
     values.update(params)
     scheduler = values["scheduler"]
-    kwargs = {k: values[k] for k in spec.keys_for(scheduler) if k not in ("scheduler", "seed")}
+    kwargs = {k: values[k] for k in spec.keys_for(scheduler)
+              if k not in ("scheduler", "seed", spec_mod.RUN_KEY)}
     if "milestones" in kwargs:
         kwargs["milestones"] = json.loads(kwargs["milestones"])
     schedule = schedules.build(scheduler, **kwargs)
@@ -366,6 +367,12 @@ def _differences(old: StudySpec, new: StudySpec) -> list[str]:
     a, b = dict(old.space), dict(new.space)
     changes += [f"[space] {k}: {_show(a.get(k))} → {_show(b.get(k))}"
                 for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    old_runs = {r.label: r.values for r in old.runs}
+    new_runs = {r.label: r.values for r in new.runs}
+    changes += [f"[[run]] {label!r}: " + ("added" if label not in old_runs else "removed"
+                                         if label not in new_runs else "changed")
+                for label in sorted(set(old_runs) | set(new_runs))
+                if old_runs.get(label) != new_runs.get(label)]
     return changes
 
 

@@ -24,6 +24,6 @@ study() {
 SELECTED=("$@")
 study ex1-fixed-lr studies/ex1_fixed_lr.toml "${CPU_SCALE[@]}"
 study ex2-decay-exponent studies/ex2_decay_exponent.toml "${CPU_SCALE[@]}" --set 'space.seed=[0,1,2]'
-study ex4-warmup studies/ex4_warmup.toml "${CPU_SCALE[@]}"
+study ex4-warmup studies/ex4_warmup.toml "${CPU_SCALE[@]}" --set 'space.warmup_steps=[0,1,3,8]'
 study chapter studies/chapter.toml
 study joint studies/joint.toml "${CPU_SCALE[@]}" --set study.trials=40

@@ -433,6 +433,41 @@ def test_no_warmup_starts_at_the_formula_start(name):
     assert [f(t) for t in range(30)] == [g(t) for t in range(30)]
 
 
+# --- lag: the chapter's printed runs set the rate one epoch late ---------------------------
+
+def chapter_loop_rates(initial_lr, scheduler, num_epochs):
+    """The rate each epoch trains at in the chapter's PyTorch `train` (re-typed): the optimizer
+    starts at `initial_lr`, and after each epoch `param_group['lr'] = scheduler(epoch)`."""
+    lr, rates = initial_lr, []
+    for epoch in range(num_epochs):
+        rates.append(lr)
+        lr = scheduler(epoch)
+    return rates
+
+
+@pytest.mark.parametrize("name, params, oracle, initial_lr", [
+    ("sqrt", dict(base_lr=0.1), lambda: SquareRootScheduler(lr=0.1), 0.1),
+    ("cosine", dict(base_lr=0.3, final_lr=0.01, max_update=20),
+     lambda: CosineScheduler(20, base_lr=0.3, final_lr=0.01), 0.3),
+    ("cosine", dict(base_lr=0.3, final_lr=0.01, max_update=20, warmup_steps=5),
+     lambda: CosineScheduler(20, warmup_steps=5, base_lr=0.3, final_lr=0.01), 0.3),
+])
+def test_lag_one_is_the_chapter_loop_as_printed(name, params, oracle, initial_lr):
+    f = schedules.build(name, lag=1, **params)
+    want = chapter_loop_rates(initial_lr, oracle(), 30)
+    assert_close_lists([f(t) for t in range(30)], want)
+    if params.get("warmup_steps"):
+        assert f(1) == 0.0  # the printed warmup run trains its second epoch at rate 0
+
+
+def test_lag_delays_and_holds_base_lr():
+    f = schedules.build("poly", base_lr=0.4, max_update=10, exponent=1.0, lag=3)
+    g = schedules.build("poly", base_lr=0.4, max_update=10, exponent=1.0)
+    assert [f(t) for t in range(3)] == [0.4] * 3
+    assert [f(t) for t in range(3, 15)] == [g(t) for t in range(12)]
+    assert f.as_dict()["lag"] == 3 and schedules.build(**f.as_dict()) == f
+
+
 # --- bad input -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs, names_it", [
@@ -448,6 +483,8 @@ def test_no_warmup_starts_at_the_formula_start(name):
     ({"name": "constant", "base_lr": float("inf")}, "base_lr"),
     ({"name": "cosine", "base_lr": 0.1, "max_update": 10, "warmup_steps": -1}, "warmup_steps"),
     ({"name": "constant", "base_lr": 0.1, "warmup_steps": -3}, "warmup_steps"),
+    ({"name": "constant", "base_lr": 0.1, "lag": -1}, "lag"),
+    ({"name": "constant", "base_lr": 0.1, "lag": 0.5}, "lag"),
     ({"name": "cosine", "base_lr": 0.1, "max_update": 5, "warmup_steps": 5}, "max_update"),
     ({"name": "poly", "base_lr": 0.1, "max_update": 5, "warmup_steps": 8}, "max_update"),
     ({"name": "multistep", "base_lr": 0.1, "milestones": 5}, "milestones"),

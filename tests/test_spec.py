@@ -538,3 +538,94 @@ def test_from_stored_applies_the_stored_overrides():
     attrs = {"study_file": toml_text(), "study_overrides": ["train.epochs=4"]}
     assert spec.from_stored(attrs, source="stored").train.epochs == 4
     assert spec.from_stored({}, source="stored") is None
+
+
+# --- [[run]] tables ------------------------------------------------------------------------
+
+RUNS = '''
+[study]
+name = "r"
+[train]
+epochs = 10
+[space]
+seed = [0, 1]
+final_lr = 0.01
+[[run]]
+label = "a"
+scheduler = "constant"
+base_lr = 0.3
+book = { test_acc = [0.88, 0.89], train_loss = 0.15 }
+[[run]]
+label = "b"
+scheduler = "cosine"
+base_lr = 0.3
+lag = 1
+[[run]]
+label = "c"
+scheduler = "cosine"
+base_lr = 0.5
+warmup_steps = 2
+max_update = 8
+'''
+
+
+def test_runs_are_completed_and_crossed_with_the_seeds():
+    s = spec.parse(RUNS, source=SRC)
+    assert s.study.sampler == "grid" and s.study.trials == 6
+    a, b, c = s.runs
+    assert dict(a.values) == {"scheduler": "constant", "base_lr": 0.3, "warmup_steps": 0,
+                              "warmup_begin_lr": 0.0, "lag": 0}
+    assert dict(a.book) == {"test_acc": (0.88, 0.89), "train_loss": (0.15,)}
+    # shared [space] values and the trial length fill what a run leaves out
+    assert dict(b.values)["final_lr"] == 0.01 and dict(b.values)["max_update"] == 10
+    assert dict(c.values)["max_update"] == 8
+    assert s.dimension("run") == Choice(("a", "b", "c"))
+    assert s.dimension("base_lr") == Choice((0.3, 0.5))
+    assert s.dimension("final_lr") == Fixed(0.01)
+    grid = s.grid()
+    assert [(p["seed"], p["run"]) for p in grid] == [(0, "a"), (0, "b"), (0, "c"),
+                                                      (1, "a"), (1, "b"), (1, "c")]
+    assert grid[1] == {"seed": 0, "run": "b", "scheduler": "cosine", "base_lr": 0.3,
+                       "warmup_steps": 0, "lag": 1, "max_update": 10}
+    assert "max_update" not in grid[0]  # the constant run does not take it
+
+
+def test_runs_change_the_canonical_form():
+    s = spec.parse(RUNS, source=SRC)
+    assert spec.parse(RUNS.replace("lag = 1", "lag = 0"), source=SRC).canonical() != s.canonical()
+    assert spec.parse(RUNS + "\n# a comment\n", source=SRC).canonical() == s.canonical()
+
+
+@pytest.mark.parametrize("old, new, fragment", [
+    ('label = "b"', 'label = "a"', "[[run]] 'a': two runs have this label"),
+    ('label = "b"\n', "", "[[run]] #2 label: a non-empty string is required"),
+    ('lag = 1', 'lag = 1\nexponent = 2.0', "[[run]] 'b' exponent: scheduler 'cosine' does not take it"),
+    ('lag = 1', 'lag = 1\nseed = 3', "[[run]] 'b' seed: seeds are shared by every run"),
+    ('lag = 1', 'lag = 1\nbase_rl = 3', "unknown key 'base_rl'; did you mean 'base_lr'?"),
+    ('lag = 1', 'lag = 10', "[[run]] 'b' lag: 10 must be below the trial's 10 epochs"),
+    ('base_lr = 0.5', 'base_lr = [0.5, 0.6]', "[[run]] 'c' base_lr: one value here"),
+    ('base_lr = 0.5', 'base_lr = -1', "[[run]] 'c' base_lr: must be a number > 0"),
+    ('scheduler = "constant"', 'scheduler = "constnt"', "did you mean 'constant'?"),
+    ('scheduler = "constant"', 'scheduler = "multistep"', "milestones: required by scheduler"),
+    ('test_acc = [0.88, 0.89]', 'test_ac = 0.9', "book: unknown metric 'test_ac'"),
+    ('test_acc = [0.88, 0.89]', 'test_acc = "high"', "book test_acc: a number or a list"),
+    ('seed = [0, 1]', 'seed = { low = 0, high = 3 }', "[space] seed: with [[run]] tables"),
+    ('final_lr = 0.01', 'final_lr = [0.01, 0.1]', "[space] final_lr: one value here"),
+    ('name = "r"', 'name = "r"\nsampler = "tpe"', "need sampler = \"grid\""),
+])
+def test_invalid_runs(old, new, fragment):
+    assert old in RUNS
+    with pytest.raises(SpecError) as info:
+        spec.parse(RUNS.replace(old, new, 1), source=SRC)
+    message = str(info.value)
+    assert fragment in message and message.startswith(SRC) and "\n" not in message
+
+
+def test_chapter_study_lists_the_chapters_five_runs_with_the_books_numbers():
+    s = spec.load(Path(__file__).resolve().parents[1] / "studies" / "chapter.toml")
+    assert s.train.validation == 0 and s.train.subset == 0 and s.train.epochs == 30
+    printed = {r.label: dict(r.book) for r in s.runs if r.book}
+    assert len(printed) == 5
+    assert printed["constant 0.3"]["test_acc"] == (0.877, 0.889)
+    multistep = next(r for r in s.runs if r.label.startswith("multistep 0.5, as printed"))
+    assert dict(multistep.values)["base_lr"] == 0.125  # the rate it really trained at

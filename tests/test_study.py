@@ -92,3 +92,53 @@ def test_a_pack_smaller_than_one_is_refused(tmp_path, fashion_dir):
     with pytest.raises(spec.SpecError, match="--pack 0"):
         run(tmp_path, fashion_dir, study_toml("nopack"), pack=0)
     assert not (tmp_path / "store.db").exists()
+
+
+RUNS = """
+[study]
+name = "runs"
+
+[train]
+epochs = 3
+validation = 200
+subset = 400
+batch_size = 64
+
+[space]
+seed = [0, 1]
+final_lr = 0.01
+
+[[run]]
+label = "flat"
+scheduler = "constant"
+base_lr = 0.2
+book = { test_acc = [0.9, 0.8] }
+
+[[run]]
+label = "cosine late"
+scheduler = "cosine"
+base_lr = 0.3
+max_update = 2
+lag = 1
+
+[[run]]
+label = "cosine warm"
+scheduler = "cosine"
+base_lr = 0.3
+warmup_steps = 1
+"""
+
+
+def test_runs_train_each_listed_configuration_per_seed(tmp_path, fashion_dir):
+    summary, stored = run(tmp_path, fashion_dir, RUNS, pack=4)
+    assert summary.finished == 6
+    got = sorted((t.params["seed"], t.params["run"]) for t in stored.trials)
+    assert got == [(s, r) for s in (0, 1) for r in ("cosine late", "cosine warm", "flat")]
+    lr = {t.params["run"]: t.user_attrs["lr"] for t in stored.trials}
+    assert lr["flat"] == pytest.approx([0.2, 0.2, 0.2])
+    # lag 1: epoch 0 at base_lr, then the cosine 0.3 → 0.01 over 2 epochs from its own start
+    assert lr["cosine late"] == pytest.approx([0.3, 0.3, 0.155])
+    # warmup from 0 for one epoch, then cosine over the remaining 2 of max_update = epochs = 3
+    assert lr["cosine warm"] == pytest.approx([0.0, 0.3, 0.155])
+    flat = next(t for t in stored.trials if t.params["run"] == "flat")
+    assert flat.params["lag"] == 0 and "max_update" not in flat.params  # constant takes none
