@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import exercises
 from . import spec as spec_mod
+from .exercises import Section as _Section
 from .report import curves_frame, trials_frame
 from .stats import config_columns, config_label, config_table
 from .storage import load_study
@@ -50,22 +52,17 @@ def write_report(name: str, url: str, out: str | Path | None = None) -> Report:
     tables = _write_tables(folder, trials, curves, configs)
     figures = _figures(folder, study, curves, configs, trials)
     sections = _sections(name, url, study, study_spec, trials, configs, metric)
+    # The exercises' own sections come right after the general answer.
+    sections[2:2] = exercises.sections(trials, curves, study_spec, metric, folder)
     markdown = folder / "report.md"
     markdown.write_text(_markdown(name, sections, figures, folder))
     page = folder / "report.html"
     page.write_text(_html(name, sections, figures))
+    figures += [p for section in sections for p in section.figures]
     return Report(folder, markdown, page, figures, tables)
 
 
 # --- content -------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Section:
-    title: str
-    paragraphs: list[str]
-    table: pd.DataFrame | None = None
-    code: str | None = None
-
 
 def _sections(name, url, study, study_spec, trials, configs, metric) -> list[_Section]:
     counts = trials["state"].str.split(" ").str[0].value_counts().to_dict() if len(trials) else {}
@@ -147,6 +144,8 @@ def _overlap(a: pd.Series, b: pd.Series, metric: str) -> bool | None:
 
 def _pm(row: pd.Series, metric: str) -> str:
     mean, ci = row[f"{metric}_mean"], row[f"{metric}_ci"]
+    if math.isnan(mean):
+        return "–"  # e.g. val_acc of a study with no validation hold-out
     return f"{mean:.4f}" if math.isnan(ci) else f"{mean:.4f} ± {ci:.4f}"
 
 
@@ -221,6 +220,7 @@ def _markdown(name: str, sections: list[_Section], figures: list[Path], folder: 
         lines += [p + "\n" for p in section.paragraphs if p]
         if section.table is not None and not section.table.empty:
             lines += [_markdown_table(section.table), ""]
+        lines += [f"![{p.stem}]({p.relative_to(folder)})" + "\n" for p in section.figures]
         if section.code:
             lines += ["<details><summary>study file</summary>", "", "```toml",
                       section.code.strip(), "```", "", "</details>", ""]
@@ -260,14 +260,12 @@ def _html(name: str, sections: list[_Section], figures: list[Path]) -> str:
         if section.table is not None and not section.table.empty:
             body.append(section.table.to_html(index=False, na_rep="–", float_format="{:.4g}".format,
                                               border=0, classes="t"))
+        body += [_html_figure(p) for p in section.figures]
         if section.code:
             body.append(f"<details><summary>study file</summary><pre>{html.escape(section.code)}"
                         "</pre></details>")
     body.append("<h2>Figures</h2>")
-    for path in figures:
-        data = base64.b64encode(path.read_bytes()).decode()
-        body.append(f'<figure><img alt="{path.stem}" src="data:image/png;base64,{data}">'
-                    f"<figcaption>{path.stem}</figcaption></figure>")
+    body += [_html_figure(p) for p in figures]
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
              "color:#222}table.t{border-collapse:collapse;font-size:13px}"
              "table.t td,table.t th{border-bottom:1px solid #ddd;padding:3px 8px;text-align:right}"
@@ -275,3 +273,9 @@ def _html(name: str, sections: list[_Section], figures: list[Path]) -> str:
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>lrsweep: "
             f"{html.escape(name)}</title><style>{style}</style></head><body>"
             + "\n".join(body) + "</body></html>\n")
+
+
+def _html_figure(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()  # embedded: the page stands alone
+    return (f'<figure><img alt="{path.stem}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{path.stem}</figcaption></figure>")

@@ -24,10 +24,14 @@ NOT_CONFIG = {"trial", "state", "value", "seed", "train_loss", "train_acc", "val
 
 
 def config_columns(trials: pd.DataFrame) -> list[str]:
+    if "run" in trials.columns:
+        return ["run"]  # a [[run]] table's label names its whole configuration
     return [c for c in trials.columns if c not in NOT_CONFIG]
 
 
 def config_label(row: pd.Series, columns: list[str]) -> str:
+    if columns == ["run"]:
+        return str(row["run"])
     parts = [f"{c}={_short(row[c])}" for c in columns
              if not (isinstance(row[c], float) and math.isnan(row[c]))]
     return " ".join(parts) or "all trials"

@@ -103,7 +103,8 @@ def test_report_of_a_real_study_through_the_command(lrsweep_cli, tmp_path):
     folder = tmp_path / "results" / "real"
     text = (folder / "report.md").read_text()
     assert "complete: 4 of 4 trials finished" in text
-    assert "Reproduce: `lrsweep run s.toml && lrsweep report real`" in text
+    assert (f"Reproduce: `lrsweep run s.toml --storage {url} && lrsweep report real "
+            f"--storage {url}`") in text
     for name in ("report.html", "curves.png", "history.png", "trials.csv", "curves.csv",
                  "configs.csv"):
         assert (folder / name).is_file(), name

@@ -1,0 +1,434 @@
+"""Report sections that answer the chapter's exercises, each computed from the stored trials.
+
+A section appears when the study varies what it is about, whatever the study is called: a
+fixed-rate study varies base_lr under the constant schedule (exercise 1), a decay study varies
+the exponent (exercise 2), a warmup study varies warmup_steps (exercise 4), and a study whose
+[[run]] tables carry the book's printed numbers is a replication (the chapter's runs).
+Every number in a section's text comes from the frames it is given; nothing is typed in.
+
+    >>> import pandas as pd
+    >>> trials = pd.DataFrame({"state": ["complete"] * 2, "base_lr": [0.1, 0.1],
+    ...                        "seed": [0, 1], "val_acc": [0.8, 0.9]})
+    >>> table = by_config(trials, ["base_lr"], ["val_acc"])
+    >>> round(float(table.loc[0, "val_acc_mean"]), 2), int(table.loc[0, "n"])
+    (0.85, 2)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from .spec import StudySpec
+from .stats import mean_ci
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    paragraphs: list[str]
+    table: pd.DataFrame | None = None
+    figures: list[Path] = field(default_factory=list)
+    code: str | None = None
+
+
+# --- shared computations -------------------------------------------------------------------
+
+def finished(frame: pd.DataFrame) -> pd.DataFrame:
+    """Trials (or their curve rows) that ran to the end: complete, or stopped by divergence,
+    which is part of the answer (a rate that diverges is a bad rate)."""
+    return frame[frame["state"].str.startswith(("complete", "diverged"))]
+
+
+def by_config(frame: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
+    """Mean, 95% CI half-width and n of each metric per group of `keys`, with the diverged count."""
+    rows = []
+    for values, group in frame.groupby(keys, sort=True, dropna=False):
+        values = values if isinstance(values, tuple) else (values,)
+        row = dict(zip(keys, values))
+        row["n"] = len(group)
+        row["diverged"] = int(group["state"].str.startswith("diverged").sum())
+        for metric in metrics:
+            mean, ci, _ = mean_ci(group[metric])
+            row[f"{metric}_mean"], row[f"{metric}_ci"] = mean, ci
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def pm(mean: float, ci: float, digits: int = 3) -> str:
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.{digits}f}" if math.isnan(ci) else f"{mean:.{digits}f} ± {ci:.{digits}f}"
+
+
+def _pm_row(row: pd.Series, metric: str) -> str:
+    return pm(row[f"{metric}_mean"], row[f"{metric}_ci"])
+
+
+def _separable(a: pd.Series, b: pd.Series, metric: str) -> str:
+    ca, cb = a[f"{metric}_ci"], b[f"{metric}_ci"]
+    if math.isnan(ca) or math.isnan(cb):
+        return "one seed: no interval to compare"
+    apart = abs(a[f"{metric}_mean"] - b[f"{metric}_mean"]) > ca + cb
+    return "the 95% intervals do not overlap" if apart else "the 95% intervals overlap"
+
+
+def _varies(trials: pd.DataFrame, column: str, at_least: int) -> bool:
+    return column in trials and trials[column].dropna().nunique() >= at_least
+
+
+# --- exercise 1: a fixed learning rate -----------------------------------------------------
+
+def fixed_rate(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
+               metric: str, folder: Path) -> Section | None:
+    if spec is None or spec.schedulers != ("constant",) or not _varies(trials, "base_lr", 3):
+        return None
+    done, rows = finished(trials).copy(), finished(curves).copy()
+    if done.empty:
+        return None
+    done["gap"] = done["train_acc"] - done["test_acc"]
+    rows["gap"] = rows["train_acc"] - rows["test_acc"]
+    peaks = rows.loc[rows.groupby("trial")["val_acc"].idxmax(), ["trial", "epoch", "val_acc"]]
+    done = done.merge(peaks.rename(columns={"epoch": "peak_epoch", "val_acc": "peak_val_acc"}),
+                      on="trial", how="left")
+    metrics = [metric, "test_acc", "train_acc", "train_loss", "gap", "peak_val_acc", "peak_epoch"]
+    table = by_config(done, ["base_lr"], list(dict.fromkeys(metrics)))
+    healthy = table[table["diverged"] < table["n"]]
+    best = healthy.sort_values(f"{metric}_mean", ascending=metric.endswith("loss")).iloc[0]
+    rate = best["base_lr"]
+    last = int(rows["epoch"].max())
+    early = min(4, last)
+    gap_early = rows[(rows["base_lr"] == rate) & (rows["epoch"] == early)]["gap"]
+    slow = table.iloc[0]
+    text = (f"Best fixed rate: **η = {rate:g}**, final {metric} {_pm_row(best, metric)} and "
+            f"test accuracy {_pm_row(best, 'test_acc')} over {int(best['n'])} seeds. "
+            f"Too small is slow: at η = {slow['base_lr']:g} the train loss is still "
+            f"{_pm_row(slow, 'train_loss')} after {last + 1} epochs, against "
+            f"{_pm_row(best, 'train_loss')} at η = {rate:g}.")
+    unstable = table[table["diverged"] > 0]
+    if len(unstable):
+        text += (" Too large diverges: " + ", ".join(
+            f"η = {r['base_lr']:g} in {int(r['diverged'])} of {int(r['n'])} seeds"
+            for _, r in unstable.iterrows()) + ".")
+    text += (f" A fixed rate never anneals, so the model overfits as it trains on: at η = {rate:g}"
+             f" the train − test accuracy gap grows from {pm(*mean_ci(gap_early)[:2])} at epoch "
+             f"{early + 1} to {_pm_row(best, 'gap')} at epoch {last + 1}, and validation accuracy"
+             f" peaks at epoch {best['peak_epoch_mean'] + 1:.1f} on average "
+             f"({_pm_row(best, 'peak_val_acc')}, vs {_pm_row(best, metric)} at the end): the best"
+             " model a fixed rate gives is an early-stopped one.")
+    shown = pd.DataFrame({
+        "base_lr": table["base_lr"], "seeds": table["n"], "diverged": table["diverged"],
+        metric: [_pm_row(r, metric) for _, r in table.iterrows()],
+        "test_acc": [_pm_row(r, "test_acc") for _, r in table.iterrows()],
+        "train − test gap": [_pm_row(r, "gap") for _, r in table.iterrows()],
+        "peak val_acc": [_pm_row(r, "peak_val_acc") for _, r in table.iterrows()],
+        "peak epoch": [f"{r['peak_epoch_mean'] + 1:.1f}" for _, r in table.iterrows()]})
+    figure = _fixed_rate_figure(table, rows, metric, folder)
+    return Section("Exercise 1: a fixed learning rate", [text], shown, [figure])
+
+
+def _fixed_rate_figure(table, rows, metric, folder) -> Path:
+    plt, sns = _plotting()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
+    for name in dict.fromkeys([metric, "test_acc", "train_acc"]):
+        left.errorbar(table["base_lr"], table[f"{name}_mean"], yerr=table[f"{name}_ci"].fillna(0),
+                      marker="o", capsize=3, label=name)
+    left.set(xscale="log", xlabel="learning rate (constant)", ylabel="final accuracy",
+             title="final accuracy vs rate (mean, 95% CI over seeds)")
+    left.legend()
+    healthy = rows[rows["state"] == "complete"]
+    sns.lineplot(data=healthy, x="epoch", y="gap", **_hue(healthy, "base_lr"), ax=right,
+                 errorbar=("ci", 95), n_boot=500, seed=0)
+    left.set_ylim(0, 1)
+    right.set(ylabel="train acc − test acc",
+              title="overfitting: the train/test gap per epoch (diverged seeds left out)")
+    return _save(fig, folder / "ex1_fixed_rate.png", [left, right])
+
+
+# --- exercise 2: the decay exponent --------------------------------------------------------
+
+def decay_exponent(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
+                   metric: str, folder: Path) -> Section | None:
+    if not _varies(trials, "exponent", 3) or metric.endswith("loss"):
+        return None
+    done = finished(trials[trials["exponent"].notna()])
+    rows = finished(curves[curves["exponent"].notna()])
+    if done.empty:
+        return None
+    keys = ["scheduler", "exponent"] if "scheduler" in done else ["exponent"]
+    table = by_config(done, keys, [metric, "test_acc"])
+    # The target: one point below the best configuration's mean final accuracy.
+    target = math.floor((table[f"{metric}_mean"].max() - 0.01) * 100) / 100
+    reached = (rows[rows[metric] >= target].groupby("trial")["epoch"].min() + 1).rename("to_target")
+    done = done.merge(reached, left_on="trial", right_index=True, how="left")
+    speed = done.groupby(keys)["to_target"].agg(["mean", "count"]).reset_index()
+    table = table.merge(speed, on=keys)
+    parts = []
+    for scheduler, group in table.groupby("scheduler") if "scheduler" in table else [("", table)]:
+        ranked = group.sort_values(f"{metric}_mean", ascending=False)
+        best, worst = ranked.iloc[0], ranked.iloc[-1]
+        fastest = group.dropna(subset=["mean"]).sort_values("mean")
+        line = (f"{scheduler or 'decay'}: best exponent **{best['exponent']:g}** "
+                f"({metric} {_pm_row(best, metric)}), worst {worst['exponent']:g} "
+                f"({_pm_row(worst, metric)}); {_separable(best, worst, metric)}.")
+        if len(fastest):
+            quick = fastest.iloc[0]
+            line += (f" Fastest to {metric} ≥ {target:.2f}: exponent {quick['exponent']:g}, in "
+                     f"{quick['mean']:.1f} epochs on average ({int(quick['count'])} of "
+                     f"{int(quick['n'])} seeds got there).")
+        never = group[group["count"] == 0]
+        if len(never):
+            line += (" Never reached it: exponent " +
+                     ", ".join(f"{e:g}" for e in never["exponent"]) + ".")
+        parts.append(line)
+    intro = ("Exponent 0 is the constant rate; larger exponents decay faster. "
+             f"Convergence is measured as the epochs to reach {metric} ≥ {target:.2f} (one point "
+             "below the best configuration's mean).")
+    shown = table[keys].copy()
+    shown["seeds"] = table["n"]
+    shown[metric] = [_pm_row(r, metric) for _, r in table.iterrows()]
+    shown["test_acc"] = [_pm_row(r, "test_acc") for _, r in table.iterrows()]
+    shown[f"epochs to {target:.2f}"] = [f"{r['mean']:.1f} ({int(r['count'])}/{int(r['n'])})"
+                                        if r["count"] else f"never (0/{int(r['n'])})"
+                                        for _, r in table.iterrows()]
+    figure = _decay_figure(table, rows, keys, metric, folder)
+    return Section("Exercise 2: the exponent of the decay", [intro] + parts, shown, [figure])
+
+
+def _decay_figure(table, rows, keys, metric, folder) -> Path:
+    plt, sns = _plotting()
+    schedulers = list(table["scheduler"].unique()) if "scheduler" in table else [None]
+    fig, axes = plt.subplots(1, 1 + len(schedulers), figsize=(6 * (1 + len(schedulers)), 4.5))
+    for scheduler in schedulers:
+        part = table if scheduler is None else table[table["scheduler"] == scheduler]
+        axes[0].errorbar(part["exponent"], part[f"{metric}_mean"],
+                         yerr=part[f"{metric}_ci"].fillna(0), marker="o", capsize=3,
+                         label=scheduler or metric)
+    axes[0].set(xlabel="decay exponent", ylabel=f"final {metric}",
+                title="final accuracy vs exponent (95% CI)")
+    axes[0].legend()
+    for ax, scheduler in zip(axes[1:], schedulers):
+        part = rows if scheduler is None else rows[rows["scheduler"] == scheduler]
+        sns.lineplot(data=part, x="epoch", y=metric, **_hue(part, "exponent"), ax=ax,
+                     errorbar=None)
+        ax.set(title=f"convergence by exponent: {scheduler or ''} (mean over seeds)")
+    return _save(fig, folder / "ex2_decay_exponent.png", axes)
+
+
+# --- exercise 4: warmup --------------------------------------------------------------------
+
+def warmup(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
+           metric: str, folder: Path) -> Section | None:
+    if not _varies(trials, "warmup_steps", 2) or metric.endswith("loss"):
+        return None
+    done, rows = finished(trials), finished(curves)
+    if done.empty:
+        return None
+    keys = ["base_lr", "warmup_steps"] if "base_lr" in done else ["warmup_steps"]
+    early_epoch = min(2, int(rows["epoch"].max()))
+    early = rows[rows["epoch"] == early_epoch].set_index("trial")[metric].rename("early")
+    done = done.merge(early, left_on="trial", right_index=True, how="left")
+    table = by_config(done, keys, [metric, "test_acc", "early"])
+    table["diverged_share"] = table["diverged"] / table["n"]
+    parts = []
+    for rate, group in table.groupby("base_lr") if "base_lr" in table else [(None, table)]:
+        group = group.sort_values("warmup_steps")
+        safe = group[group["diverged"] == 0]
+        best = group.sort_values(f"{metric}_mean", ascending=False).iloc[0]
+        none = group.iloc[0]
+        line = f"η = {rate:g}: " if rate is not None else ""
+        line += (f"without warmup {int(none['diverged'])} of {int(none['n'])} seeds diverged"
+                 if none["warmup_steps"] == 0 else "")
+        line += ("; " if line.endswith("diverged") else "") + (
+            f"shortest warmup with no divergence: {int(safe.iloc[0]['warmup_steps'])} epochs"
+            if len(safe) else "every warmup length tried diverged at least once")
+        line += (f"; best final {metric} with {int(best['warmup_steps'])} warmup epochs "
+                 f"({_pm_row(best, metric)}, {_separable(best, group.iloc[-1], metric)} with the "
+                 f"longest, {int(group.iloc[-1]['warmup_steps'])}).")
+        parts.append(line)
+    overall = table.sort_values(f"{metric}_mean", ascending=False).iloc[0]
+    answer = (f"Overall best: warmup {int(overall['warmup_steps'])} epochs"
+              + (f" at η = {overall['base_lr']:g}" if "base_lr" in overall else "")
+              + f", {metric} {_pm_row(overall, metric)}. Warmup should be long enough that the "
+              "high rate no longer diverges, and no longer: the epochs it spends below the peak "
+              "rate are not given back.")
+    shown = table[keys].copy()
+    shown["seeds"] = table["n"]
+    shown["diverged"] = table["diverged"]
+    shown[f"{metric} at epoch {early_epoch + 1}"] = [_pm_row(r, "early")
+                                                      for _, r in table.iterrows()]
+    shown[f"final {metric}"] = [_pm_row(r, metric) for _, r in table.iterrows()]
+    shown["test_acc"] = [_pm_row(r, "test_acc") for _, r in table.iterrows()]
+    figure = _warmup_figure(table, rows, keys, metric, folder)
+    return Section("Exercise 4: how long should warmup be?", parts + [answer], shown, [figure])
+
+
+def _warmup_figure(table, rows, keys, metric, folder) -> Path:
+    plt, sns = _plotting()
+    fig, axes = plt.subplots(1, 3, figsize=(18, 4.5))
+    if "base_lr" in table:
+        grid = table.pivot(index="base_lr", columns="warmup_steps", values="diverged_share")
+        sns.heatmap(grid, annot=True, fmt=".2f", cmap="Reds", vmin=0, vmax=1, ax=axes[0])
+        axes[0].set(title="share of seeds diverged")
+        for rate, part in table.groupby("base_lr"):
+            axes[1].errorbar(part["warmup_steps"], part[f"{metric}_mean"],
+                             yerr=part[f"{metric}_ci"].fillna(0), marker="o", capsize=3,
+                             label=f"η = {rate:g}")
+        highest = rows[rows["base_lr"] == table["base_lr"].max()]
+    else:
+        axes[0].bar(table["warmup_steps"].astype(str), table["diverged_share"])
+        axes[1].errorbar(table["warmup_steps"], table[f"{metric}_mean"],
+                         yerr=table[f"{metric}_ci"].fillna(0), marker="o", capsize=3)
+        highest = rows
+    axes[1].set(xlabel="warmup epochs", ylabel=f"final {metric}",
+                title="final accuracy vs warmup (95% CI)")
+    axes[1].legend()
+    first = highest[highest["epoch"] < 10]
+    sns.lineplot(data=first, x="epoch", y=metric, **_hue(first, "warmup_steps"),
+                 ax=axes[2], errorbar=("ci", 95), n_boot=500, seed=0)
+    axes[2].set(title="early epochs at the highest rate, by warmup")
+    return _save(fig, folder / "ex4_warmup.png", axes)
+
+
+# --- the chapter's runs against the book's printed numbers ---------------------------------
+
+BOOK_BUILDS = ("2023 build", "2022 build")
+
+
+def replication(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
+                metric: str, folder: Path) -> Section | None:
+    if spec is None or not any(run.book for run in spec.runs) or "run" not in trials:
+        return None
+    done = finished(trials)
+    if done.empty:
+        return None
+    metrics = ["train_loss", "train_acc", "test_acc"]
+    table = by_config(done, ["run"], metrics).set_index("run")
+    rows, inside, outside, notes = [], 0, 0, []
+    for run in spec.runs:
+        if run.label not in table.index:
+            continue
+        ours = table.loc[run.label]
+        row = {"run": run.label, "seeds": int(ours["n"])}
+        for m in metrics:
+            row[f"{m} (ours)"] = _pm_row(ours, m)
+        for m, printed in run.book:
+            lo = ours[f"{m}_mean"] - ours[f"{m}_ci"]
+            hi = ours[f"{m}_mean"] + ours[f"{m}_ci"]
+            verdicts = []
+            for build, value in zip(BOOK_BUILDS, printed):
+                if math.isnan(ours[f"{m}_ci"]):
+                    verdicts.append(f"{value:.3f}")
+                    continue
+                where = "in" if lo <= value <= hi else ("above" if value > hi else "below")
+                inside += where == "in"
+                outside += where != "in"
+                verdicts.append(f"{value:.3f} ({where})")
+            row[f"{m} (book)"] = ", ".join(verdicts)
+        rows.append(row)
+    shown = pd.DataFrame(rows)
+    book_test = [v for run in spec.runs for m, vs in run.book if m == "test_acc" for v in vs]
+    spread = max((abs(vs[0] - vs[1]) for run in spec.runs for m, vs in run.book
+                  if m == "test_acc" and len(vs) > 1), default=math.nan)
+    widths = table["test_acc_ci"].dropna()
+    text = (f"Of the book's printed numbers, **{inside} fall inside** our 95% intervals and "
+            f"**{outside} outside** (\"in\", \"above\", \"below\" in the table). The book's two "
+            f"builds differ by up to {spread:.3f} in test accuracy for the same recipe, while our "
+            f"intervals are ±{widths.median():.3f} wide (median over runs): each printed number is "
+            "one run, one seed, one build, so a number outside our interval says that run was a "
+            "draw from a wider spread (other hardware, library versions, seeds), not that the "
+            "recipe differs.") if len(book_test) else ""
+    pairs = _printed_vs_intended(done, spec)
+    if pairs:
+        notes.append("As printed vs as intended (same seeds, paired difference in final test "
+                     "accuracy, intended − printed): " + "; ".join(pairs) + ".")
+    figure = _replication_figure(done, spec, folder)
+    return Section("The chapter's runs against the book", [text] + notes, shown, [figure])
+
+
+def _printed_vs_intended(done: pd.DataFrame, spec: StudySpec) -> list[str]:
+    stems: dict[str, dict[str, str]] = {}
+    for run in spec.runs:
+        stem, _, how = run.label.partition(", as ")
+        if how:
+            stems.setdefault(stem, {})["printed" if how.startswith("printed") else "intended"] = \
+                run.label
+    lines = []
+    for stem, labels in stems.items():
+        if len(labels) != 2:
+            continue
+        a = done[done["run"] == labels["printed"]].set_index("seed")["test_acc"]
+        b = done[done["run"] == labels["intended"]].set_index("seed")["test_acc"]
+        diff = (b - a).dropna()
+        if len(diff):
+            mean, ci, n = mean_ci(diff)
+            lines.append(f"{stem} {pm(mean, ci)} (n = {n})")
+    return lines
+
+
+def _replication_figure(done: pd.DataFrame, spec: StudySpec, folder: Path) -> Path:
+    plt, sns = _plotting()
+    order = [run.label for run in spec.runs if run.label in set(done["run"])]
+    table = by_config(done, ["run"], ["test_acc"]).set_index("run").loc[order]
+    fig, ax = plt.subplots(figsize=(10, 0.6 * len(order) + 1.5))
+    sns.stripplot(data=done, y="run", x="test_acc", order=order, color="C0", alpha=0.4,
+                  size=4, ax=ax)
+    ax.errorbar(table["test_acc_mean"], range(len(order)), xerr=table["test_acc_ci"].fillna(0),
+                fmt="o", color="C0", capsize=4, label="ours: mean ± 95% CI (Student t)")
+    for run in spec.runs:
+        printed = dict(run.book).get("test_acc", ())
+        if run.label in order:
+            for value, marker, build in zip(printed, ("X", "D"), BOOK_BUILDS):
+                ax.scatter(value, order.index(run.label), marker=marker, color="C3", zorder=5,
+                           label=f"book, {build}")
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.legend(unique.values(), unique.keys(), loc="best", fontsize=8)
+    ax.set(xlabel="final test accuracy", ylabel="",
+           title="the chapter's runs: our seeds (dots) and the book's printed runs (red)")
+    return _save(fig, folder / "chapter_vs_book.png", [ax])
+
+
+# --- plumbing ------------------------------------------------------------------------------
+
+SECTIONS: list[Callable[..., Section | None]] = [replication, fixed_rate, decay_exponent, warmup]
+
+
+def sections(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None, metric: str,
+             folder: Path) -> list[Section]:
+    """The exercise sections that apply to this study, in the chapter's order."""
+    if trials.empty or curves.empty:
+        return []
+    found = (make(trials, curves, spec, metric, folder) for make in SECTIONS)
+    return [section for section in found if section is not None]
+
+
+def _hue(frame: pd.DataFrame, column: str) -> dict:
+    """Seaborn hue arguments giving each value of a numeric column its own colour, in order
+    (a numeric hue would map 0.01 and 0.1 to nearly the same colour)."""
+    values = sorted(frame[column].dropna().unique())
+    labels = [f"{v:g}" for v in values]
+    return {"hue": frame[column].map(lambda v: f"{v:g}"), "hue_order": labels,
+            "palette": "viridis" if len(labels) > 6 else "tab10"}
+
+
+def _plotting():
+    import matplotlib
+    matplotlib.use("Agg")  # files only
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    return plt, sns
+
+
+def _save(fig, path: Path, axes) -> Path:
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    return path

@@ -1,0 +1,192 @@
+"""The exercise sections of reports, on synthetic trials with known values: which sections
+appear, and that their numbers (intervals, targets, divergence counts, the book verdicts) are
+the ones computed by hand here."""
+
+from __future__ import annotations
+
+import doctest
+import math
+import statistics
+
+import pandas as pd
+import pytest
+
+from conftest import study_toml
+from lrsweep import exercises, spec
+
+T_975 = {1: 12.706204736174698, 2: 4.302652729911275}  # Student t quantiles by dof
+
+
+def pm(values, digits=3):
+    mean = statistics.fmean(values)
+    half = T_975[len(values) - 1] * statistics.stdev(values) / math.sqrt(len(values))
+    return f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def frames(configs: dict, keys: tuple[str, ...]):
+    """trials and curves frames as report.py makes them, from {config: [per-seed curves]} where
+    a curve is a dict of per-epoch lists (val_acc, test_acc, train_acc, train_loss) and an
+    optional 'state'."""
+    trials, curves, number = [], [], 0
+    for config, seeds in configs.items():
+        params = dict(zip(keys, config))
+        for seed, curve in enumerate(seeds):
+            state = curve.get("state", "complete")
+            final = {m: curve[m][-1] for m in ("val_acc", "test_acc", "train_acc", "train_loss")}
+            trials.append({"trial": number, "state": state, "value": final["val_acc"], **params,
+                           "seed": seed, **final})
+            for epoch in range(len(curve["val_acc"])):
+                curves.append({"trial": number, "state": state, "seed": seed, **params,
+                               "epoch": epoch, **{m: curve[m][epoch] for m in final}})
+            number += 1
+    return pd.DataFrame(trials), pd.DataFrame(curves)
+
+
+def curve(val, train=None, test=None, loss=None, state="complete"):
+    return {"val_acc": val, "test_acc": test or val, "train_acc": train or val,
+            "train_loss": loss or [1.0] * len(val), "state": state}
+
+
+# --- exercise 1 ----------------------------------------------------------------------------
+
+EX1 = {
+    (0.01,): [curve([0.5, 0.6, 0.7], loss=[2.0, 1.5, 1.2]),
+              curve([0.5, 0.6, 0.72], loss=[2.0, 1.5, 1.1]),
+              curve([0.5, 0.6, 0.71], loss=[2.0, 1.5, 1.3])],
+    (0.1,): [curve([0.80, 0.86, 0.84], train=[0.8, 0.9, 0.95], test=[0.8, 0.85, 0.83],
+                   loss=[0.6, 0.4, 0.3]),
+             curve([0.81, 0.87, 0.85], train=[0.8, 0.9, 0.96], test=[0.8, 0.85, 0.84],
+                   loss=[0.6, 0.4, 0.25]),
+             curve([0.82, 0.85, 0.86], train=[0.8, 0.91, 0.97], test=[0.81, 0.84, 0.85],
+                   loss=[0.6, 0.4, 0.2])],
+    (1.0,): [curve([0.7, 0.75, 0.8]), curve([0.7, 0.72, 0.78]),
+             curve([0.6, 0.1, 0.1], state="diverged (collapsed)")],
+}
+EX1_SPEC = spec.parse(study_toml("ex1", scheduler='"constant"', base_lr="[0.01, 0.1, 1.0]",
+                                 seed="[0, 1, 2]"), source="ex1.toml")
+
+
+def test_fixed_rate_answers_with_the_numbers_of_the_trials(tmp_path):
+    trials, curves = frames(EX1, ("base_lr",))
+    section = exercises.fixed_rate(trials, curves, EX1_SPEC, "val_acc", tmp_path)
+    text = section.paragraphs[0]
+    assert "Best fixed rate: **η = 0.1**" in text
+    assert f"final val_acc {pm([0.84, 0.85, 0.86])}" in text
+    assert f"test accuracy {pm([0.83, 0.84, 0.85])}" in text
+    assert f"train loss is still {pm([1.2, 1.1, 1.3])} after 3 epochs" in text
+    assert "η = 1 in 1 of 3 seeds" in text  # the diverged seed, counted
+    # the train − test gap at the best rate, at the last epoch; the peak epoch (1-based)
+    assert f"to {pm([0.95 - 0.83, 0.96 - 0.84, 0.97 - 0.85])} at epoch 3" in text
+    assert f"peaks at epoch {statistics.fmean([2, 2, 3]):.1f} on average" in text
+    assert list(section.table["base_lr"]) == [0.01, 0.1, 1.0]
+    assert section.figures[0].is_file() and section.figures[0].stat().st_size > 10_000
+
+
+def test_fixed_rate_section_needs_a_constant_schedule_and_several_rates(tmp_path):
+    trials, curves = frames(EX1, ("base_lr",))
+    cosine = spec.parse(study_toml("c", scheduler='"cosine"', base_lr="[0.01, 0.1, 1.0]"),
+                        source="c.toml")
+    assert exercises.fixed_rate(trials, curves, cosine, "val_acc", tmp_path) is None
+    two = trials[trials["base_lr"] != 1.0]
+    assert exercises.fixed_rate(two, curves, EX1_SPEC, "val_acc", tmp_path) is None
+
+
+# --- exercise 2 ----------------------------------------------------------------------------
+
+EX2 = {
+    ("poly", 0.0): [curve([0.70, 0.80, 0.82]), curve([0.70, 0.79, 0.80])],
+    ("poly", 1.0): [curve([0.75, 0.84, 0.88]), curve([0.74, 0.86, 0.87])],
+    ("poly", 2.0): [curve([0.60, 0.70, 0.86]), curve([0.60, 0.72, 0.85])],
+}
+
+
+def test_decay_exponent_finds_best_exponent_and_epochs_to_target(tmp_path):
+    trials, curves = frames(EX2, ("scheduler", "exponent"))
+    section = exercises.decay_exponent(trials, curves, None, "val_acc", tmp_path)
+    text = " ".join(section.paragraphs)
+    # target: one point below the best mean (0.875), floored to two decimals → 0.86
+    assert "val_acc ≥ 0.86" in text
+    assert f"best exponent **1** (val_acc {pm([0.88, 0.87])})" in text
+    assert f"worst 0 ({pm([0.82, 0.80])})" in text
+    # exponent 1 reaches 0.86 at epoch 3 (seed 0) and epoch 2 (seed 1): 2.5 epochs
+    assert "exponent 1, in 2.5 epochs on average (2 of 2 seeds got there)" in text
+    assert "Never reached it: exponent 0." in text
+    row = section.table.set_index("exponent").loc[2.0]
+    assert row["epochs to 0.86"] == "3.0 (1/2)"
+
+
+# --- exercise 4 ----------------------------------------------------------------------------
+
+EX4 = {
+    (1.0, 0): [curve([0.1, 0.1, 0.1], state="diverged (nonfinite)"),
+               curve([0.5, 0.7, 0.8])],
+    (1.0, 2): [curve([0.4, 0.75, 0.85]), curve([0.42, 0.77, 0.86])],
+    (0.3, 0): [curve([0.6, 0.8, 0.84]), curve([0.62, 0.8, 0.85])],
+    (0.3, 2): [curve([0.3, 0.7, 0.83]), curve([0.3, 0.72, 0.84])],
+}
+
+
+def test_warmup_counts_divergence_and_finds_the_shortest_safe_warmup(tmp_path):
+    trials, curves = frames(EX4, ("base_lr", "warmup_steps"))
+    section = exercises.warmup(trials, curves, None, "val_acc", tmp_path)
+    text = " ".join(section.paragraphs)
+    assert "η = 1: without warmup 1 of 2 seeds diverged; shortest warmup with no divergence: 2" \
+        in text
+    assert "η = 0.3: without warmup 0 of 2 seeds diverged; shortest warmup with no divergence: 0" \
+        in text
+    assert f"Overall best: warmup 2 epochs at η = 1, val_acc {pm([0.85, 0.86])}" in text
+    table = section.table.set_index(["base_lr", "warmup_steps"])
+    assert table.loc[(1.0, 0), "diverged"] == 1
+    assert table.loc[(1.0, 2), "val_acc at epoch 3"] == pm([0.85, 0.86])
+
+
+def test_no_exercise_section_for_a_study_that_varies_none_of_their_dimensions(tmp_path):
+    trials, curves = frames({("cosine",): [curve([0.5, 0.8])], ("sqrt",): [curve([0.5, 0.7])]},
+                            ("scheduler",))
+    assert exercises.sections(trials, curves, None, "val_acc", tmp_path) == []
+
+
+# --- the chapter's runs against the book ---------------------------------------------------
+
+BOOK = """
+[study]
+name = "book"
+metric = "train_loss"
+[train]
+epochs = 2
+validation = 0
+[space]
+seed = [0, 1, 2]
+[[run]]
+label = "cosine, as printed"
+scheduler = "cosine"
+base_lr = 0.3
+lag = 1
+book = { test_acc = [0.905, 0.95] }
+[[run]]
+label = "cosine, as intended"
+scheduler = "cosine"
+base_lr = 0.3
+"""
+
+
+def test_replication_places_the_books_numbers_inside_or_outside_our_intervals(tmp_path):
+    printed = [curve([0.5, v], loss=[1.0, 0.2]) for v in (0.90, 0.91, 0.92)]
+    intended = [curve([0.5, v], loss=[1.0, 0.2]) for v in (0.91, 0.93, 0.92)]
+    trials, curves = frames({("cosine, as printed",): printed,
+                             ("cosine, as intended",): intended}, ("run",))
+    section = exercises.replication(trials, curves, spec.parse(BOOK, source="b.toml"),
+                                    "train_loss", tmp_path)
+    # ours: 0.91 ± 4.303·0.01/√3 = ±0.0248 → 0.905 is inside, 0.95 above
+    row = section.table.set_index("run").loc["cosine, as printed"]
+    assert row["test_acc (book)"] == "0.905 (in), 0.950 (above)"
+    assert row["test_acc (ours)"] == pm([0.90, 0.91, 0.92])
+    text = " ".join(section.paragraphs)
+    assert "**1 fall inside** our 95% intervals and **1 outside**" in text
+    assert "differ by up to 0.045 in test accuracy" in text
+    # paired by seed: intended − printed = 0.01, 0.02, 0.00
+    assert f"cosine {pm([0.01, 0.02, 0.0])} (n = 3)" in text
+
+
+def test_module_doctest():
+    assert doctest.testmod(exercises).failed == 0
