@@ -53,7 +53,9 @@ def write_report(name: str, url: str, out: str | Path | None = None) -> Report:
     figures = _figures(folder, study, curves, configs, trials)
     sections = _sections(name, url, study, study_spec, trials, configs, metric)
     # The exercises' own sections come right after the general answer.
-    sections[2:2] = exercises.sections(trials, curves, study_spec, metric, folder)
+    found = exercises.sections(trials, curves, study_spec, metric, folder)
+    found += [s for s in [exercises.importance(study, study_spec, metric, folder)] if s]
+    sections[2:2] = found
     markdown = folder / "report.md"
     markdown.write_text(_markdown(name, sections, figures, folder))
     page = folder / "report.html"

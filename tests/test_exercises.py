@@ -190,3 +190,34 @@ def test_replication_places_the_books_numbers_inside_or_outside_our_intervals(tm
 
 def test_module_doctest():
     assert doctest.testmod(exercises).failed == 0
+
+
+# --- a joint search: importances -----------------------------------------------------------
+
+def test_importance_names_the_dimension_that_drives_the_value(tmp_path):
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    study = optuna.create_study(direction="maximize")
+    rng = __import__("random").Random(0)
+    dists = {"scheduler": CategoricalDistribution(["constant", "cosine"]),
+             "base_lr": FloatDistribution(0.01, 1.0, log=True),
+             "warmup_steps": CategoricalDistribution([0, 1, 2])}
+    for _ in range(30):
+        params = {"scheduler": rng.choice(["constant", "cosine"]),
+                  "base_lr": 10 ** rng.uniform(-2, 0), "warmup_steps": rng.choice([0, 1, 2])}
+        value = 0.9 - 0.3 * abs(math.log10(params["base_lr"]) + 1)  # only the rate matters
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists,
+                                                  value=value))
+    joint = spec.parse(study_toml("j", sampler="random", trials=30, epochs=4,
+                                  scheduler='["constant", "cosine", "poly"]',
+                                  base_lr="{ low = 0.01, high = 1.0, log = true }",
+                                  extra="warmup_steps = [0, 1, 2]\nexponent = [1.0, 2.0]"),
+                       source="j.toml")
+    section = exercises.importance(study, joint, "val_acc", tmp_path)
+    assert "**base_lr** explains the largest share" in section.paragraphs[0]
+    assert "(exponent) are not in every trial" in section.paragraphs[0]
+    assert section.table.iloc[0]["dimension"] == "base_lr"
+    assert float(section.table.iloc[0]["importance"]) > 0.8
+    grid = spec.parse(study_toml("g", scheduler='"constant"', base_lr="[0.1, 0.3]"), source="g")
+    assert exercises.importance(study, grid, "val_acc", tmp_path) is None  # a grid searches not
