@@ -109,6 +109,32 @@ def worker(name: str = typer.Argument(..., help="The study's name"),
     resume(name, storage, device, data_dir, pack)
 
 
+@app.command()
+@_handle_errors
+def rerun(name: str = typer.Argument(..., help="The study's name"),
+          storage: Optional[str] = StorageOpt,
+          top: int = typer.Option(3, "--top", min=1, help="How many of the best configurations"),
+          seeds: int = typer.Option(5, "--seeds", min=1, help="Seeds per configuration"),
+          new_name: Optional[str] = typer.Option(None, "--name",
+                                                 help="The new study's name [default: NAME-best]"),
+          out_file: Optional[Path] = typer.Option(None, "--out",
+                                                  help="Write the study file here [default: "
+                                                       "studies/NAME_best.toml]")) -> None:
+    """Write a study file that re-runs a study's best configurations over several seeds."""
+    from .rerun import best_study_file
+    from .storage import default_storage
+    text = best_study_file(name, storage or default_storage(), top=top, seeds=seeds,
+                           new_name=new_name)
+    path = out_file or Path("studies") / f"{name.replace('-', '_')}_best.toml"
+    if path.exists():
+        raise typer.BadParameter(f"{path} exists; choose another --out")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    new = new_name or f"{name}-best"
+    out.print(f"wrote {path}: run it with `lrsweep run {path}` and read `lrsweep report {new}`",
+              markup=False)
+
+
 @app.command("ls")
 @_handle_errors
 def list_studies(storage: Optional[str] = StorageOpt) -> None:

@@ -1,0 +1,79 @@
+"""`lrsweep rerun`: the best configurations of a stored study become a valid [[run]] study file
+with the original training settings and N seeds."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from conftest import study_toml
+from lrsweep import rerun, spec
+from lrsweep.storage import StorageError
+
+SEARCH = study_toml("search", sampler="random", trials=5, epochs=4,
+                    scheduler='["constant", "poly"]',
+                    base_lr="{ low = 0.01, high = 1.0, log = true }",
+                    extra="exponent = { low = 0.5, high = 2.0 }\nwarmup_steps = [0, 1]")
+
+
+@pytest.fixture
+def searched(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(study_name="search", storage=url, direction="maximize")
+    study.set_user_attr("study_file", SEARCH)
+    dists = {"scheduler": CategoricalDistribution(["constant", "poly"]),
+             "base_lr": FloatDistribution(0.01, 1.0, log=True),
+             "exponent": FloatDistribution(0.5, 2.0),
+             "warmup_steps": CategoricalDistribution([0, 1])}
+    for params, value, state in [
+        ({"scheduler": "poly", "base_lr": 0.31, "exponent": 1.5, "warmup_steps": 1}, 0.88,
+         TrialState.COMPLETE),
+        ({"scheduler": "constant", "base_lr": 0.1, "warmup_steps": 0}, 0.85, TrialState.COMPLETE),
+        ({"scheduler": "constant", "base_lr": 0.9, "warmup_steps": 0}, 0.60, TrialState.COMPLETE),
+        ({"scheduler": "poly", "base_lr": 0.5, "exponent": 0.7, "warmup_steps": 0}, 0.95,
+         TrialState.PRUNED),  # pruned: not a finished configuration
+    ]:
+        used = {k: dists[k] for k in params}
+        study.add_trial(create_trial(state=state, params=params, distributions=used,
+                                     value=value if state == TrialState.COMPLETE else None,
+                                     user_attrs={"seed": 0}))
+    return url
+
+
+def test_the_best_configurations_become_runs_over_seeds(searched):
+    text = rerun.best_study_file("search", searched, top=2, seeds=3)
+    parsed = spec.parse(text, source="written")
+    assert parsed.study.name == "search-best" and parsed.study.trials == 6
+    assert parsed.train.epochs == 4 and parsed.train.subset == 400  # the original [train]
+    first, second = parsed.runs
+    assert dict(first.values)["scheduler"] == "poly"
+    assert dict(first.values)["base_lr"] == 0.31 and dict(first.values)["exponent"] == 1.5
+    assert dict(first.values)["warmup_steps"] == 1
+    assert dict(second.values)["scheduler"] == "constant"
+    assert dict(second.values)["base_lr"] == 0.1
+    assert first.label.startswith("#1 ") and second.label.startswith("#2 ")
+    assert "val_acc 0.8800 over 1 trial(s) in search" in text
+
+
+def test_top_larger_than_the_study_keeps_what_there_is(searched):
+    parsed = spec.parse(rerun.best_study_file("search", searched, top=10, seeds=1,
+                                              new_name="again"), source="written")
+    assert parsed.study.name == "again" and len(parsed.runs) == 3
+
+
+def test_a_study_without_complete_trials_is_refused(tmp_path):
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    optuna.create_study(study_name="empty", storage=url).set_user_attr("study_file", SEARCH)
+    with pytest.raises(StorageError, match="no complete trial"):
+        rerun.best_study_file("empty", url)
+
+
+def test_cli_writes_the_file_and_refuses_to_overwrite(lrsweep_cli, tmp_path, searched):
+    first = lrsweep_cli("rerun", "search", "--storage", searched, "--top", "1")
+    assert first.returncode == 0, first.stderr
+    path = tmp_path / "studies" / "search_best.toml"
+    assert spec.load(path).study.trials == 5  # one configuration × the default 5 seeds
+    again = lrsweep_cli("rerun", "search", "--storage", searched)
+    assert again.returncode == 2 and "exists; choose another --out" in again.stderr
