@@ -44,7 +44,8 @@ class Checkpoints:
         path.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         torch.save({trial_id: {"state_dict": r.state_dict, "status": r.status,
-                               "diverged": r.diverged, "epochs": [asdict(m) for m in r.epochs]}
+                               "diverged": r.diverged, "epochs": [asdict(m) for m in r.epochs],
+                               "sampler": r.sampler}
                     for trial_id, r in states.items()}, buffer)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         with open(tmp, "wb") as f:
@@ -61,7 +62,8 @@ class Checkpoints:
                                              weights_only=True)
             return {trial_id: Resume(state_dict=r["state_dict"],
                                      epochs=[EpochMetrics(**m) for m in r["epochs"]],
-                                     status=r["status"], diverged=r["diverged"])
+                                     status=r["status"], diverged=r["diverged"],
+                                     sampler=r.get("sampler"))
                     for trial_id, r in raw.items()}
         except FileNotFoundError:
             return {}

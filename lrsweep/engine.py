@@ -26,6 +26,7 @@ from typing import Callable, Iterable, Literal, Sequence
 import torch
 from torch.nn import functional as F
 
+from . import sgld
 from .data import Splits
 from .model import PackedLeNet, lenet
 from .schedules import Schedule
@@ -46,6 +47,18 @@ class TrialConfig:
     epochs: int = 30          # per trial
     batch_size: int = 256     # images per optimizer step
     unit: Literal["epoch", "step"] = "epoch"  # what the schedule's t counts
+    # sgld: SGD plus Gaussian noise (Welling & Teh 2011). The schedule's rate η is SGD's, and
+    # the step size is ε = 2η/N, so the drift is SGD's step and the noise has variance ε.
+    optimizer: Literal["sgd", "sgld"] = "sgd"
+    prior_precision: float = 1.0  # sgld: a Gaussian prior N(0, 1/λ) on every weight
+    burn_in: int = 0              # sgld: epochs before the first posterior sample
+    thin: int = 1                 # sgld: epochs between posterior samples
+
+    @property
+    def pack_key(self) -> tuple:
+        """What the trials of one pack must share."""
+        return (self.epochs, self.batch_size, self.unit, self.optimizer, self.prior_precision,
+                self.burn_in, self.thin)
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,12 @@ class EpochMetrics:
     val_acc: float
     test_acc: float
     seconds: float        # wall time of the epoch (the whole pack's), evaluation included
+    test_nll: float = math.nan      # the weights': mean negative log-likelihood on the test set
+    test_ece: float = math.nan      # and expected calibration error (15 bins)
+    avg_test_acc: float = math.nan  # sgld: the posterior average's, over the samples so far
+    avg_test_nll: float = math.nan
+    avg_test_ece: float = math.nan
+    samples: int = 0                # sgld: posterior samples averaged so far
 
 
 @dataclass
@@ -79,6 +98,8 @@ class Resume:
     epochs: list[EpochMetrics]
     status: Literal["complete", "pruned", "diverged"] = "complete"
     diverged: Literal["nonfinite", "collapsed"] | None = None
+    # sgld: its noise generator's state and its share of the posterior average.
+    sampler: dict | None = None
 
 
 # on_states([resume per member]) is given the whole pack's state after each epoch (for one
@@ -142,9 +163,9 @@ def train_pack(configs: Sequence[TrialConfig], splits: Splits, *,
     (its rate set to 0, its weights zeroed) and the others carry on undisturbed.
     `resume` continues trials from their checkpoints; a pack's trials resume at one epoch."""
     first = configs[0]
-    if any((c.epochs, c.batch_size, c.unit) != (first.epochs, first.batch_size, first.unit)
-           for c in configs):
-        raise ValueError("a pack's trials must share epochs, batch_size and unit")
+    if any(c.pack_key != first.pack_key for c in configs):
+        raise ValueError("a pack's trials must share epochs, batch_size, unit and optimizer "
+                         "settings")
     resume = list(resume) if resume is not None else [None] * len(configs)
     # Members that stopped early (pruned, diverged) stay in the pack, masked, as they were.
     starts = {len(r.epochs) if r else 0 for r in resume if r is None or r.status == "complete"}
@@ -177,6 +198,12 @@ def train_pack(configs: Sequence[TrialConfig], splits: Splits, *,
             _zero_trial(params, i, k)
     if not any(active):
         return results
+    langevin = first.optimizer == "sgld"
+    if langevin:
+        noise = sgld.TrialNoise([c.seed for c in configs], device)
+        posterior = sgld.PosteriorAverage(k, len(splits.test_y), NUM_CLASSES,
+                                          burn_in=first.burn_in, thin=first.thin, device=device)
+        _restore_sampler(noise, posterior, resume)
     for epoch in range(first_epoch, first.epochs):
         start = time.perf_counter()
         rates = _rates(configs, epoch, steps)  # (steps, K), host
@@ -195,16 +222,30 @@ def train_pack(configs: Sequence[TrialConfig], splits: Splits, *,
             for p in params:
                 p.grad = None
             torch.where(keep, losses, 0.0).sum().backward()
-            _sgd_step(params, rates_on_device[step], k)
+            if langevin:
+                sgld.sgld_step(params, rates_on_device[step] * (2.0 / n), k, n_data=n,
+                               prior_precision=first.prior_precision, noise=noise)
+            else:
+                _sgd_step(params, rates_on_device[step], k)
             loss_sum += losses.detach() * y.shape[1]
             correct += (logits.detach().argmax(2) == y).sum(1)
         train_loss = (loss_sum / n).tolist()
         train_acc = (correct / n).tolist()
-        val_loss, val_acc = _evaluate(net, splits.val_x, splits.val_y, k)
-        _, test_acc = _evaluate(net, splits.test_x, splits.test_y, k)
+        val_loss, val_acc, _ = _evaluate(net, splits.val_x, splits.val_y, k)
+        _, test_acc, probs = _evaluate(net, splits.test_x, splits.test_y, k, keep_probs=True)
+        test = _calibration(probs, splits.test_y)
+        average = {}
+        if langevin:
+            posterior.offer(probs)
+            averaged, count = posterior.result()
+            average = dict(zip(("avg_test_acc", "avg_test_nll", "avg_test_ece"),
+                               _calibration(averaged, splits.test_y, accuracy=True)))
+            average["samples"] = [count] * k
         seconds = time.perf_counter() - start
         epoch_metrics = {i: EpochMetrics(epoch, rates[0][i], train_loss[i], train_acc[i],
-                                         val_loss[i], val_acc[i], test_acc[i], seconds)
+                                         val_loss[i], val_acc[i], test_acc[i], seconds,
+                                         test[0][i], test[1][i],
+                                         **{key: v[i] for key, v in average.items()})
                          for i in range(k) if active[i]}
         for i, m in epoch_metrics.items():
             results[i].epochs.append(m)
@@ -222,7 +263,8 @@ def train_pack(configs: Sequence[TrialConfig], splits: Splits, *,
                 result.state_dict = net.trial_state_dict(i)
         if on_states:
             on_states([Resume(r.state_dict or net.trial_state_dict(i), list(r.epochs), r.status,
-                              r.diverged) for i, r in enumerate(results)])
+                              r.diverged, _sampler_state(noise, posterior, i) if langevin
+                              else None) for i, r in enumerate(results)])
         for i in epoch_metrics:
             if results[i].status != "complete":
                 active[i] = False
@@ -233,6 +275,36 @@ def train_pack(configs: Sequence[TrialConfig], splits: Splits, *,
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+NUM_CLASSES = 10
+
+
+def _calibration(probs: torch.Tensor, y: torch.Tensor, *, accuracy: bool = False
+                 ) -> list[list[float]]:
+    """Per trial: [accuracy,] negative log-likelihood and expected calibration error; NaN for
+    a trial whose probabilities are not finite (diverged) or not there yet (no sample)."""
+    metrics = ([sgld.accuracy(probs, y)] if accuracy else []) + [sgld.nll(probs, y),
+                                                                  sgld.ece(probs, y)]
+    finite = torch.isfinite(probs).flatten(1).all(1)
+    return [torch.where(finite, m, math.nan).tolist() for m in metrics]
+
+
+def _sampler_state(noise: sgld.TrialNoise, posterior: sgld.PosteriorAverage, i: int) -> dict:
+    # A copy: on the CPU .cpu() would alias the running sum, which later epochs change.
+    return {"noise": noise.generators[i].get_state(),
+            "total": posterior.total[i].to("cpu", copy=True),
+            "count": posterior.count, "opportunities": posterior.opportunities}
+
+
+def _restore_sampler(noise: sgld.TrialNoise, posterior: sgld.PosteriorAverage,
+                     resume: Sequence[Resume | None]) -> None:
+    # A pack resumes at one epoch, so its members share the posterior's sample count.
+    for i, r in enumerate(resume):
+        if r is not None and r.sampler is not None:
+            noise.generators[i].set_state(r.sampler["noise"])
+            posterior.total[i] = r.sampler["total"].to(posterior.total.device)
+            posterior.count = r.sampler["count"]
+            posterior.opportunities = r.sampler["opportunities"]
 
 def _initial_net(config: TrialConfig, resume: Resume | None) -> torch.nn.Sequential:
     net = lenet(config.seed)
@@ -287,14 +359,17 @@ def _zero_trial(params: list[torch.Tensor], i: int, k: int) -> None:
 
 
 @torch.no_grad()
-def _evaluate(net: PackedLeNet, x: torch.Tensor, y: torch.Tensor,
-              k: int) -> tuple[list[float], list[float]]:
-    """Per-trial mean cross-entropy and accuracy on one shared set; NaN for an empty set."""
+def _evaluate(net: PackedLeNet, x: torch.Tensor, y: torch.Tensor, k: int, *,
+              keep_probs: bool = False
+              ) -> tuple[list[float], list[float], torch.Tensor | None]:
+    """Per-trial mean cross-entropy and accuracy on one shared set (NaN for an empty set),
+    and with keep_probs the predicted probabilities (K, n, 10)."""
     if len(y) == 0:
-        return [math.nan] * k, [math.nan] * k
+        return [math.nan] * k, [math.nan] * k, None
     chunk = max(1, EVAL_BUDGET.get(x.device.type, EVAL_BUDGET["cpu"]) // k)
     loss_sum = torch.zeros(k, device=x.device)
     correct = torch.zeros(k, device=x.device, dtype=torch.long)
+    probs = [] if keep_probs else None
     for i in range(0, len(y), chunk):
         xb = x[i:i + chunk]
         if x.device.type == "cpu":
@@ -303,4 +378,7 @@ def _evaluate(net: PackedLeNet, x: torch.Tensor, y: torch.Tensor,
         yb = y[i:i + chunk].expand(k, -1)
         loss_sum += F.cross_entropy(logits.transpose(1, 2), yb, reduction="none").sum(1)
         correct += (logits.argmax(2) == yb).sum(1)
-    return (loss_sum / len(y)).tolist(), (correct / len(y)).tolist()
+        if keep_probs:
+            probs.append(logits.softmax(2))
+    return ((loss_sum / len(y)).tolist(), (correct / len(y)).tolist(),
+            torch.cat(probs, 1) if keep_probs else None)

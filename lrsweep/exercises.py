@@ -393,6 +393,73 @@ def _replication_figure(done: pd.DataFrame, spec: StudySpec, folder: Path) -> Pa
     return _save(fig, folder / "chapter_vs_book.png", [ax])
 
 
+# --- exercise 5: optimization and sampling -------------------------------------------------
+
+def sampling(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
+             metric: str, folder: Path) -> Section | None:
+    if "optimizer" not in trials or set(trials["optimizer"].dropna()) != {"sgd", "sgld"}:
+        return None
+    done = finished(trials)
+    if done.empty or "avg_test_acc" not in done:
+        return None
+    keys = ["exponent"] if _varies(done, "exponent", 1) else []
+    outcomes = ["test_acc", "test_nll", "test_ece"]
+    sgd = done[done["optimizer"] == "sgd"]
+    langevin = done[done["optimizer"] == "sgld"]
+    rows, lines = [], []
+    for values, group in (langevin.groupby(keys) if keys else [((), langevin)]):
+        values = values if isinstance(values, tuple) else (values,)
+        where = dict(zip(keys, values))
+        base = sgd
+        for key, value in where.items():
+            base = base[base[key] == value]
+        row = {**where, "seeds": len(group)}
+        for name, frame, prefix in (("SGD iterate", base, ""), ("SGLD iterate", group, ""),
+                                    ("SGLD average", group, "avg_")):
+            for m in outcomes:
+                row[f"{name} {m[5:]}"] = pm(*mean_ci(frame[prefix + m])[:2])
+        paired = (group.set_index("seed")[[f"avg_{m}" for m in outcomes]].rename(
+            columns=lambda c: c[4:]) - base.set_index("seed")[outcomes]).dropna()
+        diffs = {m: mean_ci(paired[m]) for m in outcomes}
+        label = ", ".join(f"γ = {v:g}" if k == "exponent" else f"{k} = {v}"
+                          for k, v in where.items()) or "all"
+        lines.append(f"{label}: NLL {pm(*diffs['test_nll'][:2])}, ECE "
+                     f"{pm(*diffs['test_ece'][:2])}, accuracy {pm(*diffs['test_acc'][:2])} "
+                     f"(n = {diffs['test_nll'][2]})")
+        rows.append(row)
+    burn_in = spec.train.burn_in if spec else 0
+    intro = (
+        "SGD and SGLD take the same steps η_t = base_lr·(t+1)^-γ; SGLD adds Gaussian noise of "
+        "variance ε_t = 2η_t/N and a Gaussian prior, and from epoch "
+        f"{burn_in + 1} on its weights are samples whose predictions are averaged. With "
+        "steps that decay to zero while their sum diverges (γ ≤ 1) and the sum of their "
+        "squares converges (γ > 0.5), the injected noise outgrows the mini-batch noise and the "
+        "iterates sample the posterior (Welling & Teh 2011): decaying the rate is what turns "
+        "the optimizer into a sampler. SGD's final iterate is a single point estimate.")
+    text = ("Posterior average minus SGD's final iterate, paired by seed (mean ± 95% CI; lower "
+            "NLL and ECE are better): " + "; ".join(lines) + ".")
+    figure = _sampling_figure(done, keys, folder)
+    return Section("Exercise 5: optimization and sampling (SGLD)", [intro, text],
+                   pd.DataFrame(rows), [figure])
+
+
+def _sampling_figure(done: pd.DataFrame, keys: list[str], folder: Path) -> Path:
+    plt, _ = _plotting()
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
+    x = keys[0] if keys else None
+    for ax, m in zip(axes, ("test_acc", "test_nll", "test_ece")):
+        for name, frame, column in (("SGD iterate", done[done["optimizer"] == "sgd"], m),
+                                    ("SGLD iterate", done[done["optimizer"] == "sgld"], m),
+                                    ("SGLD average", done[done["optimizer"] == "sgld"],
+                                     f"avg_{m}")):
+            table = by_config(frame.assign(_all=0), [x or "_all"], [column])
+            ax.errorbar(table[x or "_all"], table[f"{column}_mean"],
+                        yerr=table[f"{column}_ci"].fillna(0), marker="o", capsize=3, label=name)
+        ax.set(xlabel="decay exponent γ" if x else "", ylabel=m, title=f"final {m} (95% CI)")
+        ax.legend()
+    return _save(fig, folder / "ex5_sgld.png", axes)
+
+
 # --- a joint search: which dimension matters ----------------------------------------------
 
 SEARCHING_SAMPLERS = ("tpe", "random", "gp", "cmaes")
@@ -443,7 +510,8 @@ def importance(study, spec: StudySpec | None, metric: str, folder: Path) -> Sect
 
 # --- plumbing ------------------------------------------------------------------------------
 
-SECTIONS: list[Callable[..., Section | None]] = [replication, fixed_rate, decay_exponent, warmup]
+SECTIONS: list[Callable[..., Section | None]] = [replication, fixed_rate, decay_exponent, warmup,
+                                                  sampling]
 
 
 def sections(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None, metric: str,

@@ -16,7 +16,8 @@ from optuna.trial import TrialState
 from . import schedules
 from .storage import load_study, open_storage, study_names
 
-FINAL_CURVES = ("train_loss", "train_acc", "val_acc", "test_acc")
+FINAL_CURVES = ("train_loss", "train_acc", "val_acc", "test_acc", "test_nll", "test_ece",
+                "avg_test_acc", "avg_test_nll", "avg_test_ece")  # avg_*: SGLD trials only
 
 # The chapter's schedules with the chapter's parameters, for `lrsweep schedules`.
 CHAPTER_SHAPES = {
@@ -77,7 +78,8 @@ def trials_frame(name: str, url: str, *, study: optuna.Study | None = None) -> p
     return frame
 
 
-CURVES = ("lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "epoch_seconds")
+CURVES = ("lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "test_nll",
+          "test_ece", "avg_test_acc", "avg_test_nll", "avg_test_ece", "epoch_seconds")
 
 
 def curves_frame(name: str, url: str, *, study: optuna.Study | None = None) -> pd.DataFrame:

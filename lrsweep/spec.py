@@ -39,12 +39,17 @@ SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes")
 PRUNERS = ("none", "median", "hyperband")
 UNITS = ("epoch", "step")
 # Search-space keys every schedule takes; the rest belong to the schedules that use them.
-GENERIC_KEYS = ("scheduler", "base_lr", "warmup_steps", "warmup_begin_lr", "lag", "seed")
+GENERIC_KEYS = ("scheduler", "base_lr", "warmup_steps", "warmup_begin_lr", "lag", "optimizer",
+                "seed")
+OPTIMIZERS = ("sgd", "sgld")
+# Space keys that are no schedule parameter: they go to the trial, not to schedules.build.
+NOT_SCHEDULE_KEYS = ("scheduler", "seed", "optimizer", "run")
 SCHEDULE_KEYS = tuple(sorted({p for name in schedules.names() for p in schedules.parameters(name)}))
 INTEGER_KEYS = ("warmup_steps", "max_update", "seed", "lag")
 RUN_KEY = "run"  # the label of a [[run]] table, a parameter of each of its trials
 BOOK_METRICS = ("train_loss", "train_acc", "test_acc", "val_acc")
-GENERIC_DEFAULTS = {"base_lr": 0.1, "warmup_steps": 0, "warmup_begin_lr": 0.0, "lag": 0}
+GENERIC_DEFAULTS = {"base_lr": 0.1, "warmup_steps": 0, "warmup_begin_lr": 0.0, "lag": 0,
+                    "optimizer": "sgd"}
 
 
 class SpecError(ValueError):
@@ -104,6 +109,9 @@ class TrainSettings:
     validation: int = 10_000     # images held out of the 60k training set; 0 = none
     subset: int = 0              # training images used; 0 = all that remain
     unit: str = "epoch"          # what a schedule's t counts: epoch | step
+    prior_precision: float = 1.0  # sgld trials: a Gaussian prior N(0, 1/λ) on every weight
+    burn_in: int = 0             # sgld trials: epochs before the first posterior sample
+    thin: int = 1                # sgld trials: epochs between posterior samples
 
     @property
     def train_images(self) -> int:
@@ -300,6 +308,14 @@ def _train(table: dict, source: str) -> TrainSettings:
     _whole(settings.validation, f"{where} validation", minimum=0)
     _whole(settings.subset, f"{where} subset", minimum=0)
     _one_of(settings.unit, UNITS, f"{where} unit")
+    _whole(settings.burn_in, f"{where} burn_in", minimum=0)
+    _whole(settings.thin, f"{where} thin", minimum=1)
+    if not schedules.is_number(settings.prior_precision) or settings.prior_precision < 0:
+        raise SpecError(f"{where} prior_precision: must be a number ≥ 0, got "
+                        f"{settings.prior_precision!r}")
+    if settings.burn_in >= settings.epochs:
+        raise SpecError(f"{where} burn_in = {settings.burn_in} leaves no epoch to sample in "
+                        f"{settings.epochs}")
     if settings.validation >= FASHION_MNIST_TRAIN:
         raise SpecError(f"{where} validation = {settings.validation} leaves no training images "
                         f"of the {FASHION_MNIST_TRAIN}")
@@ -414,7 +430,7 @@ def _complete_run(label: str, values: dict[str, Any], own: dict[str, Any], book:
             raise SpecError(f"{where} {param}: required by scheduler {scheduler!r}")
     defaults = {**GENERIC_DEFAULTS, **kind.defaults, "max_update": train.horizon}
     filled = {"scheduler": scheduler}
-    for key in ("base_lr", "warmup_steps", "warmup_begin_lr", "lag") + kind.parameters:
+    for key in tuple(GENERIC_DEFAULTS) + kind.parameters:
         filled[key] = values[key] if key in values else defaults[key]
     _check_warmup({k: Fixed(v) for k, v in filled.items()}, train, where)
     if not isinstance(book, dict):
@@ -435,7 +451,7 @@ def _complete_run(label: str, values: dict[str, Any], own: dict[str, Any], book:
 
 def _dimension(key: str, raw: Any, where: str) -> Dimension:
     if isinstance(raw, dict):
-        if key in ("scheduler", "milestones"):
+        if key in ("scheduler", "milestones", "optimizer"):
             raise SpecError(f"{where}: a range makes no sense here; give a value or a list")
         return _range(key, raw, where)
     if key == "milestones":
@@ -483,6 +499,10 @@ def _check_value(key: str, value: Any, where: str) -> None:
     if key == "scheduler":
         if not isinstance(value, str):
             raise SpecError(f"{where}: a schedule name is a string, got {value!r}")
+        return
+    if key == "optimizer":
+        if value not in OPTIMIZERS:
+            raise SpecError(f"{where}: {value!r} is not one of {', '.join(OPTIMIZERS)}")
         return
     if key in INTEGER_KEYS:
         _whole(value, where, minimum=1 if key == "max_update" else 0)

@@ -20,7 +20,8 @@ from scipy import stats as scipy_stats
 
 # Columns of trials_frame that are outcomes or bookkeeping, not configuration.
 NOT_CONFIG = {"trial", "state", "value", "seed", "train_loss", "train_acc", "val_acc",
-              "test_acc", "epochs", "seconds", "val_acc_curve"}
+              "test_acc", "test_nll", "test_ece", "avg_test_acc", "avg_test_nll",
+              "avg_test_ece", "epochs", "seconds", "val_acc_curve"}
 
 
 def config_columns(trials: pd.DataFrame) -> list[str]:

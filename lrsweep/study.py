@@ -114,9 +114,9 @@ def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
             study.sampler = make_sampler(spec, len(study.get_trials(deepcopy=False)))
             trials = [study.ask() for _ in range(min(pack, spec.study.trials - done - running))]
             trials = _within_total(study, trials, spec.study.trials)
-            if trials:
-                _run_pack(work, None, trials, [None] * len(trials))
-                new += len(trials)
+            for group in _packs(spec, trials):  # one optimizer per pack
+                _run_pack(work, None, group, [None] * len(group))
+            new += len(trials)
     finally:
         progress.close()
     return RunSummary(spec.study.name, storage, spec.study.trials, _count(study, DONE), new,
@@ -154,12 +154,16 @@ def trial_config(spec: StudySpec, params: dict[str, Any]) -> engine.TrialConfig:
     values.update(params)
     scheduler = values["scheduler"]
     kwargs = {k: values[k] for k in spec.keys_for(scheduler)
-              if k not in ("scheduler", "seed", spec_mod.RUN_KEY)}
+              if k not in spec_mod.NOT_SCHEDULE_KEYS}
     if "milestones" in kwargs:
         kwargs["milestones"] = json.loads(kwargs["milestones"])
     schedule = schedules.build(scheduler, **kwargs)
-    return engine.TrialConfig(schedule, seed=values["seed"], epochs=spec.train.epochs,
-                              batch_size=spec.train.batch_size, unit=spec.train.unit)
+    train = spec.train
+    return engine.TrialConfig(schedule, seed=values["seed"], epochs=train.epochs,
+                              batch_size=train.batch_size, unit=train.unit,
+                              optimizer=values.get("optimizer", "sgd"),
+                              prior_precision=train.prior_precision, burn_in=train.burn_in,
+                              thin=train.thin)
 
 
 # --- one pack of trials ---------------------------------------------------------------------
@@ -194,6 +198,16 @@ def _resume_groups(work: _Work, trial_ids: list[int]
             work.progress.resumed(frozen[trial_id].number, len(r.epochs) if r else 0)
         groups.append((pack_id, [optuna.trial.Trial(work.study, i) for i in ids], resumes))
     return groups
+
+
+def _packs(spec: StudySpec, trials: list[optuna.Trial]) -> list[list[optuna.Trial]]:
+    """The asked trials split by what a pack must share (in a study, only the optimizer
+    can differ between trials), in order of asking."""
+    groups: dict[tuple, list[optuna.Trial]] = {}
+    for trial in trials:
+        key = trial_config(spec, _suggest(spec, trial)).pack_key
+        groups.setdefault(key, []).append(trial)
+    return list(groups.values())
 
 
 def _run_pack(work: _Work, pack_id: int | None, trials: list[optuna.Trial],
@@ -298,8 +312,13 @@ def _user_attrs(result: engine.TrialResult, device: torch.device) -> dict[str, A
         "val_loss": [m.val_loss for m in epochs],
         "val_acc": [m.val_acc for m in epochs],
         "test_acc": [m.test_acc for m in epochs],
+        "test_nll": [m.test_nll for m in epochs],
+        "test_ece": [m.test_ece for m in epochs],
         "epoch_seconds": [m.seconds for m in epochs],
     }
+    if result.config.optimizer == "sgld":  # the posterior average's, after each epoch
+        for key in ("avg_test_acc", "avg_test_nll", "avg_test_ece", "samples"):
+            attrs[key] = [float(getattr(m, key)) for m in epochs]
     # JSON has no NaN: a missing value (no validation set, a diverged loss) is stored as null.
     attrs = {k: [v if math.isfinite(v) else None for v in vs] for k, vs in attrs.items()}
     attrs.update(seed=result.config.seed, diverged=result.diverged, status=result.status,

@@ -10,7 +10,9 @@ from lrsweep.model import lenet
 
 
 def state(seed: int, epochs: int) -> Resume:
-    metrics = [EpochMetrics(e, 0.1, 2.0 - e, 0.5, 1.0, 0.6, 0.6, 1.5) for e in range(epochs)]
+    # Every field finite: NaN != NaN would make equal curves compare unequal.
+    metrics = [EpochMetrics(e, 0.1, 2.0 - e, 0.5, 1.0, 0.6, 0.6, 1.5, 0.9, 0.05, 0.61, 0.8,
+                            0.02, e) for e in range(epochs)]
     return Resume(lenet(seed).state_dict(), metrics)
 
 
@@ -52,3 +54,14 @@ def test_folder_beside_a_sqlite_file_or_from_the_environment(monkeypatch, tmp_pa
     assert Checkpoints.for_storage("postgresql://h/db").folder.as_posix() == "results/checkpoints"
     monkeypatch.setenv("LRSWEEP_CHECKPOINTS", str(tmp_path))
     assert Checkpoints.for_storage("postgresql://h/db").folder == tmp_path
+
+
+def test_an_sgld_trials_sampler_state_round_trips(tmp_path):
+    ckpts = Checkpoints(tmp_path)
+    sampler = {"noise": torch.Generator().manual_seed(3).get_state(),
+               "total": torch.rand(5, 10, dtype=torch.float64), "count": 2, "opportunities": 4}
+    ckpts.save("s", 1, {1: Resume(lenet(0).state_dict(), [], sampler=sampler)})
+    back = ckpts.load("s", 1)[1].sampler
+    assert torch.equal(back["noise"], sampler["noise"])
+    assert torch.equal(back["total"], sampler["total"])
+    assert (back["count"], back["opportunities"]) == (2, 4)

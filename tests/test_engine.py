@@ -219,3 +219,80 @@ def test_a_finished_member_resumes_masked_and_keeps_its_result(splits):
     assert resumed[1].status == "pruned" and curves(resumed[1]) == curves(first[1])
     for i in (0, 2, 3):
         assert curves(resumed[i]) == curves(first[i])
+
+
+# --- SGLD trials (exercise 5) --------------------------------------------------------------
+
+def sgld_config(seed=0, exponent=0.55, epochs=3, burn_in=1, thin=1):
+    return engine.TrialConfig(schedules.build("inverse_power", base_lr=0.3, exponent=exponent),
+                              seed=seed, epochs=epochs, batch_size=64, optimizer="sgld",
+                              prior_precision=1.0, burn_in=burn_in, thin=thin)
+
+
+def sgld_curves(result):
+    return [[m.train_loss, m.test_acc, m.test_nll, m.avg_test_acc, m.avg_test_nll,
+             m.avg_test_ece, m.samples] for m in result.epochs]
+
+
+def test_sgld_adds_noise_of_variance_epsilon_and_samples_after_burn_in(splits):
+    sgd = engine.train(engine.TrialConfig(schedules.build("constant", base_lr=1e-12), seed=0,
+                                          epochs=2, batch_size=64), splits)
+    # A rate so small that the drift vanishes: the weights move by the noise alone, whose
+    # variance per step is ε = 2η/N, so after S steps each weight moved by N(0, S·ε).
+    tiny = engine.TrialConfig(schedules.build("constant", base_lr=1e-4), seed=0, epochs=2,
+                              batch_size=64, optimizer="sgld", prior_precision=0.0)
+    noisy = engine.train(tiny, splits)
+    steps = 2 * engine.steps_per_epoch(len(splits.train_y), 64)
+    epsilon = 2 * 1e-4 / len(splits.train_y)
+    moved = torch.cat([(noisy.state_dict[k] - sgd.state_dict[k]).flatten()
+                       for k in sgd.state_dict])
+    assert moved.var().item() == pytest.approx(steps * epsilon, rel=0.05)
+    result = engine.train(sgld_config(epochs=4, burn_in=1, thin=2), splits)
+    # burn-in 1 epoch, then every 2nd epoch: samples after epochs 2 and 4 (1-based)
+    assert [m.samples for m in result.epochs] == [0, 1, 1, 2]
+    assert math.isnan(result.epochs[0].avg_test_acc)
+    assert 0.0 < result.epochs[-1].avg_test_acc <= 1.0
+
+
+def test_iterate_nll_and_ece_match_the_exported_weights(splits):
+    result = engine.train(sgld_config(epochs=2), splits)
+    net = lenet()
+    net.load_state_dict(result.state_dict)
+    with torch.no_grad():
+        probs = net(splits.test_x).softmax(1)
+    y = splits.test_y
+    nll = -probs[torch.arange(len(y)), y].log().mean().item()
+    confidence, predicted = probs.max(1)
+    correct = (predicted == y).float()
+    ece = 0.0
+    for b in range(15):  # Guo et al.: equal-width bins (b/15, (b+1)/15]
+        inside = (confidence > b / 15) & (confidence <= (b + 1) / 15)
+        if inside.any():
+            ece += inside.float().mean().item() * abs(correct[inside].mean().item()
+                                                      - confidence[inside].mean().item())
+    assert result.epochs[-1].test_nll == pytest.approx(nll, abs=1e-4)
+    assert result.epochs[-1].test_ece == pytest.approx(ece, abs=1e-4)
+
+
+def test_packed_sgld_trials_equal_the_same_trials_alone(splits):
+    configs = [sgld_config(seed=1), sgld_config(seed=2, exponent=1.0)]
+    packed = engine.train_pack(configs, splits)
+    for cfg, result in zip(configs, packed):
+        alone = engine.train(cfg, splits)
+        for x, y in zip(sgld_curves(result), sgld_curves(alone)):
+            assert x == pytest.approx(y, rel=2e-3, abs=2e-3, nan_ok=True)
+
+
+def test_sgld_resumes_its_noise_and_its_posterior_average_exactly(splits):
+    configs = [sgld_config(seed=1, epochs=4), sgld_config(seed=2, epochs=4)]
+    saved = []
+    whole = engine.train_pack(configs, splits, on_states=saved.append)
+    resumed = engine.train_pack(configs, splits, resume=saved[1])  # after epoch 2 of 4
+    for a, b in zip(whole, resumed):
+        assert sgld_curves(a) == sgld_curves(b)
+        assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+
+
+def test_a_pack_must_share_its_optimizer(splits):
+    with pytest.raises(ValueError, match="optimizer"):
+        engine.train_pack([config(epochs=3), sgld_config(epochs=3)], splits)

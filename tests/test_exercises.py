@@ -221,3 +221,31 @@ def test_importance_names_the_dimension_that_drives_the_value(tmp_path):
     assert float(section.table.iloc[0]["importance"]) > 0.8
     grid = spec.parse(study_toml("g", scheduler='"constant"', base_lr="[0.1, 0.3]"), source="g")
     assert exercises.importance(study, grid, "val_acc", tmp_path) is None  # a grid searches not
+
+
+# --- exercise 5 ----------------------------------------------------------------------------
+
+def test_sampling_pairs_the_posterior_average_with_sgds_final_iterate(tmp_path):
+    rows = []
+    for seed, (acc, nll, ece) in enumerate([(0.80, 0.60, 0.10), (0.82, 0.55, 0.08),
+                                            (0.81, 0.58, 0.09)]):
+        base = {"state": "complete", "exponent": 0.55, "seed": seed, "train_loss": 0.3,
+                "train_acc": 0.9, "val_acc": acc}
+        rows.append({**base, "trial": 2 * seed, "optimizer": "sgd", "test_acc": acc,
+                     "test_nll": nll, "test_ece": ece})
+        rows.append({**base, "trial": 2 * seed + 1, "optimizer": "sgld", "test_acc": acc - 0.01,
+                     "test_nll": nll + 0.1, "test_ece": ece, "avg_test_acc": acc + 0.01 * seed,
+                     "avg_test_nll": nll - 0.1 * (seed + 1), "avg_test_ece": ece / 2})
+    trials = pd.DataFrame(rows)
+    curves = trials.assign(epoch=0)
+    section = exercises.sampling(trials, curves, None, "val_acc", tmp_path)
+    text = section.paragraphs[1]
+    # paired: NLL differences −0.1, −0.2, −0.3; ECE −0.05, −0.04, −0.045; accuracy 0, .01, .02
+    assert f"γ = 0.55: NLL {pm([-0.1, -0.2, -0.3])}" in text
+    assert f"ECE {pm([-0.05, -0.04, -0.045])}" in text
+    assert f"accuracy {pm([0.0, 0.01, 0.02])} (n = 3)" in text
+    row = section.table.iloc[0]
+    assert row["SGD iterate nll"] == pm([0.60, 0.55, 0.58])
+    assert row["SGLD average ece"] == pm([0.05, 0.04, 0.045])
+    assert exercises.sampling(trials[trials["optimizer"] == "sgd"], curves, None, "val_acc",
+                              tmp_path) is None

@@ -574,7 +574,7 @@ def test_runs_are_completed_and_crossed_with_the_seeds():
     assert s.study.sampler == "grid" and s.study.trials == 6
     a, b, c = s.runs
     assert dict(a.values) == {"scheduler": "constant", "base_lr": 0.3, "warmup_steps": 0,
-                              "warmup_begin_lr": 0.0, "lag": 0}
+                              "warmup_begin_lr": 0.0, "lag": 0, "optimizer": "sgd"}
     assert dict(a.book) == {"test_acc": (0.88, 0.89), "train_loss": (0.15,)}
     # shared [space] values and the trial length fill what a run leaves out
     assert dict(b.values)["final_lr"] == 0.01 and dict(b.values)["max_update"] == 10
@@ -629,3 +629,24 @@ def test_chapter_study_lists_the_chapters_five_runs_with_the_books_numbers():
     assert printed["constant 0.3"]["test_acc"] == (0.877, 0.889)
     multistep = next(r for r in s.runs if r.label.startswith("multistep 0.5, as printed"))
     assert dict(multistep.values)["base_lr"] == 0.125  # the rate it really trained at
+
+
+def test_optimizer_is_a_space_key_and_sgld_settings_live_in_train():
+    s = parse(train={"epochs": 5, "burn_in": 2, "thin": 2, "prior_precision": 0.5},
+              space={"optimizer": ["sgd", "sgld"]})
+    assert s.dimension("optimizer") == Choice(("sgd", "sgld"))
+    assert (s.train.burn_in, s.train.thin, s.train.prior_precision) == (2, 2, 0.5)
+    assert "optimizer" in s.keys_for("constant")
+
+
+@pytest.mark.parametrize("train, space, fragment", [
+    ({}, {"optimizer": "adam"}, "[space] optimizer: 'adam' is not one of sgd, sgld"),
+    ({}, {"optimizer": {"low": 0, "high": 1}}, "[space] optimizer: a range makes no sense"),
+    ({"epochs": 3, "burn_in": 3}, {}, "[train] burn_in = 3 leaves no epoch to sample in 3"),
+    ({"thin": 0}, {}, "[train] thin: must be a whole number ≥ 1"),
+    ({"prior_precision": -1}, {}, "[train] prior_precision: must be a number ≥ 0"),
+])
+def test_invalid_optimizer_settings(train, space, fragment):
+    with pytest.raises(SpecError) as info:
+        parse(train=train, space=space)
+    assert fragment in str(info.value) and str(info.value).startswith(SRC)

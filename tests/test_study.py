@@ -142,3 +142,18 @@ def test_runs_train_each_listed_configuration_per_seed(tmp_path, fashion_dir):
     assert lr["cosine warm"] == pytest.approx([0.0, 0.3, 0.155])
     flat = next(t for t in stored.trials if t.params["run"] == "flat")
     assert flat.params["lag"] == 0 and "max_update" not in flat.params  # constant takes none
+
+
+def test_sgd_and_sgld_trials_of_one_study_train_in_separate_packs(tmp_path, fashion_dir):
+    text = study_toml("langevin", scheduler='"inverse_power"', seed="[0, 1]",
+                      extra='optimizer = ["sgd", "sgld"]\nexponent = 0.55', epochs=2)
+    text = text.replace("[train]", "[train]\nburn_in = 1")
+    summary, stored = run(tmp_path, fashion_dir, text, pack=4)
+    assert summary.finished == 4
+    for t in stored.trials:
+        assert t.user_attrs["pack_size"] == 2  # asked as one pack of 4, trained as 2 + 2
+        sgld = t.params["optimizer"] == "sgld"
+        assert ("avg_test_acc" in t.user_attrs) == sgld
+        assert len(t.user_attrs["test_nll"]) == 2
+        if sgld:
+            assert t.user_attrs["samples"] == [0.0, 1.0]
