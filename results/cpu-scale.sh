@@ -22,8 +22,17 @@ study() {
 }
 
 SELECTED=("$@")
-study ex1-fixed-lr studies/ex1_fixed_lr.toml "${CPU_SCALE[@]}"
-study ex2-decay-exponent studies/ex2_decay_exponent.toml "${CPU_SCALE[@]}" --set 'space.seed=[0,1,2]'
+# Grids run seed by seed, so `study.trials` = configurations × 3 keeps the first three seeds;
+# raising it later continues the same study with the next seeds.
+study ex1-fixed-lr studies/ex1_fixed_lr.toml "${CPU_SCALE[@]}" --set study.trials=21
+study ex2-decay-exponent studies/ex2_decay_exponent.toml "${CPU_SCALE[@]}" --set study.trials=42
 study ex4-warmup studies/ex4_warmup.toml "${CPU_SCALE[@]}" --set 'space.warmup_steps=[0,1,3,8]'
+study ex5-sgld studies/ex5_sgld.toml "${CPU_SCALE[@]}"
 study chapter studies/chapter.toml
 study joint studies/joint.toml "${CPU_SCALE[@]}" --set study.trials=40
+# The search ranks configurations on one seed each: re-run its best three over three seeds.
+if [ ${#SELECTED[@]} -eq 0 ] || [[ " ${SELECTED[*]} " =~ " joint-best " ]]; then
+  [ -f results/joint/joint_best.toml ] || "$LRSWEEP" rerun joint --top 3 --seeds 3 \
+    --storage sqlite:///results/joint/joint.db --out results/joint/joint_best.toml
+  study joint-best results/joint/joint_best.toml
+fi
