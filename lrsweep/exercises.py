@@ -83,6 +83,9 @@ def _varies(trials: pd.DataFrame, column: str, at_least: int) -> bool:
 
 # --- exercise 1: a fixed learning rate -----------------------------------------------------
 
+STUCK_ACC = 0.2          # a rate whose best epoch stays at or below this never learned
+EARLY_STOP_GAIN = 0.005  # peak minus final validation accuracy worth an early stop
+
 def fixed_rate(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
                metric: str, folder: Path) -> Section | None:
     if spec is None or spec.schedulers != ("constant",) or not _varies(trials, "base_lr", 3):
@@ -109,17 +112,33 @@ def fixed_rate(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | Non
             f"Too small is slow: at η = {slow['base_lr']:g} the train loss is still "
             f"{_pm_row(slow, 'train_loss')} after {last + 1} epochs, against "
             f"{_pm_row(best, 'train_loss')} at η = {rate:g}.")
+    runner_up = healthy[healthy["base_lr"] != rate].sort_values(
+        f"{metric}_mean", ascending=metric.endswith("loss"))
+    if len(runner_up):
+        second = runner_up.iloc[0]
+        text += (f" Next best: η = {second['base_lr']:g} ({_pm_row(second, metric)}); "
+                 f"{_separable(best, second, metric)}.")
     unstable = table[table["diverged"] > 0]
     if len(unstable):
         text += (" Too large diverges: " + ", ".join(
             f"η = {r['base_lr']:g} in {int(r['diverged'])} of {int(r['n'])} seeds"
             for _, r in unstable.iterrows()) + ".")
-    text += (f" A fixed rate never anneals, so the model overfits as it trains on: at η = {rate:g}"
-             f" the train − test accuracy gap grows from {pm(*mean_ci(gap_early)[:2])} at epoch "
-             f"{early + 1} to {_pm_row(best, 'gap')} at epoch {last + 1}, and validation accuracy"
-             f" peaks at epoch {best['peak_epoch_mean'] + 1:.1f} on average "
-             f"({_pm_row(best, 'peak_val_acc')}, vs {_pm_row(best, metric)} at the end): the best"
-             " model a fixed rate gives is an early-stopped one.")
+    # Never learned: at chance all along (no divergence, which needs having learned first).
+    stuck = table[(table["diverged"] == 0) & (table["peak_val_acc_mean"] <= STUCK_ACC)]
+    if len(stuck):
+        text += (" Too large never learns: at η = " + ", ".join(f"{r:g}" for r in
+                 stuck["base_lr"]) + f" validation accuracy never rises above "
+                 f"{stuck['peak_val_acc_mean'].max():.3f} (10 classes: chance is 0.100).")
+    gain = best["peak_val_acc_mean"] - best[f"{metric}_mean"]
+    text += (f" Overfitting: at η = {rate:g} the train − test accuracy gap goes from "
+             f"{pm(*mean_ci(gap_early)[:2])} at epoch {early + 1} to {_pm_row(best, 'gap')} at "
+             f"epoch {last + 1}; validation accuracy peaks at epoch "
+             f"{best['peak_epoch_mean'] + 1:.1f} on average, {gain:+.3f} against the last "
+             "epoch, so " + (
+                 "the best model a fixed rate gives here is an early-stopped one."
+                 if gain > EARLY_STOP_GAIN else
+                 "stopping early would gain nothing here: the last epoch is the best model a "
+                 "fixed rate gives at this scale."))
     shown = pd.DataFrame({
         "base_lr": table["base_lr"], "seeds": table["n"], "diverged": table["diverged"],
         metric: [_pm_row(r, metric) for _, r in table.iterrows()],
@@ -140,12 +159,13 @@ def _fixed_rate_figure(table, rows, metric, folder) -> Path:
     left.set(xscale="log", xlabel="learning rate (constant)", ylabel="final accuracy",
              title="final accuracy vs rate (mean, 95% CI over seeds)")
     left.legend()
-    healthy = rows[rows["state"] == "complete"]
+    learned = table.loc[table["peak_val_acc_mean"] > STUCK_ACC, "base_lr"]
+    healthy = rows[(rows["state"] == "complete") & rows["base_lr"].isin(learned)]
     sns.lineplot(data=healthy, x="epoch", y="gap", **_hue(healthy, "base_lr"), ax=right,
                  errorbar=("ci", 95), n_boot=500, seed=0)
     left.set_ylim(0, 1)
     right.set(ylabel="train acc − test acc",
-              title="overfitting: the train/test gap per epoch (diverged seeds left out)")
+              title="train − test accuracy per epoch (rates that learned; diverged seeds out)")
     return _save(fig, folder / "ex1_fixed_rate.png", [left, right])
 
 
