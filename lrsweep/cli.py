@@ -208,7 +208,9 @@ def export(name: str = typer.Argument(..., help="The study's name"),
         raise typer.BadParameter("say what to export: --trial N (weights) and/or --csv PATH")
     if trial is not None:
         path = export_weights(name, url, trial, out_file or Path("results") / name / f"trial-{trial}.pt")
-        out.print(f"wrote {path}  (torch.load it into lrsweep.model.lenet())", markup=False)
+        path, model = path
+        builder = "lrsweep.resnet.resnet18(…)" if model == "resnet18" else "lrsweep.model.lenet()"
+        out.print(f"wrote {path}  (torch.load it into {builder})", markup=False)
     if csv is not None:
         from .report import curves_frame
         frame = curves_frame(name, url)

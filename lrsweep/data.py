@@ -47,6 +47,7 @@ class Splits:
     test_x: torch.Tensor
     test_y: torch.Tensor
     source: Path
+    classes: int = 10      # labels are 0 … classes − 1
 
 
 def cache_dir() -> Path:

@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from . import sgld
 from .data import Splits
-from .model import PackedLeNet, lenet
+from .model import LoopedPack, PackedLeNet, lenet
 from .schedules import Schedule
 
 CHANCE_ACC = 0.2    # at or below this train accuracy, 10 classes are being guessed
@@ -47,6 +47,7 @@ class TrialConfig:
     epochs: int = 30          # per trial
     batch_size: int = 256     # images per optimizer step
     unit: Literal["epoch", "step"] = "epoch"  # what the schedule's t counts
+    model: Literal["lenet", "resnet18"] = "lenet"  # resnet18: exercise 3, trained unfused
     # sgld: SGD plus Gaussian noise (Welling & Teh 2011). The schedule's rate η is SGD's, and
     # the step size is ε = 2η/N, so the drift is SGD's step and the noise has variance ε.
     optimizer: Literal["sgd", "sgld"] = "sgd"
@@ -57,8 +58,8 @@ class TrialConfig:
     @property
     def pack_key(self) -> tuple:
         """What the trials of one pack must share."""
-        return (self.epochs, self.batch_size, self.unit, self.optimizer, self.prior_precision,
-                self.burn_in, self.thin)
+        return (self.epochs, self.batch_size, self.unit, self.model, self.optimizer,
+                self.prior_precision, self.burn_in, self.thin)
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ class TrialResult:
     epochs: list[EpochMetrics] = field(default_factory=list)
     status: Literal["complete", "pruned", "diverged"] = "complete"
     diverged: Literal["nonfinite", "collapsed"] | None = None
-    state_dict: dict[str, torch.Tensor] | None = None  # loads into model.lenet()
+    state_dict: dict[str, torch.Tensor] | None = None  # loads into model.lenet() (or resnet18)
     device: str = "cpu"
     pack_size: int = 1
 
@@ -164,8 +165,10 @@ def train_pack(configs: Sequence[TrialConfig], splits: Splits, *,
     `resume` continues trials from their checkpoints; a pack's trials resume at one epoch."""
     first = configs[0]
     if any(c.pack_key != first.pack_key for c in configs):
-        raise ValueError("a pack's trials must share epochs, batch_size, unit and optimizer "
-                         "settings")
+        raise ValueError("a pack's trials must share epochs, batch_size, unit, model and "
+                         "optimizer settings")
+    if first.optimizer == "sgld" and first.model != "lenet":
+        raise ValueError("SGLD trials train the packed LeNet only")
     resume = list(resume) if resume is not None else [None] * len(configs)
     # Members that stopped early (pruned, diverged) stay in the pack, masked, as they were.
     starts = {len(r.epochs) if r else 0 for r in resume if r is None or r.status == "complete"}
@@ -174,7 +177,10 @@ def train_pack(configs: Sequence[TrialConfig], splits: Splits, *,
     first_epoch = starts.pop() if starts else first.epochs
     device = splits.train_x.device
     k = len(configs)
-    net = PackedLeNet([_initial_net(c, r) for c, r in zip(configs, resume)]).to(device)
+    shape, classes = tuple(splits.train_x.shape[1:]), splits.classes
+    nets = [_initial_net(c, r, shape, classes) for c, r in zip(configs, resume)]
+    fused = first.model == "lenet"
+    net = (PackedLeNet(nets) if fused else LoopedPack(nets)).to(device)
     if device.type == "cpu":
         # Measured on the 2-core CPU: channels_last is 1.5–2× faster for packs.
         net = net.to(memory_format=torch.channels_last)
@@ -195,13 +201,13 @@ def train_pack(configs: Sequence[TrialConfig], splits: Splits, *,
         if r.status != "complete" or first_epoch >= first.epochs:  # it had finished: nothing to do
             results[i].state_dict = r.state_dict
             active[i] = False
-            _zero_trial(params, i, k)
+            _zero_trial(net, i)
     if not any(active):
         return results
     langevin = first.optimizer == "sgld"
     if langevin:
         noise = sgld.TrialNoise([c.seed for c in configs], device)
-        posterior = sgld.PosteriorAverage(k, len(splits.test_y), NUM_CLASSES,
+        posterior = sgld.PosteriorAverage(k, len(splits.test_y), classes,
                                           burn_in=first.burn_in, thin=first.thin, device=device)
         _restore_sampler(noise, posterior, resume)
     for epoch in range(first_epoch, first.epochs):
@@ -214,9 +220,10 @@ def train_pack(configs: Sequence[TrialConfig], splits: Splits, *,
         loss_sum = torch.zeros(k, device=device)
         correct = torch.zeros(k, device=device, dtype=torch.long)
         keep = torch.tensor(active, device=device)
+        net.train()  # BatchNorm (ResNet) normalises with batch statistics while training
         for step in range(steps):
             idx = orders[:, step * batch:(step + 1) * batch]
-            x, y = _batch(splits, idx, k, device)
+            x, y = _batch(splits, idx, k, device, fused)
             logits = net(x)                                                  # (K, B, 10)
             losses = F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(1)
             for p in params:
@@ -225,8 +232,10 @@ def train_pack(configs: Sequence[TrialConfig], splits: Splits, *,
             if langevin:
                 sgld.sgld_step(params, rates_on_device[step] * (2.0 / n), k, n_data=n,
                                prior_precision=first.prior_precision, noise=noise)
-            else:
+            elif fused:
                 _sgd_step(params, rates_on_device[step], k)
+            else:
+                _looped_sgd_step(net, rates[step], active)
             loss_sum += losses.detach() * y.shape[1]
             correct += (logits.detach().argmax(2) == y).sum(1)
         train_loss = (loss_sum / n).tolist()
@@ -268,7 +277,7 @@ def train_pack(configs: Sequence[TrialConfig], splits: Splits, *,
         for i in epoch_metrics:
             if results[i].status != "complete":
                 active[i] = False
-                _zero_trial(params, i, k)
+                _zero_trial(net, i)
         if not any(active):
             break
     return results
@@ -306,8 +315,17 @@ def _restore_sampler(noise: sgld.TrialNoise, posterior: sgld.PosteriorAverage,
             posterior.count = r.sampler["count"]
             posterior.opportunities = r.sampler["opportunities"]
 
-def _initial_net(config: TrialConfig, resume: Resume | None) -> torch.nn.Sequential:
-    net = lenet(config.seed)
+def _initial_net(config: TrialConfig, resume: Resume | None, shape: tuple[int, ...],
+                 classes: int) -> torch.nn.Module:
+    if config.model == "resnet18":
+        from .resnet import resnet18  # torchvision: imported only by studies that use it
+        net = resnet18(config.seed, in_channels=shape[0], num_classes=classes,
+                       image_size=shape[-1])
+    elif shape != (1, 28, 28) or classes != NUM_CLASSES:
+        raise ValueError(f"LeNet takes 1×28×28 images of 10 classes, these are "
+                         f"{'×'.join(map(str, shape))} of {classes}: use model = \"resnet18\"")
+    else:
+        net = lenet(config.seed)
     if resume is not None:
         net.load_state_dict(resume.state_dict)
     return net
@@ -327,17 +345,18 @@ def _order(seed: int, epoch: int, n: int) -> torch.Tensor:
     return torch.randperm(n, generator=generator)
 
 
-def _batch(splits: Splits, idx: torch.Tensor, k: int,
-           device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images as (B, 1, 28, 28) when shared or (B, K, 28, 28) with trial k's in channel k,
-    and labels as (K, B)."""
+def _batch(splits: Splits, idx: torch.Tensor, k: int, device: torch.device,
+           fused: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images as (B, C, H, W) when shared; else, for the fused LeNet, (B, K, 28, 28) with
+    trial k's in channel k, and for a looped pack (K, B, C, H, W). Labels as (K, B)."""
     if idx.shape[0] == 1:
         x = splits.train_x[idx[0]]
         y = splits.train_y[idx[0]].expand(k, -1)
     else:
-        x = splits.train_x[idx].squeeze(2).transpose(0, 1)
+        x = splits.train_x[idx]
+        x = x.squeeze(2).transpose(0, 1) if fused else x
         y = splits.train_y[idx]
-    if device.type == "cpu":
+    if device.type == "cpu" and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     return x, y
 
@@ -352,20 +371,33 @@ def _sgd_step(params: list[torch.Tensor], rates: torch.Tensor, k: int) -> None:
 
 
 @torch.no_grad()
-def _zero_trial(params: list[torch.Tensor], i: int, k: int) -> None:
-    # A masked trial's weights may hold NaN; zeros keep its (ignored) outputs finite.
-    for p in params:
-        p.unflatten(0, (k, -1))[i].zero_()
+def _looped_sgd_step(net: LoopedPack, rates: list[float], active: list[bool]) -> None:
+    """p ← p − lr_i · g for each network of a looped pack; the rates are host floats."""
+    for params, rate, on in zip(net.trial_parameters(), rates, active):
+        if on:
+            torch._foreach_add_(params, [p.grad for p in params], alpha=-rate)
 
 
 @torch.no_grad()
-def _evaluate(net: PackedLeNet, x: torch.Tensor, y: torch.Tensor, k: int, *,
+def _zero_trial(net: PackedLeNet | LoopedPack, i: int) -> None:
+    # A masked trial's weights may hold NaN; zeros keep its (ignored) outputs finite.
+    if isinstance(net, LoopedPack):
+        for p in net.nets[i].parameters():
+            p.zero_()
+        return
+    for p in net.parameters():
+        p.unflatten(0, (net.k, -1))[i].zero_()
+
+
+@torch.no_grad()
+def _evaluate(net: PackedLeNet | LoopedPack, x: torch.Tensor, y: torch.Tensor, k: int, *,
               keep_probs: bool = False
               ) -> tuple[list[float], list[float], torch.Tensor | None]:
     """Per-trial mean cross-entropy and accuracy on one shared set (NaN for an empty set),
     and with keep_probs the predicted probabilities (K, n, 10)."""
     if len(y) == 0:
         return [math.nan] * k, [math.nan] * k, None
+    net.eval()  # BatchNorm (ResNet) normalises with its running statistics
     chunk = max(1, EVAL_BUDGET.get(x.device.type, EVAL_BUDGET["cpu"]) // k)
     loss_sum = torch.zeros(k, device=x.device)
     correct = torch.zeros(k, device=x.device, dtype=torch.long)

@@ -120,7 +120,7 @@ def _load(root: Path, device: torch.device, image_size: int, grayscale: bool | N
         train_x=images(train, train_idx), train_y=labels[train_idx].to(device),
         val_x=images(train, val_idx), val_y=labels[val_idx].to(device),
         test_x=images(test, test_idx), test_y=test_labels[test_idx].to(device),
-        source=root)
+        source=root, classes=len(train.classes))
 
 
 def _layout(root: Path) -> tuple[Path, Path | None]:

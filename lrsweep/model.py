@@ -100,3 +100,36 @@ class PackedLeNet(nn.Module):
 
 
 _LINEARS = (("fc1", 7), ("fc2", 9), ("fc3", 11))  # our name, index in the plain Sequential
+
+
+class LoopedPack(nn.Module):
+    """K independent networks side by side, each run on its own: the pack form of models that
+    HFTA-style fusion does not serve here (ResNet-18 is compute-bound, and BatchNorm would
+    need per-trial statistics). The engine treats it like PackedLeNet: one input, logits
+    (K, B, classes), per-trial weights, per-trial state_dicts.
+
+        >>> import torch
+        >>> pack = LoopedPack([lenet(seed=s) for s in (0, 1)])
+        >>> pack(torch.zeros(5, 1, 28, 28)).shape              # one batch shared by all
+        torch.Size([2, 5, 10])
+        >>> pack(torch.zeros(2, 5, 1, 28, 28)).shape           # (K, B, …): each its own
+        torch.Size([2, 5, 10])
+    """
+
+    def __init__(self, nets: list[nn.Module]) -> None:
+        super().__init__()
+        self.k = len(nets)
+        self.nets = nn.ModuleList(nets)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        own = x.dim() == 5
+        return torch.stack([net(x[i] if own else x) for i, net in enumerate(self.nets)])
+
+    def trial_parameters(self) -> list[list[nn.Parameter]]:
+        return [list(net.parameters()) for net in self.nets]
+
+    @torch.no_grad()
+    def trial_state_dict(self, k: int) -> dict[str, torch.Tensor]:
+        """Trial k's state_dict (BatchNorm statistics included), as CPU copies."""
+        return {key: value.to("cpu").clone(memory_format=torch.contiguous_format)
+                for key, value in self.nets[k].state_dict().items()}

@@ -42,6 +42,7 @@ UNITS = ("epoch", "step")
 GENERIC_KEYS = ("scheduler", "base_lr", "warmup_steps", "warmup_begin_lr", "lag", "optimizer",
                 "seed")
 OPTIMIZERS = ("sgd", "sgld")
+MODELS = ("lenet", "resnet18")
 # Space keys that are no schedule parameter: they go to the trial, not to schedules.build.
 NOT_SCHEDULE_KEYS = ("scheduler", "seed", "optimizer", "run")
 SCHEDULE_KEYS = tuple(sorted({p for name in schedules.names() for p in schedules.parameters(name)}))
@@ -109,9 +110,17 @@ class TrainSettings:
     validation: int = 10_000     # images held out of the 60k training set; 0 = none
     subset: int = 0              # training images used; 0 = all that remain
     unit: str = "epoch"          # what a schedule's t counts: epoch | step
+    model: str = "lenet"         # lenet (packed) | resnet18 (exercise 3)
+    dataset: str = "fashion-mnist"  # or "imagefolder:PATH" (ImageNet-style class folders)
+    image_size: int = 28         # imagefolder: images resized and cropped to this side
     prior_precision: float = 1.0  # sgld trials: a Gaussian prior N(0, 1/λ) on every weight
     burn_in: int = 0             # sgld trials: epochs before the first posterior sample
     thin: int = 1                # sgld trials: epochs between posterior samples
+
+    @property
+    def folder(self) -> str | None:
+        """The image folder of an `imagefolder:PATH` dataset; None for Fashion-MNIST."""
+        return self.dataset.partition(":")[2] if self.dataset.startswith("imagefolder:") else None
 
     @property
     def train_images(self) -> int:
@@ -243,6 +252,11 @@ def parse(text: str, *, source: str = "<string>", overrides: Sequence[str] = ())
         space = _space(doc.get("space", {}), train, source)
     study = _study(doc.get("study", {}), train, source)
     spec = StudySpec(study, train, space, text, source, overrides, runs)
+    optimizer = spec.dimension("optimizer")
+    if train.model != "lenet" and optimizer and "sgld" in (
+            optimizer.values if isinstance(optimizer, Choice) else (optimizer.value,)):
+        raise SpecError(f"{source}: [space] optimizer: SGLD trials train the packed LeNet only, "
+                        f"not [train] model = {train.model!r}")
     if spec.study.sampler == "grid":
         for key, dim in space:
             if isinstance(dim, Range):
@@ -316,6 +330,16 @@ def _train(table: dict, source: str) -> TrainSettings:
     if settings.burn_in >= settings.epochs:
         raise SpecError(f"{where} burn_in = {settings.burn_in} leaves no epoch to sample in "
                         f"{settings.epochs}")
+    _one_of(settings.model, MODELS, f"{where} model")
+    if settings.dataset != "fashion-mnist" and not settings.folder:
+        raise SpecError(f"{where} dataset: {settings.dataset!r} is neither \"fashion-mnist\" "
+                        "nor \"imagefolder:PATH\"")
+    _whole(settings.image_size, f"{where} image_size", minimum=8)
+    if settings.folder:
+        if settings.unit == "step" and not settings.subset:
+            raise SpecError(f"{where} unit = \"step\" with an image folder needs subset (the "
+                            "folder's size is not known before it is read)")
+        return settings  # the folder's size is checked when it is read
     if settings.validation >= FASHION_MNIST_TRAIN:
         raise SpecError(f"{where} validation = {settings.validation} leaves no training images "
                         f"of the {FASHION_MNIST_TRAIN}")

@@ -143,8 +143,9 @@ def artifact_store(url: str) -> optuna.artifacts.FileSystemArtifactStore:
     return optuna.artifacts.FileSystemArtifactStore(str(folder))
 
 
-def export_weights(name: str, url: str, number: int, out: str | Path) -> Path:
-    """Copy trial `number`'s trained weights (a state_dict for the plain LeNet) to `out`."""
+def export_weights(name: str, url: str, number: int, out: str | Path) -> tuple[Path, str]:
+    """Copy trial `number`'s trained weights (a state_dict for the plain LeNet, or ResNet-18)
+    to `out`; returns the path and the model's name."""
     study = load_study(name, url)
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     if number not in trials:
@@ -158,7 +159,8 @@ def export_weights(name: str, url: str, number: int, out: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     optuna.artifacts.download_artifact(artifact_store=artifact_store(url), file_path=str(out),
                                        artifact_id=metas[-1].artifact_id)
-    return out
+    # The artifact's file name begins with the model's: "resnet18-…" or "lenet-…".
+    return out, metas[-1].filename.split("-", 1)[0]
 
 
 # --- leases: a RUNNING trial belongs to whoever keeps its heartbeat fresh --------------------

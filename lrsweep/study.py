@@ -90,8 +90,7 @@ def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
     if pack is not None and pack < 1:
         raise SpecError(f"--pack {pack}: a pack holds at least one trial")
     # Data first: a missing dataset must fail before anything is written to the store.
-    splits = data.load(torch_device, data_dir=data_dir, validation=spec.train.validation,
-                       subset=spec.train.subset)
+    splits = _load_data(spec, torch_device, data_dir)
     rdb = open_storage(storage)
     study = _create_or_load(spec, rdb, storage, allow_changed)
     progress = progress or Progress()
@@ -121,6 +120,22 @@ def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
         progress.close()
     return RunSummary(spec.study.name, storage, spec.study.trials, _count(study, DONE), new,
                       _count(study, (TrialState.RUNNING,)), time.perf_counter() - started)
+
+
+def _load_data(spec: StudySpec, device: torch.device, data_dir: str | None) -> data.Splits:
+    train = spec.train
+    if train.folder:
+        from .folders import load_imagefolder
+        splits = load_imagefolder(train.folder, device, image_size=train.image_size,
+                                  validation=train.validation, subset=train.subset)
+        shape = tuple(splits.train_x.shape[1:])
+        if train.model == "lenet" and (shape != (1, 28, 28) or splits.classes != 10):
+            raise data.DataError(f"{train.folder}: {splits.classes} classes of "
+                                 f"{'×'.join(map(str, shape))} images; LeNet takes 10 classes "
+                                 "of 1×28×28: set [train] model = \"resnet18\"")
+        return splits
+    return data.load(device, data_dir=data_dir, validation=train.validation,
+                     subset=train.subset)
 
 
 def _within_total(study: optuna.Study, trials: list[optuna.Trial],
@@ -161,7 +176,7 @@ def trial_config(spec: StudySpec, params: dict[str, Any]) -> engine.TrialConfig:
     train = spec.train
     return engine.TrialConfig(schedule, seed=values["seed"], epochs=train.epochs,
                               batch_size=train.batch_size, unit=train.unit,
-                              optimizer=values.get("optimizer", "sgd"),
+                              model=train.model, optimizer=values.get("optimizer", "sgd"),
                               prior_precision=train.prior_precision, burn_in=train.burn_in,
                               thin=train.thin)
 
@@ -279,7 +294,8 @@ def _run_pack(work: _Work, pack_id: int | None, trials: list[optuna.Trial],
 def _upload_weights(work: _Work, trial: optuna.Trial, result: engine.TrialResult) -> None:
     """The trained weights as an Optuna artifact of the trial (`lrsweep export` reads it)."""
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / f"lenet-{work.study.study_name}-trial-{trial.number}.pt"
+        model = work.spec.train.model
+        path = Path(folder) / f"{model}-{work.study.study_name}-trial-{trial.number}.pt"
         torch.save(result.state_dict, path)
         optuna.artifacts.upload_artifact(artifact_store=work.artifacts, file_path=str(path),
                                          study_or_trial=trial, mimetype=WEIGHTS_MIMETYPE)

@@ -296,3 +296,37 @@ def test_sgld_resumes_its_noise_and_its_posterior_average_exactly(splits):
 def test_a_pack_must_share_its_optimizer(splits):
     with pytest.raises(ValueError, match="optimizer"):
         engine.train_pack([config(epochs=3), sgld_config(epochs=3)], splits)
+
+
+# --- ResNet-18 trials (exercise 3): a looped pack ------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny(fashion_dir):
+    full = data.load("cpu", data_dir=fashion_dir, validation=20, subset=64)
+    return data.Splits(full.train_x, full.train_y, full.val_x, full.val_y, full.test_x[:40],
+                       full.test_y[:40], full.source)
+
+
+def resnet_config(seed):
+    return engine.TrialConfig(schedules.build("constant", base_lr=0.05), seed=seed, epochs=1,
+                              batch_size=32, model="resnet18")
+
+
+def test_resnet_trials_in_a_pack_equal_the_same_trials_alone(tiny):
+    packed = engine.train_pack([resnet_config(0), resnet_config(1)], tiny)
+    alone = engine.train(resnet_config(1), tiny)
+    assert curves(packed[1]) == curves(alone)  # each network runs on its own: to the bit
+    from lrsweep.resnet import resnet18
+    net = resnet18(seed=None)
+    net.load_state_dict(packed[0].state_dict)  # BatchNorm statistics included
+    net.eval()
+    with torch.no_grad():
+        acc = (net(tiny.test_x).argmax(1) == tiny.test_y).float().mean().item()
+    assert acc == pytest.approx(packed[0].epochs[-1].test_acc, abs=1e-6)
+
+
+def test_lenet_refuses_images_it_cannot_take(tiny):
+    rgb = data.Splits(tiny.train_x.expand(-1, 3, -1, -1), tiny.train_y, tiny.val_x, tiny.val_y,
+                      tiny.test_x, tiny.test_y, tiny.source)
+    with pytest.raises(ValueError, match="LeNet takes 1×28×28 images of 10 classes"):
+        engine.train(config(epochs=1), rgb)

@@ -650,3 +650,24 @@ def test_invalid_optimizer_settings(train, space, fragment):
     with pytest.raises(SpecError) as info:
         parse(train=train, space=space)
     assert fragment in str(info.value) and str(info.value).startswith(SRC)
+
+
+def test_model_and_dataset_settings():
+    s = parse(train={"model": "resnet18", "dataset": "imagefolder:/data/imagenet",
+                     "image_size": 64})
+    assert s.train.folder == "/data/imagenet" and s.train.model == "resnet18"
+    assert parse().train.folder is None and parse().train.dataset == "fashion-mnist"
+
+
+@pytest.mark.parametrize("train, space, fragment", [
+    ({"model": "vgg"}, {}, "[train] model: 'vgg' is not one of lenet, resnet18"),
+    ({"dataset": "imagenet"}, {}, "[train] dataset: 'imagenet' is neither"),
+    ({"dataset": "imagefolder:"}, {}, "[train] dataset: 'imagefolder:' is neither"),
+    ({"image_size": 4}, {}, "[train] image_size: must be a whole number ≥ 8"),
+    ({"dataset": "imagefolder:/x", "unit": "step"}, {}, "needs subset"),
+    ({"model": "resnet18"}, {"optimizer": ["sgd", "sgld"]}, "SGLD trials train the packed"),
+])
+def test_invalid_model_settings(train, space, fragment):
+    with pytest.raises(SpecError) as info:
+        parse(train=train, space=space)
+    assert fragment in str(info.value) and str(info.value).startswith(SRC)

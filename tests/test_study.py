@@ -3,6 +3,8 @@ inside a pack, grid coverage, and continuing a random study without replaying it
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 import pytest
 import torch
@@ -157,3 +159,56 @@ def test_sgd_and_sgld_trials_of_one_study_train_in_separate_packs(tmp_path, fash
         assert len(t.user_attrs["test_nll"]) == 2
         if sgld:
             assert t.user_attrs["samples"] == [0.0, 1.0]
+
+
+def write_folder(root, classes=3, per_class=6, mode="RGB", size=16):
+    from PIL import Image
+    for split, count in (("train", per_class), ("val", 2)):
+        for c in range(classes):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                Image.new(mode, (size, size), (40 * c + i, 200 - 40 * c, 90)
+                          if mode == "RGB" else 40 * c + i).save(folder / f"{i}.png")
+    return root
+
+
+def test_exercise_3_runs_resnet18_on_an_image_folder(tmp_path):
+    folder = write_folder(tmp_path / "images")
+    path = Path(__file__).resolve().parents[1] / "studies" / "ex3_cosine_large.toml"
+    small = spec.load(path, [f"train.dataset=imagefolder:{folder}", "train.image_size=16",
+                             "train.epochs=2", "train.validation=3", "train.batch_size=4",
+                             "space.seed=[0]", "space.base_lr=[0.1]",
+                             "space.milestones=[1]", "study.trials=4"])
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    summary = study.run(small, storage=url, device="cpu", pack=2)
+    stored = optuna.load_study(study_name=summary.name, storage=url)
+    assert summary.finished == 4
+    assert sorted(t.params["scheduler"] for t in stored.trials) == [
+        "constant", "cosine", "multistep", "poly"]
+    for t in stored.trials:
+        assert t.state == TrialState.COMPLETE and len(t.user_attrs["test_acc"]) == 2
+
+
+def test_lenet_on_a_colour_folder_is_refused_before_the_store(tmp_path):
+    folder = write_folder(tmp_path / "images")
+    text = study_toml("colour", scheduler='"constant"').replace(
+        "[train]", f'[train]\ndataset = "imagefolder:{folder}"').replace(
+        "validation = 200", "validation = 3").replace("subset = 400", "subset = 0")
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with pytest.raises(Exception, match="LeNet takes 10 classes of 1×28×28"):
+        study.run(spec.parse(text, source="c.toml"), storage=url, device="cpu")
+    assert not (tmp_path / "store.db").exists()
+
+
+def test_exercise_5_runs_at_a_tiny_scale(tmp_path, fashion_dir):
+    path = Path(__file__).resolve().parents[1] / "studies" / "ex5_sgld.toml"
+    small = spec.load(path, ["train.epochs=2", "train.burn_in=1", "train.subset=400",
+                             "train.validation=200", "space.seed=[0]",
+                             "space.exponent=[0.55]"])
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    summary = study.run(small, storage=url, device="cpu", data_dir=str(fashion_dir))
+    assert summary.finished == 2
+    from lrsweep import render
+    text = render.write_report(summary.name, url, tmp_path / "report").markdown.read_text()
+    assert "## Exercise 5: optimization and sampling (SGLD)" in text
