@@ -191,7 +191,10 @@ def decay_exponent(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec |
     for scheduler, group in table.groupby("scheduler") if "scheduler" in table else [("", table)]:
         ranked = group.sort_values(f"{metric}_mean", ascending=False)
         best, worst = ranked.iloc[0], ranked.iloc[-1]
-        fastest = group.dropna(subset=["mean"]).sort_values("mean")
+        # Fastest among the exponents every seed of which got there, if any did.
+        reached_all = group[group["count"] == group["n"]]
+        fastest = (reached_all if len(reached_all) else group).dropna(
+            subset=["mean"]).sort_values("mean")
         line = (f"{scheduler or 'decay'}: best exponent **{best['exponent']:g}** "
                 f"({metric} {_pm_row(best, metric)}), worst {worst['exponent']:g} "
                 f"({_pm_row(worst, metric)}); {_separable(best, worst, metric)}.")
