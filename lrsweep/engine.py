@@ -141,7 +141,8 @@ def describe_device(device: torch.device) -> str:
                 break
     except OSError:
         pass
-    return f"cpu ({model}, {torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"cpu ({model}, {threads} thread{'s' if threads != 1 else ''})"
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
