@@ -23,7 +23,7 @@ from typing import Callable
 
 import pandas as pd
 
-from .spec import StudySpec
+from .spec import Choice, StudySpec
 from .stats import mean_ci
 
 
@@ -81,6 +81,12 @@ def _varies(trials: pd.DataFrame, column: str, at_least: int) -> bool:
     return column in trials and trials[column].dropna().nunique() >= at_least
 
 
+def _grid_axis(spec: StudySpec | None, key: str) -> bool:
+    """Whether a study file lists values of `key` to compare (a grid axis): a searched range
+    gives every trial its own value, and [[run]] tables vary several keys at once."""
+    return spec is None or (not spec.runs and isinstance(spec.dimension(key), Choice))
+
+
 # --- exercise 1: a fixed learning rate -----------------------------------------------------
 
 STUCK_ACC = 0.2          # a rate whose best epoch stays at or below this never learned
@@ -88,7 +94,8 @@ EARLY_STOP_GAIN = 0.005  # peak minus final validation accuracy worth an early s
 
 def fixed_rate(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
                metric: str, folder: Path) -> Section | None:
-    if spec is None or spec.schedulers != ("constant",) or not _varies(trials, "base_lr", 3):
+    if spec is None or spec.schedulers != ("constant",) or not _varies(trials, "base_lr", 3) \
+            or not _grid_axis(spec, "base_lr"):
         return None
     done, rows = finished(trials).copy(), finished(curves).copy()
     if done.empty:
@@ -173,7 +180,8 @@ def _fixed_rate_figure(table, rows, metric, folder) -> Path:
 
 def decay_exponent(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
                    metric: str, folder: Path) -> Section | None:
-    if not _varies(trials, "exponent", 3) or metric.endswith("loss"):
+    if not _varies(trials, "exponent", 3) or metric.endswith("loss") \
+            or not _grid_axis(spec, "exponent"):
         return None
     done = finished(trials[trials["exponent"].notna()])
     rows = finished(curves[curves["exponent"].notna()])
@@ -246,19 +254,21 @@ def _decay_figure(table, rows, keys, metric, folder) -> Path:
 
 def warmup(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
            metric: str, folder: Path) -> Section | None:
-    if not _varies(trials, "warmup_steps", 2) or metric.endswith("loss"):
+    if not _varies(trials, "warmup_steps", 2) or metric.endswith("loss") \
+            or not _grid_axis(spec, "warmup_steps"):
         return None
     done, rows = finished(trials), finished(curves)
     if done.empty:
         return None
-    keys = ["base_lr", "warmup_steps"] if "base_lr" in done else ["warmup_steps"]
+    by_rate = "base_lr" in done and _grid_axis(spec, "base_lr")
+    keys = ["base_lr", "warmup_steps"] if by_rate else ["warmup_steps"]
     early_epoch = min(2, int(rows["epoch"].max()))
     early = rows[rows["epoch"] == early_epoch].set_index("trial")[metric].rename("early")
     done = done.merge(early, left_on="trial", right_index=True, how="left")
     table = by_config(done, keys, [metric, "test_acc", "early"])
     table["diverged_share"] = table["diverged"] / table["n"]
     parts = []
-    for rate, group in table.groupby("base_lr") if "base_lr" in table else [(None, table)]:
+    for rate, group in table.groupby("base_lr") if by_rate else [(None, table)]:
         group = group.sort_values("warmup_steps")
         safe = group[group["diverged"] == 0]
         best = group.sort_values(f"{metric}_mean", ascending=False).iloc[0]
@@ -275,7 +285,7 @@ def warmup(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
         parts.append(line)
     overall = table.sort_values(f"{metric}_mean", ascending=False).iloc[0]
     answer = (f"Overall best: warmup {int(overall['warmup_steps'])} epochs"
-              + (f" at η = {overall['base_lr']:g}" if "base_lr" in overall else "")
+              + (f" at η = {overall['base_lr']:g}" if by_rate else "")
               + f", {metric} {_pm_row(overall, metric)}. Warmup should be long enough that the "
               "high rate no longer diverges, and no longer: the epochs it spends below the peak "
               "rate are not given back.")

@@ -50,7 +50,7 @@ def write_report(name: str, url: str, out: str | Path | None = None) -> Report:
                if not trials.empty else pd.DataFrame())
 
     tables = _write_tables(folder, trials, curves, configs)
-    figures = _figures(folder, study, curves, configs, trials)
+    figures = _figures(folder, study, study_spec, curves, configs, trials)
     sections = _sections(name, url, study, study_spec, trials, configs, metric)
     # The exercises' own sections come right after the general answer.
     found = exercises.sections(trials, curves, study_spec, metric, folder)
@@ -173,7 +173,7 @@ def _write_tables(folder: Path, trials, curves, configs) -> list[Path]:
     return paths
 
 
-def _figures(folder: Path, study, curves: pd.DataFrame, configs: pd.DataFrame,
+def _figures(folder: Path, study, study_spec, curves: pd.DataFrame, configs: pd.DataFrame,
              trials: pd.DataFrame) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")  # files only
@@ -201,9 +201,9 @@ def _figures(folder: Path, study, curves: pd.DataFrame, configs: pd.DataFrame,
         plt.close(fig)
         paths.append(path)
     complete = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
+    import optuna
+    import warnings
     if len(complete) >= 2:
-        import optuna
-        import warnings
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Optuna marks its matplotlib views experimental
             ax = optuna.visualization.matplotlib.plot_optimization_history(study)
@@ -211,6 +211,19 @@ def _figures(folder: Path, study, curves: pd.DataFrame, configs: pd.DataFrame,
         ax.figure.set_size_inches(8, 4.5)
         ax.figure.savefig(path, dpi=100, bbox_inches="tight")
         plt.close(ax.figure)
+        paths.append(path)
+    searched = [n for n, d in study_spec.space if isinstance(d, spec_mod.Range)] \
+        if study_spec else []
+    if searched and len(complete) >= exercises.MIN_TRIALS_FOR_IMPORTANCE:
+        # A search's slice view: each searched value against the objective, trial by trial.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            axes = optuna.visualization.matplotlib.plot_slice(study, params=searched)
+        first = axes.flat[0] if hasattr(axes, "flat") else axes
+        first.figure.set_size_inches(4.5 * len(searched), 4)
+        path = folder / "slice.png"
+        first.figure.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(first.figure)
         paths.append(path)
     return paths
 

@@ -249,3 +249,12 @@ def test_sampling_pairs_the_posterior_average_with_sgds_final_iterate(tmp_path):
     assert row["SGLD average ece"] == pm([0.05, 0.04, 0.045])
     assert exercises.sampling(trials[trials["optimizer"] == "sgd"], curves, None, "val_acc",
                               tmp_path) is None
+
+
+def test_searched_ranges_and_run_tables_get_no_grid_sections(tmp_path):
+    trials, curves = frames(EX2, ("scheduler", "exponent"))
+    searched = spec.parse(study_toml("s", sampler="random", trials=6, scheduler='"poly"',
+                                     extra="exponent = { low = 0.5, high = 2.0 }"), source="s")
+    assert exercises.decay_exponent(trials, curves, searched, "val_acc", tmp_path) is None
+    runs = spec.parse(BOOK, source="b.toml")
+    assert exercises.decay_exponent(trials, curves, runs, "val_acc", tmp_path) is None
