@@ -77,6 +77,10 @@ def _separable(a: pd.Series, b: pd.Series, metric: str) -> str:
     return "the 95% intervals do not overlap" if apart else "the 95% intervals overlap"
 
 
+def _epochs(n: float) -> str:
+    return f"{int(n)} epoch" + ("" if int(n) == 1 else "s")
+
+
 def _varies(trials: pd.DataFrame, column: str, at_least: int) -> bool:
     return column in trials and trials[column].dropna().nunique() >= at_least
 
@@ -264,34 +268,53 @@ def warmup(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
     keys = ["base_lr", "warmup_steps"] if by_rate else ["warmup_steps"]
     early_epoch = min(2, int(rows["epoch"].max()))
     early = rows[rows["epoch"] == early_epoch].set_index("trial")[metric].rename("early")
+    peak = rows.groupby("trial")[metric].max().rename("peak")
     done = done.merge(early, left_on="trial", right_index=True, how="left")
-    table = by_config(done, keys, [metric, "test_acc", "early"])
-    table["diverged_share"] = table["diverged"] / table["n"]
+    done = done.merge(peak, left_on="trial", right_index=True, how="left")
+    # A failed seed diverged, or never learned at all (a rate too high from the first step
+    # leaves the network at chance without a non-finite loss): both are what warmup is for.
+    done["failed"] = done["state"].str.startswith("diverged") | (done["peak"] <= STUCK_ACC)
+    table = by_config(done, keys, [metric, "test_acc", "early", "failed"])
+    table["failed"] = (table["failed_mean"] * table["n"]).round().astype(int)
+    table["failed_share"] = table["failed_mean"]
     parts = []
     for rate, group in table.groupby("base_lr") if by_rate else [(None, table)]:
         group = group.sort_values("warmup_steps")
-        safe = group[group["diverged"] == 0]
+        safe = group[group["failed"] == 0]
         best = group.sort_values(f"{metric}_mean", ascending=False).iloc[0]
-        none = group.iloc[0]
-        line = f"η = {rate:g}: " if rate is not None else ""
-        line += (f"without warmup {int(none['diverged'])} of {int(none['n'])} seeds diverged"
-                 if none["warmup_steps"] == 0 else "")
-        line += ("; " if line.endswith("diverged") else "") + (
-            f"shortest warmup with no divergence: {int(safe.iloc[0]['warmup_steps'])} epochs"
-            if len(safe) else "every warmup length tried diverged at least once")
-        line += (f"; best final {metric} with {int(best['warmup_steps'])} warmup epochs "
-                 f"({_pm_row(best, metric)}, {_separable(best, group.iloc[-1], metric)} with the "
-                 f"longest, {int(group.iloc[-1]['warmup_steps'])}).")
+        first = group.iloc[0]
+        line = (f"η = {rate:g}: " if rate is not None else "") + (
+            f"with {_epochs(first['warmup_steps'])} of warmup {int(first['failed'])} of "
+            f"{int(first['n'])} seeds failed; ")
+        line += (f"shortest warmup with no failure: {_epochs(safe.iloc[0]['warmup_steps'])}"
+                 if len(safe) else "every warmup length tried failed at least once")
+        line += (f"; best final {metric} with {_epochs(best['warmup_steps'])} of warmup "
+                 f"({_pm_row(best, metric)}; {_separable(best, group.iloc[-1], metric)} with "
+                 f"the longest, {int(group.iloc[-1]['warmup_steps'])}).")
         parts.append(line)
     overall = table.sort_values(f"{metric}_mean", ascending=False).iloc[0]
-    answer = (f"Overall best: warmup {int(overall['warmup_steps'])} epochs"
+    answer = (f"Overall best: warmup {_epochs(overall['warmup_steps'])}"
               + (f" at η = {overall['base_lr']:g}" if by_rate else "")
-              + f", {metric} {_pm_row(overall, metric)}. Warmup should be long enough that the "
-              "high rate no longer diverges, and no longer: the epochs it spends below the peak "
-              "rate are not given back.")
+              + f", {metric} {_pm_row(overall, metric)}.")
+    same_rate = table[table["base_lr"] == overall["base_lr"]] if by_rate else table
+    safe = same_rate[same_rate["failed"] == 0].sort_values("warmup_steps")
+    if len(safe):
+        shortest = safe.iloc[0]
+        verdict = _separable(overall, shortest, metric)
+        if shortest["warmup_steps"] == overall["warmup_steps"]:
+            answer += (" At that rate the shortest warmup with no failed seed is also the most "
+                       "accurate: warmup should be just long enough to keep training stable.")
+        else:
+            answer += (f" At that rate the shortest warmup with no failed seed is "
+                       f"{_epochs(shortest['warmup_steps'])} ({_pm_row(shortest, metric)}; "
+                       f"{verdict} with the best), so warmup beyond what stability needs "
+                       + ("paid off here." if "do not" in verdict else
+                          "made no clear difference here."))
+    answer += (" Failed: diverged (non-finite loss or collapse) or never above "
+               f"{STUCK_ACC:.1f} {metric} (chance is 0.1).")
     shown = table[keys].copy()
     shown["seeds"] = table["n"]
-    shown["diverged"] = table["diverged"]
+    shown["failed"] = table["failed"]
     shown[f"{metric} at epoch {early_epoch + 1}"] = [_pm_row(r, "early")
                                                       for _, r in table.iterrows()]
     shown[f"final {metric}"] = [_pm_row(r, metric) for _, r in table.iterrows()]
@@ -304,22 +327,23 @@ def _warmup_figure(table, rows, keys, metric, folder) -> Path:
     plt, sns = _plotting()
     fig, axes = plt.subplots(1, 3, figsize=(18, 4.5))
     if "base_lr" in table:
-        grid = table.pivot(index="base_lr", columns="warmup_steps", values="diverged_share")
+        grid = table.pivot(index="base_lr", columns="warmup_steps", values="failed_share")
         sns.heatmap(grid, annot=True, fmt=".2f", cmap="Reds", vmin=0, vmax=1, ax=axes[0])
-        axes[0].set(title="share of seeds diverged")
+        axes[0].set(title="share of seeds failed (diverged or never learned)")
         for rate, part in table.groupby("base_lr"):
             axes[1].errorbar(part["warmup_steps"], part[f"{metric}_mean"],
                              yerr=part[f"{metric}_ci"].fillna(0), marker="o", capsize=3,
                              label=f"η = {rate:g}")
         highest = rows[rows["base_lr"] == table["base_lr"].max()]
     else:
-        axes[0].bar(table["warmup_steps"].astype(str), table["diverged_share"])
+        axes[0].bar(table["warmup_steps"].astype(str), table["failed_share"])
         axes[1].errorbar(table["warmup_steps"], table[f"{metric}_mean"],
                          yerr=table[f"{metric}_ci"].fillna(0), marker="o", capsize=3)
         highest = rows
     axes[1].set(xlabel="warmup epochs", ylabel=f"final {metric}",
                 title="final accuracy vs warmup (95% CI)")
-    axes[1].legend()
+    if axes[1].get_legend_handles_labels()[0]:
+        axes[1].legend()
     first = highest[highest["epoch"] < 10]
     sns.lineplot(data=first, x="epoch", y=metric, **_hue(first, "warmup_steps"),
                  ax=axes[2], errorbar=("ci", 95), n_boot=500, seed=0)

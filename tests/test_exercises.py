@@ -130,14 +130,24 @@ def test_warmup_counts_divergence_and_finds_the_shortest_safe_warmup(tmp_path):
     trials, curves = frames(EX4, ("base_lr", "warmup_steps"))
     section = exercises.warmup(trials, curves, None, "val_acc", tmp_path)
     text = " ".join(section.paragraphs)
-    assert "η = 1: without warmup 1 of 2 seeds diverged; shortest warmup with no divergence: 2" \
-        in text
-    assert "η = 0.3: without warmup 0 of 2 seeds diverged; shortest warmup with no divergence: 0" \
-        in text
+    assert "η = 1: with 0 epochs of warmup 1 of 2 seeds failed; shortest warmup with no " \
+        "failure: 2 epochs" in text
+    assert "η = 0.3: with 0 epochs of warmup 0 of 2 seeds failed; shortest warmup with no " \
+        "failure: 0 epochs" in text
     assert f"Overall best: warmup 2 epochs at η = 1, val_acc {pm([0.85, 0.86])}" in text
+    assert "the shortest warmup with no failed seed is also the most accurate" in text
     table = section.table.set_index(["base_lr", "warmup_steps"])
-    assert table.loc[(1.0, 0), "diverged"] == 1
+    assert table.loc[(1.0, 0), "failed"] == 1
     assert table.loc[(1.0, 2), "val_acc at epoch 3"] == pm([0.85, 0.86])
+
+
+def test_a_seed_that_never_learns_counts_as_failed(tmp_path):
+    stuck = {(1.5, 0): [curve([0.10, 0.11, 0.10]), curve([0.5, 0.7, 0.8])],
+             (1.5, 3): [curve([0.3, 0.6, 0.82]), curve([0.3, 0.62, 0.8])]}
+    trials, curves = frames(stuck, ("base_lr", "warmup_steps"))
+    section = exercises.warmup(trials, curves, None, "val_acc", tmp_path)
+    assert "with 0 epochs of warmup 1 of 2 seeds failed; shortest warmup with no failure: 3" \
+        in section.paragraphs[0]
 
 
 def test_no_exercise_section_for_a_study_that_varies_none_of_their_dimensions(tmp_path):
