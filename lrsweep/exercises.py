@@ -268,12 +268,11 @@ def warmup(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
     keys = ["base_lr", "warmup_steps"] if by_rate else ["warmup_steps"]
     early_epoch = min(2, int(rows["epoch"].max()))
     early = rows[rows["epoch"] == early_epoch].set_index("trial")[metric].rename("early")
-    peak = rows.groupby("trial")[metric].max().rename("peak")
     done = done.merge(early, left_on="trial", right_index=True, how="left")
-    done = done.merge(peak, left_on="trial", right_index=True, how="left")
-    # A failed seed diverged, or never learned at all (a rate too high from the first step
-    # leaves the network at chance without a non-finite loss): both are what warmup is for.
-    done["failed"] = done["state"].str.startswith("diverged") | (done["peak"] <= STUCK_ACC)
+    # A failed seed diverged, or ended at chance all the same: a rate too high may leave the
+    # network at chance from the first step, or let it learn a little and then collapse,
+    # without a non-finite loss. Warmup is meant to prevent all three.
+    done["failed"] = done["state"].str.startswith("diverged") | ~(done[metric] > STUCK_ACC)
     table = by_config(done, keys, [metric, "test_acc", "early", "failed"])
     table["failed"] = (table["failed_mean"] * table["n"]).round().astype(int)
     table["failed_share"] = table["failed_mean"]
@@ -288,9 +287,16 @@ def warmup(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
             f"{int(first['n'])} seeds failed; ")
         line += (f"shortest warmup with no failure: {_epochs(safe.iloc[0]['warmup_steps'])}"
                  if len(safe) else "every warmup length tried failed at least once")
-        line += (f"; best final {metric} with {_epochs(best['warmup_steps'])} of warmup "
-                 f"({_pm_row(best, metric)}; {_separable(best, group.iloc[-1], metric)} with "
-                 f"the longest, {int(group.iloc[-1]['warmup_steps'])}).")
+        longest = group.iloc[-1]
+        if (group["failed"] == group["n"]).all():
+            line += "; no warmup length rescued a single seed."
+        elif best["warmup_steps"] == longest["warmup_steps"]:
+            line += (f"; best final {metric} with the longest warmup tried, "
+                     f"{_epochs(best['warmup_steps'])} ({_pm_row(best, metric)}).")
+        else:
+            line += (f"; best final {metric} with {_epochs(best['warmup_steps'])} of warmup "
+                     f"({_pm_row(best, metric)}; {_separable(best, longest, metric)} with "
+                     f"the longest, {_epochs(longest['warmup_steps'])}).")
         parts.append(line)
     overall = table.sort_values(f"{metric}_mean", ascending=False).iloc[0]
     answer = (f"Overall best: warmup {_epochs(overall['warmup_steps'])}"
@@ -310,8 +316,8 @@ def warmup(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
                        f"{verdict} with the best), so warmup beyond what stability needs "
                        + ("paid off here." if "do not" in verdict else
                           "made no clear difference here."))
-    answer += (" Failed: diverged (non-finite loss or collapse) or never above "
-               f"{STUCK_ACC:.1f} {metric} (chance is 0.1).")
+    answer += (" Failed: diverged (non-finite loss, or a collapse after learning) or ended at "
+               f"{metric} ≤ {STUCK_ACC:.1f} (chance is 0.1).")
     shown = table[keys].copy()
     shown["seeds"] = table["n"]
     shown["failed"] = table["failed"]
@@ -329,7 +335,7 @@ def _warmup_figure(table, rows, keys, metric, folder) -> Path:
     if "base_lr" in table:
         grid = table.pivot(index="base_lr", columns="warmup_steps", values="failed_share")
         sns.heatmap(grid, annot=True, fmt=".2f", cmap="Reds", vmin=0, vmax=1, ax=axes[0])
-        axes[0].set(title="share of seeds failed (diverged or never learned)")
+        axes[0].set(title="share of seeds failed (diverged or ended at chance)")
         for rate, part in table.groupby("base_lr"):
             axes[1].errorbar(part["warmup_steps"], part[f"{metric}_mean"],
                              yerr=part[f"{metric}_ci"].fillna(0), marker="o", capsize=3,

@@ -141,13 +141,16 @@ def test_warmup_counts_divergence_and_finds_the_shortest_safe_warmup(tmp_path):
     assert table.loc[(1.0, 2), "val_acc at epoch 3"] == pm([0.85, 0.86])
 
 
-def test_a_seed_that_never_learns_counts_as_failed(tmp_path):
+def test_a_seed_that_ends_at_chance_counts_as_failed(tmp_path):
+    # one seed never learns, one learns a little and collapses; neither diverged
     stuck = {(1.5, 0): [curve([0.10, 0.11, 0.10]), curve([0.5, 0.7, 0.8])],
+             (1.5, 1): [curve([0.3, 0.35, 0.10]), curve([0.5, 0.7, 0.8])],
              (1.5, 3): [curve([0.3, 0.6, 0.82]), curve([0.3, 0.62, 0.8])]}
     trials, curves = frames(stuck, ("base_lr", "warmup_steps"))
     section = exercises.warmup(trials, curves, None, "val_acc", tmp_path)
     assert "with 0 epochs of warmup 1 of 2 seeds failed; shortest warmup with no failure: 3" \
         in section.paragraphs[0]
+    assert section.table.set_index("warmup_steps").loc[1, "failed"] == 1
 
 
 def test_no_exercise_section_for_a_study_that_varies_none_of_their_dimensions(tmp_path):
