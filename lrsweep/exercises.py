@@ -346,7 +346,7 @@ def _warmup_figure(table, rows, keys, metric, folder) -> Path:
         axes[1].errorbar(table["warmup_steps"], table[f"{metric}_mean"],
                          yerr=table[f"{metric}_ci"].fillna(0), marker="o", capsize=3)
         highest = rows
-    axes[1].set(xlabel="warmup epochs", ylabel=f"final {metric}",
+    axes[1].set(xlabel="warmup epochs", ylabel=f"final {metric}", ylim=(0, 1),
                 title="final accuracy vs warmup (95% CI)")
     if axes[1].get_legend_handles_labels()[0]:
         axes[1].legend()
