@@ -185,8 +185,8 @@ def _fixed_rate_figure(table, rows, metric, folder) -> Path:
 def decay_exponent(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
                    metric: str, folder: Path) -> Section | None:
     if not _varies(trials, "exponent", 3) or metric.endswith("loss") \
-            or not _grid_axis(spec, "exponent"):
-        return None
+            or not _grid_axis(spec, "exponent") or _varies(trials, "optimizer", 2):
+        return None  # (a study comparing optimizers gets the sampling section instead)
     done = finished(trials[trials["exponent"].notna()])
     rows = finished(curves[curves["exponent"].notna()])
     if done.empty:
