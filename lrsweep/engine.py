@@ -160,8 +160,9 @@ def train(config: TrialConfig, splits: Splits, *,
 def train_pack(configs: Sequence[TrialConfig], splits: Splits, *,
                on_epoch: EpochCallback | None = None, on_states: StateCallback | None = None,
                resume: Sequence[Resume | None] | None = None) -> list[TrialResult]:
-    """Train K trials as one network. The loss is the sum of the per-trial mean losses, so
-    each trial's gradient is its solo gradient; a pruned or diverged trial is masked out
+    """Train K trials together: LeNets as one fused network, other models as a looped pack.
+    The loss is the sum of the per-trial mean losses, so each trial's gradient is its solo
+    gradient; a pruned or diverged trial is masked out
     (its rate set to 0, its weights zeroed) and the others carry on undisturbed.
     `resume` continues trials from their checkpoints; a pack's trials resume at one epoch."""
     first = configs[0]

@@ -24,7 +24,7 @@ from typing import Callable
 import pandas as pd
 
 from .spec import Choice, StudySpec
-from .stats import mean_ci
+from .stats import config_columns, mean_ci
 
 
 @dataclass(frozen=True)
@@ -99,19 +99,23 @@ EARLY_STOP_GAIN = 0.005  # peak minus final validation accuracy worth an early s
 def fixed_rate(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
                metric: str, folder: Path) -> Section | None:
     if spec is None or spec.schedulers != ("constant",) or not _varies(trials, "base_lr", 3) \
-            or not _grid_axis(spec, "base_lr"):
+            or not _grid_axis(spec, "base_lr") or metric.endswith("loss"):
         return None
     done, rows = finished(trials).copy(), finished(curves).copy()
     if done.empty:
         return None
     done["gap"] = done["train_acc"] - done["test_acc"]
     rows["gap"] = rows["train_acc"] - rows["test_acc"]
-    peaks = rows.loc[rows.groupby("trial")["val_acc"].idxmax(), ["trial", "epoch", "val_acc"]]
-    done = done.merge(peaks.rename(columns={"epoch": "peak_epoch", "val_acc": "peak_val_acc"}),
+    # The objective's best epoch per trial (diverged epochs hold no value: left out).
+    valid = rows.dropna(subset=[metric])
+    peaks = valid.loc[valid.groupby("trial")[metric].idxmax(), ["trial", "epoch", metric]]
+    done = done.merge(peaks.rename(columns={"epoch": "peak_epoch", metric: "peak_val_acc"}),
                       on="trial", how="left")
     metrics = [metric, "test_acc", "train_acc", "train_loss", "gap", "peak_val_acc", "peak_epoch"]
     table = by_config(done, ["base_lr"], list(dict.fromkeys(metrics)))
     healthy = table[table["diverged"] < table["n"]]
+    if healthy.empty:
+        return None
     best = healthy.sort_values(f"{metric}_mean", ascending=metric.endswith("loss")).iloc[0]
     rate = best["base_lr"]
     last = int(rows["epoch"].max())
@@ -119,10 +123,11 @@ def fixed_rate(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | Non
     gap_early = rows[(rows["base_lr"] == rate) & (rows["epoch"] == early)]["gap"]
     slow = table.iloc[0]
     text = (f"Best fixed rate: **η = {rate:g}**, final {metric} {_pm_row(best, metric)} and "
-            f"test accuracy {_pm_row(best, 'test_acc')} over {int(best['n'])} seeds. "
-            f"Too small is slow: at η = {slow['base_lr']:g} the train loss is still "
-            f"{_pm_row(slow, 'train_loss')} after {last + 1} epochs, against "
-            f"{_pm_row(best, 'train_loss')} at η = {rate:g}.")
+            f"test accuracy {_pm_row(best, 'test_acc')} over {int(best['n'])} seeds.")
+    if slow["base_lr"] < rate:
+        text += (f" Too small is slow: at η = {slow['base_lr']:g} the train loss is still "
+                 f"{_pm_row(slow, 'train_loss')} after {last + 1} epochs, against "
+                 f"{_pm_row(best, 'train_loss')} at η = {rate:g}.")
     runner_up = healthy[healthy["base_lr"] != rate].sort_values(
         f"{metric}_mean", ascending=metric.endswith("loss"))
     if len(runner_up):
@@ -135,10 +140,11 @@ def fixed_rate(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | Non
             f"η = {r['base_lr']:g} in {int(r['diverged'])} of {int(r['n'])} seeds"
             for _, r in unstable.iterrows()) + ".")
     # Never learned: at chance all along (no divergence, which needs having learned first).
-    stuck = table[(table["diverged"] == 0) & (table["peak_val_acc_mean"] <= STUCK_ACC)]
+    stuck = table[(table["diverged"] == 0) & (table["peak_val_acc_mean"] <= STUCK_ACC)
+                  & (table["base_lr"] > rate)]
     if len(stuck):
         text += (" Too large never learns: at η = " + ", ".join(f"{r:g}" for r in
-                 stuck["base_lr"]) + f" validation accuracy never rises above "
+                 stuck["base_lr"]) + f" {metric} never rises above "
                  f"{stuck['peak_val_acc_mean'].max():.3f} (10 classes: chance is 0.100).")
     gain = best["peak_val_acc_mean"] - best[f"{metric}_mean"]
     text += (f" Overfitting: at η = {rate:g} the train − test accuracy gap goes from "
@@ -221,8 +227,8 @@ def decay_exponent(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec |
                      ", ".join(f"{e:g}" for e in never["exponent"]) + ".")
         parts.append(line)
     intro = ("Exponent 0 is the constant rate; larger exponents decay faster. "
-             f"Convergence is measured as the epochs to reach {metric} ≥ {target:.2f} (one point "
-             "below the best configuration's mean).")
+             f"Convergence is measured as the epochs to reach {metric} ≥ {target:.2f} (at least "
+             "one point below the best configuration's mean, rounded down to a hundredth).")
     shown = table[keys].copy()
     shown["seeds"] = table["n"]
     shown[metric] = [_pm_row(r, metric) for _, r in table.iterrows()]
@@ -398,13 +404,17 @@ def replication(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | No
     spread = max((abs(vs[0] - vs[1]) for run in spec.runs for m, vs in run.book
                   if m == "test_acc" and len(vs) > 1), default=math.nan)
     widths = table["test_acc_ci"].dropna()
-    text = (f"Of the book's printed numbers, **{inside} fall inside** our 95% intervals and "
-            f"**{outside} outside** (\"in\", \"above\", \"below\" in the table). The book's two "
-            f"builds differ by up to {spread:.3f} in test accuracy for the same recipe, while our "
-            f"intervals are ±{widths.median():.3f} wide (median over runs): each printed number is "
-            "one run, one seed, one build, so a number outside our interval says that run was a "
-            "draw from a wider spread (other hardware, library versions, seeds), not that the "
-            "recipe differs.") if len(book_test) else ""
+    if widths.empty:
+        text = ("One seed per run: no interval to place the book's numbers in; add seeds.")
+    else:
+        text = (
+            f"Of the book's printed numbers, **{inside} fall inside** our 95% intervals and "
+            f"**{outside} outside** (\"in\", \"above\", \"below\" in the table). The book's "
+            f"two builds differ by up to {spread:.3f} in test accuracy for the same recipe, while "
+            f"our intervals are ±{widths.median():.3f} wide (median over runs): each printed "
+            "number is one run, one seed, one build, so a number outside our interval can be a "
+            "draw from a wider spread (other hardware, library versions, seeds) and need not "
+            "mean the recipe differs.") if len(book_test) else ""
     pairs = _printed_vs_intended(done, spec)
     if pairs:
         notes.append("As printed vs as intended (same seeds, paired difference in final test "
@@ -465,7 +475,11 @@ def sampling(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
     done = finished(trials)
     if done.empty or "avg_test_acc" not in done:
         return None
-    keys = ["exponent"] if _varies(done, "exponent", 1) else []
+    # Pairs are the same configuration and seed under both optimizers: group by every other
+    # parameter the study varies (the decay exponent first).
+    others = [c for c in config_columns(done) if c != "optimizer" and _varies(done, c, 2)]
+    keys = (["exponent"] if _varies(done, "exponent", 1) else []) + \
+        [c for c in others if c != "exponent"]
     outcomes = ["test_acc", "test_nll", "test_ece"]
     sgd = done[done["optimizer"] == "sgd"]
     langevin = done[done["optimizer"] == "sgld"]
@@ -491,10 +505,12 @@ def sampling(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
                      f"(n = {diffs['test_nll'][2]})")
         rows.append(row)
     burn_in = spec.train.burn_in if spec else 0
+    thin = spec.train.thin if spec else 1
+    every = "every epoch" if thin == 1 else f"every {thin} epochs"
     intro = (
-        "SGD and SGLD take the same steps η_t = base_lr·(t+1)^-γ; SGLD adds Gaussian noise of "
-        "variance ε_t = 2η_t/N and a Gaussian prior, and from epoch "
-        f"{burn_in + 1} on its weights are samples whose predictions are averaged. With "
+        "SGD and SGLD take the same steps η_t from the same schedule; SGLD adds Gaussian noise "
+        "of variance ε_t = 2η_t/N and a Gaussian prior, and from epoch "
+        f"{burn_in + 1} on, {every}, its weights are samples whose predictions are averaged. With "
         "steps that decay to zero while their sum diverges (γ ≤ 1) and the sum of their "
         "squares converges (γ > 0.5), the injected noise outgrows the mini-batch noise and the "
         "iterates sample the posterior (Welling & Teh 2011): decaying the rate is what turns "

@@ -82,8 +82,10 @@ def _sections(name, url, study, study_spec, trials, configs, metric) -> list[_Se
     scale = "–"
     if study_spec:
         tr = study_spec.train
-        scale = (f"{tr.epochs} epochs per trial, {tr.train_images} training images "
-                 f"(validation {tr.validation}), batch {tr.batch_size}, schedule unit {tr.unit}; "
+        images = (f"{tr.train_images} training images" if not tr.folder else
+                  f"{tr.subset or 'all'} training images of {tr.folder} at {tr.image_size} px")
+        scale = (f"{tr.model}, {tr.epochs} epochs per trial, {images} (validation "
+                 f"{tr.validation}), batch {tr.batch_size}, schedule unit {tr.unit}; "
                  f"sampler {study_spec.study.sampler}, pruner {study_spec.study.pruner}")
     what = _Section("What was studied", [
         study_spec.study.description if study_spec and study_spec.study.description else "",

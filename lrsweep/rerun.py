@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from typing import Any
 
 from . import spec as spec_mod
@@ -35,9 +36,12 @@ def best_study_file(name: str, url: str, *, top: int = 3, seeds: int = 5,
                            "file)")
     trials = trials_frame(name, url, study=study)
     metric = source.study.metric
-    done = trials[trials["state"] == "complete"] if len(trials) else trials
+    # Diverged seeds count, as in the reports: a configuration that diverged on some seeds
+    # must not rank on the one that survived. Pruned trials did not finish: left out.
+    done = trials[trials["state"].str.startswith(("complete", "diverged"))] if len(trials) \
+        else trials
     if done.empty:
-        raise StorageError(f"study {name!r} in {url} has no complete trial to re-run yet")
+        raise StorageError(f"study {name!r} in {url} has no finished trial to re-run yet")
     # Ranked by the stored objective, Optuna's value: what the search itself compared.
     ranked = config_table(done, ["value"], higher_is_better=not metric.endswith("loss"))
     columns = config_columns(done)
@@ -68,12 +72,8 @@ def best_study_file(name: str, url: str, *, top: int = 3, seeds: int = 5,
         f"metric = {json.dumps(metric)}",
         'sampler = "grid"',
         "",
-        "[train]",
-        f"epochs = {train.epochs}",
-        f"batch_size = {train.batch_size}",
-        f"validation = {train.validation}",
-        f"subset = {train.subset}",
-        f"unit = {json.dumps(train.unit)}",
+        "[train]",  # every setting, defaults included: the re-run trains exactly as the search
+        *(f"{key} = {_toml(key, value)}" for key, value in asdict(train).items()),
         "",
         "[space]",
         f"seed = {list(range(seeds))}",

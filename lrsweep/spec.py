@@ -48,7 +48,7 @@ NOT_SCHEDULE_KEYS = ("scheduler", "seed", "optimizer", "run")
 SCHEDULE_KEYS = tuple(sorted({p for name in schedules.names() for p in schedules.parameters(name)}))
 INTEGER_KEYS = ("warmup_steps", "max_update", "seed", "lag")
 RUN_KEY = "run"  # the label of a [[run]] table, a parameter of each of its trials
-BOOK_METRICS = ("train_loss", "train_acc", "test_acc", "val_acc")
+BOOK_METRICS = ("train_loss", "train_acc", "test_acc")  # what the chapter prints
 GENERIC_DEFAULTS = {"base_lr": 0.1, "warmup_steps": 0, "warmup_begin_lr": 0.0, "lag": 0,
                     "optimizer": "sgd"}
 
@@ -331,6 +331,9 @@ def _train(table: dict, source: str) -> TrainSettings:
         raise SpecError(f"{where} burn_in = {settings.burn_in} leaves no epoch to sample in "
                         f"{settings.epochs}")
     _one_of(settings.model, MODELS, f"{where} model")
+    if not isinstance(settings.dataset, str):
+        raise SpecError(f"{where} dataset: a string, \"fashion-mnist\" or "
+                        f"\"imagefolder:PATH\", got {settings.dataset!r}")
     if settings.dataset != "fashion-mnist" and not settings.folder:
         raise SpecError(f"{where} dataset: {settings.dataset!r} is neither \"fashion-mnist\" "
                         "nor \"imagefolder:PATH\"")
@@ -417,6 +420,12 @@ def _runs(tables: Any, space: dict, train: TrainSettings, source: str
         values = {**shared, **{k: _fixed(k, raw, f"{where} {k}") for k, raw in own.items()}}
         runs.append(_complete_run(label.strip(), values, own, table.get("book", {}), train,
                                   where))
+    for key in shared:  # a shared value that changes nothing is a mistake, not a no-op
+        if all(key in table for table in tables):
+            raise SpecError(f"{source}: [space] {key}: every [[run]] sets its own {key}, so "
+                            "this value is never used")
+        if not any(key in dict(run.values) for run in runs):
+            raise SpecError(f"{source}: [space] {key}: none of the runs' schedulers takes it")
     dims: dict[str, Dimension] = {"seed": seed}
     keys = {k for run in runs for k, _ in run.values} | {RUN_KEY}
     for key in keys:

@@ -94,7 +94,8 @@ def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
     rdb = open_storage(storage)
     study = _create_or_load(spec, rdb, storage, allow_changed)
     progress = progress or Progress()
-    pack = pack or default_pack_size(torch_device)
+    # A looped pack (ResNet-18) gains nothing from company and holds K graphs at once.
+    pack = pack or (default_pack_size(torch_device) if spec.train.model == "lenet" else 1)
     work = _Work(spec, study, splits, torch_device, progress, Checkpoints.for_storage(storage),
                  artifact_store(storage))
     new = 0
@@ -113,8 +114,7 @@ def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
             study.sampler = make_sampler(spec, len(study.get_trials(deepcopy=False)))
             trials = [study.ask() for _ in range(min(pack, spec.study.trials - done - running))]
             trials = _within_total(study, trials, spec.study.trials)
-            for group in _packs(spec, trials):  # one optimizer per pack
-                _run_pack(work, None, group, [None] * len(group))
+            _run_packs(work, _packs(spec, trials))
             new += len(trials)
     finally:
         progress.close()
@@ -223,6 +223,20 @@ def _packs(spec: StudySpec, trials: list[optuna.Trial]) -> list[list[optuna.Tria
         key = trial_config(spec, _suggest(spec, trial)).pack_key
         groups.setdefault(key, []).append(trial)
     return list(groups.values())
+
+
+def _run_packs(work: _Work, groups: list[list[optuna.Trial]]) -> None:
+    """Asked trials split into several packs train one pack after another: the waiting ones
+    keep their leases meanwhile (or another worker would take them over as abandoned), and a
+    Ctrl-C hands every lease back."""
+    ids = [t._trial_id for group in groups for t in group]
+    try:
+        with _Heartbeat(work.study, ids):
+            for group in groups:
+                _run_pack(work, None, group, [None] * len(group))
+    except KeyboardInterrupt:
+        release_trials(work.study, ids)  # after the heartbeat thread stopped
+        raise
 
 
 def _run_pack(work: _Work, pack_id: int | None, trials: list[optuna.Trial],

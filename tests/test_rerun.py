@@ -46,7 +46,7 @@ def test_the_best_configurations_become_runs_over_seeds(searched):
     text = rerun.best_study_file("search", searched, top=2, seeds=3)
     parsed = spec.parse(text, source="written")
     assert parsed.study.name == "search-best" and parsed.study.trials == 6
-    assert parsed.train.epochs == 4 and parsed.train.subset == 400  # the original [train]
+    assert parsed.train == spec.parse(SEARCH, source="s").train  # the original [train], all
     first, second = parsed.runs
     assert dict(first.values)["scheduler"] == "poly"
     assert dict(first.values)["base_lr"] == 0.31 and dict(first.values)["exponent"] == 1.5
@@ -66,7 +66,7 @@ def test_top_larger_than_the_study_keeps_what_there_is(searched):
 def test_a_study_without_complete_trials_is_refused(tmp_path):
     url = f"sqlite:///{tmp_path / 'e.db'}"
     optuna.create_study(study_name="empty", storage=url).set_user_attr("study_file", SEARCH)
-    with pytest.raises(StorageError, match="no complete trial"):
+    with pytest.raises(StorageError, match="no finished trial"):
         rerun.best_study_file("empty", url)
 
 
