@@ -449,7 +449,7 @@ def _replication_figure(done: pd.DataFrame, spec: StudySpec, folder: Path) -> Pa
     table = by_config(done, ["run"], ["test_acc"]).set_index("run").loc[order]
     fig, ax = plt.subplots(figsize=(10, 0.6 * len(order) + 1.5))
     sns.stripplot(data=done, y="run", x="test_acc", order=order, color="C0", alpha=0.4,
-                  size=4, ax=ax)
+                  size=4, jitter=False, ax=ax)  # no random jitter: the same figure every time
     ax.errorbar(table["test_acc_mean"], range(len(order)), xerr=table["test_acc_ci"].fillna(0),
                 fmt="o", color="C0", capsize=4, label="ours: mean ± 95% CI (Student t)")
     for run in spec.runs:
