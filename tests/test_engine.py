@@ -223,8 +223,9 @@ def test_a_finished_member_resumes_masked_and_keeps_its_result(splits):
 
 # --- SGLD trials (exercise 5) --------------------------------------------------------------
 
-def sgld_config(seed=0, exponent=0.55, epochs=3, burn_in=1, thin=1):
-    return engine.TrialConfig(schedules.build("inverse_power", base_lr=0.3, exponent=exponent),
+def sgld_config(seed=0, exponent=0.55, epochs=3, burn_in=1, thin=1, base_lr=0.3):
+    return engine.TrialConfig(schedules.build("inverse_power", base_lr=base_lr,
+                                              exponent=exponent),
                               seed=seed, epochs=epochs, batch_size=64, optimizer="sgld",
                               prior_precision=1.0, burn_in=burn_in, thin=thin)
 
@@ -275,7 +276,10 @@ def test_iterate_nll_and_ece_match_the_exported_weights(splits):
 
 
 def test_packed_sgld_trials_equal_the_same_trials_alone(splits):
-    configs = [sgld_config(seed=1), sgld_config(seed=2, exponent=1.0)]
+    # A gentle rate: at 0.3 LeNet's first epochs are chaotic enough that the rounding of a
+    # grouped vs a plain convolution grows past any tolerance within an epoch (with 2 threads).
+    configs = [sgld_config(seed=1, base_lr=0.05), sgld_config(seed=2, exponent=1.0,
+                                                              base_lr=0.05)]
     packed = engine.train_pack(configs, splits)
     for cfg, result in zip(configs, packed):
         alone = engine.train(cfg, splits)
