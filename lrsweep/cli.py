@@ -207,8 +207,8 @@ def export(name: str = typer.Argument(..., help="The study's name"),
     if trial is None and csv is None:
         raise typer.BadParameter("say what to export: --trial N (weights) and/or --csv PATH")
     if trial is not None:
-        path = export_weights(name, url, trial, out_file or Path("results") / name / f"trial-{trial}.pt")
-        path, model = path
+        path, model = export_weights(name, url, trial,
+                                     out_file or Path("results") / name / f"trial-{trial}.pt")
         builder = "lrsweep.resnet.resnet18(…)" if model == "resnet18" else "lrsweep.model.lenet()"
         out.print(f"wrote {path}  (torch.load it into {builder})", markup=False)
     if csv is not None:

@@ -55,13 +55,16 @@ def cache_dir() -> Path:
 
 
 def load(device: str | torch.device = "cpu", *, data_dir: str | Path | None = None,
-         validation: int = 10_000, subset: int = 0, download: bool = True) -> Splits:
+         validation: int = 10_000, subset: int = 0, test_subset: int = 0,
+         download: bool = True) -> Splits:
     """Fashion-MNIST on `device`: `validation` images held out of the 60k (stratified, fixed
-    seed), then `subset` training images kept (0 = all the rest); the 10k test set whole."""
+    seed), then `subset` training images kept (0 = all the rest); `test_subset` of the 10k
+    test images (stratified, fixed; 0 = all)."""
     folder = locate(data_dir, download=download)
-    key = (str(folder), str(torch.device(device)), validation, subset)
+    key = (str(folder), str(torch.device(device)), validation, subset, test_subset)
     if key not in _SPLITS:
-        _SPLITS[key] = _split(_read_folder(folder), torch.device(device), validation, subset, folder)
+        _SPLITS[key] = _split(_read_folder(folder), torch.device(device), validation, subset,
+                              test_subset, folder)
     return _SPLITS[key]
 
 
@@ -153,18 +156,20 @@ def _read_folder(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def _split(raw: dict[str, torch.Tensor], device: torch.device, validation: int, subset: int,
-           folder: Path) -> Splits:
+           test_subset: int, folder: Path) -> Splits:
     images, labels = raw["train_images"], raw["train_labels"]
     n = len(labels)
     if not 0 <= validation < n:
         raise DataError(f"validation = {validation} must be ≥ 0 and below the {n} training images")
     generator = torch.Generator().manual_seed(SPLIT_SEED)
-    val_idx, train_idx = _stratified_take(labels, torch.arange(n), validation, generator)
+    val_idx, train_idx = stratified_take(labels, torch.arange(n), validation, generator)
     if subset:
         if not 0 < subset <= len(train_idx):
             raise DataError(f"subset = {subset} exceeds the {len(train_idx)} training images left "
                             f"after holding out {validation} for validation")
-        train_idx, _ = _stratified_take(labels, train_idx, subset, generator)
+        train_idx, _ = stratified_take(labels, train_idx, subset, generator)
+    # Taken last, so the training and validation images do not depend on it.
+    test_idx = take_test(raw["test_labels"], test_subset, generator, folder)
 
     def images_on_device(x: torch.Tensor) -> torch.Tensor:
         return (x.to(device).unsqueeze(1).float() / 255).contiguous()
@@ -172,23 +177,35 @@ def _split(raw: dict[str, torch.Tensor], device: torch.device, validation: int, 
     return Splits(
         train_x=images_on_device(images[train_idx]), train_y=labels[train_idx].long().to(device),
         val_x=images_on_device(images[val_idx]), val_y=labels[val_idx].long().to(device),
-        test_x=images_on_device(raw["test_images"]), test_y=raw["test_labels"].long().to(device),
-        source=folder)
+        test_x=images_on_device(raw["test_images"][test_idx]),
+        test_y=raw["test_labels"][test_idx].long().to(device), source=folder)
 
 
-def _stratified_take(labels: torch.Tensor, pool: torch.Tensor, k: int,
-                     generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split `pool` (indices) into k taken and the rest, keeping class proportions (largest
-    remainder), random within each class; both parts come back in ascending order."""
+def take_test(labels: torch.Tensor, test_subset: int, generator: torch.Generator,
+              where: Path, pool: torch.Tensor | None = None) -> torch.Tensor:
+    """The test images' indices in `pool` (default: all): `test_subset` of them, stratified by
+    class, or all for 0. A CPU-scale study evaluates a few thousand test images each epoch."""
+    pool = torch.arange(len(labels)) if pool is None else pool
+    if not test_subset:
+        return pool
+    if test_subset > len(pool):
+        raise DataError(f"{where}: test_subset = {test_subset} exceeds the {len(pool)} test images")
+    return stratified_take(labels, pool, test_subset, generator)[0]
+
+
+def stratified_take(labels: torch.Tensor, pool: torch.Tensor, k: int,
+                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split `pool` (indices into labels) into k taken and the rest, each class contributing
+    its share (largest remainder), chosen at random within the class; both ascending."""
     pool = pool[torch.randperm(len(pool), generator=generator)]
-    pool_labels = labels[pool].long()
-    counts = torch.bincount(pool_labels, minlength=10).double()
-    exact = counts * k / len(pool)
+    pool_labels = labels[pool].long()  # uint8 labels would index as a mask below
+    counts = torch.bincount(pool_labels, minlength=int(labels.max()) + 1)
+    exact = counts.double() * k / max(len(pool), 1)
     quota = exact.floor().long()
     short = k - int(quota.sum())
     quota[torch.argsort(exact - exact.floor(), descending=True, stable=True)[:short]] += 1
-    by_class = torch.argsort(pool_labels, stable=True)  # random order within each class kept
-    starts = torch.cumsum(counts.long(), 0) - counts.long()
+    by_class = torch.argsort(pool_labels, stable=True)  # grouped by class, random within
+    starts = counts.cumsum(0) - counts
     rank = torch.arange(len(pool)) - starts[pool_labels[by_class]]
     taken = torch.zeros(len(pool), dtype=torch.bool)
     taken[by_class] = rank < quota[pool_labels[by_class]]

@@ -19,6 +19,7 @@ import functools
 import math
 import platform
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Literal, Sequence
@@ -31,8 +32,7 @@ from .data import Splits
 from .model import LoopedPack, PackedLeNet, lenet
 from .schedules import Schedule
 
-CHANCE_ACC = 0.2    # at or below this train accuracy, 10 classes are being guessed
-LEARNED_ACC = 0.5   # a network that once reached this and falls to chance has collapsed
+
 # Images × trials per evaluation forward pass: bounds the activations' memory. On the CPU,
 # 1000 images at K = 1 was fastest (whole-set passes were 7× slower).
 EVAL_BUDGET = {"cpu": 1_000, "cuda": 32_768}
@@ -157,6 +157,14 @@ def train(config: TrialConfig, splits: Splits, *,
     return train_pack([config], splits, on_epoch=callback)[0]
 
 
+def chance_levels(classes: int) -> tuple[float, float]:
+    """(at chance, learned) accuracies for `classes` classes: a network whose train accuracy
+    once reached `learned` and falls to `at chance` or below has collapsed. For 10 classes
+    0.2 and 0.5; for others the same fractions (1/9, 4/9) of the way from guessing (1/classes)
+    to perfect, so two classes do not count 0.5 as learned nor ten thousand 0.2 as chance."""
+    return (classes + 8) / (9 * classes), (4 * classes + 5) / (9 * classes)
+
+
 def train_pack(configs: Sequence[TrialConfig], splits: Splits, *,
                on_epoch: EpochCallback | None = None, on_states: StateCallback | None = None,
                resume: Sequence[Resume | None] | None = None) -> list[TrialResult]:
@@ -194,6 +202,7 @@ def train_pack(configs: Sequence[TrialConfig], splits: Splits, *,
     results = [TrialResult(c, device=str(device), pack_size=k) for c in configs]
     active = [True] * k
     best_train_acc = [0.0] * k
+    at_chance, learned = chance_levels(classes)
     for i, r in enumerate(resume):
         if r is None:
             continue
@@ -211,7 +220,7 @@ def train_pack(configs: Sequence[TrialConfig], splits: Splits, *,
         noise = sgld.TrialNoise([c.seed for c in configs], device)
         posterior = sgld.PosteriorAverage(k, len(splits.test_y), classes,
                                           burn_in=first.burn_in, thin=first.thin, device=device)
-        _restore_sampler(noise, posterior, resume)
+        _restore_sampler(noise, posterior, resume, [c.seed for c in configs])
     for epoch in range(first_epoch, first.epochs):
         start = time.perf_counter()
         rates = _rates(configs, epoch, steps)  # (steps, K), host
@@ -262,7 +271,7 @@ def train_pack(configs: Sequence[TrialConfig], splits: Splits, *,
             results[i].epochs.append(m)
             if not math.isfinite(m.train_loss):
                 results[i].status, results[i].diverged = "diverged", "nonfinite"
-            elif m.train_acc <= CHANCE_ACC and best_train_acc[i] >= LEARNED_ACC:
+            elif m.train_acc <= at_chance and best_train_acc[i] >= learned:
                 results[i].status, results[i].diverged = "diverged", "collapsed"
             best_train_acc[i] = max(best_train_acc[i], m.train_acc)
         stop = set(on_epoch(epoch_metrics)) if on_epoch else set()
@@ -302,20 +311,32 @@ def _calibration(probs: torch.Tensor, y: torch.Tensor, *, accuracy: bool = False
 
 def _sampler_state(noise: sgld.TrialNoise, posterior: sgld.PosteriorAverage, i: int) -> dict:
     # A copy: on the CPU .cpu() would alias the running sum, which later epochs change.
-    return {"noise": noise.generators[i].get_state(),
+    return {"noise": noise.generators[i].get_state(), "device_type": noise.device.type,
             "total": posterior.total[i].to("cpu", copy=True),
             "count": posterior.count, "opportunities": posterior.opportunities}
 
 
 def _restore_sampler(noise: sgld.TrialNoise, posterior: sgld.PosteriorAverage,
-                     resume: Sequence[Resume | None]) -> None:
+                     resume: Sequence[Resume | None], seeds: Sequence[int]) -> None:
     # A pack resumes at one epoch, so its members share the posterior's sample count.
     for i, r in enumerate(resume):
-        if r is not None and r.sampler is not None:
+        if r is None or r.sampler is None:
+            continue
+        saved_on = r.sampler.get("device_type", noise.device.type)
+        if saved_on == noise.device.type:
             noise.generators[i].set_state(r.sampler["noise"])
-            posterior.total[i] = r.sampler["total"].to(posterior.total.device)
-            posterior.count = r.sampler["count"]
-            posterior.opportunities = r.sampler["opportunities"]
+        else:
+            # CPU and CUDA generators keep different states: the stream cannot go on. The
+            # trial goes on with a stream of its own seed and epoch rather than start over.
+            epoch = len(r.epochs)
+            noise.generators[i].manual_seed(sgld.noise_seed(seeds[i]) + epoch)
+            warnings.warn(f"SGLD trial with seed {seeds[i]}: its noise state was saved on "
+                          f"{saved_on} and cannot continue on {noise.device.type}; from epoch "
+                          f"{epoch + 1} its noise is a new stream (the run is no longer "
+                          "bit-identical to an uninterrupted one)", stacklevel=2)
+        posterior.total[i] = r.sampler["total"].to(posterior.total.device)
+        posterior.count = r.sampler["count"]
+        posterior.opportunities = r.sampler["opportunities"]
 
 def _initial_net(config: TrialConfig, resume: Resume | None, shape: tuple[int, ...],
                  classes: int) -> torch.nn.Module:

@@ -23,8 +23,9 @@ from typing import Callable
 
 import pandas as pd
 
+from .engine import chance_levels
 from .spec import Choice, StudySpec
-from .stats import config_columns, mean_ci
+from .stats import config_columns, finished, format_ci, intervals_overlap, mean_ci
 
 
 @dataclass(frozen=True)
@@ -37,12 +38,6 @@ class Section:
 
 
 # --- shared computations -------------------------------------------------------------------
-
-def finished(frame: pd.DataFrame) -> pd.DataFrame:
-    """Trials (or their curve rows) that ran to the end: complete, or stopped by divergence,
-    which is part of the answer (a rate that diverges is a bad rate)."""
-    return frame[frame["state"].str.startswith(("complete", "diverged"))]
-
 
 def by_config(frame: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
     """Mean, 95% CI half-width and n of each metric per group of `keys`, with the diverged count."""
@@ -59,30 +54,31 @@ def by_config(frame: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.Da
     return pd.DataFrame(rows)
 
 
-def pm(mean: float, ci: float, digits: int = 3) -> str:
-    if math.isnan(mean):
-        return "–"
-    return f"{mean:.{digits}f}" if math.isnan(ci) else f"{mean:.{digits}f} ± {ci:.{digits}f}"
-
-
 def _pm_row(row: pd.Series, metric: str) -> str:
-    return pm(row[f"{metric}_mean"], row[f"{metric}_ci"])
+    return format_ci(row[f"{metric}_mean"], row[f"{metric}_ci"])
 
 
 def _separable(a: pd.Series, b: pd.Series, metric: str) -> str:
-    ca, cb = a[f"{metric}_ci"], b[f"{metric}_ci"]
-    if math.isnan(ca) or math.isnan(cb):
+    overlap = intervals_overlap(a, b, metric)
+    if overlap is None:
         return "one seed: no interval to compare"
-    apart = abs(a[f"{metric}_mean"] - b[f"{metric}_mean"]) > ca + cb
-    return "the 95% intervals do not overlap" if apart else "the 95% intervals overlap"
-
-
-def _epochs(n: float) -> str:
-    return f"{int(n)} epoch" + ("" if int(n) == 1 else "s")
+    return "the 95% intervals overlap" if overlap else "the 95% intervals do not overlap"
 
 
 def _varies(trials: pd.DataFrame, column: str, at_least: int) -> bool:
     return column in trials and trials[column].dropna().nunique() >= at_least
+
+
+def _chance(trials: pd.DataFrame) -> tuple[float, float]:
+    """(guessing, stuck) accuracies for the study's classes: at or below `stuck` a network
+    never learned (for 10 classes 0.1 and 0.2; engine.chance_levels for the others)."""
+    classes = int(trials["classes"].iloc[0]) if "classes" in trials and len(trials) else 10
+    return 1 / classes, chance_levels(classes)[0]
+
+
+def _span(n: float, unit: str) -> str:
+    """"1 epoch", "3 steps": a warmup length in the study's schedule unit."""
+    return f"{int(n)} {unit}" + ("" if int(n) == 1 else "s")
 
 
 def _grid_axis(spec: StudySpec | None, key: str) -> bool:
@@ -93,7 +89,6 @@ def _grid_axis(spec: StudySpec | None, key: str) -> bool:
 
 # --- exercise 1: a fixed learning rate -----------------------------------------------------
 
-STUCK_ACC = 0.2          # a rate whose best epoch stays at or below this never learned
 EARLY_STOP_GAIN = 0.005  # peak minus final validation accuracy worth an early stop
 
 def fixed_rate(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
@@ -140,16 +135,17 @@ def fixed_rate(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | Non
             f"η = {r['base_lr']:g} in {int(r['diverged'])} of {int(r['n'])} seeds"
             for _, r in unstable.iterrows()) + ".")
     # Never learned: at chance all along (no divergence, which needs having learned first).
-    stuck = table[(table["diverged"] == 0) & (table["peak_val_acc_mean"] <= STUCK_ACC)
+    guess, at_chance = _chance(done)
+    stuck = table[(table["diverged"] == 0) & (table["peak_val_acc_mean"] <= at_chance)
                   & (table["base_lr"] > rate)]
     if len(stuck):
         text += (" Too large never learns: at η = " + ", ".join(f"{r:g}" for r in
                  stuck["base_lr"]) + f" {metric} never rises above "
-                 f"{stuck['peak_val_acc_mean'].max():.3f} (10 classes: chance is 0.100).")
+                 f"{stuck['peak_val_acc_mean'].max():.3f} (chance is {guess:.3f}).")
     gain = best["peak_val_acc_mean"] - best[f"{metric}_mean"]
     text += (f" Overfitting: at η = {rate:g} the train − test accuracy gap goes from "
-             f"{pm(*mean_ci(gap_early)[:2])} at epoch {early + 1} to {_pm_row(best, 'gap')} at "
-             f"epoch {last + 1}; validation accuracy peaks at epoch "
+             f"{format_ci(*mean_ci(gap_early)[:2])} at epoch {early + 1} to "
+             f"{_pm_row(best, 'gap')} at epoch {last + 1}; validation accuracy peaks at epoch "
              f"{best['peak_epoch_mean'] + 1:.1f} on average, {gain:+.3f} against the last "
              "epoch, so " + (
                  "the best model a fixed rate gives here is an early-stopped one."
@@ -163,11 +159,11 @@ def fixed_rate(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | Non
         "train − test gap": [_pm_row(r, "gap") for _, r in table.iterrows()],
         "peak val_acc": [_pm_row(r, "peak_val_acc") for _, r in table.iterrows()],
         "peak epoch": [f"{r['peak_epoch_mean'] + 1:.1f}" for _, r in table.iterrows()]})
-    figure = _fixed_rate_figure(table, rows, metric, folder)
+    figure = _fixed_rate_figure(table, rows, metric, at_chance, folder)
     return Section("Exercise 1: a fixed learning rate", [text], shown, [figure])
 
 
-def _fixed_rate_figure(table, rows, metric, folder) -> Path:
+def _fixed_rate_figure(table, rows, metric, at_chance, folder) -> Path:
     plt, sns = _plotting()
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
     for name in dict.fromkeys([metric, "test_acc", "train_acc"]):
@@ -176,7 +172,7 @@ def _fixed_rate_figure(table, rows, metric, folder) -> Path:
     left.set(xscale="log", xlabel="learning rate (constant)", ylabel="final accuracy",
              title="final accuracy vs rate (mean, 95% CI over seeds)")
     left.legend()
-    learned = table.loc[table["peak_val_acc_mean"] > STUCK_ACC, "base_lr"]
+    learned = table.loc[table["peak_val_acc_mean"] > at_chance, "base_lr"]
     healthy = rows[(rows["state"] == "complete") & rows["base_lr"].isin(learned)]
     sns.lineplot(data=healthy, x="epoch", y="gap", **_hue(healthy, "base_lr"), ax=right,
                  errorbar=("ci", 95), n_boot=500, seed=0)
@@ -260,6 +256,109 @@ def _decay_figure(table, rows, keys, metric, folder) -> Path:
     return _save(fig, folder / "ex2_decay_exponent.png", axes)
 
 
+# --- exercise 3: cosine on a larger model ---------------------------------------------------
+
+def model_size(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
+               metric: str, folder: Path) -> Section | None:
+    """Cosine against the other schedules, each at its own best base rate, for every model:
+    does cosine's lead grow with the model? Rates are chosen on the study's metric (validation)
+    and compared on test accuracy, so the choice does not flatter the comparison."""
+    if not _varies(trials, "model", 2) or "scheduler" not in trials:
+        return None
+    done = finished(trials)
+    schedulers = set(done["scheduler"].dropna())
+    if "cosine" not in schedulers or len(schedulers) < 2:
+        return None
+    lower = metric.endswith("loss")
+    rate_key = ["base_lr"] if "base_lr" in done else []
+    table = by_config(done, ["model", "scheduler"] + rate_key, [metric, "test_acc"])
+    # A rate at which any seed diverged loses to one at which none did.
+    table["_rank"] = table[f"{metric}_mean"] if lower else -table[f"{metric}_mean"]
+    tuned = (table.sort_values(["diverged", "_rank"], na_position="last")
+             .groupby(["model", "scheduler"], sort=False).head(1))
+    sizes = {m: parameter_count(m) for m in tuned["model"].unique()}
+    models = sorted(sizes, key=sizes.get)
+    rows, lines, leads = [], [], {}
+    for model in models:
+        mine = tuned[tuned["model"] == model].sort_values("_rank", na_position="last")
+        cosine = mine[mine["scheduler"] == "cosine"]
+        others = mine[mine["scheduler"] != "cosine"]
+        if cosine.empty or others.empty:
+            continue
+        cosine, rival = cosine.iloc[0], others.iloc[0]
+        lead = (_seed_values(done, model, cosine, rate_key)
+                - _seed_values(done, model, rival, rate_key)).dropna()
+        leads[model] = lead
+        mean, ci, n = mean_ci(lead)
+        lines.append(f"{_model_name(model)} ({sizes[model]:,} parameters): cosine "
+                     f"{_pm_row(cosine, 'test_acc')} vs {rival['scheduler']} "
+                     f"{_pm_row(rival, 'test_acc')}, lead {format_ci(mean, ci)} (n = {n})")
+        for _, row in mine.iterrows():
+            rows.append({"model": model, "scheduler": row["scheduler"],
+                         **({"best base_lr": f"{row['base_lr']:g}"} if rate_key else {}),
+                         "seeds": int(row["n"]), "diverged": int(row["diverged"]),
+                         metric: _pm_row(row, metric), "test_acc": _pm_row(row, "test_acc")})
+    if not lines:
+        return None
+    text = ("Each schedule at its best base rate for each model (chosen on the final "
+            f"{metric}); test accuracy, mean ± 95% CI over seeds; cosine's lead over the best "
+            "other schedule is paired by seed: " + "; ".join(lines) + ".")
+    small, large = models[0], models[-1]
+    if small in leads and large in leads and small != large:
+        growth = (leads[large] - leads[small]).dropna()
+        mean, ci, n = mean_ci(growth)
+        if math.isnan(ci):
+            verdict = "with one seed there is no interval to judge it by"
+        elif mean - ci > 0:
+            verdict = "cosine's advantage grows with the model here"
+        elif mean + ci < 0:
+            verdict = "cosine's advantage shrinks with the model here"
+        else:
+            verdict = ("the interval includes zero: at this scale the data cannot tell whether "
+                       "cosine's advantage grows with the model")
+        text += (f" The lead's change from {_model_name(small)} to {_model_name(large)}, paired "
+                 f"by seed: {format_ci(mean, ci)} (n = {n}); {verdict}.")
+    figure = _model_size_figure(done, tuned, models, rate_key, folder)
+    return Section("Exercise 3: cosine on a larger model", [text], pd.DataFrame(rows), [figure])
+
+
+def parameter_count(model: str) -> int:
+    from . import model as lenet_module
+    from .resnet import resnet18
+    net = resnet18(seed=0) if model == "resnet18" else lenet_module.lenet(seed=0)
+    return sum(p.numel() for p in net.parameters())
+
+
+def _model_name(model: str) -> str:
+    return {"lenet": "LeNet", "resnet18": "ResNet-18"}.get(model, model)
+
+
+def _seed_values(done: pd.DataFrame, model: str, config: pd.Series, rate_key: list[str]
+                 ) -> pd.Series:
+    """Test accuracy by seed of one (model, scheduler, rate) configuration."""
+    mask = (done["model"] == model) & (done["scheduler"] == config["scheduler"])
+    for key in rate_key:
+        mask &= done[key] == config[key]
+    return done[mask].groupby("seed")["test_acc"].mean()
+
+
+def _model_size_figure(done, tuned, models, rate_key, folder) -> Path:
+    plt, _ = _plotting()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    schedulers = sorted(tuned["scheduler"].unique())
+    width = 0.8 / len(models)
+    for i, model in enumerate(models):
+        mine = tuned[tuned["model"] == model].set_index("scheduler").reindex(schedulers)
+        x = [j + (i - (len(models) - 1) / 2) * width for j in range(len(schedulers))]
+        ax.errorbar(x, mine["test_acc_mean"], yerr=mine["test_acc_ci"].fillna(0), marker="o",
+                    linestyle="none", capsize=3, label=_model_name(model))
+    ax.set_xticks(range(len(schedulers)), schedulers)
+    ax.set(ylabel="final test accuracy",
+           title="each schedule at its best rate (mean, 95% CI over seeds)")
+    ax.legend()
+    return _save(fig, folder / "ex3_model_size.png", [ax])
+
+
 # --- exercise 4: warmup --------------------------------------------------------------------
 
 def warmup(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
@@ -273,12 +372,14 @@ def warmup(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
     by_rate = "base_lr" in done and _grid_axis(spec, "base_lr")
     keys = ["base_lr", "warmup_steps"] if by_rate else ["warmup_steps"]
     early_epoch = min(2, int(rows["epoch"].max()))
+    unit = spec.train.unit if spec else "epoch"
+    guess, at_chance = _chance(done)
     early = rows[rows["epoch"] == early_epoch].set_index("trial")[metric].rename("early")
     done = done.merge(early, left_on="trial", right_index=True, how="left")
     # A failed seed diverged, or ended at chance all the same: a rate too high may leave the
     # network at chance from the first step, or let it learn a little and then collapse,
     # without a non-finite loss. Warmup is meant to prevent all three.
-    done["failed"] = done["state"].str.startswith("diverged") | ~(done[metric] > STUCK_ACC)
+    done["failed"] = done["state"].str.startswith("diverged") | ~(done[metric] > at_chance)
     table = by_config(done, keys, [metric, "test_acc", "early", "failed"])
     table["failed"] = (table["failed_mean"] * table["n"]).round().astype(int)
     table["failed_share"] = table["failed_mean"]
@@ -289,23 +390,23 @@ def warmup(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
         best = group.sort_values(f"{metric}_mean", ascending=False).iloc[0]
         first = group.iloc[0]
         line = (f"η = {rate:g}: " if rate is not None else "") + (
-            f"with {_epochs(first['warmup_steps'])} of warmup {int(first['failed'])} of "
+            f"with {_span(first['warmup_steps'], unit)} of warmup {int(first['failed'])} of "
             f"{int(first['n'])} seeds failed; ")
-        line += (f"shortest warmup with no failure: {_epochs(safe.iloc[0]['warmup_steps'])}"
+        line += (f"shortest warmup with no failure: {_span(safe.iloc[0]['warmup_steps'], unit)}"
                  if len(safe) else "every warmup length tried failed at least once")
         longest = group.iloc[-1]
         if (group["failed"] == group["n"]).all():
             line += "; no warmup length rescued a single seed."
         elif best["warmup_steps"] == longest["warmup_steps"]:
             line += (f"; best final {metric} with the longest warmup tried, "
-                     f"{_epochs(best['warmup_steps'])} ({_pm_row(best, metric)}).")
+                     f"{_span(best['warmup_steps'], unit)} ({_pm_row(best, metric)}).")
         else:
-            line += (f"; best final {metric} with {_epochs(best['warmup_steps'])} of warmup "
+            line += (f"; best final {metric} with {_span(best['warmup_steps'], unit)} of warmup "
                      f"({_pm_row(best, metric)}; {_separable(best, longest, metric)} with "
-                     f"the longest, {_epochs(longest['warmup_steps'])}).")
+                     f"the longest, {_span(longest['warmup_steps'], unit)}).")
         parts.append(line)
     overall = table.sort_values(f"{metric}_mean", ascending=False).iloc[0]
-    answer = (f"Overall best: warmup {_epochs(overall['warmup_steps'])}"
+    answer = (f"Overall best: warmup {_span(overall['warmup_steps'], unit)}"
               + (f" at η = {overall['base_lr']:g}" if by_rate else "")
               + f", {metric} {_pm_row(overall, metric)}.")
     same_rate = table[table["base_lr"] == overall["base_lr"]] if by_rate else table
@@ -318,12 +419,12 @@ def warmup(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
                        "accurate: warmup should be just long enough to keep training stable.")
         else:
             answer += (f" At that rate the shortest warmup with no failed seed is "
-                       f"{_epochs(shortest['warmup_steps'])} ({_pm_row(shortest, metric)}; "
+                       f"{_span(shortest['warmup_steps'], unit)} ({_pm_row(shortest, metric)}; "
                        f"{verdict} with the best), so warmup beyond what stability needs "
                        + ("paid off here." if "do not" in verdict else
                           "made no clear difference here."))
     answer += (" Failed: diverged (non-finite loss, or a collapse after learning) or ended at "
-               f"{metric} ≤ {STUCK_ACC:.1f} (chance is 0.1).")
+               f"{metric} ≤ {at_chance:.3g} (chance is {guess:.3g}).")
     shown = table[keys].copy()
     shown["seeds"] = table["n"]
     shown["failed"] = table["failed"]
@@ -439,7 +540,7 @@ def _printed_vs_intended(done: pd.DataFrame, spec: StudySpec) -> list[str]:
         diff = (b - a).dropna()
         if len(diff):
             mean, ci, n = mean_ci(diff)
-            lines.append(f"{stem} {pm(mean, ci)} (n = {n})")
+            lines.append(f"{stem} {format_ci(mean, ci)} (n = {n})")
     return lines
 
 
@@ -494,15 +595,15 @@ def sampling(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
         for name, frame, prefix in (("SGD iterate", base, ""), ("SGLD iterate", group, ""),
                                     ("SGLD average", group, "avg_")):
             for m in outcomes:
-                row[f"{name} {m[5:]}"] = pm(*mean_ci(frame[prefix + m])[:2])
+                row[f"{name} {m[5:]}"] = format_ci(*mean_ci(frame[prefix + m])[:2])
         paired = (group.set_index("seed")[[f"avg_{m}" for m in outcomes]].rename(
             columns=lambda c: c[4:]) - base.set_index("seed")[outcomes]).dropna()
         diffs = {m: mean_ci(paired[m]) for m in outcomes}
         label = ", ".join(f"γ = {v:g}" if k == "exponent" else f"{k} = {v}"
                           for k, v in where.items()) or "all"
-        lines.append(f"{label}: NLL {pm(*diffs['test_nll'][:2])}, ECE "
-                     f"{pm(*diffs['test_ece'][:2])}, accuracy {pm(*diffs['test_acc'][:2])} "
-                     f"(n = {diffs['test_nll'][2]})")
+        shown = {m: format_ci(*diffs[m][:2]) for m in outcomes}
+        lines.append(f"{label}: NLL {shown['test_nll']}, ECE {shown['test_ece']}, accuracy "
+                     f"{shown['test_acc']} (n = {diffs['test_nll'][2]})")
         rows.append(row)
     burn_in = spec.train.burn_in if spec else 0
     thin = spec.train.thin if spec else 1
@@ -589,8 +690,8 @@ def importance(study, spec: StudySpec | None, metric: str, folder: Path) -> Sect
 
 # --- plumbing ------------------------------------------------------------------------------
 
-SECTIONS: list[Callable[..., Section | None]] = [replication, fixed_rate, decay_exponent, warmup,
-                                                  sampling]
+SECTIONS: list[Callable[..., Section | None]] = [replication, fixed_rate, decay_exponent,
+                                                  model_size, warmup, sampling]
 
 
 def sections(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None, metric: str,

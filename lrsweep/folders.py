@@ -39,7 +39,7 @@ from torchvision import transforms
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
 
-from .data import SPLIT_SEED, DataError, Splits
+from .data import SPLIT_SEED, DataError, Splits, stratified_take, take_test
 
 TEST_SHARE = 1 / 6      # of all images, the test set of a folder without val/
 MEMORY_SHARE = 0.5      # of the device's memory, the most the resident images may take
@@ -50,19 +50,20 @@ _CACHE: dict[tuple, Splits] = {}  # one decode per process and settings, as data
 
 def load_imagefolder(root: str | Path, device: str | torch.device = "cpu", *,
                      image_size: int = 28, grayscale: bool | None = None, validation: int = 0,
-                     subset: int = 0) -> Splits:
+                     subset: int = 0, test_subset: int = 0) -> Splits:
     """The folder's images as Splits on `device` (see the module docstring); DataError, one
     line naming the path, when the folder is missing, empty, inconsistent or unreadable."""
     root = Path(root).expanduser()
     device = torch.device(device)
-    key = (str(root.resolve()), str(device), image_size, grayscale, validation, subset)
+    key = (str(root.resolve()), str(device), image_size, grayscale, validation, subset,
+           test_subset)
     if key not in _CACHE:
-        _CACHE[key] = _load(root, device, image_size, grayscale, validation, subset)
+        _CACHE[key] = _load(root, device, image_size, grayscale, validation, subset, test_subset)
     return _CACHE[key]
 
 
 def _load(root: Path, device: torch.device, image_size: int, grayscale: bool | None,
-          validation: int, subset: int) -> Splits:
+          validation: int, subset: int, test_subset: int) -> Splits:
     if image_size < 1:
         raise DataError(f"image_size = {image_size} must be at least 1 pixel")
     train_dir, test_dir = _layout(root)
@@ -91,7 +92,7 @@ def _load(root: Path, device: torch.device, image_size: int, grayscale: bool | N
     generator = torch.Generator().manual_seed(SPLIT_SEED)
     pool = torch.arange(len(labels))
     if test is None:
-        test_idx, pool = _stratified_take(labels, pool, round(len(pool) * TEST_SHARE),
+        test_idx, pool = stratified_take(labels, pool, round(len(pool) * TEST_SHARE),
                                           generator)
         test, test_labels = train, labels
     else:
@@ -99,12 +100,13 @@ def _load(root: Path, device: torch.device, image_size: int, grayscale: bool | N
     if not 0 <= validation < len(pool):
         raise DataError(f"{root}: validation = {validation} must be ≥ 0 and below the "
                         f"{len(pool)} training images")
-    val_idx, train_idx = _stratified_take(labels, pool, validation, generator)
+    val_idx, train_idx = stratified_take(labels, pool, validation, generator)
     if subset:
         if not 0 < subset <= len(train_idx):
             raise DataError(f"{root}: subset = {subset} exceeds the {len(train_idx)} training "
                             f"images left after holding out {validation} for validation")
-        train_idx, _ = _stratified_take(labels, train_idx, subset, generator)
+        train_idx, _ = stratified_take(labels, train_idx, subset, generator)
+    test_idx = take_test(test_labels, test_subset, generator, test_dir or root, pool=test_idx)
 
     channels = 1 if grayscale else 3
     _check_fits(root, len(train_idx) + len(val_idx) + len(test_idx), channels, image_size,
@@ -183,22 +185,3 @@ def _check_fits(root: Path, n: int, channels: int, size: int, device: torch.devi
         raise DataError(f"{root}: {n} images of {channels}×{size}×{size} need "
                         f"{need / 2**30:.1f} GiB as float32, more than {MEMORY_SHARE:.0%} of "
                         f"{device}'s {total / 2**30:.1f} GiB; use a smaller image_size or subset")
-
-
-def _stratified_take(labels: torch.Tensor, pool: torch.Tensor, k: int,
-                     generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split `pool` (indices into labels) into k taken and the rest, each class contributing
-    its share (largest remainder), chosen at random within the class; both ascending."""
-    pool = pool[torch.randperm(len(pool), generator=generator)]
-    pool_labels = labels[pool]
-    counts = torch.bincount(pool_labels, minlength=int(labels.max()) + 1)
-    exact = counts.double() * k / max(len(pool), 1)
-    quota = exact.floor().long()
-    short = k - int(quota.sum())
-    quota[torch.argsort(exact - exact.floor(), descending=True, stable=True)[:short]] += 1
-    by_class = torch.argsort(pool_labels, stable=True)  # grouped by class, random within
-    starts = counts.cumsum(0) - counts
-    rank = torch.arange(len(pool)) - starts[pool_labels[by_class]]
-    taken = torch.zeros(len(pool), dtype=torch.bool)
-    taken[by_class] = rank < quota[pool_labels[by_class]]
-    return pool[taken].sort().values, pool[~taken].sort().values

@@ -20,7 +20,8 @@ from . import exercises
 from . import spec as spec_mod
 from .exercises import Section as _Section
 from .report import curves_frame, trials_frame
-from .stats import config_columns, config_label, config_table
+from .stats import (config_columns, config_label, config_table, format_ci,
+                    intervals_overlap)
 from .storage import load_study
 
 METRICS = ["val_acc", "test_acc", "train_loss"]
@@ -84,9 +85,11 @@ def _sections(name, url, study, study_spec, trials, configs, metric) -> list[_Se
         tr = study_spec.train
         images = (f"{tr.train_images} training images" if not tr.folder else
                   f"{tr.subset or 'all'} training images of {tr.folder} at {tr.image_size} px")
-        scale = (f"{tr.model}, {tr.epochs} epochs per trial, {images} (validation "
-                 f"{tr.validation}), batch {tr.batch_size}, schedule unit {tr.unit}; "
-                 f"sampler {study_spec.study.sampler}, pruner {study_spec.study.pruner}")
+        tested = f"{tr.test_subset} test images" if tr.test_subset else "all test images"
+        scale = (f"{' and '.join(study_spec.models)}, {tr.epochs} epochs per trial, {images} "
+                 f"(validation {tr.validation}, {tested}), batch {tr.batch_size}, schedule unit "
+                 f"{tr.unit}; sampler {study_spec.study.sampler}, pruner "
+                 f"{study_spec.study.pruner}")
     what = _Section("What was studied", [
         study_spec.study.description if study_spec and study_spec.study.description else "",
         f"Scale: {scale}.",
@@ -128,7 +131,7 @@ def _answer(configs: pd.DataFrame, metric: str, trials: pd.DataFrame) -> str:
             f"over {best[f'{metric}_n']} seed(s).")
     if len(ranked) > 1:
         second = ranked.iloc[1]
-        overlap = _overlap(best, second, metric)
+        overlap = intervals_overlap(best, second, metric)
         verdict = ("their 95% intervals overlap: these seeds cannot separate the two"
                    if overlap else "their 95% intervals do not overlap")
         if overlap is None:
@@ -140,18 +143,8 @@ def _answer(configs: pd.DataFrame, metric: str, trials: pd.DataFrame) -> str:
     return text
 
 
-def _overlap(a: pd.Series, b: pd.Series, metric: str) -> bool | None:
-    ca, cb = a[f"{metric}_ci"], b[f"{metric}_ci"]
-    if math.isnan(ca) or math.isnan(cb):
-        return None
-    return abs(a[f"{metric}_mean"] - b[f"{metric}_mean"]) <= ca + cb
-
-
 def _pm(row: pd.Series, metric: str) -> str:
-    mean, ci = row[f"{metric}_mean"], row[f"{metric}_ci"]
-    if math.isnan(mean):
-        return "–"  # e.g. val_acc of a study with no validation hold-out
-    return f"{mean:.4f}" if math.isnan(ci) else f"{mean:.4f} ± {ci:.4f}"
+    return format_ci(row[f"{metric}_mean"], row[f"{metric}_ci"], digits=4)
 
 
 def _config_view(configs: pd.DataFrame, metric: str) -> pd.DataFrame:

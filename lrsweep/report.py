@@ -68,6 +68,7 @@ def trials_frame(name: str, url: str, *, study: optuna.Study | None = None) -> p
             curve = attrs.get(key) or []
             row[key] = curve[-1] if curve else None
         row["val_acc_curve"] = attrs.get("val_acc") or []
+        row["classes"] = attrs.get("classes", 10)  # stores before it was kept: Fashion-MNIST
         row["epochs"] = len(attrs.get("lr") or [])
         # A pack's epoch time is shared by its trials: each is charged its share.
         pack_seconds = sum(s for s in attrs.get("epoch_seconds") or [] if s is not None)

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import spec as spec_mod
 from .report import trials_frame
-from .stats import config_columns, config_table
+from .stats import config_columns, config_table, finished
 from .storage import StorageError, load_study
 
 
@@ -38,8 +38,7 @@ def best_study_file(name: str, url: str, *, top: int = 3, seeds: int = 5,
     metric = source.study.metric
     # Diverged seeds count, as in the reports: a configuration that diverged on some seeds
     # must not rank on the one that survived. Pruned trials did not finish: left out.
-    done = trials[trials["state"].str.startswith(("complete", "diverged"))] if len(trials) \
-        else trials
+    done = finished(trials) if len(trials) else trials
     if done.empty:
         raise StorageError(f"study {name!r} in {url} has no finished trial to re-run yet")
     # Ranked by the stored objective, Optuna's value: what the search itself compared.

@@ -40,11 +40,11 @@ PRUNERS = ("none", "median", "hyperband")
 UNITS = ("epoch", "step")
 # Search-space keys every schedule takes; the rest belong to the schedules that use them.
 GENERIC_KEYS = ("scheduler", "base_lr", "warmup_steps", "warmup_begin_lr", "lag", "optimizer",
-                "seed")
+                "model", "seed")
 OPTIMIZERS = ("sgd", "sgld")
 MODELS = ("lenet", "resnet18")
 # Space keys that are no schedule parameter: they go to the trial, not to schedules.build.
-NOT_SCHEDULE_KEYS = ("scheduler", "seed", "optimizer", "run")
+NOT_SCHEDULE_KEYS = ("scheduler", "seed", "optimizer", "model", "run")
 SCHEDULE_KEYS = tuple(sorted({p for name in schedules.names() for p in schedules.parameters(name)}))
 INTEGER_KEYS = ("warmup_steps", "max_update", "seed", "lag")
 RUN_KEY = "run"  # the label of a [[run]] table, a parameter of each of its trials
@@ -109,8 +109,9 @@ class TrainSettings:
     batch_size: int = 256        # images per optimizer step
     validation: int = 10_000     # images held out of the 60k training set; 0 = none
     subset: int = 0              # training images used; 0 = all that remain
+    test_subset: int = 0         # test images used (stratified, fixed); 0 = all
     unit: str = "epoch"          # what a schedule's t counts: epoch | step
-    model: str = "lenet"         # lenet (packed) | resnet18 (exercise 3)
+    model: str = "lenet"         # lenet (packed) | resnet18 (exercise 3); [space] model varies it
     dataset: str = "fashion-mnist"  # or "imagefolder:PATH" (ImageNet-style class folders)
     image_size: int = 28         # imagefolder: images resized and cropped to this side
     prior_precision: float = 1.0  # sgld trials: a Gaussian prior N(0, 1/λ) on every weight
@@ -153,7 +154,18 @@ class StudySpec:
 
     @property
     def schedulers(self) -> tuple[str, ...]:
-        dim = self.dimension("scheduler")
+        return self.values_of("scheduler")
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The models the trials train: [space] model's values, else [train] model."""
+        return self.values_of("model", self.train.model)
+
+    def values_of(self, key: str, default: Any = None) -> tuple[Any, ...]:
+        """The values a listed or fixed dimension takes; (default,) when the space lacks it."""
+        dim = self.dimension(key)
+        if dim is None:
+            return (default,)
         return dim.values if isinstance(dim, Choice) else (dim.value,)
 
     def keys_for(self, scheduler: str) -> list[str]:
@@ -236,11 +248,14 @@ def parse(text: str, *, source: str = "<string>", overrides: Sequence[str] = ())
     overrides = tuple(overrides)
     for override in overrides:
         _apply_override(doc, override, source)
-    _only_keys(doc, ("study", "train", "space", "run"), source, "")
+    _only_keys(doc, ("study", "train", "space", "run"), f"{source}: ")
     for section in ("study", "train", "space"):
         if not isinstance(doc.get(section, {}), dict):
             raise SpecError(f"{source}: [{section}] must be a table")
     train = _train(doc.get("train", {}), source)
+    if "model" in doc.get("train", {}) and "model" in doc.get("space", {}):
+        raise SpecError(f"{source}: [space] model: the model is also set in [train]; give it in "
+                        "one place ([space] to compare models)")
     runs: tuple[Run, ...] = ()
     if "run" in doc:
         space, runs = _runs(doc["run"], doc.get("space", {}), train, source)
@@ -252,11 +267,10 @@ def parse(text: str, *, source: str = "<string>", overrides: Sequence[str] = ())
         space = _space(doc.get("space", {}), train, source)
     study = _study(doc.get("study", {}), train, source)
     spec = StudySpec(study, train, space, text, source, overrides, runs)
-    optimizer = spec.dimension("optimizer")
-    if train.model != "lenet" and optimizer and "sgld" in (
-            optimizer.values if isinstance(optimizer, Choice) else (optimizer.value,)):
+    if "sgld" in spec.values_of("optimizer", "sgd") and spec.models != ("lenet",):
+        model = next(m for m in spec.models if m != "lenet")
         raise SpecError(f"{source}: [space] optimizer: SGLD trials train the packed LeNet only, "
-                        f"not [train] model = {train.model!r}")
+                        f"not model = {model!r}")
     if spec.study.sampler == "grid":
         for key, dim in space:
             if isinstance(dim, Range):
@@ -295,7 +309,7 @@ def _apply_override(doc: dict, override: str, source: str) -> None:
 
 def _study(table: dict, train: TrainSettings, source: str) -> StudySettings:
     where = f"{source}: [study]"
-    _only_keys(table, [f for f in StudySettings.__dataclass_fields__], source, "study")
+    _only_keys(table, [f for f in StudySettings.__dataclass_fields__], f"{where} ")
     name = table.get("name")
     if not isinstance(name, str) or not name.strip():
         raise SpecError(f"{where} name: a non-empty string is required")
@@ -315,12 +329,13 @@ def _study(table: dict, train: TrainSettings, source: str) -> StudySettings:
 
 def _train(table: dict, source: str) -> TrainSettings:
     where = f"{source}: [train]"
-    _only_keys(table, [f for f in TrainSettings.__dataclass_fields__], source, "train")
+    _only_keys(table, [f for f in TrainSettings.__dataclass_fields__], f"{where} ")
     settings = TrainSettings(**table)
     _whole(settings.epochs, f"{where} epochs", minimum=1)
     _whole(settings.batch_size, f"{where} batch_size", minimum=1)
     _whole(settings.validation, f"{where} validation", minimum=0)
     _whole(settings.subset, f"{where} subset", minimum=0)
+    _whole(settings.test_subset, f"{where} test_subset", minimum=0)
     _one_of(settings.unit, UNITS, f"{where} unit")
     _whole(settings.burn_in, f"{where} burn_in", minimum=0)
     _whole(settings.thin, f"{where} thin", minimum=1)
@@ -353,8 +368,8 @@ def _train(table: dict, source: str) -> TrainSettings:
 
 
 def _space(table: dict, train: TrainSettings, source: str) -> tuple[tuple[str, Dimension], ...]:
-    _only_keys(table, GENERIC_KEYS + SCHEDULE_KEYS, source, "space")
     where = f"{source}: [space]"
+    _only_keys(table, GENERIC_KEYS + SCHEDULE_KEYS, f"{where} ")
     if "scheduler" not in table:
         raise SpecError(f"{where} scheduler: required (one of {', '.join(schedules.names())})")
     dims: dict[str, Dimension] = {}
@@ -363,18 +378,13 @@ def _space(table: dict, train: TrainSettings, source: str) -> tuple[tuple[str, D
     sched = dims["scheduler"]
     names = sched.values if isinstance(sched, Choice) else (sched.value,)
     for name in names:
-        if name not in schedules.REGISTRY:
-            close = difflib.get_close_matches(str(name), schedules.names(), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f" (choose from {', '.join(schedules.names())})"
-            raise SpecError(f"{where} scheduler: unknown schedule {name!r}{hint}")
+        _check_scheduler(name, where)
     used = {p for name in names for p in schedules.parameters(name)}
     for key in dims:
         if key in SCHEDULE_KEYS and key not in used:
             raise SpecError(f"{where} {key}: none of the schedulers ({', '.join(names)}) takes it")
     for name in names:
-        for param in schedules.REGISTRY[name].required:
-            if param not in dims and param != "max_update":
-                raise SpecError(f"{where} {param}: required by scheduler {name!r}")
+        _check_required(name, dims, where)
     dims.setdefault("base_lr", Fixed(0.1))
     dims.setdefault("seed", Fixed(0))
     if "max_update" in used:
@@ -391,7 +401,7 @@ def _runs(tables: Any, space: dict, train: TrainSettings, source: str
     if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
         raise SpecError(f"{source}: run: write the runs as [[run]] tables, one per configuration")
     allowed = [k for k in GENERIC_KEYS + SCHEDULE_KEYS if k != "seed"]
-    _only_keys(space, allowed + ["seed"], source, "space")
+    _only_keys(space, allowed + ["seed"], f"{source}: [space] ")
     shared: dict[str, Any] = {}
     for key, raw in space.items():
         if key != "seed":
@@ -409,17 +419,17 @@ def _runs(tables: Any, space: dict, train: TrainSettings, source: str
         if any(r.label == label.strip() for r in runs):
             raise SpecError(f"{where}: two runs have this label")
         own = {k: v for k, v in table.items() if k not in ("label", "book")}
-        for key in own:
-            if key == "seed":
-                raise SpecError(f"{where} seed: seeds are shared by every run; give them in "
-                                "[space]")
-            if key not in allowed:
-                close = difflib.get_close_matches(key, allowed, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise SpecError(f"{where}: unknown key {key!r}{hint}")
+        if "seed" in own:
+            raise SpecError(f"{where} seed: seeds are shared by every run; give them in [space]")
+        _only_keys(own, allowed, f"{where}: ")
         values = {**shared, **{k: _fixed(k, raw, f"{where} {k}") for k, raw in own.items()}}
         runs.append(_complete_run(label.strip(), values, own, table.get("book", {}), train,
                                   where))
+    if any("model" in dict(run.values) for run in runs):  # the others train [train] model
+        order = GENERIC_KEYS + SCHEDULE_KEYS
+        runs = [replace(run, values=tuple(sorted({"model": train.model, **dict(run.values)}.items(),
+                                                 key=lambda kv: order.index(kv[0]))))
+                for run in runs]
     for key in shared:  # a shared value that changes nothing is a mistake, not a no-op
         if all(key in table for table in tables):
             raise SpecError(f"{source}: [space] {key}: every [[run]] sets its own {key}, so "
@@ -450,21 +460,18 @@ def _complete_run(label: str, values: dict[str, Any], own: dict[str, Any], book:
     scheduler = values.get("scheduler")
     if scheduler is None:
         raise SpecError(f"{where} scheduler: required (one of {', '.join(schedules.names())})")
-    if scheduler not in schedules.REGISTRY:
-        close = difflib.get_close_matches(str(scheduler), schedules.names(), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise SpecError(f"{where} scheduler: unknown schedule {scheduler!r}{hint}")
+    _check_scheduler(scheduler, where)
     kind = schedules.REGISTRY[scheduler]
     for key in own:
         if key in SCHEDULE_KEYS and key not in kind.parameters:
             raise SpecError(f"{where} {key}: scheduler {scheduler!r} does not take it")
-    for param in kind.required:
-        if param not in values and param != "max_update":
-            raise SpecError(f"{where} {param}: required by scheduler {scheduler!r}")
+    _check_required(scheduler, values, where)
     defaults = {**GENERIC_DEFAULTS, **kind.defaults, "max_update": train.horizon}
     filled = {"scheduler": scheduler}
     for key in tuple(GENERIC_DEFAULTS) + kind.parameters:
         filled[key] = values[key] if key in values else defaults[key]
+    if "model" in values:  # else [train] model (filled in by _runs when another run sets one)
+        filled["model"] = values["model"]
     _check_warmup({k: Fixed(v) for k, v in filled.items()}, train, where)
     if not isinstance(book, dict):
         raise SpecError(f"{where} book: a table of printed numbers, e.g. {{ test_acc = 0.9 }}")
@@ -484,7 +491,7 @@ def _complete_run(label: str, values: dict[str, Any], own: dict[str, Any], book:
 
 def _dimension(key: str, raw: Any, where: str) -> Dimension:
     if isinstance(raw, dict):
-        if key in ("scheduler", "milestones", "optimizer"):
+        if key in ("scheduler", "milestones", "optimizer", "model"):
             raise SpecError(f"{where}: a range makes no sense here; give a value or a list")
         return _range(key, raw, where)
     if key == "milestones":
@@ -533,9 +540,8 @@ def _check_value(key: str, value: Any, where: str) -> None:
         if not isinstance(value, str):
             raise SpecError(f"{where}: a schedule name is a string, got {value!r}")
         return
-    if key == "optimizer":
-        if value not in OPTIMIZERS:
-            raise SpecError(f"{where}: {value!r} is not one of {', '.join(OPTIMIZERS)}")
+    if key in ("optimizer", "model"):
+        _one_of(value, OPTIMIZERS if key == "optimizer" else MODELS, where)
         return
     if key in INTEGER_KEYS:
         _whole(value, where, minimum=1 if key == "max_update" else 0)
@@ -572,13 +578,29 @@ def _check_warmup(dims: dict[str, Dimension], train: TrainSettings, where: str) 
 
 # --- small checks --------------------------------------------------------------------------
 
-def _only_keys(table: dict, allowed, source: str, section: str) -> None:
+def _check_scheduler(name: Any, where: str) -> None:
+    if name not in schedules.REGISTRY:
+        close = difflib.get_close_matches(str(name), schedules.names(), n=1)
+        hint = (f"; did you mean {close[0]!r}?" if close
+                else f" (choose from {', '.join(schedules.names())})")
+        raise SpecError(f"{where} scheduler: unknown schedule {name!r}{hint}")
+
+
+def _check_required(scheduler: str, given, where: str) -> None:
+    """Every parameter the schedule requires is given; max_update defaults to the trial's
+    length."""
+    for param in schedules.REGISTRY[scheduler].required:
+        if param not in given and param != "max_update":
+            raise SpecError(f"{where} {param}: required by scheduler {scheduler!r}")
+
+
+def _only_keys(table: dict, allowed, where: str) -> None:
+    """`where` begins the message: "file.toml: [train] " or "file.toml: [[run]] 'a': "."""
     for key in table:
         if key not in allowed:
             close = difflib.get_close_matches(key, list(allowed), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f" (allowed: {', '.join(allowed)})"
-            where = f"[{section}] " if section else ""
-            raise SpecError(f"{source}: {where}unknown key {key!r}{hint}")
+            raise SpecError(f"{where}unknown key {key!r}{hint}")
 
 
 def _one_of(value: Any, allowed, where: str) -> None:

@@ -21,7 +21,7 @@ from scipy import stats as scipy_stats
 # Columns of trials_frame that are outcomes or bookkeeping, not configuration.
 NOT_CONFIG = {"trial", "state", "value", "seed", "train_loss", "train_acc", "val_acc",
               "test_acc", "test_nll", "test_ece", "avg_test_acc", "avg_test_nll",
-              "avg_test_ece", "epochs", "seconds", "val_acc_curve"}
+              "avg_test_ece", "epochs", "seconds", "val_acc_curve", "classes"}
 
 
 def config_columns(trials: pd.DataFrame) -> list[str]:
@@ -36,6 +36,27 @@ def config_label(row: pd.Series, columns: list[str]) -> str:
     parts = [f"{c}={_short(row[c])}" for c in columns
              if not (isinstance(row[c], float) and math.isnan(row[c]))]
     return " ".join(parts) or "all trials"
+
+
+def finished(frame: pd.DataFrame) -> pd.DataFrame:
+    """Trials (or their curve rows) that ran to the end: complete, or stopped by divergence,
+    which is part of the answer (a rate that diverges is a bad rate)."""
+    return frame[frame["state"].str.startswith(("complete", "diverged"))]
+
+
+def format_ci(mean: float, ci: float, digits: int = 3) -> str:
+    """"0.862 ± 0.042"; the mean alone without an interval; "–" without a mean (no data)."""
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.{digits}f}" if math.isnan(ci) else f"{mean:.{digits}f} ± {ci:.{digits}f}"
+
+
+def intervals_overlap(a: pd.Series, b: pd.Series, metric: str) -> bool | None:
+    """Whether two rows' 95% intervals of `metric` overlap; None when either has none."""
+    ca, cb = a[f"{metric}_ci"], b[f"{metric}_ci"]
+    if math.isnan(ca) or math.isnan(cb):
+        return None
+    return abs(a[f"{metric}_mean"] - b[f"{metric}_mean"]) <= ca + cb
 
 
 def mean_ci(values: pd.Series, level: float = 0.95) -> tuple[float, float, int]:
@@ -56,11 +77,11 @@ def config_table(trials: pd.DataFrame, metrics: list[str], *,
     """One row per configuration over its complete trials (diverged ones included: a rate
     that diverges is part of the answer), with n, mean and CI of each metric, the number of
     diverged seeds, and the label; best first by the first metric (the objective)."""
-    finished = trials[trials["state"].str.startswith(("complete", "diverged"))].copy()
-    columns = config_columns(finished)
-    finished["config"] = [config_label(row, columns) for _, row in finished.iterrows()]
+    done = finished(trials).copy()
+    columns = config_columns(done)
+    done["config"] = [config_label(row, columns) for _, row in done.iterrows()]
     rows = []
-    for label, group in finished.groupby("config", sort=False):
+    for label, group in done.groupby("config", sort=False):
         row = {"config": label, "seeds": int(group["seed"].nunique()) if "seed" in group else 1,
                "diverged": int(group["state"].str.startswith("diverged").sum())}
         row.update({c: group[c].iloc[0] for c in columns})

@@ -95,7 +95,7 @@ def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
     study = _create_or_load(spec, rdb, storage, allow_changed)
     progress = progress or Progress()
     # A looped pack (ResNet-18) gains nothing from company and holds K graphs at once.
-    pack = pack or (default_pack_size(torch_device) if spec.train.model == "lenet" else 1)
+    pack = pack or (default_pack_size(torch_device) if "lenet" in spec.models else 1)
     work = _Work(spec, study, splits, torch_device, progress, Checkpoints.for_storage(storage),
                  artifact_store(storage))
     new = 0
@@ -127,15 +127,16 @@ def _load_data(spec: StudySpec, device: torch.device, data_dir: str | None) -> d
     if train.folder:
         from .folders import load_imagefolder
         splits = load_imagefolder(train.folder, device, image_size=train.image_size,
-                                  validation=train.validation, subset=train.subset)
+                                  validation=train.validation, subset=train.subset,
+                                  test_subset=train.test_subset)
         shape = tuple(splits.train_x.shape[1:])
-        if train.model == "lenet" and (shape != (1, 28, 28) or splits.classes != 10):
+        if "lenet" in spec.models and (shape != (1, 28, 28) or splits.classes != 10):
             raise data.DataError(f"{train.folder}: {splits.classes} classes of "
                                  f"{'×'.join(map(str, shape))} images; LeNet takes 10 classes "
-                                 "of 1×28×28: set [train] model = \"resnet18\"")
+                                 "of 1×28×28: use model = \"resnet18\" ([train] or [space])")
         return splits
     return data.load(device, data_dir=data_dir, validation=train.validation,
-                     subset=train.subset)
+                     subset=train.subset, test_subset=train.test_subset)
 
 
 def _within_total(study: optuna.Study, trials: list[optuna.Trial],
@@ -176,7 +177,8 @@ def trial_config(spec: StudySpec, params: dict[str, Any]) -> engine.TrialConfig:
     train = spec.train
     return engine.TrialConfig(schedule, seed=values["seed"], epochs=train.epochs,
                               batch_size=train.batch_size, unit=train.unit,
-                              model=train.model, optimizer=values.get("optimizer", "sgd"),
+                              model=values.get("model", train.model),
+                              optimizer=values.get("optimizer", "sgd"),
                               prior_precision=train.prior_precision, burn_in=train.burn_in,
                               thin=train.thin)
 
@@ -290,7 +292,8 @@ def _run_pack(work: _Work, pack_id: int | None, trials: list[optuna.Trial],
     for trial, result in zip(trials, results):
         curve = [getattr(m, metric) for m in result.epochs]
         intermediate = {} if prunes else {e: v for e, v in enumerate(curve) if math.isfinite(v)}
-        record_trial(study, trial, _user_attrs(result, work.device), intermediate)
+        record_trial(study, trial, _user_attrs(result, work.device, work.splits.classes),
+                     intermediate)
         _upload_weights(work, trial, result)
         if result.status == "pruned":
             study.tell(trial, state=TrialState.PRUNED)
@@ -308,8 +311,7 @@ def _run_pack(work: _Work, pack_id: int | None, trials: list[optuna.Trial],
 def _upload_weights(work: _Work, trial: optuna.Trial, result: engine.TrialResult) -> None:
     """The trained weights as an Optuna artifact of the trial (`lrsweep export` reads it)."""
     with tempfile.TemporaryDirectory() as folder:
-        model = work.spec.train.model
-        path = Path(folder) / f"{model}-{work.study.study_name}-trial-{trial.number}.pt"
+        path = Path(folder) / f"{result.config.model}-{work.study.study_name}-trial-{trial.number}.pt"
         torch.save(result.state_dict, path)
         optuna.artifacts.upload_artifact(artifact_store=work.artifacts, file_path=str(path),
                                          study_or_trial=trial, mimetype=WEIGHTS_MIMETYPE)
@@ -333,7 +335,8 @@ def _suggest(spec: StudySpec, trial: optuna.Trial) -> dict[str, Any]:
     return {"scheduler": scheduler, **trial.params}
 
 
-def _user_attrs(result: engine.TrialResult, device: torch.device) -> dict[str, Any]:
+def _user_attrs(result: engine.TrialResult, device: torch.device, classes: int
+                ) -> dict[str, Any]:
     epochs = result.epochs
     attrs: dict[str, Any] = {
         "lr": [m.lr for m in epochs],
@@ -353,7 +356,7 @@ def _user_attrs(result: engine.TrialResult, device: torch.device) -> dict[str, A
     attrs = {k: [v if math.isfinite(v) else None for v in vs] for k, vs in attrs.items()}
     attrs.update(seed=result.config.seed, diverged=result.diverged, status=result.status,
                  schedule=result.config.schedule.as_dict(), device=engine.describe_device(device),
-                 pack_size=result.pack_size)
+                 pack_size=result.pack_size, classes=classes)
     return attrs
 
 
@@ -387,7 +390,7 @@ def _check_same_spec(study: optuna.Study, spec: StudySpec, url: str, allow_chang
     stored_overrides = tuple(study.user_attrs.get("study_overrides", ()))
     if stored_text == spec.text and stored_overrides == spec.overrides:
         return
-    stored = spec_mod.parse(stored_text, source="stored", overrides=stored_overrides)
+    stored = spec_mod.from_stored(study.user_attrs, source="stored")
     changes = _differences(stored, spec)
     if changes and not allow_changed:
         raise SpecError(f"{spec.source}: study {spec.study.name!r} in {url} was started from a "

@@ -28,6 +28,13 @@ study ex1-fixed-lr studies/ex1_fixed_lr.toml "${CPU_SCALE[@]}" --set study.trial
 study ex2-decay-exponent studies/ex2_decay_exponent.toml "${CPU_SCALE[@]}" --set study.trials=42
 study ex4-warmup studies/ex4_warmup.toml "${CPU_SCALE[@]}" --set 'space.warmup_steps=[0,1,3,8]'
 study ex5-sgld studies/ex5_sgld.toml "${CPU_SCALE[@]}"
+# ResNet-18 trains at ~40 images/s on one core: 1k training images, 500 for validation, 1k
+# test images, 10 epochs of batch 32 (320 steps), two rates. About 70 minutes on two cores
+# (a second worker: `lrsweep worker ex3-cosine-large --storage …` beside this one).
+study ex3-cosine-large studies/ex3_cosine_large.toml --set train.subset=1000 \
+  --set train.validation=500 --set train.test_subset=1000 --set train.epochs=10 \
+  --set train.batch_size=32 --set 'space.base_lr=[0.1,0.3]' --set 'space.milestones=[5,8]' \
+  --pack 4
 study chapter studies/chapter.toml
 study joint studies/joint.toml "${CPU_SCALE[@]}" --set study.trials=40
 # The search ranks configurations on one seed each: re-run its best three over three seeds.

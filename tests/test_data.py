@@ -226,6 +226,26 @@ def test_bad_validation_or_subset(fashion, validation, subset):
         data.load("cpu", data_dir=fashion, validation=validation, subset=subset)
 
 
+def test_test_subset_is_stratified_and_leaves_the_other_splits_alone(fashion, monkeypatch):
+    d = data.load("cpu", data_dir=fashion, validation=50, subset=100, test_subset=20)
+    assert torch.bincount(d.test_y, minlength=10).tolist() == [2] * 10
+    test = ids(d.test_x)
+    assert len(set(test)) == 20 and set(test) <= set(range(N_TEST)) and test == sorted(test)
+    assert [i % 10 for i in test] == d.test_y.tolist()
+    whole = data.load("cpu", data_dir=fashion, validation=50, subset=100)
+    assert ids(whole.test_x) == list(range(N_TEST))
+    assert ids(whole.train_x) == ids(d.train_x) and ids(whole.val_x) == ids(d.val_x)
+    clear_caches(monkeypatch)
+    again = data.load("cpu", data_dir=fashion, validation=50, subset=100, test_subset=20)
+    assert ids(again.test_x) == test  # fixed: every trial of every study tests on the same
+
+
+@pytest.mark.parametrize("test_subset", [N_TEST + 1, 10_000])
+def test_test_subset_larger_than_the_test_set(fashion, test_subset):
+    with pytest.raises(DataError, match=f"test_subset = {test_subset} exceeds the {N_TEST} test"):
+        data.load("cpu", data_dir=fashion, validation=50, test_subset=test_subset)
+
+
 def test_subset_equal_to_what_is_left_is_allowed(fashion):
     d = data.load("cpu", data_dir=fashion, validation=50, subset=150)
     assert len(d.train_y) == 150

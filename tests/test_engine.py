@@ -3,6 +3,7 @@ divergence, pruning, and the exported weights."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -88,6 +89,16 @@ def test_last_partial_batch_is_trained(splits, monkeypatch):
     monkeypatch.setattr(engine, "_batch", spy)
     engine.train(config(epochs=1, batch_size=256), splits)
     assert sizes == [256, 256, 600 - 512]
+
+
+@pytest.mark.parametrize("classes", [2, 10, 1000])
+def test_collapse_thresholds_sit_between_guessing_and_perfect(classes):
+    at_chance, learned = engine.chance_levels(classes)
+    assert 1 / classes < at_chance < learned < 1
+    if classes == 10:  # Fashion-MNIST keeps the thresholds it always had
+        assert (at_chance, learned) == (0.2, 0.5)
+    if classes == 2:   # guessing one of two is neither learned nor above chance
+        assert learned > 0.5 and at_chance > 0.5
 
 
 def test_non_finite_loss_ends_the_trial_as_diverged(splits):
@@ -295,6 +306,21 @@ def test_sgld_resumes_its_noise_and_its_posterior_average_exactly(splits):
     for a, b in zip(whole, resumed):
         assert sgld_curves(a) == sgld_curves(b)
         assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+
+
+def test_sgld_noise_saved_on_another_device_type_goes_on_with_a_new_stream(splits):
+    configs = [sgld_config(seed=1, epochs=3)]
+    saved = []
+    whole = engine.train_pack(configs, splits, on_states=saved.append)
+    # A checkpoint from a GPU: its generator state means nothing to a CPU generator.
+    moved = [dataclasses.replace(r, sampler={**r.sampler, "device_type": "cuda"})
+             for r in saved[0]]
+    with pytest.warns(UserWarning, match="saved on cuda and cannot continue on cpu; from "
+                                         "epoch 2 its noise is a new stream"):
+        resumed = engine.train_pack(configs, splits, resume=moved)
+    a, b = sgld_curves(whole[0]), sgld_curves(resumed[0])
+    assert a[:1] == b[:1] and len(b) == 3          # the first epoch kept, the rest trained
+    assert a[1:] != b[1:] and all(math.isfinite(m.train_loss) for m in resumed[0].epochs)
 
 
 def test_a_pack_must_share_its_optimizer(splits):

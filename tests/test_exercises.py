@@ -153,6 +153,23 @@ def test_a_seed_that_ends_at_chance_counts_as_failed(tmp_path):
     assert section.table.set_index("warmup_steps").loc[1, "failed"] == 1
 
 
+def test_chance_follows_the_number_of_classes_and_warmup_speaks_in_the_study_unit(tmp_path):
+    # 0.52 is far from chance among 10 classes, but barely above guessing between 2.
+    ends = {(0,): [curve([0.5, 0.52, 0.52]), curve([0.6, 0.8, 0.9])],
+            (10,): [curve([0.6, 0.8, 0.9]), curve([0.6, 0.8, 0.92])]}
+    trials, curves = frames(ends, ("warmup_steps",))
+    steps = spec.parse(study_toml("w", scheduler='"constant"', seed="[0, 1]",
+                                  extra="warmup_steps = [0, 10]").replace(
+                                      "[train]", '[train]\nunit = "step"'), source="w.toml")
+    ten = exercises.warmup(trials, curves, steps, "val_acc", tmp_path).paragraphs[0]
+    assert "with 0 steps of warmup 0 of 2 seeds failed" in ten
+    two = exercises.warmup(trials.assign(classes=2), curves, steps, "val_acc", tmp_path)
+    text = " ".join(two.paragraphs)
+    assert "with 0 steps of warmup 1 of 2 seeds failed; shortest warmup with no failure: " \
+        "10 steps" in text
+    assert "(chance is 0.5)" in text
+
+
 def test_no_exercise_section_for_a_study_that_varies_none_of_their_dimensions(tmp_path):
     trials, curves = frames({("cosine",): [curve([0.5, 0.8])], ("sqrt",): [curve([0.5, 0.7])]},
                             ("scheduler",))
@@ -271,3 +288,64 @@ def test_searched_ranges_and_run_tables_get_no_grid_sections(tmp_path):
     assert exercises.decay_exponent(trials, curves, searched, "val_acc", tmp_path) is None
     runs = spec.parse(BOOK, source="b.toml")
     assert exercises.decay_exponent(trials, curves, runs, "val_acc", tmp_path) is None
+
+
+# --- exercise 3 ----------------------------------------------------------------------------
+
+def acc(val, test):
+    return curve([0.1, val], test=[0.1, test])
+
+
+EX3 = {
+    ("lenet", "cosine", 0.1): [acc(0.80, 0.80), acc(0.81, 0.81), acc(0.82, 0.82)],
+    ("lenet", "cosine", 0.3): [acc(0.85, 0.84), acc(0.86, 0.85), acc(0.87, 0.86)],
+    ("lenet", "constant", 0.1): [acc(0.83, 0.83), acc(0.84, 0.83), acc(0.85, 0.84)],
+    ("lenet", "constant", 0.3): [acc(0.70, 0.70), acc(0.70, 0.70), acc(0.70, 0.70)],
+    ("resnet18", "cosine", 0.1): [acc(0.90, 0.90), acc(0.91, 0.91), acc(0.92, 0.93)],
+    ("resnet18", "cosine", 0.3): [acc(0.50, 0.50), acc(0.50, 0.50), acc(0.50, 0.50)],
+    ("resnet18", "constant", 0.1): [acc(0.86, 0.85), acc(0.87, 0.86), acc(0.88, 0.87)],
+    # The best mean, but one seed diverged: a rate that diverges is not the tuned one.
+    ("resnet18", "constant", 0.3): [acc(0.95, 0.95), acc(0.95, 0.95),
+                                    {**acc(0.95, 0.95), "state": "diverged (non-finite loss)"}],
+}
+
+
+def test_model_size_compares_each_schedule_at_its_best_rate_paired_by_seed(tmp_path):
+    import torchvision
+    trials, curves = frames(EX3, ("model", "scheduler", "base_lr"))
+    section = exercises.model_size(trials, curves, None, "val_acc", tmp_path)
+    text = section.paragraphs[0]
+    # Parameter counts from independent sources: the chapter's LeNet layer by layer, and
+    # torchvision's ResNet-18 with its 3×7×7 RGB stem swapped for a 1×3×3 one.
+    lenet = (6 * 25 + 6) + (16 * 6 * 25 + 16) + (400 * 120 + 120) + (120 * 84 + 84) + (84 * 10 + 10)
+    resnet = sum(p.numel() for p in torchvision.models.resnet18(num_classes=10).parameters())
+    resnet += 64 * 1 * 3 * 3 - 64 * 3 * 7 * 7
+    small = [0.84 - 0.83, 0.85 - 0.83, 0.86 - 0.84]       # cosine at 0.3 − constant at 0.1
+    large = [0.90 - 0.85, 0.91 - 0.86, 0.93 - 0.87]       # cosine at 0.1 − constant at 0.1
+    assert (f"LeNet ({lenet:,} parameters): cosine {pm([0.84, 0.85, 0.86])} vs constant "
+            f"{pm([0.83, 0.83, 0.84])}, lead {pm(small)} (n = 3)") in text
+    assert (f"ResNet-18 ({resnet:,} parameters): cosine {pm([0.90, 0.91, 0.93])} vs constant "
+            f"{pm([0.85, 0.86, 0.87])}, lead {pm(large)} (n = 3)") in text
+    growth = [b - a for a, b in zip(small, large)]
+    assert f"ResNet-18, paired by seed: {pm(growth)} (n = 3)" in text
+    assert "cosine's advantage grows with the model here" in text  # the interval is above 0
+    tuned = section.table.set_index(["model", "scheduler"])["best base_lr"]
+    assert tuned.to_dict() == {("lenet", "cosine"): "0.3", ("lenet", "constant"): "0.1",
+                               ("resnet18", "cosine"): "0.1", ("resnet18", "constant"): "0.1"}
+    assert (tmp_path / "ex3_model_size.png").exists()
+
+
+def test_model_size_says_when_the_interval_includes_zero(tmp_path):
+    noisy = {**EX3, ("resnet18", "cosine", 0.1): [acc(0.90, 0.80), acc(0.91, 0.95),
+                                                   acc(0.92, 0.90)]}
+    trials, curves = frames(noisy, ("model", "scheduler", "base_lr"))
+    text = exercises.model_size(trials, curves, None, "val_acc", tmp_path).paragraphs[0]
+    assert "the interval includes zero" in text
+
+
+def test_model_size_needs_two_models_and_cosine_beside_another_schedule(tmp_path):
+    trials, curves = frames(EX3, ("model", "scheduler", "base_lr"))
+    one_model = trials["model"] == "lenet"
+    assert exercises.model_size(trials[one_model], curves, None, "val_acc", tmp_path) is None
+    no_rival = trials["scheduler"] == "cosine"
+    assert exercises.model_size(trials[no_rival], curves, None, "val_acc", tmp_path) is None

@@ -96,6 +96,15 @@ def test_validation_and_subset_are_stratified_and_disjoint(split_layout):
     assert set(decode(again.val_x)) == val and set(decode(again.train_x)) == train
 
 
+def test_test_subset_takes_a_stratified_part_of_val(split_layout):
+    d = folders.load_imagefolder(split_layout, validation=6, test_subset=3)
+    assert_well_formed(d.test_x, d.test_y)
+    assert torch.bincount(d.test_y).tolist() == [1, 1, 1]
+    whole = folders.load_imagefolder(split_layout, validation=6)
+    assert set(decode(d.test_x)) <= set(decode(whole.test_x))
+    assert decode(d.train_x) == decode(whole.train_x) and decode(d.val_x) == decode(whole.val_x)
+
+
 @pytest.mark.parametrize("under_train", [False, True])
 def test_without_val_a_stratified_sixth_is_the_test_set(tmp_path, under_train):
     write_images(tmp_path / "train" if under_train else tmp_path, range(PER_CLASS))
@@ -236,6 +245,7 @@ def test_bad_folders_raise_one_line_naming_the_path(tmp_path, make):
     ({"validation": -1}, "validation = -1"),
     ({"validation": 30, "subset": 7}, "subset = 7 exceeds the 6"),
     ({"image_size": 0}, "image_size = 0"),
+    ({"test_subset": 1000}, "test_subset = 1000 exceeds the"),
 ])
 def test_impossible_sizes(split_layout, settings, what):
     with pytest.raises(DataError, match=what):

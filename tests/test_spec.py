@@ -659,8 +659,36 @@ def test_model_and_dataset_settings():
     assert parse().train.folder is None and parse().train.dataset == "fashion-mnist"
 
 
+def test_model_as_a_space_dimension():
+    s = parse(space={"model": ["lenet", "resnet18"], "scheduler": ["cosine", "constant"]},
+              study={"sampler": "grid"})
+    assert s.models == ("lenet", "resnet18") and s.dimension("model") == Choice(("lenet", "resnet18"))
+    assert len(s.grid()) == 4
+    assert parse().models == ("lenet",)  # [train] model when the space has none
+    assert parse(train={"model": "resnet18"}).models == ("resnet18",)
+    assert parse(space={"model": "resnet18"}).models == ("resnet18",)
+
+
+def test_a_run_table_may_name_its_model_and_others_keep_the_default():
+    text = toml_text(study={"sampler": "grid"}, space={"scheduler": None}) + (
+        '[[run]]\nlabel = "small"\nscheduler = "constant"\n'
+        '[[run]]\nlabel = "large"\nscheduler = "constant"\nmodel = "resnet18"\n')
+    s = spec.parse(text, source=SRC)
+    values = {run.label: dict(run.values) for run in s.runs}
+    assert values["large"]["model"] == "resnet18" and values["small"]["model"] == "lenet"
+    assert s.models == ("lenet", "resnet18")
+    assert "model" not in dict(parse().space)  # studies that never name one store no model
+
+
 @pytest.mark.parametrize("train, space, fragment", [
     ({"model": "vgg"}, {}, "[train] model: 'vgg' is not one of lenet, resnet18"),
+    ({}, {"model": ["lenet", "vgg"]}, "[space] model: 'vgg' is not one of lenet, resnet18"),
+    ({}, {"model": {"low": 1, "high": 2}}, "[space] model: a range makes no sense here"),
+    ({"model": "lenet"}, {"model": ["lenet", "resnet18"]},
+     "[space] model: the model is also set in [train]"),
+    ({}, {"model": ["lenet", "resnet18"], "optimizer": "sgld"},
+     "SGLD trials train the packed LeNet only, not model = 'resnet18'"),
+    ({"test_subset": -1}, {}, "[train] test_subset: must be a whole number ≥ 0"),
     ({"dataset": "imagenet"}, {}, "[train] dataset: 'imagenet' is neither"),
     ({"dataset": "imagefolder:"}, {}, "[train] dataset: 'imagefolder:' is neither"),
     ({"image_size": 4}, {}, "[train] image_size: must be a whole number ≥ 8"),

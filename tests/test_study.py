@@ -178,7 +178,7 @@ def test_exercise_3_runs_resnet18_on_an_image_folder(tmp_path):
     path = Path(__file__).resolve().parents[1] / "studies" / "ex3_cosine_large.toml"
     small = spec.load(path, [f"train.dataset=imagefolder:{folder}", "train.image_size=16",
                              "train.epochs=2", "train.validation=3", "train.batch_size=4",
-                             "space.seed=[0]", "space.base_lr=[0.1]",
+                             "space.seed=[0]", "space.base_lr=[0.1]", "space.model=\"resnet18\"",
                              "space.milestones=[1]", "study.trials=4"])
     url = f"sqlite:///{tmp_path / 'store.db'}"
     summary = study.run(small, storage=url, device="cpu", pack=2)
@@ -188,6 +188,25 @@ def test_exercise_3_runs_resnet18_on_an_image_folder(tmp_path):
         "constant", "cosine", "multistep", "poly"]
     for t in stored.trials:
         assert t.state == TrialState.COMPLETE and len(t.user_attrs["test_acc"]) == 2
+
+
+def test_exercise_3_trains_both_models_on_the_same_data_in_separate_packs(tmp_path, fashion_dir):
+    path = Path(__file__).resolve().parents[1] / "studies" / "ex3_cosine_large.toml"
+    small = spec.load(path, ["train.epochs=2", "train.validation=40", "train.subset=64",
+                             "train.test_subset=50", "train.batch_size=32", "space.seed=[0]",
+                             "space.base_lr=[0.1]", "space.milestones=[1]"])
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    summary = study.run(small, storage=url, device="cpu", data_dir=str(fashion_dir), pack=8)
+    stored = optuna.load_study(study_name=summary.name, storage=url)
+    assert summary.finished == 8
+    assert sorted((t.params["model"], t.params["scheduler"]) for t in stored.trials) == sorted(
+        (m, s) for m in ("lenet", "resnet18") for s in ("constant", "cosine", "multistep", "poly"))
+    for t in stored.trials:  # asked as one pack of eight, trained as two packs of four
+        assert t.state == TrialState.COMPLETE and t.user_attrs["pack_size"] == 4
+        assert len(t.user_attrs["test_acc"]) == 2  # on test_subset's 50 images:
+        assert all(abs(a * 50 - round(a * 50)) < 1e-6 for a in t.user_attrs["test_acc"])
+        weights = optuna.artifacts.get_all_artifact_meta(t, storage=stored._storage)
+        assert weights[0].filename.startswith(t.params["model"] + "-")
 
 
 def test_lenet_on_a_colour_folder_is_refused_before_the_store(tmp_path):
