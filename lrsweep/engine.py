@@ -32,7 +32,6 @@ from .data import Splits
 from .model import LoopedPack, PackedLeNet, lenet
 from .schedules import Schedule
 
-
 # Images × trials per evaluation forward pass: bounds the activations' memory. On the CPU,
 # 1000 images at K = 1 was fastest (whole-set passes were 7× slower).
 EVAL_BUDGET = {"cpu": 1_000, "cuda": 32_768}
@@ -337,6 +336,7 @@ def _restore_sampler(noise: sgld.TrialNoise, posterior: sgld.PosteriorAverage,
         posterior.total[i] = r.sampler["total"].to(posterior.total.device)
         posterior.count = r.sampler["count"]
         posterior.opportunities = r.sampler["opportunities"]
+
 
 def _initial_net(config: TrialConfig, resume: Resume | None, shape: tuple[int, ...],
                  classes: int) -> torch.nn.Module:

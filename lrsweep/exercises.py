@@ -276,11 +276,13 @@ def model_size(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | Non
     table["_rank"] = table[f"{metric}_mean"] if lower else -table[f"{metric}_mean"]
     tuned = (table.sort_values(["diverged", "_rank"], na_position="last")
              .groupby(["model", "scheduler"], sort=False).head(1))
-    sizes = {m: parameter_count(m) for m in tuned["model"].unique()}
+    classes = int(done["classes"].iloc[0]) if "classes" in done else 10
+    sizes = {m: parameter_count(m, classes) for m in tuned["model"].unique()}
     models = sorted(sizes, key=sizes.get)
     rows, lines, leads = [], [], {}
     for model in models:
-        mine = tuned[tuned["model"] == model].sort_values("_rank", na_position="last")
+        mine = tuned[tuned["model"] == model].sort_values(["diverged", "_rank"],
+                                                          na_position="last")
         cosine = mine[mine["scheduler"] == "cosine"]
         others = mine[mine["scheduler"] != "cosine"]
         if cosine.empty or others.empty:
@@ -318,14 +320,16 @@ def model_size(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | Non
                        "cosine's advantage grows with the model")
         text += (f" The lead's change from {_model_name(small)} to {_model_name(large)}, paired "
                  f"by seed: {format_ci(mean, ci)} (n = {n}); {verdict}.")
-    figure = _model_size_figure(done, tuned, models, rate_key, folder)
+    figure = _model_size_figure(tuned, models, folder)
     return Section("Exercise 3: cosine on a larger model", [text], pd.DataFrame(rows), [figure])
 
 
-def parameter_count(model: str) -> int:
+def parameter_count(model: str, classes: int = 10) -> int:
+    """Trainable parameters of a model for one-channel images of `classes` classes."""
     from . import model as lenet_module
     from .resnet import resnet18
-    net = resnet18(seed=0) if model == "resnet18" else lenet_module.lenet(seed=0)
+    net = (resnet18(seed=0, num_classes=classes) if model == "resnet18"
+           else lenet_module.lenet(seed=0))
     return sum(p.numel() for p in net.parameters())
 
 
@@ -342,7 +346,7 @@ def _seed_values(done: pd.DataFrame, model: str, config: pd.Series, rate_key: li
     return done[mask].groupby("seed")["test_acc"].mean()
 
 
-def _model_size_figure(done, tuned, models, rate_key, folder) -> Path:
+def _model_size_figure(tuned, models, folder) -> Path:
     plt, _ = _plotting()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     schedulers = sorted(tuned["scheduler"].unique())

@@ -93,7 +93,7 @@ def _load(root: Path, device: torch.device, image_size: int, grayscale: bool | N
     pool = torch.arange(len(labels))
     if test is None:
         test_idx, pool = stratified_take(labels, pool, round(len(pool) * TEST_SHARE),
-                                          generator)
+                                         generator)
         test, test_labels = train, labels
     else:
         test_idx, test_labels = torch.arange(len(test.targets)), torch.tensor(test.targets)

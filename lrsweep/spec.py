@@ -427,9 +427,10 @@ def _runs(tables: Any, space: dict, train: TrainSettings, source: str
                                   where))
     if any("model" in dict(run.values) for run in runs):  # the others train [train] model
         order = GENERIC_KEYS + SCHEDULE_KEYS
-        runs = [replace(run, values=tuple(sorted({"model": train.model, **dict(run.values)}.items(),
+        filled = ({"model": train.model, **dict(run.values)} for run in runs)
+        runs = [replace(run, values=tuple(sorted(values.items(),
                                                  key=lambda kv: order.index(kv[0]))))
-                for run in runs]
+                for run, values in zip(runs, filled)]
     for key in shared:  # a shared value that changes nothing is a mistake, not a no-op
         if all(key in table for table in tables):
             raise SpecError(f"{source}: [space] {key}: every [[run]] sets its own {key}, so "

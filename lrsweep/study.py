@@ -94,7 +94,9 @@ def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
     rdb = open_storage(storage)
     study = _create_or_load(spec, rdb, storage, allow_changed)
     progress = progress or Progress()
-    # A looped pack (ResNet-18) gains nothing from company and holds K graphs at once.
+    # A looped pack (ResNet-18) gains nothing from company and holds K graphs at once: one
+    # trial at a time unless --pack says otherwise.
+    looped = pack or 1
     pack = pack or (default_pack_size(torch_device) if "lenet" in spec.models else 1)
     work = _Work(spec, study, splits, torch_device, progress, Checkpoints.for_storage(storage),
                  artifact_store(storage))
@@ -114,7 +116,7 @@ def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
             study.sampler = make_sampler(spec, len(study.get_trials(deepcopy=False)))
             trials = [study.ask() for _ in range(min(pack, spec.study.trials - done - running))]
             trials = _within_total(study, trials, spec.study.trials)
-            _run_packs(work, _packs(spec, trials))
+            _run_packs(work, _packs(spec, trials, looped))
             new += len(trials)
     finally:
         progress.close()
@@ -217,14 +219,19 @@ def _resume_groups(work: _Work, trial_ids: list[int]
     return groups
 
 
-def _packs(spec: StudySpec, trials: list[optuna.Trial]) -> list[list[optuna.Trial]]:
-    """The asked trials split by what a pack must share (in a study, only the optimizer
-    can differ between trials), in order of asking."""
-    groups: dict[tuple, list[optuna.Trial]] = {}
+def _packs(spec: StudySpec, trials: list[optuna.Trial], looped: int
+           ) -> list[list[optuna.Trial]]:
+    """The asked trials split by what a pack must share (in a study, only the optimizer and
+    the model can differ between trials), in order of asking; models other than LeNet in
+    packs of at most `looped`."""
+    groups: dict[tuple, list[list[optuna.Trial]]] = {}
     for trial in trials:
-        key = trial_config(spec, _suggest(spec, trial)).pack_key
-        groups.setdefault(key, []).append(trial)
-    return list(groups.values())
+        config = trial_config(spec, _suggest(spec, trial))
+        packs = groups.setdefault(config.pack_key, [[]])
+        if config.model != "lenet" and len(packs[-1]) >= looped:
+            packs.append([])
+        packs[-1].append(trial)
+    return [pack for packs in groups.values() for pack in packs]
 
 
 def _run_packs(work: _Work, groups: list[list[optuna.Trial]]) -> None:
@@ -311,7 +318,8 @@ def _run_pack(work: _Work, pack_id: int | None, trials: list[optuna.Trial],
 def _upload_weights(work: _Work, trial: optuna.Trial, result: engine.TrialResult) -> None:
     """The trained weights as an Optuna artifact of the trial (`lrsweep export` reads it)."""
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / f"{result.config.model}-{work.study.study_name}-trial-{trial.number}.pt"
+        name = f"{result.config.model}-{work.study.study_name}-trial-{trial.number}.pt"
+        path = Path(folder) / name
         torch.save(result.state_dict, path)
         optuna.artifacts.upload_artifact(artifact_store=work.artifacts, file_path=str(path),
                                          study_or_trial=trial, mimetype=WEIGHTS_MIMETYPE)

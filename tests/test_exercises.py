@@ -9,7 +9,6 @@ import math
 import statistics
 
 import pandas as pd
-import pytest
 
 from conftest import study_toml
 from lrsweep import exercises, spec

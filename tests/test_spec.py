@@ -662,7 +662,8 @@ def test_model_and_dataset_settings():
 def test_model_as_a_space_dimension():
     s = parse(space={"model": ["lenet", "resnet18"], "scheduler": ["cosine", "constant"]},
               study={"sampler": "grid"})
-    assert s.models == ("lenet", "resnet18") and s.dimension("model") == Choice(("lenet", "resnet18"))
+    assert s.models == ("lenet", "resnet18")
+    assert s.dimension("model") == Choice(("lenet", "resnet18"))
     assert len(s.grid()) == 4
     assert parse().models == ("lenet",)  # [train] model when the space has none
     assert parse(train={"model": "resnet18"}).models == ("resnet18",)
