@@ -306,7 +306,7 @@ def _run(spec: Any, storage: Optional[str], device: str, data_dir: Optional[str]
 def _print_trials(frame: Any, title: str, top: int) -> None:
     ranked = frame.assign(_missing=frame["value"].isna()).sort_values(
         ["_missing", "value"], ascending=[True, frame.attrs.get("direction") == "minimize"])
-    shown = ranked.head(top).drop(columns="_missing")
+    shown = ranked.head(top).drop(columns=["_missing", "classes"], errors="ignore")
     shown["val_acc by epoch"] = shown.pop("val_acc_curve").map(_sparkline)
     table = Table(title=title)
     for col in shown.columns:

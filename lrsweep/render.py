@@ -106,7 +106,7 @@ def _sections(name, url, study, study_spec, trials, configs, metric) -> list[_Se
         "the value they reached."], shown)
     best = trials.dropna(subset=["value"]).sort_values(
         "value", ascending=trials.attrs.get("direction") == "minimize").head(10)
-    best = best.drop(columns=[c for c in ("val_acc_curve",) if c in best])
+    best = best.drop(columns=[c for c in ("val_acc_curve", "classes") if c in best])
     best = best.dropna(axis=1, how="all")  # e.g. the SGLD columns of an SGD study
     top = _Section("Best trials", [], best)
     return [what, answer, table, top]

@@ -453,13 +453,20 @@ def _provenance() -> dict[str, Any]:
 
 
 def _git_commit() -> str | None:
+    """HEAD's commit, marked "-dirty" when the package's own files differ from it: the code
+    that ran is then not the commit's."""
+    package = Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=5)
-        return out.stdout.strip() or None
+                             cwd=package, timeout=5)
+        commit = out.stdout.strip()
+        if not commit:
+            return None
+        changed = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "."], cwd=package,
+                                 capture_output=True, timeout=5).returncode == 1
+        return commit + ("-dirty" if changed else "")
     except (OSError, subprocess.SubprocessError):
         return None
-
 
 
 def _count(study: optuna.Study, states: tuple[TrialState, ...]) -> int:

@@ -233,3 +233,20 @@ def test_exercise_5_runs_at_a_tiny_scale(tmp_path, fashion_dir):
     from lrsweep import render
     text = render.write_report(summary.name, url, tmp_path / "report").markdown.read_text()
     assert "## Exercise 5: optimization and sampling (SGLD)" in text
+
+
+def test_the_stored_commit_says_when_the_package_differs_from_it(tmp_path, monkeypatch):
+    import subprocess
+    package = tmp_path / "repo" / "lrsweep"
+    package.mkdir(parents=True)
+    (package / "study.py").write_text("x = 1\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path / "repo")]
+    subprocess.run(git + ["init", "-q"], check=True)
+    subprocess.run(git + ["add", "."], check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "one"], check=True)
+    head = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    monkeypatch.setattr(study, "__file__", str(package / "study.py"))
+    assert study._git_commit() == head
+    (package / "study.py").write_text("x = 2\n")
+    assert study._git_commit() == head + "-dirty"
