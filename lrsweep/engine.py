@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import platform
 import time
 import warnings
@@ -121,9 +122,19 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError(f"device {name!r} asked for, but this PyTorch sees no CUDA device")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        # Checked here: torch itself fails only at the first tensor, with a CUDA error.
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        within = ("" if visible is None else f" (CUDA_VISIBLE_DEVICES={visible}: cuda:0 is the "
+                  "first of those)")
+        raise DeviceError(f"device {name!r} asked for, but this process sees "
+                          f"{torch.cuda.device_count()} CUDA device(s), cuda:0 to "
+                          f"cuda:{torch.cuda.device_count() - 1}{within}")
     return device
 
 

@@ -139,6 +139,27 @@ def test_auto_device_is_cuda_only_when_present():
             engine.resolve_device("cuda:0")
 
 
+def test_a_cuda_index_beyond_the_visible_devices_is_refused_up_front(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert engine.resolve_device("cuda:1") == torch.device("cuda:1")
+    assert engine.resolve_device("cuda") == torch.device("cuda")
+    with pytest.raises(engine.DeviceError, match=r"'cuda:2'.* sees 2 CUDA device\(s\), cuda:0 "
+                                                 r"to cuda:1$"):
+        engine.resolve_device("cuda:2")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    with pytest.raises(engine.DeviceError, match=r"CUDA_VISIBLE_DEVICES=3,5: cuda:0 is the "
+                                                 r"first of those"):
+        engine.resolve_device("cuda:3")
+
+
+@pytest.mark.parametrize("name", ["gpu", "mps", "meta", "cuda:x"])
+def test_devices_lrsweep_does_not_train_on_are_refused(name):
+    with pytest.raises(engine.DeviceError, match=f"unknown device '{name}'; use auto, cpu"):
+        engine.resolve_device(name)
+
+
 # --- packs ---------------------------------------------------------------------------------
 
 PACK = [  # different schedules, seeds and rates in one pack
