@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Every GPU measurement and check this project records, in one command, on one device:
+#   bash results/benchmarks/gpu.sh [cuda|cuda:N] [STEP ...]
+# Steps (default: all, in this order; each takes a few minutes on an H100-class GPU):
+#   tests   tests/test_gpu.py: packs equal solo trials on the GPU, GPU matches CPU, masking
+#   bench   `lrsweep bench`: the chapter's loop vs packs of 1, 8, 32 and 128 on the full data
+#   target  100 trials × 30 epochs on the full data (quickstart's six schedules × 17 seeds),
+#           timed end to end with its SQLite store
+#   compile results/benchmarks/compile.py: eager vs torch.compile vs CUDA graphs
+#   fusion  results/benchmarks/resnet-fusion.py: would fusing ResNet-18 packs pay here
+#   device  a device index beyond the visible devices is refused with one line
+# Records go to results/benchmarks/STEP-gpu-DATE.* (OUT_DIR to change). SCALE=smoke runs every
+# step at a tiny size (any device, records to a temporary folder): a check of this script.
+# PYTHON (default .venv/bin/python, else python3) must import lrsweep's requirements and pytest.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+device=${1:-cuda}
+shift || true
+steps=${*:-tests bench target compile fusion device}
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+day=$(date +%F)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+if [ "${SCALE:-full}" = smoke ]; then
+  out=${OUT_DIR:-$work/records}
+  bench_args=(--subset 2000 --epochs 2 --packs 1,2); images=2000; packs=(1 2); fusion_args=(2 8)
+  target_args=(--set study.trials=4 --set train.epochs=2 --set train.subset=2000)
+else
+  out=${OUT_DIR:-results/benchmarks}
+  bench_args=(); images=60000; packs=(1 8 32 128); fusion_args=(8 128)
+  target_args=(--set study.trials=100 --set train.epochs=30 --set train.subset=0
+          --set 'space.seed=[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]'
+          --set 'space.milestones=[15,25]')
+fi
+mkdir -p "$out"
+
+tests() {
+  "$PYTHON" -m pytest tests/test_gpu.py -q -rs -p no:cacheprovider | tee "$out/tests-gpu-$day.txt"
+}
+
+bench() {
+  "$PYTHON" -m lrsweep bench --device "$device" "${bench_args[@]}" --out "$out/bench-gpu-$day.json" \
+    | tee "$out/bench-gpu-$day.txt"
+}
+
+target() {
+  local start end
+  start=$(date +%s.%N)
+  "$PYTHON" -m lrsweep run studies/quickstart.toml --device "$device" \
+    --set study.name=gpu-target "${target_args[@]}" --storage "sqlite:///$work/target.db" \
+    > "$work/target.log" 2>&1
+  end=$(date +%s.%N)
+  {
+    echo "lrsweep run studies/quickstart.toml --device $device --set study.name=gpu-target ${target_args[*]}"
+    "$PYTHON" -c "from lrsweep import engine; print(engine.describe_device(engine.resolve_device('$device')))"
+    grep '^study ' "$work/target.log" | tail -n 1
+    "$PYTHON" -c "print(f'wall time, process start to exit: {$end - $start:.1f} s')"
+  } | tee "$out/target-gpu-$day.txt"
+}
+
+compile() {
+  "$PYTHON" results/benchmarks/compile.py "$device" "$images" "${packs[@]}" \
+    2>"$work/compile.err" | tee "$out/compile-gpu-$day.txt"
+}
+
+fusion() {
+  for k_batch in "4 32" "${fusion_args[*]}"; do
+    "$PYTHON" results/benchmarks/resnet-fusion.py "$device" $k_batch
+  done | tee "$out/resnet-fusion-gpu-$day.txt"
+}
+
+device() {
+  local visible code
+  visible=$("$PYTHON" -c "import torch; print(torch.cuda.device_count())")
+  set +e
+  "$PYTHON" -m lrsweep run studies/quickstart.toml --device "cuda:$visible" \
+    --storage "sqlite:///$work/absent.db" > "$work/absent.log" 2>&1
+  code=$?
+  set -e
+  { echo "--device cuda:$visible with $visible visible: exit $code"; cat "$work/absent.log"
+    [ -e "$work/absent.db" ] && echo "a store was written" || echo "nothing written"; } \
+    | tee "$out/device-check-gpu-$day.txt"
+}
+
+for step in $steps; do
+  case $step in
+    tests|bench|target|compile|fusion|device) echo "== $step"; "$step" ;;
+    *) echo "gpu.sh: unknown step '$step' (tests bench target compile fusion device)" >&2; exit 2 ;;
+  esac
+done
+case $out in
+  "$work"/*) echo "smoke run: its records are discarded" ;;
+  *) echo "records in $out" ;;
+esac

@@ -1,0 +1,93 @@
+"""The engine on a CUDA device: packs equal solo trials there too, a CUDA trial matches the
+same trial on the CPU, the data and the pack stay on the device, and `lrsweep bench` records
+GPU memory. Skipped, with the reason, where torch sees no CUDA device (these 2-core machines);
+`bash results/benchmarks/gpu.sh` runs them on a GPU machine."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lrsweep import bench, data, engine, schedules
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
+                                reason="no CUDA device: the GPU path is tested on a GPU machine")
+
+PACK = [  # different schedules, seeds and rates in one pack; 600 images: a partial last batch
+    dict(name="constant", seed=0, base_lr=0.3),
+    dict(name="cosine", seed=1, base_lr=0.2, max_update=2),
+    dict(name="sqrt", seed=2, base_lr=0.5),
+    dict(name="multistep", seed=0, base_lr=0.1, milestones=[1], gamma=0.5),
+]
+
+
+@pytest.fixture
+def exact_fp32(monkeypatch):
+    # cuDNN convolutions default to TF32 on Ampere and later (matmuls to full FP32): 10-bit
+    # mantissas would swamp the float-reordering differences these comparisons allow; and
+    # cuDNN's nondeterministic backward kernels would make two identical runs differ.
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+
+
+def load(device, fashion_dir):
+    return data.load(device, data_dir=fashion_dir, validation=200, subset=600)
+
+
+def config(name="constant", seed=0, epochs=2, **params):
+    params.setdefault("base_lr", 0.1)
+    return engine.TrialConfig(schedules.build(name, **params), seed=seed, epochs=epochs,
+                              batch_size=256)
+
+
+def curves(result):
+    return [[m.lr, m.train_loss, m.train_acc, m.val_loss, m.val_acc, m.test_acc]
+            for m in result.epochs]
+
+
+def test_data_and_results_live_where_they_should(fashion_dir):
+    splits = load("cuda", fashion_dir)
+    assert splits.train_x.is_cuda and splits.test_y.is_cuda
+    result = engine.train(config(), splits)
+    assert result.device.startswith("cuda") and result.status == "complete"
+    assert all(not t.is_cuda for t in result.state_dict.values())  # exported as CPU copies
+
+
+def test_packed_trials_equal_the_same_trials_alone_on_cuda(fashion_dir, exact_fp32):
+    splits = load("cuda", fashion_dir)
+    configs = [config(**p) for p in PACK]
+    for cfg, packed in zip(configs, engine.train_pack(configs, splits)):
+        alone = engine.train(cfg, splits)
+        for x, y in zip(curves(packed), curves(alone)):
+            assert x == pytest.approx(y, rel=2e-3, abs=2e-3)
+
+
+def test_a_cuda_trial_matches_the_same_trial_on_the_cpu(fashion_dir, exact_fp32):
+    # Same images, initial weights and batch orders on both devices (all made on the CPU):
+    # only the kernels' summation order differs.
+    on_gpu = engine.train_pack([config(**p) for p in PACK], load("cuda", fashion_dir))
+    on_cpu = engine.train_pack([config(**p) for p in PACK], load("cpu", fashion_dir))
+    for a, b in zip(on_gpu, on_cpu):
+        for x, y in zip(curves(a), curves(b)):
+            assert x == pytest.approx(y, rel=1e-2, abs=1e-2)
+
+
+def test_a_diverging_trial_is_masked_on_cuda(fashion_dir, exact_fp32):
+    splits = load("cuda", fashion_dir)
+    configs = [config(epochs=3, **p) for p in PACK]
+    calm = engine.train_pack(configs, splits)
+    configs[2] = config(epochs=3, name="constant", seed=2, base_lr=1e4)
+    results = engine.train_pack(configs, splits)
+    assert results[2].status == "diverged"
+    for i in (0, 1, 3):
+        assert results[i].status == "complete" and len(results[i].epochs) == 3
+        for x, y in zip(curves(results[i]), curves(calm[i])):
+            assert x == pytest.approx(y, rel=1e-5, abs=1e-5)
+
+
+def test_bench_on_cuda_records_gpu_memory(fashion_dir):
+    record = bench.run("cuda", subset=1000, packs=[1, 4], epochs=2, data_dir=str(fashion_dir),
+                       chapter=False, log=lambda line: None)
+    assert record["hardware"].startswith("cuda")
+    assert [row["pack"] for row in record["rows"]] == [1, 4, 4]
+    assert all(row["peak_mib"] > 0 for row in record["rows"])
