@@ -97,7 +97,8 @@ def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
     # A looped pack (ResNet-18) gains nothing from company and holds K graphs at once: one
     # trial at a time unless --pack says otherwise.
     looped = pack or 1
-    pack = pack or (default_pack_size(torch_device) if "lenet" in spec.models else 1)
+    pack = pack or (default_pack_size(torch_device, spec.train.batch_size)
+                    if "lenet" in spec.models else 1)
     work = _Work(spec, study, splits, torch_device, progress, Checkpoints.for_storage(storage),
                  artifact_store(storage))
     new = 0
@@ -157,13 +158,16 @@ def _within_total(study: optuna.Study, trials: list[optuna.Trial],
     return kept
 
 
-def default_pack_size(device: torch.device) -> int:
+def default_pack_size(device: torch.device, batch_size: int = 256) -> int:
     """Trials trained together. CPU: 4, the fastest per trial-epoch measured on 2 cores
-    (`lrsweep bench`); CUDA: as many as keep the GPU's memory under a quarter full."""
+    (`lrsweep bench`); CUDA: as many as keep the GPU's memory under a quarter full, with the
+    activations growing with batches above 256 (below, the estimate stays: evaluation's share
+    does not shrink)."""
     if device.type != "cuda":
         return 4
     free, _ = torch.cuda.mem_get_info(device)
-    return max(1, min(256, int(free * 0.25 // PACK_BYTES_PER_TRIAL)))
+    per_trial = PACK_BYTES_PER_TRIAL * max(batch_size, 256) / 256
+    return max(1, min(256, int(free * 0.25 // per_trial)))
 
 
 def trial_config(spec: StudySpec, params: dict[str, Any]) -> engine.TrialConfig:

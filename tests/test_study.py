@@ -90,6 +90,19 @@ def test_default_pack_size_on_the_cpu_is_the_measured_best():
     assert study.default_pack_size(torch.device("cpu")) == 4
 
 
+@pytest.mark.parametrize("free_gib, batch, expected", [
+    (80, 256, 256),    # an empty 80 GB GPU: the cap
+    (8, 256, 25),      # 2 GiB of a quarter / 80 MiB a trial
+    (80, 4096, 16),    # 20 GiB / (16 × 80 MiB): big batches, fewer trials
+    (80, 32, 256),     # small batches keep the batch-256 estimate
+    (0.01, 256, 1),    # a nearly full GPU still trains one
+])
+def test_default_pack_size_on_a_gpu_follows_free_memory_and_batch(monkeypatch, free_gib, batch,
+                                                                   expected):
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free_gib * 2**30, 2**40))
+    assert study.default_pack_size(torch.device("cuda"), batch) == expected
+
+
 def test_a_pack_smaller_than_one_is_refused(tmp_path, fashion_dir):
     with pytest.raises(spec.SpecError, match="--pack 0"):
         run(tmp_path, fashion_dir, study_toml("nopack"), pack=0)
