@@ -279,7 +279,9 @@ def train_pack(configs: Sequence[TrialConfig], splits: Splits, *,
                          for i in range(k) if active[i]}
         for i, m in epoch_metrics.items():
             results[i].epochs.append(m)
-            if not math.isfinite(m.train_loss):
+            # The train loss is taken before each step; weights the epoch's last step blew
+            # up show only in the evaluation after it (the test NLL is NaN for them).
+            if not (math.isfinite(m.train_loss) and math.isfinite(m.test_nll)):
                 results[i].status, results[i].diverged = "diverged", "nonfinite"
             elif m.train_acc <= at_chance and best_train_acc[i] >= learned:
                 results[i].status, results[i].diverged = "diverged", "collapsed"

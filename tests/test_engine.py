@@ -223,6 +223,19 @@ def test_a_diverging_trial_does_not_stop_or_spoil_the_pack(splits):
         assert curves(results[i]) == curves(calm[i])
 
 
+def test_weights_that_blow_up_at_the_very_last_step_are_diverged_not_complete(splits):
+    steps = engine.steps_per_epoch(len(splits.train_y), 64)
+    last = 2 * steps - 1  # the final step of the final epoch: no train loss sees it
+    blow_up = config(epochs=2, unit="step", name="multistep", base_lr=0.1, milestones=[last],
+                     gamma=1e36)
+    calm = config(epochs=2, unit="step", name="multistep", base_lr=0.1, milestones=[last],
+                  gamma=0.5, seed=1)
+    results = engine.train_pack([blow_up, calm], splits)
+    assert math.isfinite(results[0].epochs[-1].train_loss)
+    assert results[0].status == "diverged" and results[0].diverged == "nonfinite"
+    assert results[1].status == "complete"
+
+
 def test_a_pack_must_share_its_length(splits):
     with pytest.raises(ValueError, match="share epochs"):
         engine.train_pack([config(epochs=2), config(epochs=3)], splits)
