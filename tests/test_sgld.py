@@ -162,6 +162,23 @@ def test_step_follows_the_update_rule():
     assert torch.equal(z[:20], theta0[:20])
 
 
+def test_a_prior_pull_below_float32_resolution_is_not_lost():
+    # At ε = 4e-8 (η = 1e-3 with N = 50k) the prior's pull ελ/2 = 2e-8 is below float32's
+    # resolution next to 1: as a factor (1 − ελ/2)·θ it rounds to θ and the prior vanishes at
+    # every step. Inside the drift, rounding errors are as often up as down, so over many
+    # weights the float32 step agrees with the float64 rule on average.
+    d, eps, n_data = 200_000, 4e-8, 50_000
+    gen = torch.Generator().manual_seed(1)
+    theta0 = 0.5 + 0.5 * torch.rand(d, generator=gen)
+    grad = torch.randn(d, generator=gen)
+    moved = one_step(theta0, grad, [eps], n_data=n_data, prior_precision=1.0, seeds=(3,))
+    xi = TrialNoise([3]).draw(d)[0].double()
+    exact = (theta0.double() - eps / 2 * (n_data * grad.double() + theta0.double())
+             + math.sqrt(eps) * xi)
+    bias = float((moved.double() - exact).mean())
+    assert abs(bias) < 3e-9  # the lost pull would be 2e-8 · mean θ ≈ 1.5e-8
+
+
 def test_noise_has_variance_equal_to_the_rate():
     d = 20_000
     rates = [1e-2, 1e-4]
