@@ -173,43 +173,65 @@ def record_heartbeats(study: optuna.Study, trial_ids: list[int]) -> None:
         rdb_of(study).record_heartbeat(trial_id)
 
 
-def claim_stale_trials(study: optuna.Study) -> list[int]:
+def claim_stale_trials(study: optuna.Study, pack_attr: str | None = None) -> list[int]:
     """Take over the RUNNING trials whose heartbeat is older than the grace period (their
-    process died). Each claim is a compare-and-set on the heartbeat, so when several workers
-    look at once, exactly one wins each trial. Returns the trial ids now ours."""
+    process died). Each claim is a compare-and-set on a heartbeat, so when several workers
+    look at once, exactly one wins. With `pack_attr` (a trial system attribute listing the
+    trial ids a trial trains with) a pack is claimed whole: the compare-and-set is made on its
+    first RUNNING member, and the winner takes the others with it, so two workers never split
+    one pack (and its one checkpoint). Returns the trial ids now ours.
+
+    Times are the database server's alone: a trial with no heartbeat yet (its process died
+    between asking and its first beat) gets one now, and is stale a grace period later."""
     from optuna.storages._rdb import models
 
     rdb = rdb_of(study)
     beats = models.TrialHeartbeatModel.__table__
     trials = models.TrialModel.__table__
+    attrs = models.TrialSystemAttributeModel.__table__
     grace = datetime.timedelta(seconds=GRACE_SECONDS)
     with rdb.engine.begin() as conn:
         now = conn.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar().replace(tzinfo=None)
-        running = conn.execute(
-            sqlalchemy.select(trials.c.trial_id, trials.c.datetime_start, beats.c.heartbeat)
+        running = dict(conn.execute(
+            sqlalchemy.select(trials.c.trial_id, beats.c.heartbeat)
             .select_from(trials.outerjoin(beats, beats.c.trial_id == trials.c.trial_id))
             .where(trials.c.study_id == study._study_id,
-                   trials.c.state == optuna.trial.TrialState.RUNNING)).all()
-    claimed = []
-    for trial_id, started, beat in running:
-        try:
-            with rdb.engine.begin() as conn:
-                if beat is None:  # killed between ask and its first heartbeat
-                    if started is None or datetime.datetime.now() - started <= grace:
-                        continue
-                    conn.execute(sqlalchemy.insert(beats).values(trial_id=trial_id,
-                                                                 heartbeat=sqlalchemy.func.now()))
-                    claimed.append(trial_id)
-                elif now - beat.replace(tzinfo=None) > grace:
-                    # Still stale at the moment of writing: of several claimants, the first
-                    # one's fresh heartbeat makes every other one's condition false.
-                    won = conn.execute(sqlalchemy.update(beats).where(
-                        beats.c.trial_id == trial_id, beats.c.heartbeat < now - grace).values(
-                        heartbeat=sqlalchemy.func.now())).rowcount == 1
-                    if won:
-                        claimed.append(trial_id)
-        except sqlalchemy.exc.IntegrityError:
-            continue  # another worker inserted the first heartbeat: its trial now
+                   trials.c.state == optuna.trial.TrialState.RUNNING)).all())
+        packs = {} if pack_attr is None or not running else {
+            trial_id: json.loads(value) for trial_id, value in conn.execute(
+                sqlalchemy.select(attrs.c.trial_id, attrs.c.value_json).where(
+                    attrs.c.key == pack_attr, attrs.c.trial_id.in_(list(running))))}
+    for trial_id, beat in running.items():
+        if beat is None:
+            try:
+                with rdb.engine.begin() as conn:
+                    conn.execute(sqlalchemy.insert(beats).values(
+                        trial_id=trial_id, heartbeat=sqlalchemy.func.now()))
+            except sqlalchemy.exc.IntegrityError:
+                pass  # its owner (or another worker) gave it one an instant ago
+    stale = {i for i, beat in running.items()
+             if beat is not None and now - beat.replace(tzinfo=None) > grace}
+    claimed: list[int] = []
+    seen: set[int] = set()
+    for trial_id in sorted(stale):
+        if trial_id in seen:
+            continue
+        members = sorted(i for i in packs.get(trial_id, [trial_id]) if i in running)
+        seen.update(members)
+        leader = members[0]
+        if leader not in stale:
+            continue  # its pack is alive: another worker's, or one just taken over
+        with rdb.engine.begin() as conn:
+            # Still stale at the moment of writing: of several claimants, the first one's
+            # fresh heartbeat makes every other one's condition false.
+            won = conn.execute(sqlalchemy.update(beats).where(
+                beats.c.trial_id == leader, beats.c.heartbeat < now - grace).values(
+                heartbeat=sqlalchemy.func.now())).rowcount == 1
+            if won and len(members) > 1:
+                conn.execute(sqlalchemy.update(beats).where(
+                    beats.c.trial_id.in_(members[1:])).values(heartbeat=sqlalchemy.func.now()))
+        if won:
+            claimed += members
     return claimed
 
 

@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -108,19 +109,27 @@ def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
     try:
         progress.start(spec, _count(study, DONE))
         while True:
+            # The study file's sampler before anything suggests: a claimed trial killed
+            # before its first suggestion gets its parameters (its grid point) from it too.
+            study.sampler = make_sampler(spec, len(study.get_trials(deepcopy=False)))
             # First the trials of dead processes (or of our own Ctrl-C), from their checkpoints.
-            claimed = claim_stale_trials(study)
+            claimed = claim_stale_trials(study, PACK_ATTR)
             if claimed:
-                for pack_id, trials, resumes in _resume_groups(work, claimed):
-                    _run_pack(work, pack_id, trials, resumes)
+                with _Leases(study, claimed):
+                    for pack_id, trials, resumes in _resume_groups(work, claimed):
+                        _run_pack(work, pack_id, trials, resumes)
                 continue
             done, running = _count(study, DONE), _count(study, (TrialState.RUNNING,))
             if done + running >= spec.study.trials:
                 break
-            study.sampler = make_sampler(spec, len(study.get_trials(deepcopy=False)))
-            trials = [study.ask() for _ in range(min(pack, spec.study.trials - done - running))]
-            trials = _within_total(study, trials, spec.study.trials)
-            _run_packs(work, _packs(spec, trials, looped))
+            with _Leases(study, []) as leases:
+                trials = []
+                for _ in range(min(pack, spec.study.trials - done - running)):
+                    trials.append(study.ask())
+                    leases.add(trials[-1]._trial_id)  # held from the moment it exists
+                trials = _within_total(study, trials, spec.study.trials)
+                for group in _packs(spec, trials, looped):
+                    _run_pack(work, None, group, [None] * len(group))
             new += len(trials)
     finally:
         progress.close()
@@ -241,20 +250,6 @@ def _packs(spec: StudySpec, trials: list[optuna.Trial], looped: int
     return [pack for packs in groups.values() for pack in packs]
 
 
-def _run_packs(work: _Work, groups: list[list[optuna.Trial]]) -> None:
-    """Asked trials split into several packs train one pack after another: the waiting ones
-    keep their leases meanwhile (or another worker would take them over as abandoned), and a
-    Ctrl-C hands every lease back."""
-    ids = [t._trial_id for group in groups for t in group]
-    try:
-        with _Heartbeat(work.study, ids):
-            for group in groups:
-                _run_pack(work, None, group, [None] * len(group))
-    except KeyboardInterrupt:
-        release_trials(work.study, ids)  # after the heartbeat thread stopped
-        raise
-
-
 def _run_pack(work: _Work, pack_id: int | None, trials: list[optuna.Trial],
               resumes: list[engine.Resume | None]) -> None:
     spec, study, progress = work.spec, work.study, work.progress
@@ -288,15 +283,12 @@ def _run_pack(work: _Work, pack_id: int | None, trials: list[optuna.Trial],
         if ctrl_c.requested:  # the epoch is safe on disk: now stop
             raise KeyboardInterrupt
 
-    try:
-        with _Heartbeat(study, ids), _StopAfterEpoch(progress) as ctrl_c:
+    try:  # the caller holds the leases (`_Leases`), and hands them back on a Ctrl-C
+        with _StopAfterEpoch(progress) as ctrl_c:
             results = engine.train_pack(configs, work.splits, on_epoch=on_epoch,
                                         on_states=on_states, resume=resumes)
     except KeyboardInterrupt:
-        # Their last epochs are checkpointed: hand the leases back so the next run
-        # continues these trials at once.
-        release_trials(study, ids)
-        raise
+        raise  # the last epochs are checkpointed: the next run continues from them
     except BaseException:
         # A crash is no interruption: the trials fail, and a re-run trains them anew.
         for trial in trials:
@@ -512,23 +504,42 @@ class _StopAfterEpoch:
         self._progress.stopping()
 
 
-class _Heartbeat:
-    """Keeps the trials' leases: records their heartbeats from a thread until the pack ends."""
+class _Leases:
+    """Holds trials' leases: records their heartbeats from a thread while the block runs
+    (`add` takes on more), and hands them all back if a Ctrl-C ends it, so the next run
+    continues those trials at once instead of waiting out the grace period."""
 
     def __init__(self, study: optuna.Study, trial_ids: list[int]) -> None:
-        self._study, self._ids = study, trial_ids
+        self._study, self._ids = study, list(trial_ids)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._failing = False
 
-    def __enter__(self) -> "_Heartbeat":
+    def add(self, trial_id: int) -> None:
+        record_heartbeats(self._study, [trial_id])
+        self._ids.append(trial_id)
+
+    def __enter__(self) -> "_Leases":
         record_heartbeats(self._study, self._ids)
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, kind: type | None, *exc: Any) -> None:
         self._stop.set()
         self._thread.join()
+        if kind is KeyboardInterrupt:  # after the thread stopped: no beat comes after
+            release_trials(self._study, self._ids)
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):
-            record_heartbeats(self._study, self._ids)
+            try:
+                record_heartbeats(self._study, list(self._ids))
+                self._failing = False
+            except Exception as error:
+                # A locked SQLite file, a PostgreSQL reconnect: the next beat tries again
+                # (the lease lapses only if the store stays out of reach for the grace period).
+                if not self._failing:
+                    first_line = (str(error).splitlines() or [""])[0]
+                    warnings.warn(f"heartbeat not recorded ({type(error).__name__}: "
+                                  f"{first_line}); retrying", stacklevel=1)
+                self._failing = True

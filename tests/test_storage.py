@@ -98,3 +98,39 @@ def test_default_storage_follows_the_environment(monkeypatch):
     assert storage.default_storage() == "sqlite:///results/lrsweep.db"
     monkeypatch.setenv("LRSWEEP_STORAGE", "postgresql://localhost/test")
     assert storage.default_storage() == "postgresql://localhost/test"
+
+
+# --- leases ----------------------------------------------------------------------------------
+
+PACK = "lrsweep_pack"
+
+
+def asked(tmp_path, n):
+    url = f"sqlite:///{tmp_path / 'leases.db'}"
+    study = optuna.create_study(storage=storage.open_storage(url), study_name="leases")
+    return study, [study.ask()._trial_id for _ in range(n)]
+
+
+def test_a_pack_is_claimed_whole_or_not_at_all(tmp_path):
+    study, ids = asked(tmp_path, 4)
+    for trial_id in ids[:3]:  # trials 0–2 train as one pack, trial 3 alone
+        study._storage.set_trial_system_attr(trial_id, PACK, ids[:3])
+    study._storage.set_trial_system_attr(ids[3], PACK, [ids[3]])
+    storage.record_heartbeats(study, ids)
+    storage.release_trials(study, ids)  # all four stale, as after a Ctrl-C
+    # Another worker won the pack's first member an instant ago: the rest of it is its too.
+    storage.record_heartbeats(study, ids[:1])
+    assert storage.claim_stale_trials(study, PACK) == [ids[3]]
+    storage.release_trials(study, ids[:3])
+    assert sorted(storage.claim_stale_trials(study, PACK)) == ids[:3]
+    assert storage.claim_stale_trials(study, PACK) == []  # every lease fresh now
+
+
+def test_a_trial_without_a_heartbeat_is_timed_by_the_servers_clock(tmp_path, monkeypatch):
+    # Its start time is the asking host's local clock, which another host's may not share: a
+    # trial without a heartbeat gets one when first seen, and goes stale a grace period later.
+    monkeypatch.setattr(storage, "GRACE_SECONDS", 0)
+    study, ids = asked(tmp_path, 1)
+    assert storage.claim_stale_trials(study) == []
+    storage.release_trials(study, ids)  # the beat it was given is a real row: it can lapse
+    assert storage.claim_stale_trials(study) == ids

@@ -3,15 +3,17 @@ inside a pack, grid coverage, and continuing a random study without replaying it
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 import torch
 from optuna.trial import TrialState
 
 from conftest import study_toml
-from lrsweep import spec, study
+from lrsweep import sampling, spec, storage, study
 
 
 def run(tmp_path, fashion_dir, text, **kwargs):
@@ -263,3 +265,71 @@ def test_the_stored_commit_says_when_the_package_differs_from_it(tmp_path, monke
     assert study._git_commit() == head
     (package / "study.py").write_text("x = 2\n")
     assert study._git_commit() == head + "-dirty"
+
+
+# --- leases of claimed and asked trials --------------------------------------------------------
+
+def abandoned(tmp_path, text, packs):
+    """A study whose first worker asked trials (grouped into `packs`, lists of indices) and
+    stopped before training them, its leases handed back: the next worker's to claim."""
+    parsed = spec.parse(text, source="test.toml")
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    rdb = storage.open_storage(url)
+    first = study._create_or_load(parsed, rdb, url, allow_changed=False)
+    first.sampler = sampling.make_sampler(parsed, 0)
+    ids = [first.ask()._trial_id for _ in range(sum(map(len, packs)))]
+    for members in packs:
+        for i in members:
+            first._storage.set_trial_system_attr(ids[i], study.PACK_ATTR, [ids[j] for j in members])
+    storage.record_heartbeats(first, ids)
+    storage.release_trials(first, ids)
+    return parsed, url
+
+
+def test_a_claimed_trial_trains_its_own_grid_point(tmp_path, fashion_dir):
+    # Asked (its grid point taken) but killed before its first suggestion: the claimer must
+    # suggest from the grid too, or the point is skipped and another one runs twice.
+    text = study_toml("orphan-grid", scheduler='["constant", "sqrt", "cosine"]', seed="[0, 1]",
+                      epochs=1)
+    parsed, url = abandoned(tmp_path, text, packs=[[0]])
+    study.run(parsed, storage=url, device="cpu", data_dir=str(fashion_dir), pack=6)
+    stored = optuna.load_study(study_name="orphan-grid", storage=url)
+    points = sorted((t.params["seed"], t.params["scheduler"]) for t in stored.trials)
+    assert points == sorted((s, n) for s in (0, 1) for n in ("constant", "sqrt", "cosine"))
+
+
+def test_every_claimed_pack_keeps_its_lease_while_another_trains(tmp_path, fashion_dir,
+                                                                  monkeypatch):
+    monkeypatch.setattr(storage, "GRACE_SECONDS", 2)
+    monkeypatch.setattr(study, "HEARTBEAT_SECONDS", 0.3)
+    text = study_toml("two-packs", scheduler='["constant", "sqrt"]', epochs=1)
+    parsed, url = abandoned(tmp_path, text, packs=[[0], [1]])
+    rival = optuna.load_study(study_name="two-packs", storage=storage.open_storage(url))
+    seen = []
+    train_pack = study._run_pack
+
+    def slow_first_pack(work, pack_id, trials, resumes):
+        if not seen:  # while the first pack trains past the grace period, a rival looks
+            time.sleep(3)
+            seen.append(storage.claim_stale_trials(rival, study.PACK_ATTR))
+        train_pack(work, pack_id, trials, resumes)
+
+    monkeypatch.setattr(study, "_run_pack", slow_first_pack)
+    summary = study.run(parsed, storage=url, device="cpu", data_dir=str(fashion_dir), pack=2)
+    assert seen == [[]] and summary.finished == 2
+
+
+def test_a_failing_heartbeat_is_retried_not_given_up(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "HEARTBEAT_SECONDS", 0.05)
+    calls = []
+
+    def flaky(store, ids):
+        calls.append(list(ids))
+        if len(calls) == 2:  # the first beat from the thread fails (a locked file, say)
+            raise sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(study, "record_heartbeats", flaky)
+    with pytest.warns(UserWarning, match="heartbeat not recorded.*retrying"):
+        with study._Leases(None, [7]):
+            time.sleep(0.5)
+    assert len(calls) >= 4 and all(ids == [7] for ids in calls)
