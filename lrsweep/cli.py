@@ -185,6 +185,8 @@ def report(name: str = typer.Argument(..., help="The study's name"),
     """Write a study's report: report.md, a self-contained report.html, figures, CSV tables."""
     from .render import write_report
     from .storage import default_storage
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise typer.BadParameter(f"--out {out_dir}: a file is there; give a folder")
     written = write_report(name, storage or default_storage(), out_dir)
     out.print(f"wrote {written.markdown} and {written.html} ({len(written.figures)} figures, "
               f"{len(written.tables)} tables)", markup=False)

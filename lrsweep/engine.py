@@ -29,6 +29,7 @@ import torch
 from torch.nn import functional as F
 
 from . import sgld
+from .stats import chance_levels
 from .data import Splits
 from .model import LoopedPack, PackedLeNet, lenet
 from .schedules import Schedule
@@ -165,14 +166,6 @@ def train(config: TrialConfig, splits: Splits, *,
     def callback(metrics: dict[int, EpochMetrics]) -> list[int]:
         return [] if on_epoch is None or on_epoch(metrics[0]) else [0]
     return train_pack([config], splits, on_epoch=callback)[0]
-
-
-def chance_levels(classes: int) -> tuple[float, float]:
-    """(at chance, learned) accuracies for `classes` classes: a network whose train accuracy
-    once reached `learned` and falls to `at chance` or below has collapsed. For 10 classes
-    0.2 and 0.5; for others the same fractions (1/9, 4/9) of the way from guessing (1/classes)
-    to perfect, so two classes do not count 0.5 as learned nor ten thousand 0.2 as chance."""
-    return (classes + 8) / (9 * classes), (4 * classes + 5) / (9 * classes)
 
 
 def train_pack(configs: Sequence[TrialConfig], splits: Splits, *,

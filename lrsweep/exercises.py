@@ -23,9 +23,9 @@ from typing import Callable
 
 import pandas as pd
 
-from .engine import chance_levels
 from .spec import Choice, StudySpec
-from .stats import config_columns, finished, format_ci, intervals_overlap, mean_ci
+from .stats import (chance_levels, config_columns, finished, format_ci, intervals_overlap,
+                    mean_ci)
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def _varies(trials: pd.DataFrame, column: str, at_least: int) -> bool:
 
 def _chance(trials: pd.DataFrame) -> tuple[float, float]:
     """(guessing, stuck) accuracies for the study's classes: at or below `stuck` a network
-    never learned (for 10 classes 0.1 and 0.2; engine.chance_levels for the others)."""
+    never learned (for 10 classes 0.1 and 0.2; stats.chance_levels for the others)."""
     classes = int(trials["classes"].iloc[0]) if "classes" in trials and len(trials) else 10
     return 1 / classes, chance_levels(classes)[0]
 
@@ -173,7 +173,9 @@ def _fixed_rate_figure(table, rows, metric, at_chance, folder) -> Path:
              title="final accuracy vs rate (mean, 95% CI over seeds)")
     left.legend()
     learned = table.loc[table["peak_val_acc_mean"] > at_chance, "base_lr"]
-    healthy = rows[(rows["state"] == "complete") & rows["base_lr"].isin(learned)]
+    # In the curve rows a diverged trial is Optuna-complete: its `diverged` says otherwise.
+    calm = rows["diverged"].isna() if "diverged" in rows else True
+    healthy = rows[(rows["state"] == "complete") & calm & rows["base_lr"].isin(learned)]
     sns.lineplot(data=healthy, x="epoch", y="gap", **_hue(healthy, "base_lr"), ax=right,
                  errorbar=("ci", 95), n_boot=500, seed=0)
     left.set_ylim(0, 1)

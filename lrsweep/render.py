@@ -20,7 +20,7 @@ from . import exercises
 from . import spec as spec_mod
 from .exercises import Section as _Section
 from .report import curves_frame, trials_frame
-from .stats import (config_columns, config_label, config_table, format_ci,
+from .stats import (config_columns, config_label, config_table, finished, format_ci,
                     intervals_overlap)
 from .storage import load_study
 
@@ -70,9 +70,9 @@ def write_report(name: str, url: str, out: str | Path | None = None) -> Report:
 def _sections(name, url, study, study_spec, trials, configs, metric) -> list[_Section]:
     counts = trials["state"].str.split(" ").str[0].value_counts().to_dict() if len(trials) else {}
     total = study_spec.study.trials if study_spec else len(trials)
-    finished = counts.get("complete", 0) + counts.get("pruned", 0) + counts.get("diverged", 0)
-    status = (f"complete: {finished} of {total} trials finished" if finished >= total else
-              f"**incomplete: {finished} of {total} trials finished** "
+    ended = counts.get("complete", 0) + counts.get("pruned", 0) + counts.get("diverged", 0)
+    status = (f"complete: {ended} of {total} trials finished" if ended >= total else
+              f"**incomplete: {ended} of {total} trials finished** "
               f"({counts.get('running', 0)} running — the study is still running or was "
               "interrupted; `lrsweep resume` continues it). The numbers below cover the "
               "finished trials only.")
@@ -182,7 +182,8 @@ def _figures(folder: Path, study, study_spec, curves: pd.DataFrame, configs: pd.
         curves = curves.copy()
         curves["config"] = [config_label(row, columns) for _, row in curves.iterrows()]
         keep = list(configs["config"].head(MAX_CURVES))
-        shown = curves[curves["config"].isin(keep)]
+        # Trials that ran to the end: a pruned trial's short curve would bend the mean.
+        shown = finished(curves[curves["config"].isin(keep)])
         fig, axes = plt.subplots(2, 2, figsize=(13, 8.5), sharex=True)
         for ax, metric in zip(axes.flat, ("val_acc", "test_acc", "train_loss", "lr")):
             sns.lineplot(data=shown, x="epoch", y=metric, hue="config", hue_order=keep, ax=ax,

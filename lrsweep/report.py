@@ -16,8 +16,8 @@ from optuna.trial import TrialState
 from . import schedules
 from .storage import load_study, open_storage, study_names
 
-FINAL_CURVES = ("train_loss", "train_acc", "val_acc", "test_acc", "test_nll", "test_ece",
-                "avg_test_acc", "avg_test_nll", "avg_test_ece")  # avg_*: SGLD trials only
+FINAL_CURVES = ("train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "test_nll",
+                "test_ece", "avg_test_acc", "avg_test_nll", "avg_test_ece")  # avg_*: SGLD only
 
 # The chapter's schedules with the chapter's parameters, for `lrsweep schedules`.
 CHAPTER_SHAPES = {
@@ -74,11 +74,14 @@ def trials_frame(name: str, url: str, *, study: optuna.Study | None = None) -> p
         pack_seconds = sum(s for s in attrs.get("epoch_seconds") or [] if s is not None)
         row["seconds"] = pack_seconds / attrs.get("pack_size", 1)
         rows.append(row)
-    frame = pd.DataFrame(rows)
+    # A study without trials still has the columns, so every reader can select from it.
+    frame = pd.DataFrame(rows, columns=None if rows else TRIAL_COLUMNS)
     frame.attrs["direction"] = study.direction.name.lower()
     return frame
 
 
+TRIAL_COLUMNS = ("trial", "state", "value", "seed", *FINAL_CURVES, "val_acc_curve", "classes",
+                 "epochs", "seconds")
 CURVES = ("lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "test_nll",
           "test_ece", "avg_test_acc", "avg_test_nll", "avg_test_ece", "epoch_seconds")
 
@@ -95,7 +98,8 @@ def curves_frame(name: str, url: str, *, study: optuna.Study | None = None) -> p
                    "epoch": epoch}
             row.update({key: (attrs.get(key) or [None] * (epoch + 1))[epoch] for key in CURVES})
             rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=None if rows else
+                        ("trial", "state", "value", "seed", "diverged", "epoch", *CURVES))
 
 
 def plot_schedules(out: str | Path, epochs: int = 30) -> Path:

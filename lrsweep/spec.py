@@ -47,6 +47,7 @@ MODELS = ("lenet", "resnet18")
 NOT_SCHEDULE_KEYS = ("scheduler", "seed", "optimizer", "model", "run")
 SCHEDULE_KEYS = tuple(sorted({p for name in schedules.names() for p in schedules.parameters(name)}))
 INTEGER_KEYS = ("warmup_steps", "max_update", "seed", "lag")
+MAX_SEED = 2**32 - 1
 RUN_KEY = "run"  # the label of a [[run]] table, a parameter of each of its trials
 BOOK_METRICS = ("train_loss", "train_acc", "test_acc")  # what the chapter prints
 GENERIC_DEFAULTS = {"base_lr": 0.1, "warmup_steps": 0, "warmup_begin_lr": 0.0, "lag": 0,
@@ -546,6 +547,8 @@ def _check_value(key: str, value: Any, where: str) -> None:
         return
     if key in INTEGER_KEYS:
         _whole(value, where, minimum=1 if key == "max_update" else 0)
+        if key == "seed" and value > MAX_SEED:  # the engine derives 64-bit seeds from it
+            raise SpecError(f"{where}: a seed is at most {MAX_SEED} (2**32 - 1), got {value}")
         return
     if key == "base_lr":
         if not schedules.is_number(value) or value <= 0:
@@ -605,7 +608,7 @@ def _only_keys(table: dict, allowed, where: str) -> None:
 
 
 def _one_of(value: Any, allowed, where: str) -> None:
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise SpecError(f"{where}: {value!r} is not one of {', '.join(allowed)}")
 
 

@@ -19,9 +19,12 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 # Columns of trials_frame that are outcomes or bookkeeping, not configuration.
-NOT_CONFIG = {"trial", "state", "value", "seed", "train_loss", "train_acc", "val_acc",
+NOT_CONFIG = {"trial", "state", "value", "seed", "train_loss", "train_acc", "val_loss", "val_acc",
               "test_acc", "test_nll", "test_ece", "avg_test_acc", "avg_test_nll",
               "avg_test_ece", "epochs", "seconds", "val_acc_curve", "classes"}
+
+
+LOWER_IS_BETTER = ("loss", "nll", "ece")  # metric names ending so: smaller is better
 
 
 def config_columns(trials: pd.DataFrame) -> list[str]:
@@ -45,9 +48,12 @@ def finished(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_ci(mean: float, ci: float, digits: int = 3) -> str:
-    """"0.862 ± 0.042"; the mean alone without an interval; "–" without a mean (no data)."""
+    """"0.862 ± 0.042"; the mean alone without an interval; "–" without a mean (no data);
+    "∞" for a loss a diverged seed made infinite."""
     if math.isnan(mean):
         return "–"
+    if math.isinf(mean):
+        return "∞" if mean > 0 else "−∞"
     return f"{mean:.{digits}f}" if math.isnan(ci) else f"{mean:.{digits}f} ± {ci:.{digits}f}"
 
 
@@ -66,7 +72,7 @@ def mean_ci(values: pd.Series, level: float = 0.95) -> tuple[float, float, int]:
     if n == 0:
         return math.nan, math.nan, 0
     mean = float(clean.mean())
-    if n < 2:
+    if n < 2 or math.isinf(mean):  # an infinite loss (a diverged seed) has no interval
         return mean, math.nan, n
     t = scipy_stats.t.ppf(0.5 + level / 2, n - 1)
     return mean, float(t * clean.std(ddof=1) / math.sqrt(n)), n
@@ -85,8 +91,14 @@ def config_table(trials: pd.DataFrame, metrics: list[str], *,
         row = {"config": label, "seeds": int(group["seed"].nunique()) if "seed" in group else 1,
                "diverged": int(group["state"].str.startswith("diverged").sum())}
         row.update({c: group[c].iloc[0] for c in columns})
+        diverged = group["state"].str.startswith("diverged")
         for metric in metrics:
-            mean, ci, n = mean_ci(group[metric])
+            values = group[metric]
+            if metric.endswith(LOWER_IS_BETTER):
+                # A diverged seed's loss is not finite, so it was stored as null: it counts
+                # as the worst loss there is, not as a seed that never ran.
+                values = values.mask(diverged & values.isna(), math.inf)
+            mean, ci, n = mean_ci(values)
             row.update({f"{metric}_mean": mean, f"{metric}_ci": ci, f"{metric}_n": n})
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -97,4 +109,19 @@ def config_table(trials: pd.DataFrame, metrics: list[str], *,
 
 
 def _short(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    """Four significant digits when they say the value exactly (0.3, 0.1234), more when not:
+    a label names one configuration, and configurations are grouped by label."""
+    if not isinstance(value, float):
+        return str(value)
+    for digits in (4, 6, 8):
+        if float(f"{value:.{digits}g}") == value:
+            return f"{value:.{digits}g}"
+    return repr(value)
+
+
+def chance_levels(classes: int) -> tuple[float, float]:
+    """(at chance, learned) accuracies for `classes` classes: a network whose train accuracy
+    once reached `learned` and falls to `at chance` or below has collapsed. For 10 classes
+    0.2 and 0.5; for others the same fractions (1/9, 4/9) of the way from guessing (1/classes)
+    to perfect, so two classes do not count 0.5 as learned nor ten thousand 0.2 as chance."""
+    return (classes + 8) / (9 * classes), (4 * classes + 5) / (9 * classes)

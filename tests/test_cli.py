@@ -169,6 +169,7 @@ BAD_FILES = {
     (("run", "good.toml", "--pack", "0"), "--pack"),
     (("run", "good.toml", "--set", "train.epochs=0"), "[train] epochs: must be a whole number"),
     (("run", "good.toml", "--set", "tran.epochs=3"), "did you mean 'train'?"),
+    (("report", "other", "--out", "good.toml"), "--out good.toml: a file is there"),
 ] + [(("run", "bad.toml", key), message) for key, (_, message) in BAD_FILES.items()],
     ids=lambda v: v[-1] if isinstance(v, tuple) else None)
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(lrsweep_cli, tmp_path, args, message):

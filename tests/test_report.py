@@ -10,13 +10,14 @@ import re
 import shutil
 import subprocess
 import statistics
+import sys
 
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
-from conftest import study_toml
+from conftest import REPO, study_toml
 from lrsweep import render, stats
 
 T_975 = {2: 4.302652729911275, 3: 3.182446305284263}  # Student t quantiles, by degrees of freedom
@@ -140,3 +141,68 @@ def test_html_renders_in_headless_chromium(synthetic, tmp_path):
     # The figures sit below the tables: the lower half holds more than white and black text.
     lower = image.crop((0, 800, 1200, 1600)).getcolors(maxcolors=1_000_000)
     assert len(lower) > 20
+
+
+def loss_study(tmp_path, metric):
+    """A minimize study on `metric`: cosine's three seeds, and constant's two with one that
+    diverged (its losses not finite, so stored as null)."""
+    url = f"sqlite:///{tmp_path / 'loss.db'}"
+    study = optuna.create_study(study_name="loss", storage=url, direction="minimize")
+    study.set_user_attr("study_file", study_toml("loss", sampler="random", trials=5,
+                                                 scheduler='["constant", "cosine"]',
+                                                 seed="[0, 1, 2]").replace(
+        'pruner = "none"', f'pruner = "none"\nmetric = "{metric}"'))
+    for scheduler, seed, loss in (("cosine", 0, 0.5), ("cosine", 1, 0.6), ("cosine", 2, 0.7),
+                                  ("constant", 0, 0.2), ("constant", 1, None)):
+        diverged = "nonfinite" if loss is None else None
+        study.add_trial(create_trial(
+            state=TrialState.COMPLETE, value=math.inf if diverged else loss,
+            params={"scheduler": scheduler, "seed": seed},
+            distributions={"scheduler": CategoricalDistribution(["constant", "cosine"]),
+                           "seed": CategoricalDistribution([0, 1, 2])},
+            user_attrs={"lr": [0.3, 0.2], "train_loss": [1.0, loss], "train_acc": [0.5, 0.7],
+                        "val_loss": [1.0, loss], "val_acc": [0.5, 0.6], "test_acc": [0.5, 0.6],
+                        "epoch_seconds": [1.0, 1.0], "seed": seed, "diverged": diverged,
+                        "pack_size": 1, "device": "cpu (test)"}))
+    return url
+
+
+@pytest.mark.parametrize("metric", ["val_loss", "train_loss"])
+def test_a_loss_metric_ranks_a_configuration_with_a_diverged_seed_last(tmp_path, metric):
+    written = render.write_report("loss", loss_study(tmp_path, metric), tmp_path / "out")
+    configs = list(csv.DictReader((written.folder / "configs.csv").open()))
+    assert [c["config"] for c in configs] == ["scheduler=cosine", "scheduler=constant"]
+    assert float(configs[0][f"{metric}_mean"]) == pytest.approx(0.6)
+    constant = configs[1]
+    assert constant["seeds"] == "2" and constant[f"{metric}_n"] == "2"  # the diverged seed too
+    assert float(constant[f"{metric}_mean"]) == math.inf
+    text = written.markdown.read_text()
+    assert f"**scheduler=cosine** — {metric} 0.6000" in text
+    assert "Runner-up: scheduler=constant with ∞" in text
+
+
+def test_a_study_without_trials_gets_a_report_that_says_so(tmp_path):
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    study = optuna.create_study(study_name="empty", storage=url, direction="maximize")
+    study.set_user_attr("study_file", study_toml("empty", trials=2))
+    written = render.write_report("empty", url, tmp_path / "out")
+    assert "No trial has finished yet" in written.markdown.read_text()
+
+
+def test_configurations_that_differ_past_four_digits_stay_apart():
+    import pandas as pd
+    trials = pd.DataFrame({"state": ["complete"] * 2, "base_lr": [0.123412, 0.123449],
+                           "seed": [0, 0], "val_acc": [0.8, 0.7]})
+    table = stats.config_table(trials, ["val_acc"])
+    assert sorted(table["config"]) == ["base_lr=0.123412", "base_lr=0.123449"]
+    assert list(table["val_acc_n"]) == [1, 1]
+    assert stats.config_label(pd.Series({"base_lr": 0.3}), ["base_lr"]) == "base_lr=0.3"
+
+
+def test_reading_and_reporting_never_import_torch():
+    # `ls`, `show` and `report` start fast and run where torch is absent.
+    code = ("import sys, lrsweep.cli, lrsweep.render, lrsweep.report, lrsweep.rerun; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, check=True)
+    assert out.stdout.strip() == "False"

@@ -534,6 +534,23 @@ def test_malformed_override(override, fragment):
     assert fragment in str(info.value) and str(info.value).startswith(SRC)
 
 
+@pytest.mark.parametrize("override, fragment", [
+    ('study.metric=["val_acc"]', "[study] metric: ['val_acc'] is not one of val_acc"),
+    ("study.metric={ a = 1 }", "[study] metric: {'a': 1} is not one of val_acc"),
+    ("space.seed=9223372036854775807", "[space] seed: a seed is at most 4294967295"),
+    ("space.seed=[0, 4294967296]", "a seed is at most 4294967295 (2**32 - 1), got 4294967296"),
+])
+def test_values_of_the_wrong_kind_or_size_are_one_line(override, fragment):
+    with pytest.raises(SpecError) as info:
+        spec.parse(toml_text(), source=SRC, overrides=(override,))
+    assert fragment in str(info.value) and str(info.value).startswith(SRC)
+
+
+def test_the_largest_seed_is_accepted():
+    parsed = spec.parse(toml_text(), source=SRC, overrides=("space.seed=4294967295",))
+    assert parsed.dimension("seed").value == 4294967295
+
+
 def test_from_stored_applies_the_stored_overrides():
     attrs = {"study_file": toml_text(), "study_overrides": ["train.epochs=4"]}
     assert spec.from_stored(attrs, source="stored").train.epochs == 4
