@@ -34,9 +34,11 @@ from .data import Splits
 from .model import LoopedPack, PackedLeNet, lenet
 from .schedules import Schedule
 
-# Images × trials per evaluation forward pass: bounds the activations' memory. On the CPU,
-# 1000 images at K = 1 was fastest (whole-set passes were 7× slower).
-EVAL_BUDGET = {"cpu": 1_000, "cuda": 32_768}
+# Bytes of the widest activation of one evaluation forward pass, which bounds its memory:
+# in LeNet images, 6 channels of 28 × 28 float32 each. On the CPU, 1000 images at K = 1 was
+# fastest (whole-set passes were 7× slower); a ResNet-18 image at 28 px weighs about ten.
+LENET_IMAGE_BYTES = 6 * 28 * 28 * 4
+EVAL_BUDGET = {"cpu": 1_000 * LENET_IMAGE_BYTES, "cuda": 32_768 * LENET_IMAGE_BYTES}
 
 
 @dataclass(frozen=True)
@@ -427,7 +429,8 @@ def _evaluate(net: PackedLeNet | LoopedPack, x: torch.Tensor, y: torch.Tensor, k
     if len(y) == 0:
         return [math.nan] * k, [math.nan] * k, None
     net.eval()  # BatchNorm (ResNet) normalises with its running statistics
-    chunk = max(1, EVAL_BUDGET.get(x.device.type, EVAL_BUDGET["cpu"]) // k)
+    budget = EVAL_BUDGET.get(x.device.type, EVAL_BUDGET["cpu"])
+    chunk = max(1, budget // net.widest_activation_bytes(tuple(x.shape[1:])))
     loss_sum = torch.zeros(k, device=x.device)
     correct = torch.zeros(k, device=x.device, dtype=torch.long)
     probs = [] if keep_probs else None

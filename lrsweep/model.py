@@ -83,6 +83,11 @@ class PackedLeNet(nn.Module):
         h = F.relu(torch.baddbmm(self.fc2_b, h, self.fc2_w))
         return torch.baddbmm(self.fc3_b, h, self.fc3_w)
 
+    def widest_activation_bytes(self, image_shape: tuple[int, ...]) -> int:
+        """Bytes of the widest activation one image makes in the whole pack at once: the
+        first convolution's output, 6 channels a trial at full size (float32)."""
+        return self.k * 6 * image_shape[-2] * image_shape[-1] * 4
+
     @torch.no_grad()
     def trial_state_dict(self, k: int) -> dict[str, torch.Tensor]:
         """Trial k as a state_dict for the plain `lenet()`: CPU copies (never views of the
@@ -120,10 +125,36 @@ class LoopedPack(nn.Module):
         super().__init__()
         self.k = len(nets)
         self.nets = nn.ModuleList(nets)
+        self._widest: dict[tuple[int, ...], int] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         own = x.dim() == 5
         return torch.stack([net(x[i] if own else x) for i, net in enumerate(self.nets)])
+
+    @torch.no_grad()
+    def widest_activation_bytes(self, image_shape: tuple[int, ...]) -> int:
+        """Bytes of the widest activation one image makes: the networks run one after
+        another, so one network's widest, found by passing one image through the first."""
+        if image_shape not in self._widest:
+            net, widest = self.nets[0], [0]
+
+            def measure(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+                if isinstance(output, torch.Tensor):
+                    widest[0] = max(widest[0], output.numel() * output.element_size())
+
+            leaves = [m for m in net.modules() if not list(m.children())]
+            hooks = [m.register_forward_hook(measure) for m in leaves]
+            training = net.training
+            try:
+                net.eval()  # BatchNorm: no statistics from (or of) a single image
+                first = next(net.parameters())
+                net(torch.zeros(1, *image_shape, device=first.device, dtype=first.dtype))
+            finally:
+                net.train(training)
+                for hook in hooks:
+                    hook.remove()
+            self._widest[image_shape] = widest[0]
+        return self._widest[image_shape]
 
     def trial_parameters(self) -> list[list[nn.Parameter]]:
         return [list(net.parameters()) for net in self.nets]

@@ -236,6 +236,19 @@ def test_weights_that_blow_up_at_the_very_last_step_are_diverged_not_complete(sp
     assert results[1].status == "complete"
 
 
+def test_evaluation_in_small_chunks_gives_the_same_numbers(splits, monkeypatch):
+    configs = [config(epochs=1, **p) for p in PACK]
+    whole = engine.train_pack(configs, splits)
+    # Room for 7 LeNet images a pass: 1 image a pass for a pack of 4, never 0.
+    monkeypatch.setitem(engine.EVAL_BUDGET, "cpu", 7 * engine.LENET_IMAGE_BYTES)
+    chunked = engine.train_pack(configs, splits)
+    for a, b in zip(whole, chunked):
+        assert [m.val_acc for m in a.epochs] == [m.val_acc for m in b.epochs]
+        assert [m.test_acc for m in a.epochs] == [m.test_acc for m in b.epochs]
+        for x, y in zip(curves(a), curves(b)):
+            assert x == pytest.approx(y, rel=1e-5)
+
+
 def test_a_pack_must_share_its_length(splits):
     with pytest.raises(ValueError, match="share epochs"):
         engine.train_pack([config(epochs=2), config(epochs=3)], splits)

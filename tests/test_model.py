@@ -76,3 +76,8 @@ def test_trial_state_dict_is_a_copy_not_a_view_of_the_live_weights(nets):
         for p in packed.parameters():
             p.zero_()
     assert all(torch.equal(state[k], before[k]) for k in state)
+
+
+def test_a_packed_lenet_weighs_its_first_convolution_for_every_trial():
+    packed = PackedLeNet([lenet(seed=s) for s in range(3)])
+    assert packed.widest_activation_bytes((1, 28, 28)) == 3 * 6 * 28 * 28 * 4

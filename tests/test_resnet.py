@@ -119,3 +119,17 @@ def test_state_dict_loads_into_torchvisions_resnet18_adapted_the_same_way():
     x = torch.rand(2, 1, 28, 28)
     with torch.no_grad():
         torch.testing.assert_close(theirs.eval()(x), ours.eval()(x))
+
+
+@pytest.mark.parametrize("size, widest", [
+    (28, 64 * 28 * 28 * 4),     # the small-image stem keeps full size: 64 channels
+    (224, 64 * 112 * 112 * 4),  # the ImageNet stem halves it before the max-pool
+])
+def test_a_looped_pack_weighs_one_networks_widest_activation(size, widest):
+    from lrsweep.model import LoopedPack
+    pack = LoopedPack([resnet18(seed, in_channels=3, image_size=size) for seed in (0, 1)])
+    pack.train()
+    assert pack.widest_activation_bytes((3, size, size)) == widest
+    assert pack.training and all(net.training for net in pack.nets)  # left as it was
+    bn = pack.nets[0].bn1
+    assert int(bn.num_batches_tracked) == 0  # the probe image changed no statistics
