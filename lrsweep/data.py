@@ -59,7 +59,8 @@ def load(device: str | torch.device = "cpu", *, data_dir: str | Path | None = No
          download: bool = True) -> Splits:
     """Fashion-MNIST on `device`: `validation` images held out of the 60k (stratified, fixed
     seed), then `subset` training images kept (0 = all the rest); `test_subset` of the 10k
-    test images (stratified, fixed; 0 = all)."""
+    test images (stratified, 0 = all; fixed for given `subset` and `test_subset`: drawn after
+    the training subset from the same generator)."""
     folder = locate(data_dir, download=download)
     key = (str(folder), str(torch.device(device)), validation, subset, test_subset)
     if key not in _SPLITS:
