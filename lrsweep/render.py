@@ -20,7 +20,7 @@ from . import exercises
 from . import spec as spec_mod
 from .exercises import Section as _Section
 from .report import curves_frame, trials_frame
-from .stats import (config_columns, config_label, config_table, finished, format_ci,
+from .stats import (config_columns, config_key, config_table, finished, format_ci,
                     intervals_overlap)
 from .storage import load_study
 
@@ -162,7 +162,8 @@ def _config_view(configs: pd.DataFrame, metric: str) -> pd.DataFrame:
 def _write_tables(folder: Path, trials, curves, configs) -> list[Path]:
     paths = []
     for stem, frame in (("trials", trials.drop(columns=["val_acc_curve"], errors="ignore")),
-                        ("curves", curves), ("configs", configs)):
+                        ("curves", curves),
+                        ("configs", configs.drop(columns=["config_key"], errors="ignore"))):
         path = folder / f"{stem}.csv"
         frame.to_csv(path, index=False)
         paths.append(path)
@@ -180,7 +181,8 @@ def _figures(folder: Path, study, study_spec, curves: pd.DataFrame, configs: pd.
     if not curves.empty and not configs.empty:
         columns = config_columns(trials)
         curves = curves.copy()
-        curves["config"] = [config_label(row, columns) for _, row in curves.iterrows()]
+        labels = dict(zip(configs["config_key"], configs["config"]))
+        curves["config"] = [labels.get(config_key(row, columns)) for _, row in curves.iterrows()]
         keep = list(configs["config"].head(MAX_CURVES))
         # Trials that ran to the end: a pruned trial's short curve would bend the mean.
         shown = finished(curves[curves["config"].isin(keep)])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
@@ -33,12 +34,24 @@ def config_columns(trials: pd.DataFrame) -> list[str]:
     return [c for c in trials.columns if c not in NOT_CONFIG]
 
 
-def config_label(row: pd.Series, columns: list[str]) -> str:
+def config_label(row: pd.Series, columns: list[str], *, exact: bool = False) -> str:
+    """"scheduler=cosine base_lr=0.3": floats to 4 significant digits, or with `exact` as
+    many as say the value exactly (for two configurations the short form cannot tell apart)."""
     if columns == ["run"]:
         return str(row["run"])
-    parts = [f"{c}={_short(row[c])}" for c in columns
+    parts = [f"{c}={_short(row[c], exact)}" for c in columns
              if not (isinstance(row[c], float) and math.isnan(row[c]))]
     return " ".join(parts) or "all trials"
+
+
+def config_key(row: pd.Series, columns: list[str]) -> str:
+    """A configuration's identity: its exact values (its label rounds them). Numbers as
+    floats, so a column that pandas made float by a missing value still matches."""
+    def exact(value) -> str:
+        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+            return repr(float(value))
+        return str(value)
+    return "|".join(exact(row[c]) for c in columns)
 
 
 def finished(frame: pd.DataFrame) -> pd.DataFrame:
@@ -85,10 +98,11 @@ def config_table(trials: pd.DataFrame, metrics: list[str], *,
     diverged seeds, and the label; best first by the first metric (the objective)."""
     done = finished(trials).copy()
     columns = config_columns(done)
-    done["config"] = [config_label(row, columns) for _, row in done.iterrows()]
+    done["config_key"] = [config_key(row, columns) for _, row in done.iterrows()]
     rows = []
-    for label, group in done.groupby("config", sort=False):
-        row = {"config": label, "seeds": int(group["seed"].nunique()) if "seed" in group else 1,
+    for key, group in done.groupby("config_key", sort=False):
+        row = {"config": config_label(group.iloc[0], columns), "config_key": key,
+               "seeds": int(group["seed"].nunique()) if "seed" in group else 1,
                "diverged": int(group["state"].str.startswith("diverged").sum())}
         row.update({c: group[c].iloc[0] for c in columns})
         diverged = group["state"].str.startswith("diverged")
@@ -104,19 +118,18 @@ def config_table(trials: pd.DataFrame, metrics: list[str], *,
     table = pd.DataFrame(rows)
     if table.empty:
         return table
+    # Configurations the rounded label cannot tell apart are labelled with exact values.
+    clash = table["config"].duplicated(keep=False)
+    table.loc[clash, "config"] = [config_label(row, columns, exact=True)
+                                  for _, row in table[clash].iterrows()]
     return table.sort_values(f"{metrics[0]}_mean", ascending=not higher_is_better,
                              na_position="last", ignore_index=True)
 
 
-def _short(value) -> str:
-    """Four significant digits when they say the value exactly (0.3, 0.1234), more when not:
-    a label names one configuration, and configurations are grouped by label."""
+def _short(value, exact: bool = False) -> str:
     if not isinstance(value, float):
         return str(value)
-    for digits in (4, 6, 8):
-        if float(f"{value:.{digits}g}") == value:
-            return f"{value:.{digits}g}"
-    return repr(value)
+    return repr(float(value)) if exact else f"{value:.4g}"
 
 
 def chance_levels(classes: int) -> tuple[float, float]:
