@@ -299,6 +299,10 @@ def _run(spec: Any, storage: Optional[str], device: str, data_dir: Optional[str]
     out.print(f"study {summary.name}: {summary.finished}/{summary.total} trials finished "
               f"({summary.new} in this run, {summary.seconds:.1f} s) in {summary.storage}",
               markup=False)
+    if summary.finished > summary.total:
+        out.print(f"the study already has {summary.finished} finished trials, more than the "
+                  f"{summary.total} its file now asks for: a lower total stops new trials, it "
+                  "removes none (reports show them all)", markup=False)
     if summary.running_elsewhere:
         out.print(f"{summary.running_elsewhere} trial(s) still running in another process, or "
                   "in one killed within the last 30 s: run again later and any dead process's "

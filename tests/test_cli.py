@@ -75,6 +75,11 @@ def test_rerun_adds_nothing_and_a_higher_total_continues(lrsweep_cli, tmp_path):
     third = lrsweep_cli("run", str(path), "--storage", url)
     assert third.returncode == 0, third.stderr
     assert states(load(tmp_path, "again")) == [TrialState.COMPLETE] * 3
+    path.write_text(path.read_text().replace("trials = 3", "trials = 1"))  # lower: kept
+    fourth = lrsweep_cli("run", str(path), "--storage", url)
+    assert fourth.returncode == 0 and "3/1 trials finished (0 in this run" in fourth.stdout
+    assert "already has 3 finished trials, more than the 1" in fourth.stdout
+    assert states(load(tmp_path, "again")) == [TrialState.COMPLETE] * 3
 
 
 def test_changed_study_file_is_refused_then_allowed(lrsweep_cli, tmp_path):
