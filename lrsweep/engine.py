@@ -29,7 +29,7 @@ import torch
 from torch.nn import functional as F
 
 from . import sgld
-from .stats import chance_levels
+from .chance import chance_levels
 from .data import Splits
 from .model import LoopedPack, PackedLeNet, lenet
 from .schedules import Schedule

@@ -24,8 +24,8 @@ from typing import Callable
 import pandas as pd
 
 from .spec import Choice, StudySpec
-from .stats import (chance_levels, config_columns, finished, format_ci, intervals_overlap,
-                    mean_ci)
+from .chance import chance_levels
+from .stats import config_columns, finished, format_ci, intervals_overlap, mean_ci
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def _varies(trials: pd.DataFrame, column: str, at_least: int) -> bool:
 
 def _chance(trials: pd.DataFrame) -> tuple[float, float]:
     """(guessing, stuck) accuracies for the study's classes: at or below `stuck` a network
-    never learned (for 10 classes 0.1 and 0.2; stats.chance_levels for the others)."""
+    never learned (for 10 classes 0.1 and 0.2; chance.chance_levels for the others)."""
     classes = int(trials["classes"].iloc[0]) if "classes" in trials and len(trials) else 10
     return 1 / classes, chance_levels(classes)[0]
 

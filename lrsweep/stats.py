@@ -130,11 +130,3 @@ def _short(value, exact: bool = False) -> str:
     if not isinstance(value, float):
         return str(value)
     return repr(float(value)) if exact else f"{value:.4g}"
-
-
-def chance_levels(classes: int) -> tuple[float, float]:
-    """(at chance, learned) accuracies for `classes` classes: a network whose train accuracy
-    once reached `learned` and falls to `at chance` or below has collapsed. For 10 classes
-    0.2 and 0.5; for others the same fractions (1/9, 4/9) of the way from guessing (1/classes)
-    to perfect, so two classes do not count 0.5 as learned nor ten thousand 0.2 as chance."""
-    return (classes + 8) / (9 * classes), (4 * classes + 5) / (9 * classes)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from lrsweep import data, engine, schedules
+from lrsweep.chance import chance_levels
 from lrsweep.model import lenet
 
 
@@ -93,7 +94,7 @@ def test_last_partial_batch_is_trained(splits, monkeypatch):
 
 @pytest.mark.parametrize("classes", [2, 10, 1000])
 def test_collapse_thresholds_sit_between_guessing_and_perfect(classes):
-    at_chance, learned = engine.chance_levels(classes)
+    at_chance, learned = chance_levels(classes)
     assert 1 / classes < at_chance < learned < 1
     if classes == 10:  # Fashion-MNIST keeps the thresholds it always had
         assert (at_chance, learned) == (0.2, 0.5)
