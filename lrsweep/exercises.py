@@ -23,8 +23,8 @@ from typing import Callable
 
 import pandas as pd
 
-from .spec import Choice, StudySpec
 from .chance import chance_levels
+from .spec import Choice, StudySpec
 from .stats import config_columns, finished, format_ci, intervals_overlap, mean_ci
 
 
