@@ -130,14 +130,14 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError(f"device {name!r} asked for, but this PyTorch sees no CUDA device")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+    count = torch.cuda.device_count() if device.type == "cuda" else 0
+    if device.type == "cuda" and (device.index or 0) >= count:
         # Checked here: torch itself fails only at the first tensor, with a CUDA error.
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         within = ("" if visible is None else f" (CUDA_VISIBLE_DEVICES={visible}: cuda:0 is the "
                   "first of those)")
-        raise DeviceError(f"device {name!r} asked for, but this process sees "
-                          f"{torch.cuda.device_count()} CUDA device(s), cuda:0 to "
-                          f"cuda:{torch.cuda.device_count() - 1}{within}")
+        raise DeviceError(f"device {name!r} asked for, but this process sees {count} CUDA "
+                          f"device(s), cuda:0 to cuda:{count - 1}{within}")
     return device
 
 

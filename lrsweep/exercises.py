@@ -25,7 +25,8 @@ import pandas as pd
 
 from .chance import chance_levels
 from .spec import Choice, StudySpec
-from .stats import config_columns, finished, format_ci, intervals_overlap, mean_ci
+from .stats import (config_columns, finished, format_ci, intervals_overlap, lower_is_better,
+                    mean_ci)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ EARLY_STOP_GAIN = 0.005  # peak minus final validation accuracy worth an early s
 def fixed_rate(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
                metric: str, folder: Path) -> Section | None:
     if spec is None or spec.schedulers != ("constant",) or not _varies(trials, "base_lr", 3) \
-            or not _grid_axis(spec, "base_lr") or metric.endswith("loss"):
+            or not _grid_axis(spec, "base_lr") or lower_is_better(metric):
         return None
     done, rows = finished(trials).copy(), finished(curves).copy()
     if done.empty:
@@ -111,7 +112,7 @@ def fixed_rate(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | Non
     healthy = table[table["diverged"] < table["n"]]
     if healthy.empty:
         return None
-    best = healthy.sort_values(f"{metric}_mean", ascending=metric.endswith("loss")).iloc[0]
+    best = healthy.sort_values(f"{metric}_mean", ascending=lower_is_better(metric)).iloc[0]
     rate = best["base_lr"]
     last = int(rows["epoch"].max())
     early = min(4, last)
@@ -124,7 +125,7 @@ def fixed_rate(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | Non
                  f"{_pm_row(slow, 'train_loss')} after {last + 1} epochs, against "
                  f"{_pm_row(best, 'train_loss')} at η = {rate:g}.")
     runner_up = healthy[healthy["base_lr"] != rate].sort_values(
-        f"{metric}_mean", ascending=metric.endswith("loss"))
+        f"{metric}_mean", ascending=lower_is_better(metric))
     if len(runner_up):
         second = runner_up.iloc[0]
         text += (f" Next best: η = {second['base_lr']:g} ({_pm_row(second, metric)}); "
@@ -188,7 +189,7 @@ def _fixed_rate_figure(table, rows, metric, at_chance, folder) -> Path:
 
 def decay_exponent(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
                    metric: str, folder: Path) -> Section | None:
-    if not _varies(trials, "exponent", 3) or metric.endswith("loss") \
+    if not _varies(trials, "exponent", 3) or lower_is_better(metric) \
             or not _grid_axis(spec, "exponent") or _varies(trials, "optimizer", 2):
         return None  # (a study comparing optimizers gets the sampling section instead)
     done = finished(trials[trials["exponent"].notna()])
@@ -271,7 +272,7 @@ def model_size(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | Non
     schedulers = set(done["scheduler"].dropna())
     if "cosine" not in schedulers or len(schedulers) < 2:
         return None
-    lower = metric.endswith("loss")
+    lower = lower_is_better(metric)
     rate_key = ["base_lr"] if "base_lr" in done else []
     table = by_config(done, ["model", "scheduler"] + rate_key, [metric, "test_acc"])
     # A rate at which any seed diverged loses to one at which none did.
@@ -369,7 +370,7 @@ def _model_size_figure(tuned, models, folder) -> Path:
 
 def warmup(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
            metric: str, folder: Path) -> Section | None:
-    if not _varies(trials, "warmup_steps", 2) or metric.endswith("loss") \
+    if not _varies(trials, "warmup_steps", 2) or lower_is_better(metric) \
             or not _grid_axis(spec, "warmup_steps"):
         return None
     done, rows = finished(trials), finished(curves)

@@ -21,7 +21,7 @@ from . import spec as spec_mod
 from .exercises import Section as _Section
 from .report import curves_frame, trials_frame
 from .stats import (config_columns, config_key, config_table, finished, format_ci,
-                    intervals_overlap)
+                    intervals_overlap, lower_is_better)
 from .storage import load_study
 
 METRICS = ["val_acc", "test_acc", "train_loss"]
@@ -47,7 +47,7 @@ def write_report(name: str, url: str, out: str | Path | None = None) -> Report:
     study_spec = spec_mod.from_stored(study.user_attrs, source=f"{name} (stored)")
     metric = study_spec.study.metric if study_spec else "val_acc"
     metrics = [metric] + [m for m in METRICS if m != metric]
-    configs = (config_table(trials, metrics, higher_is_better=not metric.endswith("loss"))
+    configs = (config_table(trials, metrics, higher_is_better=not lower_is_better(metric))
                if not trials.empty else pd.DataFrame())
 
     tables = _write_tables(folder, trials, curves, configs)

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import spec as spec_mod
 from .report import trials_frame
-from .stats import config_columns, config_table, finished
+from .stats import config_columns, config_table, finished, lower_is_better
 from .storage import StorageError, load_study
 
 
@@ -42,7 +42,7 @@ def best_study_file(name: str, url: str, *, top: int = 3, seeds: int = 5,
     if done.empty:
         raise StorageError(f"study {name!r} in {url} has no finished trial to re-run yet")
     # Ranked by the stored objective, Optuna's value: what the search itself compared.
-    ranked = config_table(done, ["value"], higher_is_better=not metric.endswith("loss"))
+    ranked = config_table(done, ["value"], higher_is_better=not lower_is_better(metric))
     columns = config_columns(done)
     best = ranked.head(top)
     fixed = {k: d.value for k, d in source.space if isinstance(d, spec_mod.Fixed)}

@@ -25,7 +25,9 @@ NOT_CONFIG = {"trial", "state", "value", "seed", "train_loss", "train_acc", "val
               "avg_test_ece", "epochs", "seconds", "val_acc_curve", "classes"}
 
 
-LOWER_IS_BETTER = ("loss", "nll", "ece")  # metric names ending so: smaller is better
+def lower_is_better(metric: str) -> bool:
+    """Losses, negative log-likelihoods and calibration errors: smaller is better."""
+    return metric.endswith(("loss", "nll", "ece"))
 
 
 def config_columns(trials: pd.DataFrame) -> list[str]:
@@ -108,7 +110,7 @@ def config_table(trials: pd.DataFrame, metrics: list[str], *,
         diverged = group["state"].str.startswith("diverged")
         for metric in metrics:
             values = group[metric]
-            if metric.endswith(LOWER_IS_BETTER):
+            if lower_is_better(metric):
                 # A diverged seed's loss is not finite, so it was stored as null: it counts
                 # as the worst loss there is, not as a seed that never ran.
                 values = values.mask(diverged & values.isna(), math.inf)

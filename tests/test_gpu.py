@@ -8,17 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lrsweep import bench, data, engine, schedules
+from lrsweep import bench, data, engine
+from test_engine import PACK, curves, config as engine_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="no CUDA device: the GPU path is tested on a GPU machine")
-
-PACK = [  # different schedules, seeds and rates in one pack; 600 images: a partial last batch
-    dict(name="constant", seed=0, base_lr=0.3),
-    dict(name="cosine", seed=1, base_lr=0.2, max_update=2),
-    dict(name="sqrt", seed=2, base_lr=0.5),
-    dict(name="multistep", seed=0, base_lr=0.1, milestones=[1], gamma=0.5),
-]
 
 
 @pytest.fixture
@@ -34,15 +28,9 @@ def load(device, fashion_dir):
     return data.load(device, data_dir=fashion_dir, validation=200, subset=600)
 
 
-def config(name="constant", seed=0, epochs=2, **params):
-    params.setdefault("base_lr", 0.1)
-    return engine.TrialConfig(schedules.build(name, **params), seed=seed, epochs=epochs,
-                              batch_size=256)
-
-
-def curves(result):
-    return [[m.lr, m.train_loss, m.train_acc, m.val_loss, m.val_acc, m.test_acc]
-            for m in result.epochs]
+def config(epochs=2, **params):
+    """The engine tests' trials at the chapter's batch of 256: 600 images end in a partial one."""
+    return engine_config(epochs=epochs, batch_size=256, **params)
 
 
 def test_data_and_results_live_where_they_should(fashion_dir):
