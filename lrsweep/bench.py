@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import gzip
+import re
 import resource
 import statistics
 import tempfile
@@ -43,6 +44,7 @@ def run(device: str = "auto", *, subset: int = 0, packs: list[int] | None = None
     rows = []
     if chapter:
         log(f"chapter loop: {n} images, {epochs} epochs ...")
+        _reset_peak(dev)
         seconds = chapter_loop(folder, dev, subset, epochs)
         rows.append(_row("chapter loop (DataLoader, 4 workers)", 1, seconds, dev))
         log(f"  {rows[-1]['seconds_per_epoch']:.2f} s per epoch")
@@ -185,10 +187,21 @@ def _row(name: str, k: int, seconds: list[float], device: torch.device) -> dict[
 def _reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux: "5" resets the process's peak resident set size (VmHWM) to the current one
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 def _peak_mib(device: torch.device) -> float:
+    """CUDA: the most tensor memory allocated since the reset. CPU: the process's peak resident
+    memory since the reset (Linux; elsewhere since it started), libraries and images included;
+    the chapter loop's DataLoader workers are processes of their own and not counted."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    # The process's peak resident memory so far (Linux reports KiB); it only ever grows.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+    except (OSError, AttributeError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux

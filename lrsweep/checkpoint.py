@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import optuna
 import torch
 
 from .engine import EpochMetrics, Resume
@@ -33,14 +34,14 @@ class Checkpoints:
     def for_storage(cls, url: str) -> "Checkpoints":
         return cls(folder_beside(url, "checkpoints"))
 
-    def path(self, study: str, pack_id: int) -> Path:
+    def path(self, study: str, pack: str) -> Path:
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", study)
-        return self.folder / safe / f"pack-{pack_id}.pt"
+        return self.folder / safe / f"{pack}.pt"
 
-    def save(self, study: str, pack_id: int, states: dict[int, Resume]) -> None:
+    def save(self, study: str, pack: str, states: dict[int, Resume]) -> None:
         """The pack's states by trial id. Write then rename: a kill leaves the old checkpoint
         or the new one, never half of one."""
-        path = self.path(study, pack_id)
+        path = self.path(study, pack)
         path.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         torch.save({trial_id: {"state_dict": r.state_dict, "status": r.status,
@@ -54,11 +55,11 @@ class Checkpoints:
             os.fsync(f.fileno())
         os.replace(tmp, path)
 
-    def load(self, study: str, pack_id: int) -> dict[int, Resume]:
+    def load(self, study: str, pack: str) -> dict[int, Resume]:
         """The pack's last states by trial id; empty when there is none (or it is unreadable:
         the trials start over rather than the study failing)."""
         try:
-            raw: dict[int, Any] = torch.load(self.path(study, pack_id), map_location="cpu",
+            raw: dict[int, Any] = torch.load(self.path(study, pack), map_location="cpu",
                                              weights_only=True)
             return {trial_id: Resume(state_dict=r["state_dict"],
                                      epochs=[EpochMetrics(**m) for m in r["epochs"]],
@@ -70,5 +71,15 @@ class Checkpoints:
         except Exception:  # damaged: costs the pack's progress, never the study
             return {}
 
-    def remove(self, study: str, pack_id: int) -> None:
-        self.path(study, pack_id).unlink(missing_ok=True)
+    def remove(self, study: str, pack: str) -> None:
+        self.path(study, pack).unlink(missing_ok=True)
+
+
+def pack_name(first: optuna.trial.FrozenTrial) -> str:
+    """A pack's checkpoint name, from its first trial: the trial's id and the instant the store
+    created it. Trial ids alone repeat: in another database holding a study of the same name
+    (two PostgreSQL stores share `results/checkpoints/`), or in a store made anew beside an old
+    checkpoint folder; a continued trial must never start from another trial's weights."""
+    created = first.datetime_start
+    stamp = f"-{created:%Y%m%dT%H%M%S%f}" if created is not None else ""
+    return f"pack-{first._trial_id}{stamp}"

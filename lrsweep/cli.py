@@ -267,6 +267,7 @@ def bench(device: str = DeviceOpt, data_dir: Optional[str] = DataDirOpt,
         subset = 0 if dev.type == "cuda" else 10_000
     record = bench_mod.run(device, subset=subset, packs=sizes, epochs=epochs, data_dir=data_dir,
                            chapter=chapter, log=lambda line: err.print(line, markup=False))
+    record["command"] = " ".join(["lrsweep", *sys.argv[1:]])  # how to make it again
     table = Table(title=f"lrsweep bench — {record['hardware']}, {record['images_per_epoch']} "
                         f"training + {record['test_images']} test images per epoch")
     for col in ("configuration", "s / epoch", "trial-epochs / s", "vs chapter", "peak MiB"):
@@ -303,10 +304,6 @@ def _run(spec: Any, storage: Optional[str], device: str, data_dir: Optional[str]
         out.print(f"the study already has {summary.finished} finished trials, more than the "
                   f"{summary.total} its file now asks for: a lower total stops new trials, it "
                   "removes none (reports show them all)", markup=False)
-    if summary.running_elsewhere:
-        out.print(f"{summary.running_elsewhere} trial(s) still running in another process, or "
-                  "in one killed within the last 30 s: run again later and any dead process's "
-                  "trials are taken over from their checkpoints", markup=False)
 
 
 def _print_trials(frame: Any, title: str, top: int) -> None:

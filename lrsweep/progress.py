@@ -14,6 +14,7 @@ from rich.progress import Progress as Bars
 
 from .engine import EpochMetrics
 from .spec import StudySpec
+from .storage import GRACE_SECONDS
 from .study import Progress
 
 
@@ -32,6 +33,7 @@ class PlainProgress(Progress):
         self._total = 0
         self._done = 0
         self._started = 0.0
+        self._waiting_for = 0
 
     def start(self, spec: StudySpec, done: int) -> None:
         self._total, self._done = spec.study.trials, done
@@ -49,6 +51,12 @@ class PlainProgress(Progress):
 
     def stopping(self) -> None:
         self._print("Ctrl-C: stopping once this epoch is checkpointed (Ctrl-C again: now)")
+
+    def waiting(self, running: int) -> None:
+        if running != self._waiting_for:  # once per change, not once per poll
+            self._waiting_for = running
+            self._print(f"waiting for {running} trial(s) running in other workers; a worker "
+                        f"silent for {GRACE_SECONDS:g} s has its trials taken over here")
 
     def pack_epoch(self, metrics: dict[int, EpochMetrics]) -> None:
         self._print(f"{self._label} epoch {_epoch_of(metrics)}/{self._epochs}: {_summary(metrics)}")

@@ -2,8 +2,10 @@
 
 A search ranks configurations on one seed each, and one seed cannot rank them (the chapter's
 own runs move by 3 points between builds). The file written here lists the top K
-configurations as [[run]] tables with the original [train] settings and N seeds, so
-`lrsweep run` on it gives each a mean and a confidence interval. Reads the store only.
+configurations as [[run]] tables with the original [train] settings and N seeds the search
+never trained (the seed a configuration won on would flatter it: the winner's curse), so
+`lrsweep run` on it gives each an unbiased mean and a confidence interval. Reads the store
+only.
 
     >>> from lrsweep import rerun
     >>> text = rerun.best_study_file("joint", "sqlite:///results/lrsweep.db", top=3,
@@ -26,7 +28,8 @@ from .storage import StorageError, load_study
 def best_study_file(name: str, url: str, *, top: int = 3, seeds: int = 5,
                     new_name: str | None = None) -> str:
     """The text of a study file re-running the `top` best configurations of study `name`
-    (by mean final objective over their finished trials) with seeds 0 … seeds−1."""
+    (by mean final objective over their finished trials) with `seeds` seeds, the ones after
+    the largest seed any of the study's trials used."""
     if top < 1 or seeds < 1:
         raise spec_mod.SpecError(f"--top {top} --seeds {seeds}: both must be at least 1")
     study = load_study(name, url)
@@ -58,11 +61,13 @@ def best_study_file(name: str, url: str, *, top: int = 3, seeds: int = 5,
         note = f"{metric} {row['value_mean']:.4f} over {int(row['value_n'])} trial(s) in {name}"
         runs.append((label, chosen, note))
     new_name = new_name or f"{name}-best"
+    fresh = _fresh_seeds(trials, seeds)
     train = source.train
     lines = [
         f"# The {len(runs)} best configurations of study {name!r} ({url}), re-run over "
         f"{seeds} seeds each,",
-        f"# written by `lrsweep rerun {name} --top {top} --seeds {seeds}`.",
+        f"# written by `lrsweep rerun {name} --top {top} --seeds {seeds}`; none of these seeds",
+        f"# trained in {name}: the seed a configuration won on would flatter it.",
         f"#   lrsweep run THIS_FILE && lrsweep report {new_name}",
         "",
         "[study]",
@@ -75,7 +80,7 @@ def best_study_file(name: str, url: str, *, top: int = 3, seeds: int = 5,
         *(f"{key} = {_toml(key, value)}" for key, value in asdict(train).items()),
         "",
         "[space]",
-        f"seed = {list(range(seeds))}",
+        f"seed = {fresh}",
     ]
     for label, chosen, note in runs:
         lines += ["", "[[run]]", f"label = {json.dumps(label)}  # {note}"]
@@ -83,6 +88,16 @@ def best_study_file(name: str, url: str, *, top: int = 3, seeds: int = 5,
     text = "\n".join(lines) + "\n"
     spec_mod.parse(text, source="rerun")  # what is written must be a valid study file
     return text
+
+
+def _fresh_seeds(trials: Any, n: int) -> list[int]:
+    """`n` seeds none of the study's trials (finished, pruned or failed) trained with: the
+    ones after the largest used, or the smallest unused where those would pass the limit."""
+    used = {int(s) for s in trials["seed"].dropna()} if len(trials) else set()
+    start = max(used) + 1 if used else 0
+    if start + n - 1 <= spec_mod.MAX_SEED:
+        return list(range(start, start + n))
+    return [s for s in range(len(used) + n) if s not in used][:n]
 
 
 def _plain(value: Any) -> Any:

@@ -31,7 +31,7 @@ from optuna.trial import TrialState
 from . import __version__, data, engine, schedules, spec as spec_mod
 from .sampling import make_pruner, make_sampler
 from .spec import Choice, Fixed, Range, SpecError, StudySpec
-from .checkpoint import Checkpoints
+from .checkpoint import Checkpoints, pack_name
 from .storage import (HEARTBEAT_SECONDS, WEIGHTS_MIMETYPE, StorageError, artifact_store,
                       claim_stale_trials, default_storage, load_study, open_storage,
                       record_heartbeats, record_trial, release_trials)
@@ -56,6 +56,7 @@ class Progress:
     def start(self, spec: StudySpec, done: int) -> None: ...
     def resumed(self, number: int, epochs_done: int) -> None: ...
     def stopping(self) -> None: ...
+    def waiting(self, running: int) -> None: ...
     def pack_started(self, trials: list[tuple[int, dict[str, Any]]], epochs: int) -> None: ...
     def pack_epoch(self, metrics: dict[int, engine.EpochMetrics]) -> None: ...
     def trial_finished(self, number: int, state: str, value: float | None,
@@ -70,7 +71,6 @@ class RunSummary:
     total: int              # trials the study file asks for
     finished: int           # COMPLETE + PRUNED now in the store
     new: int                # of which this run finished
-    running_elsewhere: int  # RUNNING trials of other (or recently killed) processes
     seconds: float
 
 
@@ -116,12 +116,18 @@ def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
             claimed = claim_stale_trials(study, PACK_ATTR)
             if claimed:
                 with _Leases(study, claimed):
-                    for pack_id, trials, resumes in _resume_groups(work, claimed):
-                        _run_pack(work, pack_id, trials, resumes)
+                    for name, trials, resumes in _resume_groups(work, claimed):
+                        _run_pack(work, name, trials, resumes)
                 continue
             done, running = _count(study, DONE), _count(study, (TrialState.RUNNING,))
             if done + running >= spec.study.trials:
-                break
+                if not running:
+                    break
+                # The rest run in other workers. Stay until they end: should a worker die, its
+                # lease expires and its trials are taken over here, never left RUNNING.
+                progress.waiting(running)
+                time.sleep(min(HEARTBEAT_SECONDS, 2.0))
+                continue
             with _Leases(study, []) as leases:
                 trials = []
                 for _ in range(min(pack, spec.study.trials - done - running)):
@@ -134,7 +140,7 @@ def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
     finally:
         progress.close()
     return RunSummary(spec.study.name, storage, spec.study.trials, _count(study, DONE), new,
-                      _count(study, (TrialState.RUNNING,)), time.perf_counter() - started)
+                      time.perf_counter() - started)
 
 
 def _load_data(spec: StudySpec, device: torch.device, data_dir: str | None) -> data.Splits:
@@ -219,7 +225,7 @@ class _Work:
 def _resume_groups(work: _Work, trial_ids: list[int]
                    ) -> list[tuple[int, list[optuna.Trial], list[engine.Resume | None]]]:
     """Claimed trials regrouped into the packs they were training in, with the pack's last
-    checkpoint: (pack id, trials, their resume points)."""
+    checkpoint: (the pack's checkpoint name, trials, their resume points)."""
     frozen = {t._trial_id: t for t in work.study.get_trials(deepcopy=False)}
     packs: dict[int, list[int]] = {}
     for trial_id in sorted(trial_ids):
@@ -227,11 +233,12 @@ def _resume_groups(work: _Work, trial_ids: list[int]
         packs.setdefault(members[0], []).append(trial_id)
     groups = []
     for pack_id, ids in sorted(packs.items()):
-        states = work.checkpoints.load(work.study.study_name, pack_id)
+        pack = pack_name(frozen[pack_id])
+        states = work.checkpoints.load(work.study.study_name, pack)
         resumes = [states.get(trial_id) for trial_id in ids]
         for trial_id, r in zip(ids, resumes):
             work.progress.resumed(frozen[trial_id].number, len(r.epochs) if r else 0)
-        groups.append((pack_id, [optuna.trial.Trial(work.study, i) for i in ids], resumes))
+        groups.append((pack, [optuna.trial.Trial(work.study, i) for i in ids], resumes))
     return groups
 
 
@@ -250,12 +257,12 @@ def _packs(spec: StudySpec, trials: list[optuna.Trial], looped: int
     return [pack for packs in groups.values() for pack in packs]
 
 
-def _run_pack(work: _Work, pack_id: int | None, trials: list[optuna.Trial],
+def _run_pack(work: _Work, pack: str | None, trials: list[optuna.Trial],
               resumes: list[engine.Resume | None]) -> None:
     spec, study, progress = work.spec, work.study, work.progress
     ids = [t._trial_id for t in trials]
-    if pack_id is None:  # a new pack: remember who trains together, for a takeover
-        pack_id = ids[0]
+    if pack is None:  # a new pack: remember who trains together, for a takeover
+        pack = pack_name(study._storage.get_trial(ids[0]))
         for trial in trials:
             study._storage.set_trial_system_attr(trial._trial_id, PACK_ATTR, ids)
     for trial in trials:  # the lease's holder, beside its heartbeat
@@ -279,7 +286,7 @@ def _run_pack(work: _Work, pack_id: int | None, trials: list[optuna.Trial],
         return stop
 
     def on_states(states: list[engine.Resume]) -> None:
-        work.checkpoints.save(study.study_name, pack_id, dict(zip(ids, states)))
+        work.checkpoints.save(study.study_name, pack, dict(zip(ids, states)))
         if ctrl_c.requested:  # the epoch is safe on disk: now stop
             raise KeyboardInterrupt
 
@@ -293,7 +300,7 @@ def _run_pack(work: _Work, pack_id: int | None, trials: list[optuna.Trial],
         # A crash is no interruption: the trials fail, and a re-run trains them anew.
         for trial in trials:
             study.tell(trial, state=TrialState.FAIL)
-        work.checkpoints.remove(study.study_name, pack_id)
+        work.checkpoints.remove(study.study_name, pack)
         raise
     for trial, result in zip(trials, results):
         curve = [getattr(m, metric) for m in result.epochs]
@@ -311,7 +318,7 @@ def _run_pack(work: _Work, pack_id: int | None, trials: list[optuna.Trial],
             study.tell(trial, value)
             state = "diverged" if result.status == "diverged" else "complete"
         progress.trial_finished(trial.number, state, value, _best(study))
-    work.checkpoints.remove(study.study_name, pack_id)
+    work.checkpoints.remove(study.study_name, pack)
 
 
 def _upload_weights(work: _Work, trial: optuna.Trial, result: engine.TrialResult) -> None:

@@ -4,6 +4,7 @@ them. Speed itself is never asserted here (targets live in the benchmark records
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -51,6 +52,8 @@ def test_bench_command_writes_its_json(lrsweep_cli, tmp_path):
     assert proc.returncode == 0, proc.stderr
     record = json.loads((tmp_path / "b.json").read_text())
     assert [row["pack"] for row in record["rows"]] == [1, 2, 2]
+    assert record["command"] == ("lrsweep bench --subset 256 --packs 1,2 --epochs 1 "
+                                 "--no-chapter --out b.json")
     assert "trial-epochs / s" in proc.stdout
 
 
@@ -58,3 +61,16 @@ def test_bench_refuses_bad_pack_sizes(lrsweep_cli, tmp_path):
     proc = lrsweep_cli("bench", "--packs", "1,x", "--out", "b.json")
     assert proc.returncode == 2 and "--packs" in proc.stderr
     assert not (tmp_path / "b.json").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc")
+def test_cpu_peak_memory_is_each_rows_own():
+    cpu = torch.device("cpu")
+    bench._reset_peak(cpu)
+    before = bench._peak_mib(cpu)
+    big = torch.ones(100 * 2**20 // 4 * 3)  # 300 MiB, touched
+    del big
+    peak = bench._peak_mib(cpu)
+    assert peak > before + 250
+    bench._reset_peak(cpu)  # the next row starts from what the process holds now
+    assert bench._peak_mib(cpu) < peak - 250

@@ -7,9 +7,11 @@ turns the skip into a failure."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -95,6 +97,36 @@ def test_three_workers_reach_exactly_the_total_with_each_grid_point_once(tmp_pat
                if t.state == TrialState.FAIL)
 
 
+@pytest.fixture
+def fresh_database():
+    """A new, empty database on the server (no Optuna tables yet), dropped afterwards."""
+    admin = sqlalchemy.create_engine(URL, isolation_level="AUTOCOMMIT")
+    database = f"lrsweep_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{database}"'))
+    yield sqlalchemy.make_url(URL).set(database=database).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'DROP DATABASE "{database}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_three_workers_started_at_once_on_an_empty_database(tmp_path, env, fresh_database):
+    # Schema and study are created by whichever worker comes first (Optuna issues #1092,
+    # #5385: concurrent create_all races); all three must work, each grid point once.
+    (tmp_path / "s.toml").write_text(study_toml("at-once", seed="[0, 1, 2]", epochs=1))
+    env = {**env, "LRSWEEP_STORAGE": fresh_database}
+    procs = [subprocess.Popen(lrsweep("run", str(tmp_path / "s.toml"), "--pack", "1"), env=env,
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(3)]
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stderr
+    study = optuna.load_study(study_name="at-once", storage=fresh_database)
+    points = grid_points(study)
+    assert len(points) == 6 and len(set(points)) == 6
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+
+
 def test_a_killed_workers_trials_are_finished_by_another(tmp_path, env, name):
     (tmp_path / "s.toml").write_text(study_toml(
         name, scheduler='["constant", "sqrt", "cosine", "poly"]', epochs=5))
@@ -113,6 +145,42 @@ def test_a_killed_workers_trials_are_finished_by_another(tmp_path, env, name):
     study = optuna.load_study(study_name=name, storage=URL)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
     assert all(len(t.user_attrs["val_acc"]) == 5 for t in study.trials)
+
+
+def test_a_worker_that_dies_while_another_works_has_its_trials_finished_by_it(tmp_path, env,
+                                                                             name):
+    # Two workers start together and take a pack each. One is killed near the end of its
+    # pack; the other, done with its own pack before the dead one's lease expires, must not
+    # exit leaving those trials RUNNING: it waits, takes them over, finishes them.
+    (tmp_path / "s.toml").write_text(study_toml(
+        name, scheduler='["constant", "sqrt", "cosine", "poly"]', epochs=12))
+    env = {**env, "LRSWEEP_GRACE_SECONDS": "5"}
+    procs = [subprocess.Popen(lrsweep("run", str(tmp_path / "s.toml"), "--pack", "2"), env=env,
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    logs: list[list[str]] = [[], []]
+    readers = [threading.Thread(target=lambda p=p, log=log: log.extend(p.stderr))
+               for p, log in zip(procs, logs)]
+    for reader in readers:
+        reader.start()
+    deadline = time.time() + 120
+    while time.time() < deadline and not all(
+            any("epoch 10/12" in line for line in log) for log in logs):
+        time.sleep(0.05)
+    procs[0].send_signal(signal.SIGKILL)
+    assert procs[1].wait(timeout=300) == 0, "".join(logs[1])
+    for reader in readers:
+        reader.join(timeout=10)
+    doomed = [int(n) for n in re.findall(r"trial (\d+) started", "".join(logs[0]))]
+    told = "".join(logs[1])
+    assert len(doomed) == 2, logs
+    assert "waiting for 2 trial(s) running in other workers" in told
+    for number in doomed:
+        assert f"trial {number} was interrupted: continuing from its checkpoint after epoch" \
+            in told
+    study = optuna.load_study(study_name=name, storage=URL)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
+    assert all(len(t.user_attrs["val_acc"]) == 12 for t in study.trials)
 
 
 def test_reports_read_postgresql_as_they_read_sqlite(tmp_path, env, name):

@@ -42,3 +42,13 @@ def test_display_shows_progress_and_best(terminal):
     assert "Ctrl-C: stopping once this epoch is checkpointed" in text
     if not terminal:
         assert "trials 1–2 epoch 2/2: val_acc 0.5000–0.6000 (best: trial 2)" in text
+
+
+def test_waiting_for_other_workers_is_told_once_per_change():
+    buffer = io.StringIO()
+    display = progress.for_console(Console(file=buffer, force_terminal=False, width=160))
+    display.start(SPEC, 1)
+    for running in (2, 2, 2, 1, 1):  # polled every two seconds
+        display.waiting(running)
+    lines = [line for line in buffer.getvalue().splitlines() if line.startswith("waiting")]
+    assert [line.split()[2] for line in lines] == ["2", "1"]

@@ -129,3 +129,26 @@ def test_two_processes_share_one_sqlite_file(tmp_path, env):
     assert all(t.state == TrialState.FAIL and t.system_attrs.get("lrsweep_surplus")
                for t in others)
     assert sum(err.count(" complete val_acc") for _, err in outputs) == 6  # none twice
+
+
+def test_a_checkpoint_left_by_a_deleted_store_never_resumes_a_new_trial(tmp_path, env):
+    # The old store's pack 1 dies at epoch 2 and leaves its checkpoint; the store is deleted, a
+    # changed study of the same name starts in a new one (same trial ids, same checkpoint
+    # folder) and dies before its first epoch ends. Its trials must start over, not continue
+    # from the old trials' weights and curves.
+    (tmp_path / "s.toml").write_text(TEXT)
+    assert interrupt(tmp_path, env, "trials 0–1 epoch 2/4", signal.SIGKILL) == -signal.SIGKILL
+    assert list((tmp_path / "s.db.checkpoints").rglob("*.pt"))
+    (tmp_path / "s.db").unlink()
+    changed = study_toml("crash", scheduler='["constant", "sqrt"]', base_lr="0.3", epochs=4)
+    (tmp_path / "s.toml").write_text(changed)
+    fresh = subprocess.run(command(tmp_path, "ref.db"), env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert fresh.returncode == 0, fresh.stderr
+    assert interrupt(tmp_path, env, "trial 0 started", signal.SIGKILL) == -signal.SIGKILL
+    time.sleep(GRACE + 1.5)
+    again = subprocess.run(command(tmp_path, "s.db"), env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "continuing from its checkpoint" not in again.stderr
+    assert outcome(tmp_path, "s.db")[1] == outcome(tmp_path, "ref.db")[1]

@@ -27,18 +27,20 @@ def searched(tmp_path):
              "base_lr": FloatDistribution(0.01, 1.0, log=True),
              "exponent": FloatDistribution(0.5, 2.0),
              "warmup_steps": CategoricalDistribution([0, 1])}
-    for params, value, state in [
+    for params, value, state, seed in [
         ({"scheduler": "poly", "base_lr": 0.31, "exponent": 1.5, "warmup_steps": 1}, 0.88,
-         TrialState.COMPLETE),
-        ({"scheduler": "constant", "base_lr": 0.1, "warmup_steps": 0}, 0.85, TrialState.COMPLETE),
-        ({"scheduler": "constant", "base_lr": 0.9, "warmup_steps": 0}, 0.60, TrialState.COMPLETE),
+         TrialState.COMPLETE, 0),
+        ({"scheduler": "constant", "base_lr": 0.1, "warmup_steps": 0}, 0.85, TrialState.COMPLETE,
+         0),
+        ({"scheduler": "constant", "base_lr": 0.9, "warmup_steps": 0}, 0.60, TrialState.COMPLETE,
+         1),
         ({"scheduler": "poly", "base_lr": 0.5, "exponent": 0.7, "warmup_steps": 0}, 0.95,
-         TrialState.PRUNED),  # pruned: not a finished configuration
+         TrialState.PRUNED, 3),  # pruned: not a finished configuration, but its seed trained
     ]:
         used = {k: dists[k] for k in params}
         study.add_trial(create_trial(state=state, params=params, distributions=used,
                                      value=value if state == TrialState.COMPLETE else None,
-                                     user_attrs={"seed": 0}))
+                                     user_attrs={"seed": seed}))
     return url
 
 
@@ -55,6 +57,8 @@ def test_the_best_configurations_become_runs_over_seeds(searched):
     assert dict(second.values)["base_lr"] == 0.1
     assert first.label.startswith("#1 ") and second.label.startswith("#2 ")
     assert "val_acc 0.8800 over 1 trial(s) in search" in text
+    # Seeds the search never trained: the seed a winner won on would flatter it.
+    assert parsed.dimension("seed").values == (4, 5, 6)
 
 
 def test_top_larger_than_the_study_keeps_what_there_is(searched):
