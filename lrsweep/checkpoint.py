@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +44,11 @@ class Checkpoints:
         path = self.path(study, pack)
         path.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
+        # vars(), not dataclasses.asdict: asdict deep-copies field by field, and a pack of 100
+        # trials × 30 epochs spent seconds in it (results/benchmarks/store-cost.py).
         torch.save({trial_id: {"state_dict": r.state_dict, "status": r.status,
-                               "diverged": r.diverged, "epochs": [asdict(m) for m in r.epochs],
+                               "diverged": r.diverged,
+                               "epochs": [dict(vars(m)) for m in r.epochs],
                                "sampler": r.sampler}
                     for trial_id, r in states.items()}, buffer)
         tmp = path.with_suffix(f".tmp{os.getpid()}")

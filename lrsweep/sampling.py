@@ -19,6 +19,7 @@ from .spec import StudySpec
 from .storage import rdb_of
 
 GRID_POINT_ATTR = "lrsweep_grid_point"
+_CLAIM_PREFIX = "lrsweep_grid:"  # + the point's sorted JSON: a study system attribute per point
 # A grid point is taken while a trial holds it or once it finished; failed ones are re-run.
 _TAKEN = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING)
 
@@ -61,9 +62,7 @@ class ConditionalGridSampler(optuna.samplers.BaseSampler):
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if GRID_POINT_ATTR in trial.system_attrs or "fixed_params" in trial.system_attrs:
             return
-        taken = {json.dumps(t.system_attrs[GRID_POINT_ATTR], sort_keys=True)
-                 for t in study.get_trials(deepcopy=False, states=_TAKEN)
-                 if GRID_POINT_ATTR in t.system_attrs and t.number != trial.number}
+        taken = _taken_points(study, trial)
         free = [p for p in self._points if json.dumps(p, sort_keys=True) not in taken]
         point = next((p for p in free if _claim(study, p, trial)), None)
         if point is None:  # every point taken: workers overshooting; the study stops them
@@ -86,6 +85,29 @@ class ConditionalGridSampler(optuna.samplers.BaseSampler):
         return point[param_name]
 
 
+def _taken_points(study: optuna.Study, trial: FrozenTrial) -> set[str]:
+    """The grid points (as sorted JSON) that trials other than `trial` hold or finished."""
+    backend = rdb_of(study)
+    if not isinstance(backend, optuna.storages.RDBStorage):
+        return {json.dumps(t.system_attrs[GRID_POINT_ATTR], sort_keys=True)
+                for t in study.get_trials(deepcopy=False, states=_TAKEN)
+                if GRID_POINT_ATTR in t.system_attrs and t.number != trial.number}
+    # On an RDB store the claim rows are the truth: read them and their holders' states, two
+    # light queries, not every running trial with all its attributes (that made each ask cost
+    # as much as the trials running: 100 asks of a GPU pack, seconds).
+    from optuna.storages._rdb import models
+
+    attrs = models.StudySystemAttributeModel.__table__
+    trials = models.TrialModel.__table__
+    with backend.engine.connect() as conn:
+        claims = conn.execute(sqlalchemy.select(attrs.c.key, attrs.c.value_json).where(
+            attrs.c.study_id == study._study_id, attrs.c.key.startswith(_CLAIM_PREFIX))).all()
+        states = dict(conn.execute(sqlalchemy.select(trials.c.trial_id, trials.c.state).where(
+            trials.c.study_id == study._study_id)).all())
+    return {key[len(_CLAIM_PREFIX):] for key, holder in claims
+            if (h := json.loads(holder)) != trial._trial_id and states.get(h) in _TAKEN}
+
+
 def _claim(study: optuna.Study, point: dict[str, Any], trial: FrozenTrial) -> bool:
     """Atomically make `trial` the holder of `point`: insert the point's key, or take it over
     from a holder that failed. False when another live trial holds it."""
@@ -95,7 +117,7 @@ def _claim(study: optuna.Study, point: dict[str, Any], trial: FrozenTrial) -> bo
     from optuna.storages._rdb import models
 
     attrs = models.StudySystemAttributeModel.__table__
-    key = f"lrsweep_grid:{json.dumps(point, sort_keys=True)}"
+    key = f"{_CLAIM_PREFIX}{json.dumps(point, sort_keys=True)}"
     mine = json.dumps(trial._trial_id)
     try:
         with backend.engine.begin() as conn:

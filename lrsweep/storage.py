@@ -120,6 +120,30 @@ def _bulk_insert(rdb: optuna.storages.RDBStorage, trial_id: int, user_attrs: dic
             conn.execute(sqlalchemy.insert(models.TrialIntermediateValueModel.__table__), values)
 
 
+def set_system_attrs(study: optuna.Study, trial_ids: list[int], attrs: dict[str, Any]) -> None:
+    """The same system attributes on several running trials: on an RDB store in one
+    transaction (replacing any already there), not one commit per trial and key (a GPU pack
+    of 100 trials spent about a second on those); elsewhere through Optuna's API."""
+    backend = rdb_of(study)
+    if isinstance(backend, optuna.storages.RDBStorage):
+        try:
+            from optuna.storages._rdb import models
+
+            table = models.TrialSystemAttributeModel.__table__
+            rows = [{"trial_id": i, "key": k, "value_json": json.dumps(v)}
+                    for i in trial_ids for k, v in attrs.items()]
+            with backend.engine.begin() as conn:
+                conn.execute(sqlalchemy.delete(table).where(
+                    table.c.trial_id.in_(trial_ids), table.c.key.in_(list(attrs))))
+                conn.execute(sqlalchemy.insert(table), rows)
+            return
+        except (ImportError, AttributeError, sqlalchemy.exc.SQLAlchemyError):
+            pass  # nothing was committed: the transaction rolled back
+    for trial_id in trial_ids:
+        for key, value in attrs.items():
+            study._storage.set_trial_system_attr(trial_id, key, value)
+
+
 # --- trained weights, as Optuna artifacts (optuna-dashboard lists them) ---------------------
 
 WEIGHTS_MIMETYPE = "application/x-pytorch"

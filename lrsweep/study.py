@@ -34,7 +34,7 @@ from .spec import Choice, Fixed, Range, SpecError, StudySpec
 from .checkpoint import Checkpoints, pack_name
 from .storage import (HEARTBEAT_SECONDS, WEIGHTS_MIMETYPE, StorageError, artifact_store,
                       claim_stale_trials, default_storage, load_study, open_storage,
-                      record_heartbeats, record_trial, release_trials)
+                      record_heartbeats, record_trial, release_trials, set_system_attrs)
 
 # One trial's share of GPU memory at batch 256: its forward saves 12 MiB for backward
 # (counted with saved-tensor hooks on the CPU); the margin is for backward's transients and
@@ -261,16 +261,16 @@ def _run_pack(work: _Work, pack: str | None, trials: list[optuna.Trial],
               resumes: list[engine.Resume | None]) -> None:
     spec, study, progress = work.spec, work.study, work.progress
     ids = [t._trial_id for t in trials]
+    attrs: dict[str, Any] = {OWNER_ATTR: _OWNER}  # the lease's holder, beside its heartbeat
     if pack is None:  # a new pack: remember who trains together, for a takeover
         pack = pack_name(study._storage.get_trial(ids[0]))
-        for trial in trials:
-            study._storage.set_trial_system_attr(trial._trial_id, PACK_ATTR, ids)
-    for trial in trials:  # the lease's holder, beside its heartbeat
-        study._storage.set_trial_system_attr(trial._trial_id, OWNER_ATTR, _OWNER)
-    configs = [trial_config(spec, _suggest(spec, t)) for t in trials]
+        attrs[PACK_ATTR] = ids
+    set_system_attrs(study, ids, attrs)
+    params = [_suggest(spec, t) for t in trials]
+    configs = [trial_config(spec, p) for p in params]
     metric = spec.study.metric
     prunes = spec.study.pruner != "none"
-    progress.pack_started([(t.number, t.params) for t in trials], spec.train.epochs)
+    progress.pack_started([(t.number, p) for t, p in zip(trials, params)], spec.train.epochs)
 
     def on_epoch(metrics: dict[int, engine.EpochMetrics]) -> list[int]:
         progress.pack_epoch({trials[i].number: m for i, m in metrics.items()})

@@ -48,6 +48,19 @@ def test_record_trial_on_an_in_memory_study():
     check_record(study.trials[0])
 
 
+@pytest.mark.parametrize("url", ["sqlite", None], ids=["sqlite", "in-memory"])
+def test_system_attrs_of_a_pack_are_set_and_replaced_at_once(tmp_path, url):
+    rdb = storage.open_storage(f"sqlite:///{tmp_path / 's.db'}") if url else None
+    study = optuna.create_study(storage=rdb, study_name="s")
+    ids = [study.ask()._trial_id for _ in range(3)]
+    storage.set_system_attrs(study, ids[:2], {"lrsweep_pack": ids[:2], "lrsweep_owner": "a:1"})
+    storage.set_system_attrs(study, ids[1:], {"lrsweep_owner": "b:2"})  # a takeover
+    attrs = [study._storage.get_trial(i).system_attrs for i in ids]
+    assert attrs[0] == {"lrsweep_pack": ids[:2], "lrsweep_owner": "a:1"}
+    assert attrs[1] == {"lrsweep_pack": ids[:2], "lrsweep_owner": "b:2"}
+    assert attrs[2] == {"lrsweep_owner": "b:2"}
+
+
 def test_a_new_sqlite_store_uses_wal(tmp_path):
     path = tmp_path / "deep" / "s.db"
     storage.open_storage(f"sqlite:///{path}")
