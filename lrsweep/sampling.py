@@ -93,8 +93,8 @@ def _taken_points(study: optuna.Study, trial: FrozenTrial) -> set[str]:
                 for t in study.get_trials(deepcopy=False, states=_TAKEN)
                 if GRID_POINT_ATTR in t.system_attrs and t.number != trial.number}
     # On an RDB store the claim rows are the truth: read them and their holders' states, two
-    # light queries, not every running trial with all its attributes (that made each ask cost
-    # as much as the trials running: 100 asks of a GPU pack, seconds).
+    # light queries, not every running trial with all its attributes (asking a GPU-sized pack
+    # of 100 trials read the running ones 100 times: quadratic in the pack).
     from optuna.storages._rdb import models
 
     attrs = models.StudySystemAttributeModel.__table__

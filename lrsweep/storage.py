@@ -122,8 +122,8 @@ def _bulk_insert(rdb: optuna.storages.RDBStorage, trial_id: int, user_attrs: dic
 
 def set_system_attrs(study: optuna.Study, trial_ids: list[int], attrs: dict[str, Any]) -> None:
     """The same system attributes on several running trials: on an RDB store in one
-    transaction (replacing any already there), not one commit per trial and key (a GPU pack
-    of 100 trials spent about a second on those); elsewhere through Optuna's API."""
+    transaction (replacing any already there), not one commit per trial and key (200 for a
+    GPU-sized pack of 100); elsewhere through Optuna's API."""
     backend = rdb_of(study)
     if isinstance(backend, optuna.storages.RDBStorage):
         try:

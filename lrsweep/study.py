@@ -87,7 +87,8 @@ def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
         data_dir: str | None = None, allow_changed: bool = False, pack: int | None = None,
         progress: Progress | None = None) -> RunSummary:
     """Create the study or continue it until `spec.study.trials` trials have finished,
-    training `pack` trials at a time (None: the device's default, `default_pack_size`)."""
+    training `pack` trials at a time (None: the device's default, `default_pack_size`); with
+    other workers on the study, return only once none of their trials is running."""
     storage = storage or default_storage()
     started = time.perf_counter()
     torch_device = engine.resolve_device(device)

@@ -6,6 +6,8 @@
 #   bench   `lrsweep bench`: the chapter's loop vs packs of 1, 8, 32 and 128 on the full data
 #   target  100 trials × 30 epochs on the full data (quickstart's six schedules × 17 seeds),
 #           timed end to end with its SQLite store
+#   profile results/benchmarks/profile.py: where an epoch goes (phases, top operators)
+#   store   results/benchmarks/store-cost.py: the study's bookkeeping without training (SQLite)
 #   compile results/benchmarks/compile.py: eager vs torch.compile vs CUDA graphs
 #   fusion  results/benchmarks/resnet-fusion.py: would fusing ResNet-18 packs pay here
 #   device  a device index beyond the visible devices is refused with one line
@@ -16,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 device=${1:-cuda}
 shift || true
-steps=${*:-tests bench target compile fusion device}
+steps=${*:-tests bench target profile store compile fusion device}
 if [ -z "${PYTHON:-}" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
@@ -60,6 +62,16 @@ target() {
   } | tee "$out/target-gpu-$day.txt"
 }
 
+profile() {
+  "$PYTHON" results/benchmarks/profile.py "$device" "$images" "${packs[@]}" \
+    2>"$work/profile.err" | tee "$out/profile-gpu-$day.txt"
+}
+
+store() {
+  "$PYTHON" results/benchmarks/store-cost.py "sqlite:///$work/store-cost.db" \
+    2>"$work/store.err" | tee "$out/store-cost-gpu-$day.txt"
+}
+
 compile() {
   "$PYTHON" results/benchmarks/compile.py "$device" "$images" "${packs[@]}" \
     2>"$work/compile.err" | tee "$out/compile-gpu-$day.txt"
@@ -86,8 +98,9 @@ device() {
 
 for step in $steps; do
   case $step in
-    tests|bench|target|compile|fusion|device) echo "== $step"; "$step" ;;
-    *) echo "gpu.sh: unknown step '$step' (tests bench target compile fusion device)" >&2; exit 2 ;;
+    tests|bench|target|profile|store|compile|fusion|device) echo "== $step"; "$step" ;;
+    *) echo "gpu.sh: unknown step '$step' (tests bench target profile store compile fusion device)" >&2
+       exit 2 ;;
   esac
 done
 case $out in

@@ -12,19 +12,26 @@ for n in ${WORKERS:-1 2 3}; do
   name="workers-bench-$n-$$"
   sed "s/^name = \"quickstart\"/name = \"$name\"/" studies/quickstart.toml > "$tmp/$name.toml"
   start=$(date +%s.%N)
-  .venv/bin/lrsweep run "$tmp/$name.toml" > "$tmp/$name-0.log" 2>&1 &
-  sleep 3   # the first worker creates the study; the others join it by name
-  for i in $(seq 2 "$n"); do .venv/bin/lrsweep worker "$name" > "$tmp/$name-$i.log" 2>&1 & done
-  wait
+  pids=()
+  for i in $(seq 1 "$n"); do  # all at once, as the README's recipe starts them
+    .venv/bin/lrsweep run "$tmp/$name.toml" > "$tmp/$name-$i.log" 2>&1 &
+    pids+=($!)
+  done
+  for i in $(seq 1 "$n"); do
+    if ! wait "${pids[$((i - 1))]}"; then
+      echo "worker $i of $n failed:" >&2; tail -n 5 "$tmp/$name-$i.log" >&2; exit 1
+    fi
+  done
   end=$(date +%s.%N)
-  .venv/bin/python - "$name" "$url" "$start" "$end" "$n" <<'PY'
+  trained=$(for i in $(seq 1 "$n"); do grep -c " complete val_acc" "$tmp/$name-$i.log" || true; done | paste -sd+)
+  .venv/bin/python - "$name" "$url" "$start" "$end" "$n" "$trained" <<'PY'
 import sys, optuna
-name, url, start, end, n = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+name, url, start, end, n, trained = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5], sys.argv[6]
 study = optuna.load_study(study_name=name, storage=url)
 done = [t for t in study.trials if t.state.name == "COMPLETE"]
 epochs = sum(len(t.user_attrs["lr"]) for t in done)
-print(f"{n} worker(s): {len(done)} trials, {epochs} trial-epochs in {end - start:.1f} s "
-      f"= {epochs / (end - start):.2f} trial-epochs/s")
+print(f"{n} worker(s): {len(done)} trials (per worker: {trained}), {epochs} trial-epochs in "
+      f"{end - start:.1f} s = {epochs / (end - start):.2f} trial-epochs/s")
 optuna.delete_study(study_name=name, storage=url)
 PY
 done
