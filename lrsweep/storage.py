@@ -11,7 +11,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 import sqlalchemy
@@ -89,17 +89,28 @@ def record_trial(study: optuna.Study, trial: optuna.Trial, user_attrs: dict[str,
     in one transaction of two bulk inserts instead of one transaction per value (Optuna's
     API costs ~1.2 ms a value on SQLite: ~50 ms a trial, a fifth of a GPU study's time);
     elsewhere, or should Optuna's tables change, through Optuna's public API."""
-    backend = rdb_of(study)
-    if isinstance(backend, optuna.storages.RDBStorage):
-        try:
-            _bulk_insert(backend, trial._trial_id, user_attrs, intermediate)
-            return
-        except (ImportError, AttributeError, sqlalchemy.exc.SQLAlchemyError):
-            pass  # nothing was committed: the transaction rolled back
+    if _wrote_in_one_transaction(study, lambda rdb: _bulk_insert(rdb, trial._trial_id,
+                                                                 user_attrs, intermediate)):
+        return
     for key, value in user_attrs.items():
         trial.set_user_attr(key, value)
     for step, value in intermediate.items():
         trial.report(value, step)
+
+
+def _wrote_in_one_transaction(study: optuna.Study,
+                              write: Callable[[optuna.storages.RDBStorage], None]) -> bool:
+    """Run `write` on the study's RDB store (one transaction of direct inserts into Optuna's
+    tables). False when the store is not an RDB one, or should Optuna's tables have changed:
+    the caller then goes through Optuna's public API."""
+    backend = rdb_of(study)
+    if not isinstance(backend, optuna.storages.RDBStorage):
+        return False
+    try:
+        write(backend)
+        return True
+    except (ImportError, AttributeError, sqlalchemy.exc.SQLAlchemyError):
+        return False  # nothing was committed: the transaction rolled back
 
 
 def _bulk_insert(rdb: optuna.storages.RDBStorage, trial_id: int, user_attrs: dict[str, Any],
@@ -124,21 +135,19 @@ def set_system_attrs(study: optuna.Study, trial_ids: list[int], attrs: dict[str,
     """The same system attributes on several running trials: on an RDB store in one
     transaction (replacing any already there), not one commit per trial and key (200 for a
     GPU-sized pack of 100); elsewhere through Optuna's API."""
-    backend = rdb_of(study)
-    if isinstance(backend, optuna.storages.RDBStorage):
-        try:
-            from optuna.storages._rdb import models
+    def replace(rdb: optuna.storages.RDBStorage) -> None:
+        from optuna.storages._rdb import models
 
-            table = models.TrialSystemAttributeModel.__table__
-            rows = [{"trial_id": i, "key": k, "value_json": json.dumps(v)}
-                    for i in trial_ids for k, v in attrs.items()]
-            with backend.engine.begin() as conn:
-                conn.execute(sqlalchemy.delete(table).where(
-                    table.c.trial_id.in_(trial_ids), table.c.key.in_(list(attrs))))
-                conn.execute(sqlalchemy.insert(table), rows)
-            return
-        except (ImportError, AttributeError, sqlalchemy.exc.SQLAlchemyError):
-            pass  # nothing was committed: the transaction rolled back
+        table = models.TrialSystemAttributeModel.__table__
+        rows = [{"trial_id": i, "key": k, "value_json": json.dumps(v)}
+                for i in trial_ids for k, v in attrs.items()]
+        with rdb.engine.begin() as conn:
+            conn.execute(sqlalchemy.delete(table).where(
+                table.c.trial_id.in_(trial_ids), table.c.key.in_(list(attrs))))
+            conn.execute(sqlalchemy.insert(table), rows)
+
+    if _wrote_in_one_transaction(study, replace):
+        return
     for trial_id in trial_ids:
         for key, value in attrs.items():
             study._storage.set_trial_system_attr(trial_id, key, value)
