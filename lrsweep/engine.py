@@ -31,13 +31,13 @@ from torch.nn import functional as F
 from . import sgld
 from .chance import chance_levels
 from .data import Splits
-from .model import LoopedPack, PackedLeNet, lenet
+from .model import CONV1_CHANNELS, LoopedPack, PackedLeNet, lenet
 from .schedules import Schedule
 
 # Bytes of the widest activation of one evaluation forward pass, which bounds its memory:
-# in LeNet images, 6 channels of 28 × 28 float32 each. On the CPU, 1000 images at K = 1 was
+# in LeNet images, its first convolution's channels of 28 × 28 float32 each. On the CPU, 1000 images at K = 1 was
 # fastest (whole-set passes were 7× slower); a ResNet-18 image at 28 px weighs about ten.
-LENET_IMAGE_BYTES = 6 * 28 * 28 * 4
+LENET_IMAGE_BYTES = CONV1_CHANNELS * 28 * 28 * 4
 EVAL_BUDGET = {"cpu": 1_000 * LENET_IMAGE_BYTES, "cuda": 32_768 * LENET_IMAGE_BYTES}
 
 

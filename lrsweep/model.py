@@ -13,6 +13,9 @@ from torch import nn
 from torch.nn import functional as F
 
 
+CONV1_CHANNELS = 6  # the first convolution's output channels: LeNet's widest activation
+
+
 def lenet(seed: int | None = None) -> nn.Sequential:
     """The chapter's `net_fn()`, with PyTorch's default initialisation. With a seed the weights
     depend on it alone (built on the CPU under a forked RNG, whatever the device or caller)."""
@@ -26,9 +29,9 @@ def lenet(seed: int | None = None) -> nn.Sequential:
 def _build() -> nn.Sequential:
     # nn.Sequential with the chapter's layer order, so state_dict keys match its net_fn().
     return nn.Sequential(
-        nn.Conv2d(1, 6, kernel_size=5, padding=2), nn.ReLU(),
+        nn.Conv2d(1, CONV1_CHANNELS, kernel_size=5, padding=2), nn.ReLU(),
         nn.MaxPool2d(kernel_size=2, stride=2),
-        nn.Conv2d(6, 16, kernel_size=5), nn.ReLU(),
+        nn.Conv2d(CONV1_CHANNELS, 16, kernel_size=5), nn.ReLU(),
         nn.MaxPool2d(kernel_size=2, stride=2),
         nn.Flatten(),
         nn.Linear(16 * 5 * 5, 120), nn.ReLU(),
@@ -85,8 +88,9 @@ class PackedLeNet(nn.Module):
 
     def widest_activation_bytes(self, image_shape: tuple[int, ...]) -> int:
         """Bytes of the widest activation one image makes in the whole pack at once: the
-        first convolution's output, 6 channels a trial at full size (float32)."""
-        return self.k * 6 * image_shape[-2] * image_shape[-1] * 4
+        first convolution's output, every trial's channels at full size."""
+        return (self.conv1_w.shape[0] * image_shape[-2] * image_shape[-1]
+                * self.conv1_w.element_size())
 
     @torch.no_grad()
     def trial_state_dict(self, k: int) -> dict[str, torch.Tensor]:
