@@ -103,11 +103,11 @@ def config_table(trials: pd.DataFrame, metrics: list[str], *,
     done["config_key"] = [config_key(row, columns) for _, row in done.iterrows()]
     rows = []
     for key, group in done.groupby("config_key", sort=False):
+        diverged = group["state"].str.startswith("diverged")
         row = {"config": config_label(group.iloc[0], columns), "config_key": key,
                "seeds": int(group["seed"].nunique()) if "seed" in group else 1,
-               "diverged": int(group["state"].str.startswith("diverged").sum())}
+               "diverged": int(diverged.sum())}
         row.update({c: group[c].iloc[0] for c in columns})
-        diverged = group["state"].str.startswith("diverged")
         for metric in metrics:
             values = group[metric]
             if lower_is_better(metric):
