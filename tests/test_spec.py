@@ -18,7 +18,9 @@ from lrsweep import schedules, spec
 from lrsweep.spec import Choice, Fixed, Range, SpecError
 
 SRC = "my-study.toml"  # distinctive, so a message that names the file is easy to spot
-STUDIES = sorted((Path(__file__).resolve().parents[1] / "studies").glob("*.toml"))
+REPO_ROOT = Path(__file__).resolve().parents[1]
+STUDIES = sorted((REPO_ROOT / "studies").glob("*.toml"))
+BENCHMARK_STUDIES = sorted((REPO_ROOT / "results" / "benchmarks").glob("*.toml"))
 
 BASE = {"study": {"name": "t"}, "train": {}, "space": {"scheduler": "constant"}}
 
@@ -153,7 +155,7 @@ def test_keys_for_lists_only_what_the_scheduler_uses():
     assert {"exponent", "max_update", "base_lr", "seed"} <= set(s.keys_for("poly"))
 
 
-@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", STUDIES + BENCHMARK_STUDIES, ids=lambda p: p.name)
 def test_shipped_study_file_parses(path):
     s = spec.load(path)
     assert s.study.name

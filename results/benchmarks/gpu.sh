@@ -4,7 +4,7 @@
 # Steps (default: all, in this order; each takes a few minutes on an H100-class GPU):
 #   tests   tests/test_gpu.py: packs equal solo trials on the GPU, GPU matches CPU, masking
 #   bench   `lrsweep bench`: the chapter's loop vs packs of 1, 8, 32 and 128 on the full data
-#   target  100 trials × 30 epochs on the full data (quickstart's six schedules × 17 seeds),
+#   target  results/benchmarks/gpu_target.toml: 100 trials × 30 epochs on the full data,
 #           timed end to end with its SQLite store
 #   profile results/benchmarks/profile.py: where an epoch goes (phases, top operators)
 #   store   results/benchmarks/store-cost.py: the study's bookkeeping without training (SQLite)
@@ -32,9 +32,7 @@ if [ "${SCALE:-full}" = smoke ]; then
 else
   out=${OUT_DIR:-results/benchmarks}
   bench_args=(); images=60000; packs=(1 8 32 128); fusion_args=(8 128)
-  target_args=(--set study.trials=100 --set train.epochs=30 --set train.subset=0
-          --set 'space.seed=[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]'
-          --set 'space.milestones=[15,25]')
+  target_args=()  # results/benchmarks/gpu_target.toml as it is
 fi
 mkdir -p "$out"
 
@@ -50,12 +48,12 @@ bench() {
 target() {
   local start end
   start=$(date +%s.%N)
-  "$PYTHON" -m lrsweep run studies/quickstart.toml --device "$device" \
-    --set study.name=gpu-target "${target_args[@]}" --storage "sqlite:///$work/target.db" \
+  "$PYTHON" -m lrsweep run results/benchmarks/gpu_target.toml --device "$device" \
+    "${target_args[@]}" --storage "sqlite:///$work/target.db" \
     > "$work/target.log" 2>&1
   end=$(date +%s.%N)
   {
-    echo "lrsweep run studies/quickstart.toml --device $device --set study.name=gpu-target ${target_args[*]}"
+    echo "lrsweep run results/benchmarks/gpu_target.toml --device $device ${target_args[*]}"
     "$PYTHON" -c "from lrsweep import engine; print(engine.describe_device(engine.resolve_device('$device')))"
     grep '^study ' "$work/target.log" | tail -n 1
     "$PYTHON" -c "print(f'wall time, process start to exit: {$end - $start:.1f} s')"

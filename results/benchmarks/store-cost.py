@@ -1,8 +1,9 @@
 """What lrsweep's bookkeeping costs a study at GPU speed, where training no longer hides it.
 
-Runs `study.run` on the GPU target study (quickstart's six schedules × 17 seeds: 100 trials ×
-30 epochs) with the training replaced by an engine that returns at once, so the wall time is
-everything but training: the sampler and Optuna's ask/tell, the curves and attributes written
+Runs `study.run` on the GPU target study (gpu_target.toml: the quickstart's six schedules ×
+17 seeds, 100 trials × 30 epochs) with the training replaced by an engine that returns at
+once, so the wall time is everything but training: the sampler and Optuna's ask/tell, the
+curves and attributes written
 to the store, pack and lease attributes, heartbeats, one checkpoint per pack per epoch (real
 LeNet weights, fsync'd), one weights artifact per trial. The GPU target gives the whole study
 30 s; the issue allows the store 10% of it.
@@ -28,8 +29,7 @@ from lrsweep.data import Splits
 from lrsweep.model import lenet
 
 TARGET_SECONDS = 30.0
-OVERRIDES = ["study.trials=100", "train.epochs=30", "train.subset=0",
-             "space.seed=[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]", "space.milestones=[15,25]"]
+TARGET_STUDY = "results/benchmarks/gpu_target.toml"
 WEIGHTS = lenet(0).state_dict()  # every trial's weights: real sizes for checkpoints, artifacts
 
 
@@ -62,7 +62,7 @@ study._load_data = no_images
 
 def measure(url: str, pack: int) -> float:
     name = f"store-cost-{uuid.uuid4().hex[:8]}"
-    spec_ = spec.load("studies/quickstart.toml", OVERRIDES + [f"study.name={name}"])
+    spec_ = spec.load(TARGET_STUDY, [f"study.name={name}"])
     start = time.perf_counter()
     summary = study.run(spec_, storage=url, device="cpu", pack=pack)
     seconds = time.perf_counter() - start
