@@ -55,16 +55,18 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
     for attempt in range(_CREATE_ATTEMPTS):
         try:
             return optuna.storages.RDBStorage(url, **kwargs)
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as exc:
+        except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as exc:
             # Several workers creating Optuna's tables at once (Optuna issues #1092, #5385):
-            # one wins, the others find the schema made once they look again.
-            if not (isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in str(exc)):
+            # one wins, the others find the schema made once they look again. The losers see
+            # a unique violation (IntegrityError) or "already exists": a table on SQLite
+            # (OperationalError), a table or an enum type on PostgreSQL (ProgrammingError).
+            racing = (isinstance(exc, sqlalchemy.exc.IntegrityError)
+                      or (isinstance(exc, sqlalchemy.exc.SQLAlchemyError)
+                          and "already exists" in str(exc)))
+            if not racing:
                 raise StorageError(f"storage {url}: cannot be opened "
                                    f"({str(exc).splitlines()[0]})") from None
             time.sleep(0.2 * (attempt + 1))
-        except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as exc:
-            raise StorageError(f"storage {url}: cannot be opened "
-                               f"({str(exc).splitlines()[0]})") from None
     raise StorageError(f"storage {url}: cannot be opened (its schema is still being created "
                        f"after {_CREATE_ATTEMPTS} tries)")
 

@@ -61,6 +61,37 @@ def test_system_attrs_of_a_pack_are_set_and_replaced_at_once(tmp_path, url):
     assert attrs[2] == {"lrsweep_owner": "b:2"}
 
 
+def test_a_schema_another_worker_is_creating_is_waited_for(tmp_path, monkeypatch):
+    # PostgreSQL tells the workers that lose the race with a duplicate enum type, a
+    # ProgrammingError (seen with three workers on an empty database); they look again.
+    real, calls = optuna.storages.RDBStorage, []
+
+    def racing(url, **kwargs):
+        calls.append(url)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.ProgrammingError(
+                "CREATE TYPE", {}, Exception('type "studydirection" already exists'))
+        return real(url, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    monkeypatch.setattr(storage.time, "sleep", lambda seconds: None)
+    assert storage.open_storage(f"sqlite:///{tmp_path / 's.db'}") is not None
+    assert len(calls) == 2
+
+
+def test_a_store_that_fails_otherwise_is_one_line_at_once(tmp_path, monkeypatch):
+    calls = []
+
+    def broken(url, **kwargs):
+        calls.append(url)
+        raise sqlalchemy.exc.ProgrammingError("SELECT", {}, Exception("permission denied\nfor"))
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", broken)
+    with pytest.raises(storage.StorageError, match=r"cannot be opened \(.*permission denied\)$"):
+        storage.open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    assert len(calls) == 1  # not retried
+
+
 def test_a_new_sqlite_store_uses_wal(tmp_path):
     path = tmp_path / "deep" / "s.db"
     storage.open_storage(f"sqlite:///{path}")
