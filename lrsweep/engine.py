@@ -21,7 +21,7 @@ import os
 import platform
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Literal, Sequence
 
@@ -31,7 +31,7 @@ from torch.nn import functional as F
 from . import sgld
 from .chance import chance_levels
 from .data import Splits
-from .model import CONV1_CHANNELS, LoopedPack, PackedLeNet, lenet
+from .model import CONV1_CHANNELS, LoopedPack, PackedLeNet, lenet, unpack
 from .schedules import Schedule
 
 # Bytes of the widest activation of one evaluation forward pass, which bounds its memory:
@@ -96,9 +96,10 @@ class TrialResult:
 
 @dataclass(frozen=True)
 class Resume:
-    """Where a trial stopped: its weights after len(epochs) epochs and its curves so far."""
+    """Where a trial stopped: its weights after len(epochs) epochs and its curves so far.
+    In a `PackState`, the weights of a member still training are the pack's (None here)."""
 
-    state_dict: dict[str, torch.Tensor]
+    state_dict: dict[str, torch.Tensor] | None
     epochs: list[EpochMetrics]
     status: Literal["complete", "pruned", "diverged"] = "complete"
     diverged: Literal["nonfinite", "collapsed"] | None = None
@@ -106,9 +107,25 @@ class Resume:
     sampler: dict | None = None
 
 
-# on_states([resume per member]) is given the whole pack's state after each epoch (for one
-# checkpoint per pack: members that resume together continue exactly as they would have).
-StateCallback = Callable[[list[Resume]], None]
+@dataclass(frozen=True)
+class PackState:
+    """A whole pack after an epoch, for its checkpoint: members that resume together continue
+    exactly as they would have. The members still training keep their weights in `weights`
+    (the pack's own tensors, `model.unpack`), those that stopped in their Resume."""
+
+    layout: str                       # the pack's LAYOUT, for `model.unpack`
+    weights: dict[str, torch.Tensor]  # its pack_state(); empty once every member stopped
+    members: list[Resume]
+
+    def resumes(self) -> list[Resume]:
+        """Each member's Resume with its own state_dict, to resume from."""
+        return [m if m.state_dict is not None else
+                replace(m, state_dict=unpack(self.layout, self.weights, k))
+                for k, m in enumerate(self.members)]
+
+
+# on_states(pack state) is given the whole pack's state after each epoch.
+StateCallback = Callable[[PackState], None]
 # on_epoch({k: metrics}) is told each epoch's metrics of the pack members still training, and
 # returns the members to stop (pruning).
 EpochCallback = Callable[[dict[int, EpochMetrics]], Iterable[int]]
@@ -282,16 +299,25 @@ def train_pack(configs: Sequence[TrialConfig], splits: Splits, *,
                 results[i].status, results[i].diverged = "diverged", "collapsed"
             best_train_acc[i] = max(best_train_acc[i], m.train_acc)
         stop = set(on_epoch(epoch_metrics)) if on_epoch else set()
+        # The pack's weights copied out once an epoch, when anyone needs them: a GPU makes one
+        # copy to the host per packed tensor, not one per trial and layer.
+        weights: dict[str, torch.Tensor] | None = None
         for i in epoch_metrics:
             result = results[i]
             if result.status == "complete" and i in stop:
                 result.status = "pruned"
             if result.status != "complete" or epoch == first.epochs - 1:
-                result.state_dict = net.trial_state_dict(i)
+                weights = net.pack_state() if weights is None else weights
+                result.state_dict = net.unpack(weights, i)
         if on_states:
-            on_states([Resume(r.state_dict or net.trial_state_dict(i), list(r.epochs), r.status,
-                              r.diverged, _sampler_state(noise, posterior, i) if langevin
-                              else None) for i, r in enumerate(results)])
+            # Members that stopped (now or before: masked, zeroed) hold their weights already.
+            training = any(r.state_dict is None for r in results)
+            if training and weights is None:
+                weights = net.pack_state()
+            on_states(PackState(net.LAYOUT, weights if training else {},
+                                [Resume(r.state_dict, list(r.epochs), r.status, r.diverged,
+                                        _sampler_state(noise, posterior, i) if langevin
+                                        else None) for i, r in enumerate(results)]))
         for i in epoch_metrics:
             if results[i].status != "complete":
                 active[i] = False

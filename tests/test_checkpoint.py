@@ -2,36 +2,68 @@
 
 from __future__ import annotations
 
+import time
+
 import optuna
+import pytest
 import torch
 
-from lrsweep.checkpoint import Checkpoints, pack_name
-from lrsweep.engine import EpochMetrics, Resume
-from lrsweep.model import lenet
+from lrsweep.checkpoint import BackgroundWriter, Checkpoints, pack_name
+from lrsweep.engine import EpochMetrics, PackState, Resume
+from lrsweep.model import LoopedPack, PackedLeNet, lenet
+
+
+def curve(epochs: int) -> list[EpochMetrics]:
+    # Every field finite: NaN != NaN would make equal curves compare unequal.
+    return [EpochMetrics(e, 0.1, 2.0 - e, 0.5, 1.0, 0.6, 0.6, 1.5, 0.9, 0.05, 0.61, 0.8,
+                         0.02, e) for e in range(epochs)]
+
+
+def stopped(states: dict[int, Resume]) -> tuple[list[int], PackState]:
+    """A pack whose members all stopped: each holds its own weights."""
+    return list(states), PackState("", {}, list(states.values()))
 
 
 def state(seed: int, epochs: int) -> Resume:
-    # Every field finite: NaN != NaN would make equal curves compare unequal.
-    metrics = [EpochMetrics(e, 0.1, 2.0 - e, 0.5, 1.0, 0.6, 0.6, 1.5, 0.9, 0.05, 0.61, 0.8,
-                            0.02, e) for e in range(epochs)]
-    return Resume(lenet(seed).state_dict(), metrics)
+    return Resume(lenet(seed).state_dict(), curve(epochs))
 
 
-def test_round_trip_keeps_weights_curves_and_status(tmp_path):
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("pack", [PackedLeNet, LoopedPack])
+def test_round_trip_keeps_weights_curves_and_status(tmp_path, pack):
     ckpts = Checkpoints(tmp_path)
-    states = {7: state(0, 2), 8: Resume(lenet(1).state_dict(), [], "pruned", None)}
-    ckpts.save("my study/1", "pack-7", states)
+    net = pack([lenet(0), lenet(1), lenet(2)])
+    # Trials 7 and 9 train on (their weights are the pack's), 8 was pruned with its own.
+    members = [Resume(None, curve(2)), Resume(lenet(5).state_dict(), curve(1), "pruned"),
+               Resume(None, curve(2))]
+    ckpts.save("my study/1", "pack-7", [7, 8, 9], PackState(net.LAYOUT, net.pack_state(),
+                                                             members))
     back = ckpts.load("my study/1", "pack-7")
-    assert back.keys() == {7, 8}
-    assert back[7].epochs == states[7].epochs and back[8].status == "pruned"
-    assert all(torch.equal(back[7].state_dict[k], v) for k, v in states[7].state_dict.items())
+    assert list(back) == [7, 8, 9]
+    assert back[7].epochs == curve(2) and back[8].status == "pruned"
+    for trial_id, seed in ((7, 0), (8, 5), (9, 2)):
+        assert same_weights(back[trial_id].state_dict, lenet(seed).state_dict())
     assert ckpts.path("my study/1", "pack-7").parent.name == "my_study_1"  # a safe folder name
+
+
+def test_a_checkpoint_written_before_packed_weights_still_resumes(tmp_path):
+    ckpts = Checkpoints(tmp_path)
+    path = ckpts.path("s", "pack-1")
+    path.parent.mkdir(parents=True)
+    torch.save({1: {"state_dict": lenet(3).state_dict(), "status": "complete",
+                    "diverged": None, "epochs": [dict(vars(m)) for m in curve(2)]}}, path)
+    back = ckpts.load("s", "pack-1")
+    assert back[1].epochs == curve(2) and same_weights(back[1].state_dict,
+                                                       lenet(3).state_dict())
 
 
 def test_a_new_save_replaces_the_old_whole_and_leaves_no_temporary_file(tmp_path):
     ckpts = Checkpoints(tmp_path)
-    ckpts.save("s", "pack-1", {1: state(0, 1)})
-    ckpts.save("s", "pack-1", {1: state(0, 2)})
+    ckpts.save("s", "pack-1", *stopped({1: state(0, 1)}))
+    ckpts.save("s", "pack-1", *stopped({1: state(0, 2)}))
     assert len(ckpts.load("s", "pack-1")[1].epochs) == 2
     assert [p.name for p in ckpts.path("s", "pack-1").parent.iterdir()] == ["pack-1.pt"]
 
@@ -39,7 +71,7 @@ def test_a_new_save_replaces_the_old_whole_and_leaves_no_temporary_file(tmp_path
 def test_missing_or_damaged_checkpoints_mean_start_over(tmp_path):
     ckpts = Checkpoints(tmp_path)
     assert ckpts.load("s", "pack-1") == {}
-    ckpts.save("s", "pack-1", {1: state(0, 1)})
+    ckpts.save("s", "pack-1", *stopped({1: state(0, 1)}))
     path = ckpts.path("s", "pack-1")
     path.write_bytes(path.read_bytes()[:100])
     assert ckpts.load("s", "pack-1") == {}
@@ -61,7 +93,8 @@ def test_an_sgld_trials_sampler_state_round_trips(tmp_path):
     ckpts = Checkpoints(tmp_path)
     sampler = {"noise": torch.Generator().manual_seed(3).get_state(),
                "total": torch.rand(5, 10, dtype=torch.float64), "count": 2, "opportunities": 4}
-    ckpts.save("s", "pack-1", {1: Resume(lenet(0).state_dict(), [], sampler=sampler)})
+    ckpts.save("s", "pack-1", *stopped({1: Resume(lenet(0).state_dict(), [],
+                                                  sampler=sampler)}))
     back = ckpts.load("s", "pack-1")[1].sampler
     assert torch.equal(back["noise"], sampler["noise"])
     assert torch.equal(back["total"], sampler["total"])
@@ -79,3 +112,31 @@ def test_a_pack_is_named_by_its_first_trial_and_the_instant_the_store_made_it(tm
     assert len(names) == 2 and all(n.startswith("pack-1-") for n in names)
     again = optuna.load_study(storage=f"sqlite:///{tmp_path / 'b.db'}", study_name="s")
     assert pack_name(again.trials[0]) in names  # another worker finds the same name
+
+
+def test_a_background_write_lands_before_the_checkpoint_is_removed(tmp_path, monkeypatch):
+    save = Checkpoints.save
+
+    def slow_save(*args):
+        time.sleep(0.3)  # the pack ends while its last epoch is still being written
+        save(*args)
+
+    monkeypatch.setattr(Checkpoints, "save", slow_save)
+    ckpts = Checkpoints(tmp_path)
+    writer = BackgroundWriter(ckpts, "s", "pack-1", [1])
+    writer.save(stopped({1: state(0, 1)})[1])
+    writer.save(stopped({1: state(0, 2)})[1])  # waits for the first: one write at a time
+    writer.wait()
+    assert len(ckpts.load("s", "pack-1")[1].epochs) == 2
+    writer.save(stopped({1: state(0, 3)})[1])
+    writer.remove()
+    assert not ckpts.path("s", "pack-1").exists()  # no write came back after the removal
+
+
+def test_a_failed_background_write_is_raised_once_by_the_training_thread(tmp_path):
+    (tmp_path / "s").write_text("a file where the study's checkpoint folder goes")
+    writer = BackgroundWriter(Checkpoints(tmp_path), "s", "pack-1", [1])
+    writer.save(stopped({1: state(0, 1)})[1])
+    with pytest.raises(OSError):
+        writer.wait()
+    writer.wait()  # reported once

@@ -258,9 +258,9 @@ def test_a_pack_must_share_its_length(splits):
 def test_resuming_from_an_epoch_state_ends_exactly_like_an_uninterrupted_run(splits):
     configs = [config(epochs=3, **p) for p in PACK]
     saved = []
-    whole = engine.train_pack(configs, splits, on_states=lambda states: saved.append(states))
-    assert len(saved) == 3 and all(len(states) == len(PACK) for states in saved)
-    after_first = saved[0]
+    whole = engine.train_pack(configs, splits, on_states=lambda state: saved.append(state))
+    assert len(saved) == 3 and all(len(state.members) == len(PACK) for state in saved)
+    after_first = saved[0].resumes()
     assert [len(s.epochs) for s in after_first] == [1] * len(PACK)
     resumed = engine.train_pack(configs, splits, resume=after_first)
     for a, b in zip(whole, resumed):
@@ -273,8 +273,10 @@ def test_a_finished_member_resumes_masked_and_keeps_its_result(splits):
     saved = []
     first = engine.train_pack(configs, splits, on_epoch=lambda m: [1] if 1 in m else [],
                               on_states=saved.append)
-    assert saved[0][1].status == "pruned"
-    resumed = engine.train_pack(configs, splits, resume=saved[0])
+    assert saved[0].members[1].status == "pruned"
+    # The pruned member holds its own weights; the others' are in the pack's tensors.
+    assert [m.state_dict is None for m in saved[0].members] == [True, False, True, True]
+    resumed = engine.train_pack(configs, splits, resume=saved[0].resumes())
     assert resumed[1].status == "pruned" and curves(resumed[1]) == curves(first[1])
     for i in (0, 2, 3):
         assert curves(resumed[i]) == curves(first[i])
@@ -350,7 +352,7 @@ def test_sgld_resumes_its_noise_and_its_posterior_average_exactly(splits):
     configs = [sgld_config(seed=1, epochs=4), sgld_config(seed=2, epochs=4)]
     saved = []
     whole = engine.train_pack(configs, splits, on_states=saved.append)
-    resumed = engine.train_pack(configs, splits, resume=saved[1])  # after epoch 2 of 4
+    resumed = engine.train_pack(configs, splits, resume=saved[1].resumes())  # after epoch 2
     for a, b in zip(whole, resumed):
         assert sgld_curves(a) == sgld_curves(b)
         assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
@@ -362,7 +364,7 @@ def test_sgld_noise_saved_on_another_device_type_goes_on_with_a_new_stream(split
     whole = engine.train_pack(configs, splits, on_states=saved.append)
     # A checkpoint from a GPU: its generator state means nothing to a CPU generator.
     moved = [dataclasses.replace(r, sampler={**r.sampler, "device_type": "cuda"})
-             for r in saved[0]]
+             for r in saved[0].resumes()]
     with pytest.warns(UserWarning, match="saved on cuda and cannot continue on cpu; from "
                                          "epoch 2 its noise is a new stream"):
         resumed = engine.train_pack(configs, splits, resume=moved)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sqlite3
 
 import optuna
@@ -12,18 +13,20 @@ from lrsweep import storage
 
 ATTRS = {"lr": [0.3, 0.2], "val_acc": [0.5, None], "seed": 3, "diverged": None}
 STEPS = {0: 0.5, 1: 0.625}
+SYSTEM = {"lrsweep_note": {"pack": [1, 2]}}
 
 
 def check_record(trial: optuna.trial.FrozenTrial) -> None:
     assert trial.user_attrs == ATTRS
     assert trial.intermediate_values == STEPS
+    assert trial.system_attrs == SYSTEM
 
 
 def record_and_reload(tmp_path) -> optuna.trial.FrozenTrial:
     url = f"sqlite:///{tmp_path / 's.db'}"
     study = optuna.create_study(storage=storage.open_storage(url), study_name="s")
     trial = study.ask()
-    storage.record_trial(study, trial, ATTRS, STEPS)
+    storage.record_trial(study, trial, ATTRS, STEPS, SYSTEM)
     study.tell(trial, 0.625)
     return optuna.load_study(study_name="s", storage=url).trials[0]
 
@@ -43,9 +46,29 @@ def test_record_trial_falls_back_to_optunas_api(tmp_path, monkeypatch):
 def test_record_trial_on_an_in_memory_study():
     study = optuna.create_study()
     trial = study.ask()
-    storage.record_trial(study, trial, ATTRS, STEPS)
+    storage.record_trial(study, trial, ATTRS, STEPS, SYSTEM)
     study.tell(trial, 0.625)
     check_record(study.trials[0])
+
+
+@pytest.mark.parametrize("url", ["sqlite", None], ids=["sqlite", "in-memory"])
+def test_an_artifact_written_then_recorded_is_optunas_artifact_of_the_trial(tmp_path, url):
+    rdb = storage.open_storage(f"sqlite:///{tmp_path / 's.db'}") if url else None
+    study = optuna.create_study(storage=rdb, study_name="s")
+    trial = study.ask()
+    store = optuna.artifacts.FileSystemArtifactStore(str(tmp_path))
+    payload = b"\x00weights\xff" * 100
+    attrs = storage.write_artifact(store, "lenet-s-trial-0.pt", io.BytesIO(payload),
+                                   storage.WEIGHTS_MIMETYPE)
+    storage.record_trial(study, trial, ATTRS, STEPS, attrs)
+    study.tell(trial, 0.625)
+    # Read back only through Optuna's public artifact API, as optuna-dashboard does.
+    (meta,) = optuna.artifacts.get_all_artifact_meta(study.trials[0], storage=study._storage)
+    assert (meta.filename, meta.mimetype) == ("lenet-s-trial-0.pt", storage.WEIGHTS_MIMETYPE)
+    out = tmp_path / "out.pt"
+    optuna.artifacts.download_artifact(artifact_store=store, file_path=str(out),
+                                       artifact_id=meta.artifact_id)
+    assert out.read_bytes() == payload
 
 
 @pytest.mark.parametrize("url", ["sqlite", None], ids=["sqlite", "in-memory"])
@@ -178,3 +201,45 @@ def test_a_trial_without_a_heartbeat_is_timed_by_the_servers_clock(tmp_path, mon
     assert storage.claim_stale_trials(study) == []
     storage.release_trials(study, ids)  # the beat it was given is a real row: it can lapse
     assert storage.claim_stale_trials(study) == ids
+
+
+def beats(study, ids):
+    from optuna.storages._rdb import models
+
+    table = models.TrialHeartbeatModel.__table__
+    with storage.rdb_of(study).engine.connect() as conn:
+        return dict(conn.execute(sqlalchemy.select(table.c.trial_id, table.c.heartbeat).where(
+            table.c.trial_id.in_(ids))).all())
+
+
+def test_heartbeats_are_renewed_and_first_given_in_one_call(tmp_path):
+    study, ids = asked(tmp_path, 3)
+    storage.record_heartbeats(study, ids[:1])
+    storage.release_trials(study, ids[:1])  # an old beat, to be renewed
+    storage.record_heartbeats(study, ids)  # one renewed, two new
+    renewed = beats(study, ids)
+    assert sorted(renewed) == ids and min(renewed.values()).year > 2000
+
+
+def test_a_first_heartbeat_given_by_another_worker_meanwhile_is_renewed(tmp_path, monkeypatch):
+    # claim_stale_trials gives trials without a beat one: between our look and our insert.
+    from optuna.storages._rdb import models
+
+    study, ids = asked(tmp_path, 2)
+    storage.record_heartbeats(study, ids[:1])
+    storage.release_trials(study, ids[:1])
+    real_update, updates = sqlalchemy.update, []
+
+    def rival_first(table):  # after our look, before we write anything
+        updates.append(table)
+        if len(updates) == 1:
+            with storage.rdb_of(study).engine.begin() as conn:
+                conn.execute(sqlalchemy.insert(models.TrialHeartbeatModel.__table__).values(
+                    trial_id=ids[1], heartbeat=sqlalchemy.func.now()))
+        return real_update(table)
+
+    monkeypatch.setattr(storage.sqlalchemy, "update", rival_first)
+    storage.record_heartbeats(study, ids)
+    monkeypatch.undo()
+    # Our insert lost to the rival's; the second try renewed both beats.
+    assert len(updates) == 2 and min(beats(study, ids).values()).year > 2000

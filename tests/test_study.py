@@ -333,3 +333,38 @@ def test_a_failing_heartbeat_is_retried_not_given_up(tmp_path, monkeypatch):
         with study._Leases(None, [7]):
             time.sleep(0.5)
     assert len(calls) >= 4 and all(ids == [7] for ids in calls)
+
+
+class RunningCounter(optuna.samplers.RandomSampler):
+    """Counts the running trials the way TPE's constant liar sees them: through the study's
+    per-trial cache of its trials."""
+
+    def __init__(self):
+        super().__init__(seed=0)
+        self.seen = []
+
+    def before_trial(self, study_, trial):
+        running = study_._get_trials(deepcopy=False, states=(TrialState.RUNNING,),
+                                     use_cache=True)
+        self.seen.append(len(running))
+
+
+def test_a_packs_asks_take_enqueued_trials_first_and_samplers_see_the_pack(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    sampler = RunningCounter()
+    opened = optuna.create_study(storage=storage.open_storage(url), study_name="s",
+                                 sampler=sampler)
+    opened.enqueue_trial({"x": 0.25})
+    with study._Leases(opened, []) as leases:
+        trials = study._ask(opened, 3, leases)
+    # Each ask sees the pack's earlier members running (a stale cache would show 1, 1, 1).
+    assert sampler.seen == [1, 2, 3]
+    assert trials[0].suggest_float("x", 0, 1) == 0.25  # the enqueued one, taken first
+    stored = opened.get_trials(deepcopy=False)
+    assert [t.state for t in stored] == [TrialState.RUNNING] * 3  # popped, not asked anew
+    from optuna.storages._rdb import models
+
+    beats = models.TrialHeartbeatModel.__table__
+    with storage.rdb_of(opened).engine.connect() as conn:
+        leased = conn.execute(sqlalchemy.select(beats.c.trial_id)).scalars().all()
+    assert sorted(leased) == sorted(t._trial_id for t in trials)  # each one leased
