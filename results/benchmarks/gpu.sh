@@ -7,7 +7,7 @@
 #   target  results/benchmarks/gpu_target.toml: 100 trials × 30 epochs on the full data,
 #           timed end to end with its SQLite store
 #   profile results/benchmarks/profile.py: where an epoch goes (phases, top operators)
-#   store   results/benchmarks/store-cost.py: the study's bookkeeping without training (SQLite)
+#   store   results/benchmarks/store-cost.py: the study's bookkeeping, training instant or paced
 #   compile results/benchmarks/compile.py: eager vs torch.compile vs CUDA graphs
 #   fusion  results/benchmarks/resnet-fusion.py: would fusing ResNet-18 packs pay here
 #   device  a device index beyond the visible devices is refused with one line
@@ -29,10 +29,12 @@ if [ "${SCALE:-full}" = smoke ]; then
   out=${OUT_DIR:-$work/records}
   bench_args=(--subset 2000 --epochs 2 --packs 1,2); images=2000; packs=(1 2); fusion_args=(2 8)
   target_args=(--set study.trials=4 --set train.epochs=2 --set train.subset=2000)
+  store_args=(--repeat 1)
 else
   out=${OUT_DIR:-results/benchmarks}
   bench_args=(); images=60000; packs=(1 8 32 128); fusion_args=(8 128)
   target_args=()  # results/benchmarks/gpu_target.toml as it is
+  store_args=(--repeat 3)
 fi
 mkdir -p "$out"
 
@@ -66,7 +68,7 @@ profile() {
 }
 
 store() {
-  "$PYTHON" results/benchmarks/store-cost.py "sqlite:///$work/store-cost.db" \
+  "$PYTHON" results/benchmarks/store-cost.py "${store_args[@]}" "sqlite:///$work/store-cost.db" \
     2>"$work/store.err" | tee "$out/store-cost-gpu-$day.txt"
 }
 
