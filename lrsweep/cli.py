@@ -310,6 +310,10 @@ def _print_trials(frame: Any, title: str, top: int) -> None:
     ranked = frame.assign(_missing=frame["value"].isna()).sort_values(
         ["_missing", "value"], ascending=[True, frame.attrs.get("direction") == "minimize"])
     shown = ranked.head(top).drop(columns=["_missing", "classes"], errors="ignore")
+    # Columns that no shown trial has (an SGD study's SGLD posterior averages) only crowd out
+    # the others: a terminal then clips every header.
+    shown = shown.drop(columns=[c for c in shown.columns if c not in ("trial", "state", "value")
+                                and shown[c].isna().all()])
     shown["val_acc by epoch"] = shown.pop("val_acc_curve").map(_sparkline)
     table = Table(title=title)
     for col in shown.columns:
