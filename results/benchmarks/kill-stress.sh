@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # kill -9 the quickstart study at random moments until a run finishes, then compare every
-# trial with an uninterrupted run of the same study. Usage: bash results/benchmarks/kill-stress.sh
+# configuration's trial with an uninterrupted run of the same study. Usage: bash results/benchmarks/kill-stress.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 tmp=$(mktemp -d)
@@ -18,16 +18,27 @@ while true; do
   fi
 done
 .venv/bin/python - "$tmp" "$kills" <<'PY'
-import pathlib, sys, optuna
+import json, pathlib, sys, optuna
 tmp, kills = pathlib.Path(sys.argv[1]), sys.argv[2]
 def load(db):
+    """Each trial by its configuration (its grid point): a trial killed after it was made but
+    before it took a point gets a later one, so numbers may map to other points than in an
+    uninterrupted run, while every point still runs once with the same curves."""
     study = optuna.load_study(study_name="quickstart", storage=f"sqlite:///{tmp / db}")
-    return {t.number: (t.state.name, t.value, [t.user_attrs[k] for k in
-            ("lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_acc")]) for t in study.trials}
+    return {json.dumps(t.params, sort_keys=True): (t.number, t.state.name, t.value,
+            [t.user_attrs[k] for k in ("lr", "train_loss", "train_acc", "val_loss", "val_acc",
+                                        "test_acc")]) for t in study.trials}
 killed, ref = load("killed.db"), load("ref.db")
-states = sorted({s for s, _, _ in killed.values()})
+states = sorted({s for _, s, *_ in killed.values()})
+same = killed.keys() == ref.keys() and all(killed[p][1:] == ref[p][1:] for p in ref)
+renumbered = sum(killed[p][0] != ref[p][0] for p in ref if p in killed)
 left = list((tmp / "killed.db.checkpoints").rglob("*.pt"))
-print(f"{kills} kill -9 at random moments; {len(killed)} trials, states {states}; "
-      f"every curve equal to the uninterrupted run: {killed == ref}; checkpoints left: {len(left)}")
+print(f"{kills} kill -9 at random moments; {len(killed)} trials, states {states}; every "
+      f"configuration's curves equal to the uninterrupted run: {same} ({renumbered} with "
+      f"another trial number); checkpoints left: {len(left)}")
+for point in sorted(set(killed) | set(ref)):
+    if killed.get(point, [None])[1:] != ref.get(point, [None])[1:]:
+        print(f"  {point} differs: killed {killed.get(point, [None])[:3]}, "
+              f"uninterrupted {ref.get(point, [None])[:3]}")
 PY
 rm -rf "$tmp"
