@@ -119,7 +119,7 @@ def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
             claimed = claim_stale_trials(study, PACK_ATTR)
             if claimed:
                 with _Leases(study, claimed):
-                    for name, trials, resumes in _resume_groups(work, claimed):
+                    for name, trials, resumes in _resume_groups(work, claimed, pack, looped):
                         _run_pack(work, name, trials, resumes)
                 continue
             done, running = _count(study, DONE), _count(study, (TrialState.RUNNING,))
@@ -245,23 +245,37 @@ class _Work:
     artifacts: optuna.artifacts.FileSystemArtifactStore
 
 
-def _resume_groups(work: _Work, trial_ids: list[int]
-                   ) -> list[tuple[int, list[optuna.Trial], list[engine.Resume | None]]]:
+def _resume_groups(work: _Work, trial_ids: list[int], pack: int, looped: int
+                   ) -> list[tuple[str | None, list[optuna.Trial], list[engine.Resume | None]]]:
     """Claimed trials regrouped into the packs they were training in, with the pack's last
-    checkpoint: (the pack's checkpoint name, trials, their resume points)."""
+    checkpoint: (the pack's checkpoint name, trials, their resume points). Trials whose worker
+    died before it began training them (no pack recorded, so no checkpoint) are packed anew,
+    `pack` at a time, not trained one by one: a kill while a GPU-sized pack was being asked
+    leaves up to a whole pack of them."""
     frozen = {t._trial_id: t for t in work.study.get_trials(deepcopy=False)}
     packs: dict[int, list[int]] = {}
+    unstarted = []
     for trial_id in sorted(trial_ids):
-        members = frozen[trial_id].system_attrs.get(PACK_ATTR) or [trial_id]
-        packs.setdefault(members[0], []).append(trial_id)
-    groups = []
+        members = frozen[trial_id].system_attrs.get(PACK_ATTR)
+        if members is None:
+            unstarted.append(trial_id)
+        else:
+            packs.setdefault(members[0], []).append(trial_id)
+    groups: list[tuple[str | None, list[optuna.Trial], list[engine.Resume | None]]] = []
     for pack_id, ids in sorted(packs.items()):
-        pack = pack_name(frozen[pack_id])
-        states = work.checkpoints.load(work.study.study_name, pack)
+        name = pack_name(frozen[pack_id])
+        states = work.checkpoints.load(work.study.study_name, name)
         resumes = [states.get(trial_id) for trial_id in ids]
         for trial_id, r in zip(ids, resumes):
             work.progress.resumed(frozen[trial_id].number, len(r.epochs) if r else 0)
-        groups.append((pack, [optuna.trial.Trial(work.study, i) for i in ids], resumes))
+        groups.append((name, [optuna.trial.Trial(work.study, i) for i in ids], resumes))
+    for trial_id in unstarted:
+        work.progress.resumed(frozen[trial_id].number, 0)
+    trials = [optuna.trial.Trial(work.study, i) for i in unstarted]
+    for group in _packs(work.spec, trials, looped):
+        for start in range(0, len(group), pack):
+            members = group[start:start + pack]
+            groups.append((None, members, [None] * len(members)))
     return groups
 
 

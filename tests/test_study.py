@@ -269,15 +269,16 @@ def test_the_stored_commit_says_when_the_package_differs_from_it(tmp_path, monke
 
 # --- leases of claimed and asked trials --------------------------------------------------------
 
-def abandoned(tmp_path, text, packs):
-    """A study whose first worker asked trials (grouped into `packs`, lists of indices) and
-    stopped before training them, its leases handed back: the next worker's to claim."""
+def abandoned(tmp_path, text, packs, unstarted=0):
+    """A study whose first worker asked trials (grouped into `packs`, lists of indices; then
+    `unstarted` more, in no pack yet) and stopped before training them, its leases handed
+    back: the next worker's to claim."""
     parsed = spec.parse(text, source="test.toml")
     url = f"sqlite:///{tmp_path / 'store.db'}"
     rdb = storage.open_storage(url)
     first = study._create_or_load(parsed, rdb, url, allow_changed=False)
     first.sampler = sampling.make_sampler(parsed, 0)
-    ids = [first.ask()._trial_id for _ in range(sum(map(len, packs)))]
+    ids = [first.ask()._trial_id for _ in range(sum(map(len, packs)) + unstarted)]
     for members in packs:
         for i in members:
             first._storage.set_trial_system_attr(ids[i], study.PACK_ATTR, [ids[j] for j in members])
@@ -296,6 +297,18 @@ def test_a_claimed_trial_trains_its_own_grid_point(tmp_path, fashion_dir):
     stored = optuna.load_study(study_name="orphan-grid", storage=url)
     points = sorted((t.params["seed"], t.params["scheduler"]) for t in stored.trials)
     assert points == sorted((s, n) for s in (0, 1) for n in ("constant", "sqrt", "cosine"))
+
+
+def test_trials_asked_but_never_trained_are_taken_over_in_packs(tmp_path, fashion_dir):
+    # Their worker died while asking a pack: no pack recorded for them, no checkpoint. They
+    # used to be taken over one by one (a GPU-sized pack of them, trained solo).
+    text = study_toml("unstarted", scheduler='["constant", "sqrt", "cosine"]', epochs=1)
+    parsed, url = abandoned(tmp_path, text, packs=[], unstarted=3)
+    study.run(parsed, storage=url, device="cpu", data_dir=str(fashion_dir), pack=2)
+    stored = optuna.load_study(study_name="unstarted", storage=url)
+    assert [t.state for t in stored.trials] == [TrialState.COMPLETE] * 3
+    assert [t.user_attrs["pack_size"] for t in stored.trials] == [2, 2, 1]
+    assert sorted(t.params["scheduler"] for t in stored.trials) == ["constant", "cosine", "sqrt"]
 
 
 def test_every_claimed_pack_keeps_its_lease_while_another_trains(tmp_path, fashion_dir,
