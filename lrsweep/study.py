@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import json
 import math
@@ -376,7 +377,11 @@ def _tell(study: optuna.Study, trial: optuna.Trial, value: float | None = None,
     `Study.tell` itself should Optuna's internals move."""
     try:
         from optuna.study._tell import _tell_with_warning
+        known = {"study", "trial", "value_or_values", "state"} <= set(
+            inspect.signature(_tell_with_warning).parameters)
     except ImportError:
+        known = False
+    if not known:
         study.tell(trial, value, state=state)
         return
     _tell_with_warning(study=study, trial=trial, value_or_values=value, state=state)

@@ -381,3 +381,19 @@ def test_a_packs_asks_take_enqueued_trials_first_and_samplers_see_the_pack(tmp_p
     with storage.rdb_of(opened).engine.connect() as conn:
         leased = conn.execute(sqlalchemy.select(beats.c.trial_id)).scalars().all()
     assert sorted(leased) == sorted(t._trial_id for t in trials)  # each one leased
+
+
+@pytest.mark.parametrize("internals", ["as now", "moved"])
+def test_telling_goes_through_study_tell_should_optunas_internals_change(monkeypatch,
+                                                                         internals):
+    from optuna.study import _tell as optuna_tell
+
+    if internals == "moved":  # a future Optuna whose private helper takes other arguments
+        monkeypatch.setattr(optuna_tell, "_tell_with_warning", lambda study, frozen: None)
+    opened = optuna.create_study()
+    trial = opened.ask()
+    study._tell(opened, trial, 0.5)
+    pruned = opened.ask()
+    study._tell(opened, pruned, state=TrialState.PRUNED)
+    assert [(t.state, t.value) for t in opened.trials] == [(TrialState.COMPLETE, 0.5),
+                                                           (TrialState.PRUNED, None)]
