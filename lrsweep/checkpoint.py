@@ -10,6 +10,7 @@ uninterrupted run gives.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -49,11 +50,12 @@ class Checkpoints:
         # vars(), not dataclasses.asdict: asdict deep-copies field by field, and a pack of 100
         # trials × 30 epochs spent seconds in it (results/benchmarks/store-cost.py).
         torch.save({"layout": state.layout, "weights": state.weights,
-                    "trials": {trial_id: {"index": k, "state_dict": r.state_dict,
-                                          "status": r.status, "diverged": r.diverged,
+                    # In pack order: member k's weights are the pack's k-th (`model.unpack`).
+                    "trials": {trial_id: {"state_dict": r.state_dict, "status": r.status,
+                                          "diverged": r.diverged,
                                           "epochs": [dict(vars(m)) for m in r.epochs],
                                           "sampler": r.sampler}
-                               for k, (trial_id, r) in enumerate(zip(trial_ids, state.members))}},
+                               for trial_id, r in zip(trial_ids, state.members)}},
                    buffer)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         with open(tmp, "wb") as f:
@@ -123,10 +125,8 @@ class BackgroundWriter:
     def remove(self) -> None:
         """Delete the checkpoint, once no write can bring it back (errors of that write are
         moot: the pack is over)."""
-        try:
+        with contextlib.suppress(Exception):
             self.wait()
-        except Exception:
-            pass
         self._checkpoints.remove(self._study, self._pack)
 
     def _write(self, state: PackState) -> None:
