@@ -5,11 +5,15 @@ GPU memory. Skipped, with the reason, where torch sees no CUDA device (these 2-c
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from lrsweep import bench, data, engine
-from test_engine import PACK, curves, config as engine_config
+from lrsweep.model import lenet
+from test_engine import (PACK, WEIGHTS_ATOL, assert_each_epoch_is_alone_and_plain_sgd, curves,
+                         member_weights, config as engine_config)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="no CUDA device: the GPU path is tested on a GPU machine")
@@ -41,23 +45,32 @@ def test_data_and_results_live_where_they_should(fashion_dir):
     assert all(not t.is_cuda for t in result.state_dict.values())  # exported as CPU copies
 
 
-def test_packed_trials_equal_the_same_trials_alone_on_cuda(fashion_dir, exact_fp32):
-    splits = load("cuda", fashion_dir)
+def test_every_epoch_of_a_pack_is_its_trials_epoch_alone_and_plain_sgds_on_cuda(
+        fashion_dir, exact_fp32):
+    # Epoch by epoch from the same weights, as on the CPU (test_engine says why not whole runs).
+    splits = data.load("cuda", data_dir=fashion_dir, validation=200, subset=512)
+    assert_each_epoch_is_alone_and_plain_sgd([config(**p) for p in PACK], splits)
+
+
+def test_every_cuda_epoch_is_the_cpu_epoch_from_the_same_weights(fashion_dir, exact_fp32):
+    # Same images, weights and batch orders on both devices: only the kernels' sums differ.
     configs = [config(**p) for p in PACK]
-    for cfg, packed in zip(configs, engine.train_pack(configs, splits)):
-        alone = engine.train(cfg, splits)
-        for x, y in zip(curves(packed), curves(alone)):
-            assert x == pytest.approx(y, rel=2e-3, abs=2e-3)
-
-
-def test_a_cuda_trial_matches_the_same_trial_on_the_cpu(fashion_dir, exact_fp32):
-    # Same images, initial weights and batch orders on both devices (all made on the CPU):
-    # only the kernels' summation order differs.
-    on_gpu = engine.train_pack([config(**p) for p in PACK], load("cuda", fashion_dir))
-    on_cpu = engine.train_pack([config(**p) for p in PACK], load("cpu", fashion_dir))
-    for a, b in zip(on_gpu, on_cpu):
-        for x, y in zip(curves(a), curves(b)):
-            assert x == pytest.approx(y, rel=1e-2, abs=1e-2)
+    on_cpu = []
+    engine.train_pack(configs, load("cpu", fashion_dir), on_states=on_cpu.append)
+    gpu_splits = load("cuda", fashion_dir)
+    before = [engine.Resume(lenet(c.seed).state_dict(), []) for c in configs]
+    for epoch, state in enumerate(on_cpu):
+        on_gpu = engine.train_pack([dataclasses.replace(c, epochs=epoch + 1) for c in configs],
+                                   gpu_splits, resume=before)
+        after = [engine.Resume(member_weights(state, k), state.members[k].epochs)
+                 for k in range(len(configs))]
+        for k, result in enumerate(on_gpu):
+            for key, value in after[k].state_dict.items():
+                torch.testing.assert_close(result.state_dict[key], value, rtol=0,
+                                           atol=WEIGHTS_ATOL, msg=key)
+            assert result.epochs[epoch].train_loss == pytest.approx(
+                state.members[k].epochs[epoch].train_loss, rel=1e-5)
+        before = after
 
 
 def test_a_diverging_trial_is_masked_on_cuda(fashion_dir, exact_fp32):
