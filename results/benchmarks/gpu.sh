@@ -11,6 +11,13 @@
 #   compile results/benchmarks/compile.py: eager vs torch.compile vs CUDA graphs
 #   fusion  results/benchmarks/resnet-fusion.py: would fusing ResNet-18 packs pay here
 #   device  a device index beyond the visible devices is refused with one line
+#   formulations  results/benchmarks/formulations.py: a pack's training step as grouped
+#           convolutions or batched GEMMs, eager or as a CUDA graph, FP32 or TF32; drift from
+#           the same trial alone
+#   exercises  exercises 1, 2 and 4 at the chapter's scale (their study files as they are),
+#           each into its own store in the records folder (NAME.db), timed; and ex1's η = 0.3
+#           seeds again as a pack of their own (ex1-pack5.db): how far a trial moves with its
+#           company. (The chapter's runs are full-scale on a CPU already; 3 and 5 are not here.)
 # Records go to results/benchmarks/STEP-gpu-DATE.* (OUT_DIR to change). SCALE=smoke runs every
 # step at a tiny size (any device, records to a temporary folder): a check of this script.
 # PYTHON (default .venv/bin/python, else python3) must import lrsweep's requirements and pytest.
@@ -18,7 +25,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 device=${1:-cuda}
 shift || true
-steps=${*:-tests bench target profile store compile fusion device}
+steps=${*:-tests bench target profile store compile fusion device formulations}
 if [ -z "${PYTHON:-}" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
@@ -29,12 +36,15 @@ if [ "${SCALE:-full}" = smoke ]; then
   out=${OUT_DIR:-$work/records}
   bench_args=(--subset 2000 --epochs 2 --packs 1,2); images=2000; packs=(1 2); fusion_args=(2 8)
   target_args=(--set study.trials=4 --set train.epochs=2 --set train.subset=2000)
-  store_args=(--repeat 1)
+  store_args=(--repeat 1); formulation_packs=(1 2)
+  exercise_args=(--set train.epochs=1 --set train.subset=1000 --set train.validation=500
+                 --set space.warmup_steps=0)
 else
   out=${OUT_DIR:-results/benchmarks}
   bench_args=(); images=60000; packs=(1 8 32 128); fusion_args=(8 128)
   target_args=()  # results/benchmarks/gpu_target.toml as it is
-  store_args=(--repeat 3)
+  store_args=(--repeat 3); formulation_packs=()
+  exercise_args=()  # the study files as they are: the chapter's scale
 fi
 mkdir -p "$out"
 
@@ -96,10 +106,39 @@ device() {
     | tee "$out/device-check-gpu-$day.txt"
 }
 
+formulations() {
+  "$PYTHON" results/benchmarks/formulations.py "$device" "${formulation_packs[@]}" \
+    2>"$work/formulations.err" | tee "$out/formulations-gpu-$day.txt"
+}
+
+exercises() {
+  # Checkpoints and weights stay outside the records folder: only the stores are kept.
+  local log="$out/exercises-gpu-$day.txt" name file start
+  export LRSWEEP_CHECKPOINTS="$work/checkpoints" LRSWEEP_ARTIFACTS="$work/artifacts"
+  for file in studies/ex1_fixed_lr.toml probe studies/ex2_decay_exponent.toml \
+      studies/ex4_warmup.toml; do
+    local extra=()
+    if [ "$file" = probe ]; then
+      name=ex1-pack5; file=studies/ex1_fixed_lr.toml
+      extra=(--set "study.name=$name" --set 'space.base_lr=[0.3]' --pack 5)
+    else
+      name=$("$PYTHON" -c "import sys, tomllib; print(tomllib.load(open(sys.argv[1], 'rb'))['study']['name'])" "$file")
+    fi
+    start=$(date +%s.%N)
+    "$PYTHON" -m lrsweep run "$file" --device "$device" "${exercise_args[@]}" "${extra[@]}" \
+      --storage "sqlite:///$out/$name.db" > "$work/$name.log" 2>&1 || true
+    { echo "lrsweep run $file --device $device ${exercise_args[*]} ${extra[*]}"
+      grep '^study ' "$work/$name.log" | tail -n 1 || tail -n 3 "$work/$name.log"
+      "$PYTHON" -c "print(f'$name: {$(date +%s.%N) - $start:.1f} s, process start to exit')"
+    } | tee -a "$log"
+  done
+}
+
 for step in $steps; do
   case $step in
-    tests|bench|target|profile|store|compile|fusion|device) echo "== $step"; "$step" ;;
-    *) echo "gpu.sh: unknown step '$step' (tests bench target profile store compile fusion device)" >&2
+    tests|bench|target|profile|store|compile|fusion|device|formulations|exercises)
+      echo "== $step"; "$step" ;;
+    *) echo "gpu.sh: unknown step '$step' (tests bench target profile store compile fusion device formulations exercises)" >&2
        exit 2 ;;
   esac
 done
