@@ -53,7 +53,9 @@ class TrialConfig:
     model: Literal["lenet", "resnet18"] = "lenet"  # resnet18: exercise 3, trained unfused
     # sgld: SGD plus Gaussian noise (Welling & Teh 2011). The schedule's rate η is SGD's, and
     # the step size is ε = 2η/N, so the drift is SGD's step and the noise has variance ε.
-    optimizer: Literal["sgd", "sgld"] = "sgd"
+    # sgld_without_noise: its control, the same steps, prior (a weight decay of λ/N) and
+    # averaged predictions, without the noise: what SGLD gains by sampling is the difference.
+    optimizer: Literal["sgd", "sgld", "sgld_without_noise"] = "sgd"
     prior_precision: float = 1.0  # sgld: a Gaussian prior N(0, 1/λ) on every weight
     burn_in: int = 0              # sgld: epochs before the first posterior sample
     thin: int = 1                 # sgld: epochs between posterior samples
@@ -199,7 +201,7 @@ def train_pack(configs: Sequence[TrialConfig], splits: Splits, *,
     if any(c.pack_key != first.pack_key for c in configs):
         raise ValueError("a pack's trials must share epochs, batch_size, unit, model and "
                          "optimizer settings")
-    if first.optimizer == "sgld" and first.model != "lenet":
+    if first.optimizer in AVERAGING and first.model != "lenet":
         raise ValueError("SGLD trials train the packed LeNet only")
     resume = list(resume) if resume is not None else [None] * len(configs)
     # Members that stopped early (pruned, diverged) stay in the pack, masked, as they were.
@@ -237,9 +239,10 @@ def train_pack(configs: Sequence[TrialConfig], splits: Splits, *,
             _zero_trial(net, i)
     if not any(active):
         return results
-    langevin = first.optimizer == "sgld"
+    langevin = first.optimizer in AVERAGING
     if langevin:
-        noise = sgld.TrialNoise([c.seed for c in configs], device)
+        noise = (sgld.TrialNoise([c.seed for c in configs], device)
+                 if first.optimizer == "sgld" else None)
         posterior = sgld.PosteriorAverage(k, len(splits.test_y), classes,
                                           burn_in=first.burn_in, thin=first.thin, device=device)
         _restore_sampler(noise, posterior, resume, [c.seed for c in configs])
@@ -330,6 +333,7 @@ def train_pack(configs: Sequence[TrialConfig], splits: Splits, *,
 # --- helpers -------------------------------------------------------------------------------
 
 NUM_CLASSES = 10
+AVERAGING = ("sgld", "sgld_without_noise")  # optimizers whose predictions are averaged
 
 
 def _calibration(probs: torch.Tensor, y: torch.Tensor, *, accuracy: bool = False
@@ -342,21 +346,25 @@ def _calibration(probs: torch.Tensor, y: torch.Tensor, *, accuracy: bool = False
     return [torch.where(finite, m, math.nan).tolist() for m in metrics]
 
 
-def _sampler_state(noise: sgld.TrialNoise, posterior: sgld.PosteriorAverage, i: int) -> dict:
+def _sampler_state(noise: sgld.TrialNoise | None, posterior: sgld.PosteriorAverage,
+                   i: int) -> dict:
     # A copy: on the CPU .cpu() would alias the running sum, which later epochs change.
-    return {"noise": noise.generators[i].get_state(), "device_type": noise.device.type,
+    return {"noise": noise.generators[i].get_state() if noise else None,
+            "device_type": posterior.total.device.type,
             "total": posterior.total[i].to("cpu", copy=True),
             "count": posterior.count, "opportunities": posterior.opportunities}
 
 
-def _restore_sampler(noise: sgld.TrialNoise, posterior: sgld.PosteriorAverage,
+def _restore_sampler(noise: sgld.TrialNoise | None, posterior: sgld.PosteriorAverage,
                      resume: Sequence[Resume | None], seeds: Sequence[int]) -> None:
     # A pack resumes at one epoch, so its members share the posterior's sample count.
     for i, r in enumerate(resume):
         if r is None or r.sampler is None:
             continue
-        saved_on = r.sampler.get("device_type", noise.device.type)
-        if saved_on == noise.device.type:
+        saved_on = r.sampler.get("device_type", posterior.total.device.type)
+        if noise is None:
+            pass  # the noiseless control: only its share of the average goes on
+        elif saved_on == noise.device.type:
             noise.generators[i].set_state(r.sampler["noise"])
         else:
             # CPU and CUDA generators keep different states: the stream cannot go on. The

@@ -86,14 +86,16 @@ def noise_seed(seed: int) -> int:
 
 @torch.no_grad()
 def sgld_step(params: Sequence[torch.Tensor], rates: torch.Tensor, k: int, *, n_data: int,
-              prior_precision: float, noise: TrialNoise) -> None:
+              prior_precision: float, noise: TrialNoise | None) -> None:
     """One SGLD step, in place, for each trial k with step size rates[k] (a K-vector on the
     device: no host sync). Every parameter must hold its gradient of the mean batch loss.
+    Without `noise`, the same step less its noise: SGD with the prior as weight decay.
     A rate of 0 leaves the trial unchanged, its gradient being finite (how the engine masks
     stopped trials: their losses are left out of the backward pass, so their gradients are 0)."""
-    if noise.k != k or rates.shape != (k,):
+    if (noise is not None and noise.k != k) or rates.shape != (k,):
         raise ValueError(f"a pack of {k} trials needs {k} rates and {k} noise generators, "
-                         f"got {tuple(rates.shape)} rates and {noise.k} generators")
+                         f"got {tuple(rates.shape)} rates and "
+                         f"{noise.k if noise else 'no'} generators")
     rates = rates.to(torch.float32)
     # Per-trial coefficients, computed once: θ ← θ − (grad_scale·g + prior_scale·θ) +
     # noise_scale·ξ. The prior's pull stays inside the drift: as a factor 1 − ελ/2 on θ it
@@ -103,7 +105,7 @@ def sgld_step(params: Sequence[torch.Tensor], rates: torch.Tensor, k: int, *, n_
     grad_scale = rates * (0.5 * n_data)
     noise_scale = rates.sqrt()
     sizes = [p.numel() // k for p in params]
-    xi = noise.draw(sum(sizes))
+    xi = noise.draw(sum(sizes)) if noise is not None else None
     offset = 0
     for p, size in zip(params, sizes):
         view = p.unflatten(0, (k, -1))
@@ -112,7 +114,8 @@ def sgld_step(params: Sequence[torch.Tensor], rates: torch.Tensor, k: int, *, n_
         drift = p.grad.unflatten(0, (k, -1)) * grad_scale.view(shape)
         drift.add_(view * prior_scale.view(shape))
         view.sub_(drift)
-        view.add_(xi[:, offset:offset + size].reshape(view.shape) * noise_scale.view(shape))
+        if xi is not None:
+            view.add_(xi[:, offset:offset + size].reshape(view.shape) * noise_scale.view(shape))
         offset += size
 
 

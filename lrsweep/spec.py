@@ -41,7 +41,9 @@ UNITS = ("epoch", "step")
 # Search-space keys every schedule takes; the rest belong to the schedules that use them.
 GENERIC_KEYS = ("scheduler", "base_lr", "warmup_steps", "warmup_begin_lr", "lag", "optimizer",
                 "model", "seed")
-OPTIMIZERS = ("sgd", "sgld")
+OPTIMIZERS = ("sgd", "sgld", "sgld_without_noise")
+# SGLD, and its control without the noise: predictions averaged over epochs after burn_in.
+AVERAGING_OPTIMIZERS = ("sgld", "sgld_without_noise")
 MODELS = ("lenet", "resnet18")
 # Space keys that are no schedule parameter: they go to the trial, not to schedules.build.
 NOT_SCHEDULE_KEYS = ("scheduler", "seed", "optimizer", "model", "run")
@@ -268,10 +270,12 @@ def parse(text: str, *, source: str = "<string>", overrides: Sequence[str] = ())
         space = _space(doc.get("space", {}), train, source)
     study = _study(doc.get("study", {}), train, source)
     spec = StudySpec(study, train, space, text, source, overrides, runs)
-    if "sgld" in spec.values_of("optimizer", "sgd") and spec.models != ("lenet",):
+    averaging = set(spec.values_of("optimizer", "sgd")) & set(AVERAGING_OPTIMIZERS)
+    if averaging and spec.models != ("lenet",):
         model = next(m for m in spec.models if m != "lenet")
-        raise SpecError(f"{source}: [space] optimizer: SGLD trials train the packed LeNet only, "
-                        f"not model = {model!r}")
+        who = "SGLD" if averaging == {"sgld"} else "SGLD and sgld_without_noise"
+        raise SpecError(f"{source}: [space] optimizer: {who} trials train the packed LeNet "
+                        f"only, not model = {model!r}")
     if spec.study.sampler == "grid":
         for key, dim in space:
             if isinstance(dim, Range):

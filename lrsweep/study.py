@@ -430,7 +430,7 @@ def _user_attrs(result: engine.TrialResult, device: torch.device, classes: int
         "test_ece": [m.test_ece for m in epochs],
         "epoch_seconds": [m.seconds for m in epochs],
     }
-    if result.config.optimizer == "sgld":  # the posterior average's, after each epoch
+    if result.config.optimizer in engine.AVERAGING:  # the posterior average's, each epoch
         for key in ("avg_test_acc", "avg_test_nll", "avg_test_ece", "samples"):
             attrs[key] = [float(getattr(m, key)) for m in epochs]
     # JSON has no NaN: a missing value (no validation set, a diverged loss) is stored as null.

@@ -199,7 +199,7 @@ def two_steps(fashion_dir):
     return data.load("cpu", data_dir=fashion_dir, validation=200, subset=128)
 
 
-def plain_sgd_epoch(state_dict, cfg, splits, epoch):
+def plain_sgd_epoch(state_dict, cfg, splits, epoch, weight_decay=0.0):
     """One epoch of the chapter's loop on a plain lenet() with torch.optim.SGD, on the device
     of `splits`: the batches are the engine's contract, a permutation drawn on the CPU from
     (seed, epoch) alone, and the rate is the schedule's at the epoch. Returns the weights (on
@@ -207,7 +207,8 @@ def plain_sgd_epoch(state_dict, cfg, splits, epoch):
     device = splits.train_x.device
     net = lenet().to(device)
     net.load_state_dict(state_dict)
-    optimizer = torch.optim.SGD(net.parameters(), lr=cfg.schedule(epoch))
+    optimizer = torch.optim.SGD(net.parameters(), lr=cfg.schedule(epoch),
+                                weight_decay=weight_decay)
     n = len(splits.train_y)
     generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
     order = torch.randperm(n, generator=generator).to(device)
@@ -235,31 +236,39 @@ def member_weights(state, k):
 
 def assert_each_epoch_is_alone_and_plain_sgd(configs, splits):
     """Train `configs` as one pack; then, for every epoch and trial, train that epoch again
-    from the pack's weights before it, alone (the engine, a pack of one) and with plain SGD,
-    and compare with the pack's weights and metrics after it."""
+    from the pack's state before it (weights; for SGLD its noise and posterior sum too) alone
+    (the engine, a pack of one) and, where torch has it, with a plain LeNet and
+    torch.optim.SGD: SGD, and SGLD without noise (SGD with its prior as weight decay λ/N).
+    Compare with the pack's weights and metrics after it."""
     states = []
     packed = engine.train_pack(configs, splits, on_states=states.append)
     assert [len(r.epochs) for r in packed] == [configs[0].epochs] * len(configs)
+    n = len(splits.train_y)
     for k, cfg in enumerate(configs):
-        start, done = lenet(cfg.seed).state_dict(), []
+        start, done, sampler = lenet(cfg.seed).state_dict(), [], None
         for epoch, state in enumerate(states):
             after = member_weights(state, k)
             ours = state.members[k].epochs[epoch]
             alone = engine.train_pack(
                 [dataclasses.replace(cfg, epochs=epoch + 1)], splits,
-                resume=[engine.Resume(start, list(done))])[0]
+                resume=[engine.Resume(start, list(done), sampler=sampler)])[0]
             assert alone.pack_size == 1 and len(alone.epochs) == epoch + 1
             assert_close_weights(alone.state_dict, after)
             solo = alone.epochs[epoch]
             assert solo.lr == ours.lr == cfg.schedule(epoch)
+            assert solo.samples == ours.samples
             assert solo.train_loss == pytest.approx(ours.train_loss, rel=LOSS_RTOL)
             # At most one image of each set classified differently (none was, measured).
-            assert solo.val_acc == pytest.approx(ours.val_acc, abs=1.01 / len(splits.val_y))
-            assert solo.test_acc == pytest.approx(ours.test_acc, abs=1.01 / len(splits.test_y))
-            plain, train_loss = plain_sgd_epoch(start, cfg, splits, epoch)
-            assert_close_weights(plain, after)
-            assert train_loss == pytest.approx(ours.train_loss, rel=LOSS_RTOL)
-            start, done = after, done + [ours]
+            for name, images in (("val_acc", splits.val_y), ("test_acc", splits.test_y),
+                                 ("avg_test_acc", splits.test_y)):
+                assert getattr(solo, name) == pytest.approx(
+                    getattr(ours, name), abs=1.01 / len(images), nan_ok=True)
+            if cfg.optimizer != "sgld":  # torch's SGD has no Langevin noise
+                decay = cfg.prior_precision / n if cfg.optimizer == "sgld_without_noise" else 0
+                plain, train_loss = plain_sgd_epoch(start, cfg, splits, epoch, decay)
+                assert_close_weights(plain, after)
+                assert train_loss == pytest.approx(ours.train_loss, rel=LOSS_RTOL)
+            start, done, sampler = after, done + [ours], state.members[k].sampler
 
 
 @pytest.mark.parametrize("same_seed", [False, True], ids=["own-orders", "shared-batch"])
@@ -409,16 +418,27 @@ def test_iterate_nll_and_ece_match_the_exported_weights(splits):
     assert result.epochs[-1].test_ece == pytest.approx(ece, abs=1e-4)
 
 
-def test_packed_sgld_trials_equal_the_same_trials_alone(splits):
-    # A gentle rate: at 0.3 LeNet's first epochs are chaotic enough that the rounding of a
-    # grouped vs a plain convolution grows past any tolerance within an epoch (with 2 threads).
-    configs = [sgld_config(seed=1, base_lr=0.05), sgld_config(seed=2, exponent=1.0,
-                                                              base_lr=0.05)]
-    packed = engine.train_pack(configs, splits)
-    for cfg, result in zip(configs, packed):
-        alone = engine.train(cfg, splits)
-        for x, y in zip(sgld_curves(result), sgld_curves(alone)):
-            assert x == pytest.approx(y, rel=2e-3, abs=2e-3, nan_ok=True)
+@pytest.mark.parametrize("optimizer", ["sgld", "sgld_without_noise"])
+def test_every_epoch_of_an_averaging_pack_is_its_trials_epoch_alone(two_steps, optimizer):
+    # As for SGD packs above; SGLD's noise comes from each trial's own generator, and the
+    # noiseless control also matches torch's SGD with the prior's weight decay.
+    configs = [dataclasses.replace(sgld_config(seed=1, base_lr=0.05, burn_in=1),
+                                   optimizer=optimizer),
+               dataclasses.replace(sgld_config(seed=2, exponent=1.0, base_lr=0.05, burn_in=1),
+                                   optimizer=optimizer)]
+    assert_each_epoch_is_alone_and_plain_sgd(configs, two_steps)
+
+
+def test_sgld_without_noise_averages_like_sgld_and_draws_no_noise(splits):
+    sgld, quiet = (engine.train(dataclasses.replace(sgld_config(epochs=4, burn_in=1, thin=2),
+                                                    optimizer=o), splits)
+                   for o in ("sgld", "sgld_without_noise"))
+    assert [m.samples for m in quiet.epochs] == [m.samples for m in sgld.epochs] == [0, 1, 1, 2]
+    assert 0.0 < quiet.epochs[-1].avg_test_acc <= 1.0
+    again = engine.train(quiet.config, splits)
+    # Compared as text: the averages are NaN before the first sample, and NaN != NaN.
+    assert str(sgld_curves(again)) == str(sgld_curves(quiet))  # nothing random in it
+    assert str(sgld_curves(quiet)) != str(sgld_curves(sgld))
 
 
 def test_sgld_resumes_its_noise_and_its_posterior_average_exactly(splits):

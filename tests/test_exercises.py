@@ -280,6 +280,31 @@ def test_sampling_pairs_the_posterior_average_with_sgds_final_iterate(tmp_path):
                               tmp_path) is None
 
 
+def test_sampling_pairs_the_posterior_average_with_the_noiseless_control(tmp_path):
+    rows = []
+    for seed, (acc, nll) in enumerate([(0.80, 0.60), (0.82, 0.55), (0.81, 0.58)]):
+        base = {"state": "complete", "exponent": 0.55, "seed": seed, "train_loss": 0.3,
+                "train_acc": 0.9, "val_acc": acc, "test_acc": acc, "test_nll": nll,
+                "test_ece": 0.1}
+        rows.append({**base, "trial": 3 * seed, "optimizer": "sgd"})
+        rows.append({**base, "trial": 3 * seed + 1, "optimizer": "sgld_without_noise",
+                     "avg_test_acc": acc + 0.01, "avg_test_nll": nll - 0.05,
+                     "avg_test_ece": 0.08})
+        rows.append({**base, "trial": 3 * seed + 2, "optimizer": "sgld",
+                     "avg_test_acc": acc + 0.01 + 0.005 * seed,
+                     "avg_test_nll": nll - 0.05 - 0.01 * (seed + 1), "avg_test_ece": 0.06})
+    trials = pd.DataFrame(rows)
+    section = exercises.sampling(trials, trials.assign(epoch=0), None, "val_acc", tmp_path)
+    against_sgd, against_control = section.paragraphs[1], section.paragraphs[2]
+    assert f"γ = 0.55: NLL {pm([-0.06, -0.07, -0.08])}" in against_sgd
+    # What the noise adds: the posterior average minus the control's average, seed by seed.
+    assert "no-noise average" in against_control
+    assert f"γ = 0.55: NLL {pm([-0.01, -0.02, -0.03])}" in against_control
+    assert f"accuracy {pm([0.0, 0.005, 0.01])} (n = 3)" in against_control
+    row = section.table.iloc[0]
+    assert row["no-noise average ece"] == pm([0.08, 0.08, 0.08])
+
+
 def test_searched_ranges_and_run_tables_get_no_grid_sections(tmp_path):
     trials, curves = frames(EX2, ("scheduler", "exponent"))
     searched = spec.parse(study_toml("s", sampler="random", trials=6, scheduler='"poly"',

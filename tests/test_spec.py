@@ -707,6 +707,8 @@ def test_a_run_table_may_name_its_model_and_others_keep_the_default():
     ({"image_size": 4}, {}, "[train] image_size: must be a whole number ≥ 8"),
     ({"dataset": "imagefolder:/x", "unit": "step"}, {}, "needs subset"),
     ({"model": "resnet18"}, {"optimizer": ["sgd", "sgld"]}, "SGLD trials train the packed"),
+    ({"model": "resnet18"}, {"optimizer": ["sgd", "sgld_without_noise"]},
+     "SGLD and sgld_without_noise trials train the packed LeNet only"),
 ])
 def test_invalid_model_settings(train, space, fragment):
     with pytest.raises(SpecError) as info:

@@ -244,10 +244,11 @@ def test_exercise_5_runs_at_a_tiny_scale(tmp_path, fashion_dir):
                              "space.exponent=[0.55]"])
     url = f"sqlite:///{tmp_path / 'store.db'}"
     summary = study.run(small, storage=url, device="cpu", data_dir=str(fashion_dir))
-    assert summary.finished == 2
+    assert summary.finished == 3  # SGD, SGLD and SGLD without noise
     from lrsweep import render
     text = render.write_report(summary.name, url, tmp_path / "report").markdown.read_text()
     assert "## Exercise 5: optimization and sampling (SGLD)" in text
+    assert "Posterior average minus the no-noise average" in text
 
 
 def test_the_stored_commit_says_when_the_package_differs_from_it(tmp_path, monkeypatch):

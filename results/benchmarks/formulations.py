@@ -12,6 +12,8 @@ every study with several seeds takes), for pack sizes K:
   *+graph        the same step captured once as a CUDA graph and replayed (CUDA only)
   *+benchmark    cudnn.benchmark = True (CUDA only)
   *+tf32         TF32 tensor cores for convolutions and matrix products (CUDA only)
+  *+bf16         the forward pass under bf16 autocast (CUDA only)
+  *+channels_last  images and convolution weights in channels-last (NHWC) memory
 
 Prints milliseconds per step, trial-steps per second, the training part of a 60k-image epoch
 that implies (235 steps; evaluation not included), and "drift": the largest difference between
@@ -19,7 +21,10 @@ trial 0's weights after one step in the pack and after the same step alone (K = 
 its arithmetic did not depend on the company. Every formulation is first checked against
 the plain LeNet on a few images.
 
-    python results/benchmarks/formulations.py [cpu|cuda] [K ...]
+    python results/benchmarks/formulations.py [cpu|cuda] [K ...] [-- VARIANT ...]
+
+VARIANT is a formulation and its options joined by "+" (grouped+graph+tf32); the default list
+is below (`variants`).
 """
 
 from __future__ import annotations
@@ -33,8 +38,11 @@ from torch.nn import functional as F
 
 from lrsweep.model import PackedLeNet, lenet
 
-device = torch.device(sys.argv[1] if len(sys.argv) > 1 else "cpu")
-PACKS = [int(k) for k in sys.argv[2:]] or ([1, 32, 128] if device.type == "cuda" else [1, 4])
+ARGS, _, CHOSEN = " ".join(sys.argv[1:]).partition("--")
+ARGS, CHOSEN = ARGS.split(), CHOSEN.split()
+device = torch.device(ARGS[0] if ARGS else "cpu")
+PACKS = [int(k) for k in ARGS[1:]] or ([1, 32, 128] if device.type == "cuda" else [1, 4])
+OPTIONS: set[str] = set()  # the variant being measured: its options
 BATCH, STEPS_PER_EPOCH, TIMED = 256, 235, 30
 IMAGES = 60_000 if device.type == "cuda" else 4_000
 
@@ -48,6 +56,8 @@ def sync() -> None:
 
 def grouped_params(k: int) -> list[torch.Tensor]:
     net = PackedLeNet([lenet(seed) for seed in range(k)]).to(device)
+    if "channels_last" in OPTIONS:
+        net = net.to(memory_format=torch.channels_last)
     return [p.detach().clone().requires_grad_() for p in net.parameters()]
 
 
@@ -55,7 +65,10 @@ def grouped_forward(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor
     """x: (K, B, 28, 28) → logits (K, B, 10), as PackedLeNet.forward with own orders."""
     c1w, c1b, c2w, c2b, f1w, f1b, f2w, f2b, f3w, f3b = params
     k = x.shape[0]
-    h = F.conv2d(x.transpose(0, 1), c1w, c1b, padding=2, groups=k)
+    x = x.transpose(0, 1)
+    if "channels_last" in OPTIONS:
+        x = x.contiguous(memory_format=torch.channels_last)
+    h = F.conv2d(x, c1w, c1b, padding=2, groups=k)
     h = F.relu(F.max_pool2d(h, 2))
     h = F.relu(F.max_pool2d(F.conv2d(h, c2w, c2b, groups=k), 2))
     h = h.reshape(h.shape[0], k, 400).transpose(0, 1)
@@ -108,12 +121,15 @@ def make_step(forward, params, images, labels):
 
     def step(idx: torch.Tensor, rates: torch.Tensor) -> torch.Tensor:
         x, y = images[idx], labels[idx]                                 # (K, B, 28, 28), (K, B)
-        losses = F.cross_entropy(forward(params, x).transpose(1, 2), y, reduction="none").mean(1)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled="bf16" in OPTIONS):
+            logits = forward(params, x)
+        losses = F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none").mean(1)
         grads = torch.autograd.grad(losses.sum(), params)
         with torch.no_grad():
-            for p, g in zip(params, grads):
-                view = p.view(k, -1)
-                view.addcmul_(g.view(k, -1), rates.view(k, 1), value=-1.0)
+            for p, g in zip(params, grads):  # as the engine's _sgd_step: any memory format
+                view = p.unflatten(0, (k, -1))
+                view.addcmul_(g.unflatten(0, (k, -1)), rates.view([k] + [1] * (view.dim() - 1)),
+                              value=-1.0)
         return losses.detach()
     return step
 
@@ -195,26 +211,28 @@ def main() -> None:
         f"cpu, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}; batch {BATCH}; own orders; "
           f"median of {TIMED} steps after 5 warm-up steps")
-    print(f"{'formulation':<26}{'K':>5}{'ms/step':>10}{'trial-steps/s':>15}"
+    print(f"{'formulation':<34}{'K':>5}{'ms/step':>10}{'trial-steps/s':>15}"
           f"{'train s/epoch':>15}{'drift':>10}")
-    variants = [("grouped", {}), ("gemm", {})]
-    if device.type == "cuda":
-        variants += [("grouped", {"benchmark": True}), ("grouped", {"graph": True}),
-                     ("gemm", {"graph": True}), ("gemm", {"graph": True, "tf32": True}),
-                     ("grouped", {"graph": True, "benchmark": True, "tf32": True})]
+    variants = CHOSEN or (
+        ["grouped", "gemm", "grouped+benchmark", "grouped+graph", "gemm+graph",
+         "gemm+graph+tf32", "grouped+benchmark+graph+tf32"] if device.type == "cuda"
+        else ["grouped", "gemm", "grouped+channels_last"])
     for k in PACKS:
-        for name, options in variants:
-            torch.backends.cudnn.benchmark = options.get("benchmark", False)
-            torch.backends.cuda.matmul.allow_tf32 = options.get("tf32", False)
-            torch.backends.cudnn.allow_tf32 = options.get("tf32", False)
+        for variant in variants:
+            name, *options = variant.split("+")
+            OPTIONS.clear()
+            OPTIONS.update(options)
+            torch.backends.cudnn.benchmark = "benchmark" in OPTIONS
+            torch.backends.cuda.matmul.allow_tf32 = "tf32" in OPTIONS
+            torch.backends.cudnn.allow_tf32 = "tf32" in OPTIONS
             label = "+".join([name] + sorted(options))
             try:
-                seconds = time_steps(name, k, images, labels, options.get("graph", False))
+                seconds = time_steps(name, k, images, labels, "graph" in OPTIONS)
                 moved = drift(name, k, images, labels) if k > 1 else 0.0
             except Exception as error:  # one line, and on with the rest
-                print(f"{label:<26}{k:>5}  failed: {type(error).__name__}: {error}"[:160])
+                print(f"{label:<34}{k:>5}  failed: {type(error).__name__}: {error}"[:160])
                 continue
-            print(f"{label:<26}{k:>5}{seconds * 1e3:>10.2f}{k / seconds:>15.0f}"
+            print(f"{label:<34}{k:>5}{seconds * 1e3:>10.2f}{k / seconds:>15.0f}"
                   f"{seconds * STEPS_PER_EPOCH:>15.3f}{moved:>10.1e}", flush=True)
 
 
