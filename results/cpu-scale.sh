@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The exercise studies at the scale of the committed CPU reports, each into its own SQLite
-# store beside its report (results/NAME/NAME.db), then the report. Re-running continues a
-# study where it stopped; a finished one only gets its report rewritten.
+# The committed reports still made on the 2-core CPU, each into its own SQLite store beside
+# its report (results/NAME/NAME.db), then the report: exercise 3 and the joint search at a
+# reduced scale, the chapter's runs at its own. Re-running continues a study where it
+# stopped; a finished one only gets its report rewritten.
 #   bash results/cpu-scale.sh                     # every study below, in order
-#   bash results/cpu-scale.sh ex1-fixed-lr        # only the named ones
-# On a GPU, run the study files as they are (full scale): `lrsweep run studies/X.toml`.
+#   bash results/cpu-scale.sh chapter             # only the named ones
+# Exercises 1, 2, 4 and 5 are committed at the chapter's scale (made on a GPU): their study
+# files as they are, `lrsweep run studies/X.toml --storage sqlite:///results/NAME/NAME.db`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LRSWEEP=${LRSWEEP:-.venv/bin/lrsweep}
@@ -22,12 +24,6 @@ study() {
 }
 
 SELECTED=("$@")
-# Grids run seed by seed, so `study.trials` = configurations × 3 keeps the first three seeds;
-# raising it later continues the same study with the next seeds.
-study ex1-fixed-lr studies/ex1_fixed_lr.toml "${CPU_SCALE[@]}" --set study.trials=21
-study ex2-decay-exponent studies/ex2_decay_exponent.toml "${CPU_SCALE[@]}" --set study.trials=42
-study ex4-warmup studies/ex4_warmup.toml "${CPU_SCALE[@]}" --set 'space.warmup_steps=[0,1,3,8]'
-study ex5-sgld studies/ex5_sgld.toml "${CPU_SCALE[@]}"
 # ResNet-18 trains at ~40 images/s on one core: 1k training images, 500 for validation, 1k
 # test images, 10 epochs of batch 32 (320 steps), two rates. About 70 minutes on two cores
 # (a second worker: `lrsweep worker ex3-cosine-large --storage …` beside this one).
