@@ -1,3 +1,3 @@
-from .cli import main
+from lrsweep.cli import main
 
 main()

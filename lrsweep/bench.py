@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import gzip
+import json
 import re
 import resource
 import statistics
@@ -25,8 +26,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__, data, engine, schedules
-from .model import lenet
+from lrsweep import __version__, schedules
+from lrsweep.train import data, engine
+from lrsweep.train.device import describe_device, resolve_device
+from lrsweep.train.model import lenet
 
 CHAPTER_LR = 0.3  # the chapter's constant-rate run
 BATCH = 256
@@ -36,7 +39,7 @@ def run(device: str = "auto", *, subset: int = 0, packs: list[int] | None = None
         epochs: int = 3, data_dir: str | None = None, chapter: bool = True,
         log=print) -> dict[str, Any]:
     """Measure and return a JSON-able record: hardware, settings, one row per configuration."""
-    dev = engine.resolve_device(device)
+    dev = resolve_device(device)
     packs = packs or ([1, 8, 32, 128] if dev.type == "cuda" else [1, 2, 4, 8, 16, 32])
     folder = data.locate(data_dir)
     splits = data.load(dev, data_dir=folder, validation=0, subset=subset)
@@ -73,7 +76,7 @@ def run(device: str = "auto", *, subset: int = 0, packs: list[int] | None = None
     for row in rows:
         row["vs_chapter"] = row["trial_epochs_per_second"] / base if base else None
     return {"lrsweep": __version__, "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "hardware": engine.describe_device(dev), "torch": torch.__version__,
+            "hardware": describe_device(dev), "torch": torch.__version__,
             "images_per_epoch": n, "test_images": len(splits.test_y), "epochs": epochs,
             "timing": "median epoch after the first (all epochs if fewer than 2)",
             "rows": rows, "storage": store}
@@ -136,7 +139,8 @@ def storage_cost(trials: int = 100, epochs: int = 30) -> dict[str, Any]:
     a fresh SQLite file: lrsweep's batched write against one Optuna call per value."""
     import optuna
 
-    from .storage import open_storage, record_trial
+    from lrsweep.store.records import record_trial
+    from lrsweep.store.storage import open_storage
 
     curve = [0.5 + i / 1000 for i in range(epochs)]
     attrs = {name: curve for name in ("lr", "train_loss", "train_acc", "val_loss", "val_acc",
@@ -205,3 +209,13 @@ def _peak_mib(device: torch.device) -> float:
         return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
     except (OSError, AttributeError):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def save(record: dict[str, Any], out: Path | None, device_type: str) -> Path:
+    """The JSON record, by default results/benchmarks/bench-{cpu,gpu}-DATE.json."""
+    if out is None:
+        slug = "gpu" if device_type == "cuda" else "cpu"
+        out = Path("results/benchmarks") / f"bench-{slug}-{datetime.date.today()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    return out

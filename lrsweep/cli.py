@@ -1,4 +1,5 @@
-"""The `lrsweep` command: a thin layer over study.py and report.py.
+"""The `lrsweep` command: thin commands over the study loop (`search.loop`) and the reports
+(`report.render`).
 
 Exit codes: 0 success, 2 bad input (one line saying what and where), 1 failure, 130 Ctrl-C.
 Commands that only read the store import neither torch nor the engine, so they start fast.
@@ -7,7 +8,6 @@ Commands that only read the store import neither torch nor the engine, so they s
 from __future__ import annotations
 
 import functools
-import math
 import os
 import sys
 from pathlib import Path
@@ -15,7 +15,8 @@ from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
+
+from lrsweep import tables
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Optuna studies of learning-rate schedules (D2L §12.11) for LeNet on "
@@ -60,14 +61,14 @@ def _handle_errors(command: Callable) -> Callable:
 
 
 def _is_bad_input(exc: Exception) -> bool:
-    from .data import DataError
-    from .spec import SpecError
-    from .storage import StorageError
+    from lrsweep.train.data import DataError
+    from lrsweep.search.spec import SpecError
+    from lrsweep.store.storage import StorageError
     if isinstance(exc, (SpecError, StorageError, DataError, typer.BadParameter)):
         return True
     # The engine (and torch with it) is imported only by the commands that train.
-    engine = sys.modules.get("lrsweep.engine")
-    return engine is not None and isinstance(exc, engine.DeviceError)
+    devices = sys.modules.get("lrsweep.train.device")
+    return devices is not None and isinstance(exc, devices.DeviceError)
 
 
 @app.command()
@@ -83,7 +84,7 @@ def run(study_file: Path = typer.Argument(..., help="A study file, e.g. studies/
                  "--set study.name=ex1-small; repeatable; stored with the study")
         ) -> None:
     """Create a study from STUDY_FILE, or continue it until its total of trials is reached."""
-    from . import spec
+    from lrsweep.search import spec
     _run(spec.load(study_file, overrides), storage, device, data_dir, pack, allow_changed)
 
 
@@ -93,8 +94,8 @@ def resume(name: str = typer.Argument(..., help="The study's name"),
            storage: Optional[str] = StorageOpt, device: str = DeviceOpt,
            data_dir: Optional[str] = DataDirOpt, pack: Optional[int] = PackOpt) -> None:
     """Continue a stored study from the study file stored with it."""
-    from .storage import default_storage
-    from .study import load_stored_spec
+    from lrsweep.store.storage import default_storage
+    from lrsweep.search.provenance import load_stored_spec
     _run(load_stored_spec(name, storage or default_storage()), storage, device, data_dir, pack,
          False)
 
@@ -121,8 +122,8 @@ def rerun(name: str = typer.Argument(..., help="The study's name"),
                                                   help="Write the study file here [default: "
                                                        "studies/NAME_best.toml]")) -> None:
     """Write a study file that re-runs a study's best configurations over several seeds."""
-    from .rerun import best_study_file
-    from .storage import default_storage
+    from lrsweep.report.rerun import best_study_file
+    from lrsweep.store.storage import default_storage
     text = best_study_file(name, storage or default_storage(), top=top, seeds=seeds,
                            new_name=new_name)
     path = out_file or Path("studies") / f"{name.replace('-', '_')}_best.toml"
@@ -139,21 +140,14 @@ def rerun(name: str = typer.Argument(..., help="The study's name"),
 @_handle_errors
 def list_studies(storage: Optional[str] = StorageOpt) -> None:
     """List the studies in the store: trial states and best values."""
-    from .report import studies_frame
-    from .storage import default_storage
+    from lrsweep.report.read import studies_frame
+    from lrsweep.store.storage import default_storage
     url = storage or default_storage()
     frame = studies_frame(url)
     if frame.empty:
         out.print(f"no studies in {url}", markup=False)
         return
-    table = Table(title=f"studies in {url}")
-    for col in ("study", "complete", "pruned", "failed", "running", "diverged", "best", "last"):
-        table.add_column(col, justify="left" if col in ("study", "last") else "right")
-    for row in frame.to_dict("records"):
-        table.add_row(row["study"], *(str(row[c]) for c in ("complete", "pruned", "failed",
-                                                            "running", "diverged")),
-                      _num(row["best"]) + (" (max)" if row["direction"] == "maximize" else " (min)"),
-                      str(row["last"])[:19] if row["last"] is not None else "–")
+    table = tables.studies(frame, url)
     out.print(table)
 
 
@@ -163,14 +157,14 @@ def show(name: str = typer.Argument(..., help="The study's name"),
          storage: Optional[str] = StorageOpt,
          top: int = typer.Option(10, "--top", min=1, help="How many trials to list")) -> None:
     """Show a study's best trials and a summary of their curves."""
-    from .report import trials_frame
-    from .storage import default_storage
+    from lrsweep.report.read import trials_frame
+    from lrsweep.store.storage import default_storage
     url = storage or default_storage()
     frame = trials_frame(name, url)
     if frame.empty:
         out.print(f"study {name} has no trials yet", markup=False)
         return
-    _print_trials(frame, f"{name}: top {min(top, len(frame))} of {len(frame)} trials", top)
+    out.print(tables.trials(frame, f"{name}: top {min(top, len(frame))} of {len(frame)} trials", top))
     page = Path("results") / name / "report.html"
     out.print(f"report: {page}" if page.is_file() else f"no report yet: lrsweep report {name}",
               markup=False)
@@ -183,8 +177,8 @@ def report(name: str = typer.Argument(..., help="The study's name"),
            out_dir: Optional[Path] = typer.Option(None, "--out",
                                                   help="Folder [default: results/NAME/]")) -> None:
     """Write a study's report: report.md, a self-contained report.html, figures, CSV tables."""
-    from .render import write_report
-    from .storage import default_storage
+    from lrsweep.report.render import write_report
+    from lrsweep.store.storage import default_storage
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise typer.BadParameter(f"--out {out_dir}: a file is there; give a folder")
     written = write_report(name, storage or default_storage(), out_dir)
@@ -204,17 +198,19 @@ def export(name: str = typer.Argument(..., help="The study's name"),
                                               help="Write every trial's per-epoch curves here")
            ) -> None:
     """Export a trial's weights (a state_dict for the plain LeNet) or the curves as CSV."""
-    from .storage import default_storage, export_weights
+    from lrsweep.store.artifacts import export_weights
+    from lrsweep.store.storage import default_storage
     url = storage or default_storage()
     if trial is None and csv is None:
         raise typer.BadParameter("say what to export: --trial N (weights) and/or --csv PATH")
     if trial is not None:
         path, model = export_weights(name, url, trial,
                                      out_file or Path("results") / name / f"trial-{trial}.pt")
-        builder = "lrsweep.resnet.resnet18(…)" if model == "resnet18" else "lrsweep.model.lenet()"
+        builder = ("lrsweep.train.resnet.resnet18(…)" if model == "resnet18"
+                   else "lrsweep.train.model.lenet()")
         out.print(f"wrote {path}  (torch.load it into {builder})", markup=False)
     if csv is not None:
-        from .report import curves_frame
+        from lrsweep.report.read import curves_frame
         frame = curves_frame(name, url)
         csv.parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(csv, index=False)
@@ -227,7 +223,7 @@ def schedules(out_file: Path = typer.Option(Path("results/schedules.png"), "--ou
                                             help="Where to write the PNG"),
               epochs: int = typer.Option(30, "--epochs", min=1, help="Epochs to plot")) -> None:
     """Plot the shape of every schedule (the chapter's plots, one figure)."""
-    from .report import plot_schedules
+    from lrsweep.report.figures import plot_schedules
     path = plot_schedules(out_file, epochs)
     out.print(f"wrote {path}", markup=False)
 
@@ -249,11 +245,8 @@ def bench(device: str = DeviceOpt, data_dir: Optional[str] = DataDirOpt,
               None, "--out", help="JSON record [default: results/benchmarks/bench-DEVICE-DATE.json]"),
           ) -> None:
     """Trial-epochs per second: the chapter's loop vs lrsweep's engine at several pack sizes."""
-    import datetime
-    import json
-
-    from . import bench as bench_mod
-    from .engine import resolve_device
+    from lrsweep import bench as bench_mod
+    from lrsweep.train.device import resolve_device
     sizes = None
     if packs:
         try:
@@ -268,35 +261,25 @@ def bench(device: str = DeviceOpt, data_dir: Optional[str] = DataDirOpt,
     record = bench_mod.run(device, subset=subset, packs=sizes, epochs=epochs, data_dir=data_dir,
                            chapter=chapter, log=lambda line: err.print(line, markup=False))
     record["command"] = " ".join(["lrsweep", *sys.argv[1:]])  # how to make it again
-    table = Table(title=f"lrsweep bench — {record['hardware']}, {record['images_per_epoch']} "
-                        f"training + {record['test_images']} test images per epoch")
-    for col in ("configuration", "s / epoch", "trial-epochs / s", "vs chapter", "peak MiB"):
-        table.add_column(col, justify="left" if col == "configuration" else "right")
-    for row in bench_mod.table(record):
-        table.add_row(*row)
-    out.print(table)
+    out.print(tables.bench(record))
     store = record["storage"]
     out.print(f"storage: {store['batched_ms_per_trial']:.1f} ms per trial (ask, record "
               f"{store['epochs']} epochs, tell) batched; {store['per_value_ms_per_trial']:.1f} ms "
               "through Optuna's per-value API", markup=False)
-    if out_file is None:
-        slug = "gpu" if dev.type == "cuda" else "cpu"
-        out_file = Path("results/benchmarks") / f"bench-{slug}-{datetime.date.today()}.json"
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    out_file.write_text(json.dumps(record, indent=2) + "\n")
-    out.print(f"wrote {out_file}", markup=False)
+    out.print(f"wrote {bench_mod.save(record, out_file, dev.type)}", markup=False)
 
 
 def _run(spec: Any, storage: Optional[str], device: str, data_dir: Optional[str],
          pack: Optional[int], allow_changed: bool) -> None:
-    from . import progress, study
-    from .report import trials_frame
-    summary = study.run(spec, storage=storage, device=device, data_dir=data_dir,
-                        allow_changed=allow_changed, pack=pack,
-                        progress=progress.for_console(err))
+    from lrsweep import progress
+    from lrsweep.search import loop
+    from lrsweep.report.read import trials_frame
+    summary = loop.run(spec, storage=storage, device=device, data_dir=data_dir,
+                       allow_changed=allow_changed, pack=pack,
+                       progress=progress.for_console(err))
     frame = trials_frame(summary.name, summary.storage)
     if not frame.empty:
-        _print_trials(frame, f"{summary.name}: best trials", 10)
+        out.print(tables.trials(frame, f"{summary.name}: best trials", 10))
     out.print(f"study {summary.name}: {summary.finished}/{summary.total} trials finished "
               f"({summary.new} in this run, {summary.seconds:.1f} s) in {summary.storage}",
               markup=False)
@@ -304,40 +287,6 @@ def _run(spec: Any, storage: Optional[str], device: str, data_dir: Optional[str]
         out.print(f"the study already has {summary.finished} finished trials, more than the "
                   f"{summary.total} its file now asks for: a lower total stops new trials, it "
                   "removes none (reports show them all)", markup=False)
-
-
-def _print_trials(frame: Any, title: str, top: int) -> None:
-    ranked = frame.assign(_missing=frame["value"].isna()).sort_values(
-        ["_missing", "value"], ascending=[True, frame.attrs.get("direction") == "minimize"])
-    shown = ranked.head(top).drop(columns=["_missing", "classes"], errors="ignore")
-    # Columns that no shown trial has (an SGD study's SGLD posterior averages) only crowd out
-    # the others: a terminal then clips every header.
-    shown = shown.drop(columns=[c for c in shown.columns if c not in ("trial", "state", "value")
-                                and shown[c].isna().all()])
-    shown["val_acc by epoch"] = shown.pop("val_acc_curve").map(_sparkline)
-    table = Table(title=title)
-    for col in shown.columns:
-        table.add_column(col, justify="left" if col in ("state", "scheduler") else "right")
-    for row in shown.to_dict("records"):
-        table.add_row(*(_num(v) for v in row.values()))
-    out.print(table)
-
-
-def _sparkline(values: list) -> str:
-    values = [v for v in values or [] if v is not None]
-    if not values:
-        return ""
-    low, high = min(values), max(values)
-    bars = "▁▂▃▄▅▆▇█"
-    return "".join(bars[int((v - low) / (high - low) * 7) if high > low else 0] for v in values)
-
-
-def _num(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 def main() -> None:

@@ -12,10 +12,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as Bars
 
-from .engine import EpochMetrics
-from .spec import StudySpec
-from .storage import GRACE_SECONDS
-from .study import Progress
+from lrsweep.train.trials import EpochMetrics
+from lrsweep.numbers import short
+from lrsweep.search.spec import StudySpec
+from lrsweep.store.storage import GRACE_SECONDS
+from lrsweep.search.pack_run import Progress
 
 
 def for_console(console: Console):
@@ -24,7 +25,7 @@ def for_console(console: Console):
 
 
 def describe(params: dict[str, Any]) -> str:
-    return " ".join(f"{k}={_fmt(v)}" for k, v in params.items())
+    return " ".join(f"{k}={short(v)}" for k, v in params.items())
 
 
 class PlainProgress(Progress):
@@ -66,7 +67,7 @@ class PlainProgress(Progress):
         self._done += 1
         shown = "" if value is None else f" {self._metric} {value:.4f}"
         self._print(f"trial {number} {state}{shown} in {time.perf_counter() - self._started:.1f} s "
-                    f"[{self._done}/{self._total} done, best {_fmt(best)}]")
+                    f"[{self._done}/{self._total} done, best {short(best)}]")
 
     def close(self) -> None:
         pass
@@ -107,7 +108,7 @@ class LiveProgress(PlainProgress):
     def trial_finished(self, number: int, state: str, value: float | None,
                        best: float | None) -> None:
         super().trial_finished(number, state, value, best)
-        self._bars.update(self._trials, advance=1, info=f"best {_fmt(best)}")
+        self._bars.update(self._trials, advance=1, info=f"best {short(best)}")
 
     def close(self) -> None:
         self._bars.stop()
@@ -138,11 +139,3 @@ def _summary(metrics: dict[int, EpochMetrics]) -> str:
     leader = max(accs, key=accs.get)
     return (f"val_acc {min(accs.values()):.4f}–{accs[leader]:.4f} (best: trial {leader}), "
             f"{len(metrics)} training ({seconds:.1f} s)")
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)

@@ -13,7 +13,7 @@ from lrsweep import bench
 
 
 def test_chapter_loop_runs_the_chapters_pipeline(fashion_dir):
-    seconds = bench.chapter_loop(fashion_dir, bench.engine.resolve_device("cpu"), subset=300,
+    seconds = bench.chapter_loop(fashion_dir, bench.resolve_device("cpu"), subset=300,
                                  epochs=2)
     assert len(seconds) == 2 and all(s > 0 for s in seconds)
 

@@ -8,9 +8,10 @@ import optuna
 import pytest
 import torch
 
-from lrsweep.checkpoint import BackgroundWriter, Checkpoints, pack_name
-from lrsweep.engine import EpochMetrics, PackState, Resume
-from lrsweep.model import LoopedPack, PackedLeNet, lenet
+from lrsweep.search.takeover import checkpoints_for, pack_name
+from lrsweep.train.checkpoint import BackgroundWriter, Checkpoints
+from lrsweep.train.trials import EpochMetrics, PackState, Resume
+from lrsweep.train.model import LoopedPack, PackedLeNet, lenet
 
 
 def curve(epochs: int) -> list[EpochMetrics]:
@@ -49,15 +50,15 @@ def test_round_trip_keeps_weights_curves_and_status(tmp_path, pack):
     assert ckpts.path("my study/1", "pack-7").parent.name == "my_study_1"  # a safe folder name
 
 
-def test_a_checkpoint_written_before_packed_weights_still_resumes(tmp_path):
+def test_a_checkpoint_of_the_format_before_packed_weights_means_start_over(tmp_path):
+    # That format (one state_dict a trial, no pack layout) is no longer read: such a pack's
+    # trials start from epoch 1, as after a damaged checkpoint, and nothing fails.
     ckpts = Checkpoints(tmp_path)
     path = ckpts.path("s", "pack-1")
     path.parent.mkdir(parents=True)
     torch.save({1: {"state_dict": lenet(3).state_dict(), "status": "complete",
                     "diverged": None, "epochs": [dict(vars(m)) for m in curve(2)]}}, path)
-    back = ckpts.load("s", "pack-1")
-    assert back[1].epochs == curve(2) and same_weights(back[1].state_dict,
-                                                       lenet(3).state_dict())
+    assert ckpts.load("s", "pack-1") == {}
 
 
 def test_a_new_save_replaces_the_old_whole_and_leaves_no_temporary_file(tmp_path):
@@ -82,11 +83,11 @@ def test_missing_or_damaged_checkpoints_mean_start_over(tmp_path):
 
 def test_folder_beside_a_sqlite_file_or_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("LRSWEEP_CHECKPOINTS", raising=False)
-    assert Checkpoints.for_storage("sqlite:///results/x.db").folder.as_posix() == \
+    assert checkpoints_for("sqlite:///results/x.db").folder.as_posix() == \
         "results/x.db.checkpoints"
-    assert Checkpoints.for_storage("postgresql://h/db").folder.as_posix() == "results/checkpoints"
+    assert checkpoints_for("postgresql://h/db").folder.as_posix() == "results/checkpoints"
     monkeypatch.setenv("LRSWEEP_CHECKPOINTS", str(tmp_path))
-    assert Checkpoints.for_storage("postgresql://h/db").folder == tmp_path
+    assert checkpoints_for("postgresql://h/db").folder == tmp_path
 
 
 def test_an_sgld_trials_sampler_state_round_trips(tmp_path):

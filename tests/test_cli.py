@@ -256,8 +256,8 @@ def test_export_writes_weights_for_the_plain_lenet_and_the_curves(lrsweep_cli, t
                                                                    fashion_dir):
     import torch
 
-    from lrsweep import data
-    from lrsweep.model import lenet
+    from lrsweep.train import data
+    from lrsweep.train.model import lenet
 
     path = write(tmp_path, "s.toml", study_toml("exported"))
     url = storage_url(tmp_path)

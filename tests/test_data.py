@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lrsweep import data
-from lrsweep.data import DataError
+from lrsweep.train import data
+from lrsweep.train.data import DataError
 
 IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801
 NAMES = {  # the file names Fashion-MNIST ships with, spelled out independently of data.FILES

@@ -9,9 +9,10 @@ import math
 import pytest
 import torch
 
-from lrsweep import data, engine, schedules
-from lrsweep.chance import chance_levels
-from lrsweep.model import lenet, unpack
+from lrsweep import schedules
+from lrsweep.train import data, device, engine, evaluate, pack
+from lrsweep.outcomes import chance_levels
+from lrsweep.train.model import lenet, unpack
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +65,13 @@ def test_each_epoch_runs_at_its_scheduled_rate(splits):
 
 def test_step_unit_moves_the_rate_within_an_epoch(splits, monkeypatch):
     seen = []
-    real_step = engine._sgd_step
+    real_step = pack._sgd_step
 
     def spy(params, rates, k):
         seen.append(rates[0].item())
         return real_step(params, rates, k)
 
-    monkeypatch.setattr(engine, "_sgd_step", spy)
+    monkeypatch.setattr(pack, "_sgd_step", spy)
     steps = engine.steps_per_epoch(len(splits.train_y), 64)
     cfg = config("poly", unit="step", epochs=2, base_lr=0.2, max_update=2 * steps, exponent=1.0)
     result = engine.train(cfg, splits)
@@ -80,14 +81,14 @@ def test_step_unit_moves_the_rate_within_an_epoch(splits, monkeypatch):
 
 def test_last_partial_batch_is_trained(splits, monkeypatch):
     sizes = []
-    real_batch = engine._batch
+    real_batch = pack._batch
 
     def spy(*args):
         x, y = real_batch(*args)
         sizes.append(y.shape[1])
         return x, y
 
-    monkeypatch.setattr(engine, "_batch", spy)
+    monkeypatch.setattr(pack, "_batch", spy)
     engine.train(config(epochs=1, batch_size=256), splits)
     assert sizes == [256, 256, 600 - 512]
 
@@ -134,31 +135,31 @@ def test_no_validation_set_gives_nan_validation_metrics(fashion_dir):
 
 def test_auto_device_is_cuda_only_when_present():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert engine.resolve_device("auto").type == expected
+    assert device.resolve_device("auto").type == expected
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA"):
-            engine.resolve_device("cuda:0")
+            device.resolve_device("cuda:0")
 
 
 def test_a_cuda_index_beyond_the_visible_devices_is_refused_up_front(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    assert engine.resolve_device("cuda:1") == torch.device("cuda:1")
-    assert engine.resolve_device("cuda") == torch.device("cuda")
-    with pytest.raises(engine.DeviceError, match=r"'cuda:2'.* sees 2 CUDA device\(s\), cuda:0 "
+    assert device.resolve_device("cuda:1") == torch.device("cuda:1")
+    assert device.resolve_device("cuda") == torch.device("cuda")
+    with pytest.raises(device.DeviceError, match=r"'cuda:2'.* sees 2 CUDA device\(s\), cuda:0 "
                                                  r"to cuda:1$"):
-        engine.resolve_device("cuda:2")
+        device.resolve_device("cuda:2")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
-    with pytest.raises(engine.DeviceError, match=r"CUDA_VISIBLE_DEVICES=3,5: cuda:0 is the "
+    with pytest.raises(device.DeviceError, match=r"CUDA_VISIBLE_DEVICES=3,5: cuda:0 is the "
                                                  r"first of those"):
-        engine.resolve_device("cuda:3")
+        device.resolve_device("cuda:3")
 
 
 @pytest.mark.parametrize("name", ["gpu", "mps", "meta", "cuda:x"])
 def test_devices_lrsweep_does_not_train_on_are_refused(name):
-    with pytest.raises(engine.DeviceError, match=f"unknown device '{name}'; use auto, cpu"):
-        engine.resolve_device(name)
+    with pytest.raises(device.DeviceError, match=f"unknown device '{name}'; use auto, cpu"):
+        device.resolve_device(name)
 
 
 # --- packs ---------------------------------------------------------------------------------
@@ -323,7 +324,7 @@ def test_evaluation_in_small_chunks_gives_the_same_numbers(splits, monkeypatch):
     configs = [config(epochs=1, **p) for p in PACK]
     whole = engine.train_pack(configs, splits)
     # Room for 7 LeNet images a pass: 1 image a pass for a pack of 4, never 0.
-    monkeypatch.setitem(engine.EVAL_BUDGET, "cpu", 7 * engine.LENET_IMAGE_BYTES)
+    monkeypatch.setitem(evaluate.EVAL_BUDGET, "cpu", 7 * evaluate.LENET_IMAGE_BYTES)
     chunked = engine.train_pack(configs, splits)
     for a, b in zip(whole, chunked):
         assert [m.val_acc for m in a.epochs] == [m.val_acc for m in b.epochs]
@@ -489,7 +490,7 @@ def test_resnet_trials_in_a_pack_equal_the_same_trials_alone(tiny):
     packed = engine.train_pack([resnet_config(0), resnet_config(1)], tiny)
     alone = engine.train(resnet_config(1), tiny)
     assert curves(packed[1]) == curves(alone)  # each network runs on its own: to the bit
-    from lrsweep.resnet import resnet18
+    from lrsweep.train.resnet import resnet18
     net = resnet18(seed=None)
     net.load_state_dict(packed[0].state_dict)  # BatchNorm statistics included
     net.eval()
@@ -503,3 +504,41 @@ def test_lenet_refuses_images_it_cannot_take(tiny):
                       tiny.test_x, tiny.test_y, tiny.source)
     with pytest.raises(ValueError, match="LeNet takes 1×28×28 images of 10 classes"):
         engine.train(config(epochs=1), rgb)
+
+
+def test_a_trial_records_its_models_trainable_parameters(splits, tiny):
+    lenet_count = sum(p.numel() for p in lenet(0).parameters())
+    packed = engine.train_pack([config(epochs=1, seed=s) for s in (0, 1, 2)], splits)
+    assert [r.parameters for r in packed] == [lenet_count] * 3  # a trial's, not the pack's
+    from lrsweep.train.resnet import resnet18
+    looped = engine.train_pack([dataclasses.replace(config(epochs=1, seed=s), model="resnet18")
+                                for s in (0, 1)], tiny)
+    assert [r.parameters for r in looped] == [sum(
+        p.numel() for p in resnet18(0, num_classes=tiny.classes).parameters())] * 2
+
+
+# --- outcomes: diverged (non-finite or collapsed) against never learned ----------------------
+
+def epoch_with(train_acc, train_loss=1.0, test_nll=1.0):
+    return engine.EpochMetrics(0, 0.1, train_loss, train_acc, 1.0, 0.5, 0.5, 1.0,
+                               test_nll=test_nll)
+
+
+@pytest.mark.parametrize("best, now, loss, nll, outcome", [
+    (0.60, 0.10, 2.3026, 2.30, ("diverged", "collapsed")),  # learned, then back at chance
+    (0.50, 0.20, 2.3026, 2.30, ("diverged", "collapsed")),  # exactly at both thresholds
+    (0.49, 0.10, 2.3026, 2.30, ("complete", None)),         # never learned: no collapse
+    (0.90, 0.21, 2.0, 2.0, ("complete", None)),             # a bad epoch, above chance
+    (0.90, 0.85, math.nan, 0.3, ("diverged", "nonfinite")),
+    (0.10, 0.10, 0.5, math.inf, ("diverged", "nonfinite")),  # blown up at the last step
+])
+def test_an_epoch_is_judged_collapsed_nonfinite_or_fine(best, now, loss, nll, outcome):
+    result = engine.TrialResult(config())
+    engine._judge(result, epoch_with(now, loss, nll), best, chance_levels(10))
+    assert (result.status, result.diverged) == outcome
+
+
+def test_a_trial_that_never_learns_completes_at_chance_without_diverging(splits):
+    result = engine.train(config(epochs=2, base_lr=1e-9), splits)
+    assert result.status == "complete" and result.diverged is None
+    assert all(m.train_acc < chance_levels(10)[0] for m in result.epochs)

@@ -11,7 +11,9 @@ import statistics
 import pandas as pd
 
 from conftest import study_toml
-from lrsweep import exercises, spec
+from lrsweep.report import (book, ex1_fixed_rate, ex2_decay, ex3_model_size, ex4_warmup,
+                            ex5_sampling, exercises, importance, sections)
+from lrsweep.search import spec
 
 T_975 = {1: 12.706204736174698, 2: 4.302652729911275}  # Student t quantiles by dof
 
@@ -67,7 +69,7 @@ EX1_SPEC = spec.parse(study_toml("ex1", scheduler='"constant"', base_lr="[0.01, 
 
 def test_fixed_rate_answers_with_the_numbers_of_the_trials(tmp_path):
     trials, curves = frames(EX1, ("base_lr",))
-    section = exercises.fixed_rate(trials, curves, EX1_SPEC, "val_acc", tmp_path)
+    section = ex1_fixed_rate.fixed_rate(trials, curves, EX1_SPEC, "val_acc", tmp_path)
     text = section.paragraphs[0]
     assert "Best fixed rate: **η = 0.1**" in text
     assert f"final val_acc {pm([0.84, 0.85, 0.86])}" in text
@@ -85,9 +87,9 @@ def test_fixed_rate_section_needs_a_constant_schedule_and_several_rates(tmp_path
     trials, curves = frames(EX1, ("base_lr",))
     cosine = spec.parse(study_toml("c", scheduler='"cosine"', base_lr="[0.01, 0.1, 1.0]"),
                         source="c.toml")
-    assert exercises.fixed_rate(trials, curves, cosine, "val_acc", tmp_path) is None
+    assert ex1_fixed_rate.fixed_rate(trials, curves, cosine, "val_acc", tmp_path) is None
     two = trials[trials["base_lr"] != 1.0]
-    assert exercises.fixed_rate(two, curves, EX1_SPEC, "val_acc", tmp_path) is None
+    assert ex1_fixed_rate.fixed_rate(two, curves, EX1_SPEC, "val_acc", tmp_path) is None
 
 
 # --- exercise 2 ----------------------------------------------------------------------------
@@ -101,7 +103,7 @@ EX2 = {
 
 def test_decay_exponent_finds_best_exponent_and_epochs_to_target(tmp_path):
     trials, curves = frames(EX2, ("scheduler", "exponent"))
-    section = exercises.decay_exponent(trials, curves, None, "val_acc", tmp_path)
+    section = ex2_decay.decay_exponent(trials, curves, None, "val_acc", tmp_path)
     text = " ".join(section.paragraphs)
     # target: one point below the best mean (0.875), floored to two decimals → 0.86
     assert "val_acc ≥ 0.86" in text
@@ -127,7 +129,7 @@ EX4 = {
 
 def test_warmup_counts_divergence_and_finds_the_shortest_safe_warmup(tmp_path):
     trials, curves = frames(EX4, ("base_lr", "warmup_steps"))
-    section = exercises.warmup(trials, curves, None, "val_acc", tmp_path)
+    section = ex4_warmup.warmup(trials, curves, None, "val_acc", tmp_path)
     text = " ".join(section.paragraphs)
     assert "η = 1: with 0 epochs of warmup 1 of 2 seeds failed; shortest warmup with no " \
         "failure: 2 epochs" in text
@@ -146,7 +148,7 @@ def test_a_seed_that_ends_at_chance_counts_as_failed(tmp_path):
              (1.5, 1): [curve([0.3, 0.35, 0.10]), curve([0.5, 0.7, 0.8])],
              (1.5, 3): [curve([0.3, 0.6, 0.82]), curve([0.3, 0.62, 0.8])]}
     trials, curves = frames(stuck, ("base_lr", "warmup_steps"))
-    section = exercises.warmup(trials, curves, None, "val_acc", tmp_path)
+    section = ex4_warmup.warmup(trials, curves, None, "val_acc", tmp_path)
     assert "with 0 epochs of warmup 1 of 2 seeds failed; shortest warmup with no failure: 3" \
         in section.paragraphs[0]
     assert section.table.set_index("warmup_steps").loc[1, "failed"] == 1
@@ -160,9 +162,9 @@ def test_chance_follows_the_number_of_classes_and_warmup_speaks_in_the_study_uni
     steps = spec.parse(study_toml("w", scheduler='"constant"', seed="[0, 1]",
                                   extra="warmup_steps = [0, 10]").replace(
                                       "[train]", '[train]\nunit = "step"'), source="w.toml")
-    ten = exercises.warmup(trials, curves, steps, "val_acc", tmp_path).paragraphs[0]
+    ten = ex4_warmup.warmup(trials, curves, steps, "val_acc", tmp_path).paragraphs[0]
     assert "with 0 steps of warmup 0 of 2 seeds failed" in ten
-    two = exercises.warmup(trials.assign(classes=2), curves, steps, "val_acc", tmp_path)
+    two = ex4_warmup.warmup(trials.assign(classes=2), curves, steps, "val_acc", tmp_path)
     text = " ".join(two.paragraphs)
     assert "with 0 steps of warmup 1 of 2 seeds failed; shortest warmup with no failure: " \
         "10 steps" in text
@@ -204,7 +206,7 @@ def test_replication_places_the_books_numbers_inside_or_outside_our_intervals(tm
     intended = [curve([0.5, v], loss=[1.0, 0.2]) for v in (0.91, 0.93, 0.92)]
     trials, curves = frames({("cosine, as printed",): printed,
                              ("cosine, as intended",): intended}, ("run",))
-    section = exercises.replication(trials, curves, spec.parse(BOOK, source="b.toml"),
+    section = book.replication(trials, curves, spec.parse(BOOK, source="b.toml"),
                                     "train_loss", tmp_path)
     # ours: 0.91 ± 4.303·0.01/√3 = ±0.0248 → 0.905 is inside, 0.95 above
     row = section.table.set_index("run").loc["cosine, as printed"]
@@ -218,7 +220,7 @@ def test_replication_places_the_books_numbers_inside_or_outside_our_intervals(tm
 
 
 def test_module_doctest():
-    assert doctest.testmod(exercises).failed == 0
+    assert doctest.testmod(sections).failed == 0
 
 
 # --- a joint search: importances -----------------------------------------------------------
@@ -243,13 +245,13 @@ def test_importance_names_the_dimension_that_drives_the_value(tmp_path):
                                   base_lr="{ low = 0.01, high = 1.0, log = true }",
                                   extra="warmup_steps = [0, 1, 2]\nexponent = [1.0, 2.0]"),
                        source="j.toml")
-    section = exercises.importance(study, joint, "val_acc", tmp_path)
+    section = importance.importance(study, joint, "val_acc", tmp_path)
     assert "**base_lr** explains the largest share" in section.paragraphs[0]
     assert "(exponent) are not in every trial" in section.paragraphs[0]
     assert section.table.iloc[0]["dimension"] == "base_lr"
     assert float(section.table.iloc[0]["importance"]) > 0.8
     grid = spec.parse(study_toml("g", scheduler='"constant"', base_lr="[0.1, 0.3]"), source="g")
-    assert exercises.importance(study, grid, "val_acc", tmp_path) is None  # a grid searches not
+    assert importance.importance(study, grid, "val_acc", tmp_path) is None  # a grid searches not
 
 
 # --- exercise 5 ----------------------------------------------------------------------------
@@ -267,7 +269,7 @@ def test_sampling_pairs_the_posterior_average_with_sgds_final_iterate(tmp_path):
                      "avg_test_nll": nll - 0.1 * (seed + 1), "avg_test_ece": ece / 2})
     trials = pd.DataFrame(rows)
     curves = trials.assign(epoch=0)
-    section = exercises.sampling(trials, curves, None, "val_acc", tmp_path)
+    section = ex5_sampling.sampling(trials, curves, None, "val_acc", tmp_path)
     text = section.paragraphs[1]
     # paired: NLL differences −0.1, −0.2, −0.3; ECE −0.05, −0.04, −0.045; accuracy 0, .01, .02
     assert f"γ = 0.55: NLL {pm([-0.1, -0.2, -0.3])}" in text
@@ -276,7 +278,7 @@ def test_sampling_pairs_the_posterior_average_with_sgds_final_iterate(tmp_path):
     row = section.table.iloc[0]
     assert row["SGD iterate nll"] == pm([0.60, 0.55, 0.58])
     assert row["SGLD average ece"] == pm([0.05, 0.04, 0.045])
-    assert exercises.sampling(trials[trials["optimizer"] == "sgd"], curves, None, "val_acc",
+    assert ex5_sampling.sampling(trials[trials["optimizer"] == "sgd"], curves, None, "val_acc",
                               tmp_path) is None
 
 
@@ -294,7 +296,7 @@ def test_sampling_pairs_the_posterior_average_with_the_noiseless_control(tmp_pat
                      "avg_test_acc": acc + 0.01 + 0.005 * seed,
                      "avg_test_nll": nll - 0.05 - 0.01 * (seed + 1), "avg_test_ece": 0.06})
     trials = pd.DataFrame(rows)
-    section = exercises.sampling(trials, trials.assign(epoch=0), None, "val_acc", tmp_path)
+    section = ex5_sampling.sampling(trials, trials.assign(epoch=0), None, "val_acc", tmp_path)
     against_sgd, against_control = section.paragraphs[1], section.paragraphs[2]
     assert f"γ = 0.55: NLL {pm([-0.06, -0.07, -0.08])}" in against_sgd
     # What the noise adds: the posterior average minus the control's average, seed by seed.
@@ -309,9 +311,9 @@ def test_searched_ranges_and_run_tables_get_no_grid_sections(tmp_path):
     trials, curves = frames(EX2, ("scheduler", "exponent"))
     searched = spec.parse(study_toml("s", sampler="random", trials=6, scheduler='"poly"',
                                      extra="exponent = { low = 0.5, high = 2.0 }"), source="s")
-    assert exercises.decay_exponent(trials, curves, searched, "val_acc", tmp_path) is None
+    assert ex2_decay.decay_exponent(trials, curves, searched, "val_acc", tmp_path) is None
     runs = spec.parse(BOOK, source="b.toml")
-    assert exercises.decay_exponent(trials, curves, runs, "val_acc", tmp_path) is None
+    assert ex2_decay.decay_exponent(trials, curves, runs, "val_acc", tmp_path) is None
 
 
 # --- exercise 3 ----------------------------------------------------------------------------
@@ -337,7 +339,7 @@ EX3 = {
 def test_model_size_compares_each_schedule_at_its_best_rate_paired_by_seed(tmp_path):
     import torchvision
     trials, curves = frames(EX3, ("model", "scheduler", "base_lr"))
-    section = exercises.model_size(trials, curves, None, "val_acc", tmp_path)
+    section = ex3_model_size.model_size(trials, curves, None, "val_acc", tmp_path)
     text = section.paragraphs[0]
     # Parameter counts from independent sources: the chapter's LeNet layer by layer, and
     # torchvision's ResNet-18 with its 3×7×7 RGB stem swapped for a 1×3×3 one.
@@ -363,13 +365,13 @@ def test_model_size_says_when_the_interval_includes_zero(tmp_path):
     noisy = {**EX3, ("resnet18", "cosine", 0.1): [acc(0.90, 0.80), acc(0.91, 0.95),
                                                    acc(0.92, 0.90)]}
     trials, curves = frames(noisy, ("model", "scheduler", "base_lr"))
-    text = exercises.model_size(trials, curves, None, "val_acc", tmp_path).paragraphs[0]
+    text = ex3_model_size.model_size(trials, curves, None, "val_acc", tmp_path).paragraphs[0]
     assert "the interval includes zero" in text
 
 
 def test_model_size_needs_two_models_and_cosine_beside_another_schedule(tmp_path):
     trials, curves = frames(EX3, ("model", "scheduler", "base_lr"))
     one_model = trials["model"] == "lenet"
-    assert exercises.model_size(trials[one_model], curves, None, "val_acc", tmp_path) is None
+    assert ex3_model_size.model_size(trials[one_model], curves, None, "val_acc", tmp_path) is None
     no_rival = trials["scheduler"] == "cosine"
-    assert exercises.model_size(trials[no_rival], curves, None, "val_acc", tmp_path) is None
+    assert ex3_model_size.model_size(trials[no_rival], curves, None, "val_acc", tmp_path) is None

@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from lrsweep import folders
-from lrsweep.data import DataError
+from lrsweep.train import folders
+from lrsweep.train.data import DataError
 
 CLASSES = ["cat", "dog", "emu"]  # labels 0, 1, 2: sorted names
 PER_CLASS, PER_CLASS_VAL = 12, 4

@@ -10,8 +10,9 @@ import dataclasses
 import pytest
 import torch
 
-from lrsweep import bench, data, engine
-from lrsweep.model import lenet
+from lrsweep import bench
+from lrsweep.train import data, engine
+from lrsweep.train.model import lenet
 from test_engine import (PACK, WEIGHTS_ATOL, assert_each_epoch_is_alone_and_plain_sgd, curves,
                          member_weights, config as engine_config)
 

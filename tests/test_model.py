@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from lrsweep.model import PackedLeNet, lenet
+from lrsweep.train.model import PackedLeNet, lenet
 
 SEEDS = (0, 1, 2, 5)
 

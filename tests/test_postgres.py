@@ -21,7 +21,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from conftest import REPO, study_toml
-from lrsweep import report
+from lrsweep.report import read
 
 URL = os.environ.get("LRSWEEP_TEST_POSTGRES", "postgresql://localhost/test")
 GRACE = 2
@@ -192,9 +192,9 @@ def test_reports_read_postgresql_as_they_read_sqlite(tmp_path, env, name):
                               text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr
     drop = ["seconds"]
-    from_pg = report.trials_frame(name, URL).drop(columns=drop)
-    from_sqlite = report.trials_frame(name, sqlite).drop(columns=drop)
+    from_pg = read.trials_frame(name, URL).drop(columns=drop)
+    from_sqlite = read.trials_frame(name, sqlite).drop(columns=drop)
     assert from_pg.to_dict("records") == from_sqlite.to_dict("records")
-    curves_pg = report.curves_frame(name, URL).drop(columns="epoch_seconds")
-    curves_sqlite = report.curves_frame(name, sqlite).drop(columns="epoch_seconds")
+    curves_pg = read.curves_frame(name, URL).drop(columns="epoch_seconds")
+    curves_sqlite = read.curves_frame(name, sqlite).drop(columns="epoch_seconds")
     assert curves_pg.to_dict("records") == curves_sqlite.to_dict("records")

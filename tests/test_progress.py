@@ -9,8 +9,9 @@ import pytest
 from rich.console import Console
 
 from conftest import study_toml
-from lrsweep import progress, spec
-from lrsweep.engine import EpochMetrics
+from lrsweep import progress
+from lrsweep.search import spec
+from lrsweep.train.trials import EpochMetrics
 
 SPEC = spec.parse(study_toml("shown", trials=3, sampler="random"), source="s.toml")
 

@@ -18,7 +18,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
 from conftest import REPO, study_toml
-from lrsweep import render, stats
+from lrsweep.report import render, stats
 
 T_975 = {2: 4.302652729911275, 3: 3.182446305284263}  # Student t quantiles, by degrees of freedom
 COSINE = [0.80, 0.82, 0.84]
@@ -202,8 +202,47 @@ def test_configurations_that_differ_past_four_digits_stay_apart():
 
 def test_reading_and_reporting_never_import_torch():
     # `ls`, `show` and `report` start fast and run where torch is absent.
-    code = ("import sys, lrsweep.cli, lrsweep.render, lrsweep.report, lrsweep.rerun; "
+    code = ("import sys, importlib, pkgutil, lrsweep.cli, lrsweep.report\n"
+            "for m in pkgutil.iter_modules(lrsweep.report.__path__):\n"
+            "    importlib.import_module('lrsweep.report.' + m.name)\n"
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_model_varying_study_reports_where_torch_cannot_be_imported(tmp_path):
+    # Exercise 3 names each model's size: counted when the trial trained, read back here.
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    study = optuna.create_study(study_name="models", storage=url, direction="maximize")
+    study.set_user_attr("study_file", study_toml(
+        "models", scheduler='["constant", "cosine"]', seed="[0, 1]",
+        extra='model = ["lenet", "resnet18"]'))
+    dists = {"scheduler": CategoricalDistribution(["constant", "cosine"]),
+             "model": CategoricalDistribution(["lenet", "resnet18"]),
+             "seed": CategoricalDistribution([0, 1])}
+    for model, size in (("lenet", 123), ("resnet18", 4567)):
+        for scheduler, gain in (("constant", 0.0), ("cosine", 0.02)):
+            for seed in (0, 1):
+                value = 0.8 + gain + 0.01 * seed
+                study.add_trial(create_trial(
+                    value=value, params={"scheduler": scheduler, "model": model, "seed": seed},
+                    distributions=dists,
+                    user_attrs={"lr": [0.1], "train_loss": [0.5], "train_acc": [0.8],
+                                "val_loss": [0.6], "val_acc": [value], "test_acc": [value],
+                                "epoch_seconds": [1.0], "seed": seed, "pack_size": 1,
+                                "parameters": size}))
+    code = ("import sys\n"
+            "class NoTorch:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in ('torch', 'torchvision'):\n"
+            "            raise ImportError('torch is not installed here')\n"
+            "sys.meta_path.insert(0, NoTorch())\n"
+            "from lrsweep.report import render\n"
+            f"print(render.write_report('models', {url!r}, {str(tmp_path / 'out')!r})"
+            ".markdown.read_text())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert "## Exercise 3: cosine on a larger model" in out.stdout
+    assert "LeNet (123 parameters)" in out.stdout and "ResNet-18 (4,567 parameters)" in out.stdout

@@ -9,8 +9,9 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from conftest import study_toml
-from lrsweep import rerun, spec
-from lrsweep.storage import StorageError
+from lrsweep.report import rerun
+from lrsweep.search import spec
+from lrsweep.store.storage import StorageError
 
 SEARCH = study_toml("search", sampler="random", trials=5, epochs=4,
                     scheduler='["constant", "poly"]',

@@ -13,7 +13,7 @@ import torchvision
 from torch import nn
 from torch.nn import functional as F
 
-from lrsweep.resnet import resnet18
+from lrsweep.train.resnet import resnet18
 
 # torchvision's ResNet-18 has 11,689,512 parameters (3 input channels, 1000 classes), of
 # which 9,408 in the 7×7×3×64 stem and 513,000 in the 512→1000 classifier.
@@ -126,7 +126,7 @@ def test_state_dict_loads_into_torchvisions_resnet18_adapted_the_same_way():
     (224, 64 * 112 * 112 * 4),  # the ImageNet stem halves it before the max-pool
 ])
 def test_a_looped_pack_weighs_one_networks_widest_activation(size, widest):
-    from lrsweep.model import LoopedPack
+    from lrsweep.train.model import LoopedPack
     pack = LoopedPack([resnet18(seed, in_channels=3, image_size=size) for seed in (0, 1)])
     pack.train()
     assert pack.widest_activation_bytes((3, size, size)) == widest

@@ -17,7 +17,7 @@ import math
 import pytest
 import torch
 
-from lrsweep.sgld import NLL_FLOOR, PosteriorAverage, TrialNoise, accuracy, ece, nll, sgld_step
+from lrsweep.train.sgld import NLL_FLOOR, PosteriorAverage, TrialNoise, accuracy, ece, nll, sgld_step
 
 CHAINS = 64  # independent chains, run as one pack
 

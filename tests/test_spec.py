@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from lrsweep import schedules, spec
-from lrsweep.spec import Choice, Fixed, Range, SpecError
+from lrsweep import schedules
+from lrsweep.search import spec
+from lrsweep.search.spec import Choice, Fixed, Range, SpecError
 
 SRC = "my-study.toml"  # distinctive, so a message that names the file is easy to spot
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import sqlite3
 
 import optuna
 import pytest
 import sqlalchemy
 
-from lrsweep import storage
+from lrsweep.store import artifacts, leases, optuna_private, records, storage
 
 ATTRS = {"lr": [0.3, 0.2], "val_acc": [0.5, None], "seed": 3, "diverged": None}
 STEPS = {0: 0.5, 1: 0.625}
@@ -26,7 +25,7 @@ def record_and_reload(tmp_path) -> optuna.trial.FrozenTrial:
     url = f"sqlite:///{tmp_path / 's.db'}"
     study = optuna.create_study(storage=storage.open_storage(url), study_name="s")
     trial = study.ask()
-    storage.record_trial(study, trial, ATTRS, STEPS, SYSTEM)
+    records.record_trial(study, trial, ATTRS, STEPS, SYSTEM)
     study.tell(trial, 0.625)
     return optuna.load_study(study_name="s", storage=url).trials[0]
 
@@ -39,32 +38,37 @@ def test_record_trial_falls_back_to_optunas_api(tmp_path, monkeypatch):
     def broken(*args):
         raise sqlalchemy.exc.OperationalError("insert", {}, Exception("schema changed"))
 
-    monkeypatch.setattr(storage, "_bulk_insert", broken)
+    monkeypatch.setattr(records, "_bulk_insert", broken)
     check_record(record_and_reload(tmp_path))
 
 
 def test_record_trial_on_an_in_memory_study():
     study = optuna.create_study()
     trial = study.ask()
-    storage.record_trial(study, trial, ATTRS, STEPS, SYSTEM)
+    records.record_trial(study, trial, ATTRS, STEPS, SYSTEM)
     study.tell(trial, 0.625)
     check_record(study.trials[0])
 
 
+@pytest.mark.parametrize("optuna_internals", ["known", "unknown"])
 @pytest.mark.parametrize("url", ["sqlite", None], ids=["sqlite", "in-memory"])
-def test_an_artifact_written_then_recorded_is_optunas_artifact_of_the_trial(tmp_path, url):
+def test_an_artifact_written_then_recorded_is_optunas_artifact_of_the_trial(
+        tmp_path, url, optuna_internals, monkeypatch):
+    # With Optuna's artifact layout unknown (an untested version) it is uploaded publicly.
+    monkeypatch.setattr(optuna_private, "AVAILABLE", optuna_internals == "known")
     rdb = storage.open_storage(f"sqlite:///{tmp_path / 's.db'}") if url else None
     study = optuna.create_study(storage=rdb, study_name="s")
     trial = study.ask()
     store = optuna.artifacts.FileSystemArtifactStore(str(tmp_path))
     payload = b"\x00weights\xff" * 100
-    attrs = storage.write_artifact(store, "lenet-s-trial-0.pt", io.BytesIO(payload),
-                                   storage.WEIGHTS_MIMETYPE)
-    storage.record_trial(study, trial, ATTRS, STEPS, attrs)
+    attrs = artifacts.write_artifact(study, trial, store, "lenet-s-trial-0.pt", payload,
+                                     artifacts.WEIGHTS_MIMETYPE)
+    assert bool(attrs) == (optuna_internals == "known")  # recorded with the trial, or already
+    records.record_trial(study, trial, ATTRS, STEPS, attrs)
     study.tell(trial, 0.625)
     # Read back only through Optuna's public artifact API, as optuna-dashboard does.
-    (meta,) = optuna.artifacts.get_all_artifact_meta(study.trials[0], storage=study._storage)
-    assert (meta.filename, meta.mimetype) == ("lenet-s-trial-0.pt", storage.WEIGHTS_MIMETYPE)
+    (meta,) = optuna.artifacts.get_all_artifact_meta(trial)
+    assert (meta.filename, meta.mimetype) == ("lenet-s-trial-0.pt", artifacts.WEIGHTS_MIMETYPE)
     out = tmp_path / "out.pt"
     optuna.artifacts.download_artifact(artifact_store=store, file_path=str(out),
                                        artifact_id=meta.artifact_id)
@@ -76,8 +80,8 @@ def test_system_attrs_of_a_pack_are_set_and_replaced_at_once(tmp_path, url):
     rdb = storage.open_storage(f"sqlite:///{tmp_path / 's.db'}") if url else None
     study = optuna.create_study(storage=rdb, study_name="s")
     ids = [study.ask()._trial_id for _ in range(3)]
-    storage.set_system_attrs(study, ids[:2], {"lrsweep_pack": ids[:2], "lrsweep_owner": "a:1"})
-    storage.set_system_attrs(study, ids[1:], {"lrsweep_owner": "b:2"})  # a takeover
+    records.set_system_attrs(study, ids[:2], {"lrsweep_pack": ids[:2], "lrsweep_owner": "a:1"})
+    records.set_system_attrs(study, ids[1:], {"lrsweep_owner": "b:2"})  # a takeover
     attrs = [study._storage.get_trial(i).system_attrs for i in ids]
     assert attrs[0] == {"lrsweep_pack": ids[:2], "lrsweep_owner": "a:1"}
     assert attrs[1] == {"lrsweep_pack": ids[:2], "lrsweep_owner": "b:2"}
@@ -183,40 +187,40 @@ def test_a_pack_is_claimed_whole_or_not_at_all(tmp_path):
     for trial_id in ids[:3]:  # trials 0–2 train as one pack, trial 3 alone
         study._storage.set_trial_system_attr(trial_id, PACK, ids[:3])
     study._storage.set_trial_system_attr(ids[3], PACK, [ids[3]])
-    storage.record_heartbeats(study, ids)
-    storage.release_trials(study, ids)  # all four stale, as after a Ctrl-C
+    leases.record_heartbeats(study, ids)
+    leases.release_trials(study, ids)  # all four stale, as after a Ctrl-C
     # Another worker won the pack's first member an instant ago: the rest of it is its too.
-    storage.record_heartbeats(study, ids[:1])
-    assert storage.claim_stale_trials(study, PACK) == [ids[3]]
-    storage.release_trials(study, ids[:3])
-    assert sorted(storage.claim_stale_trials(study, PACK)) == ids[:3]
-    assert storage.claim_stale_trials(study, PACK) == []  # every lease fresh now
+    leases.record_heartbeats(study, ids[:1])
+    assert leases.claim_stale_trials(study, PACK) == [ids[3]]
+    leases.release_trials(study, ids[:3])
+    assert sorted(leases.claim_stale_trials(study, PACK)) == ids[:3]
+    assert leases.claim_stale_trials(study, PACK) == []  # every lease fresh now
 
 
 def test_a_trial_without_a_heartbeat_is_timed_by_the_servers_clock(tmp_path, monkeypatch):
     # Its start time is the asking host's local clock, which another host's may not share: a
     # trial without a heartbeat gets one when first seen, and goes stale a grace period later.
-    monkeypatch.setattr(storage, "GRACE_SECONDS", 0)
+    monkeypatch.setattr(leases, "GRACE_SECONDS", 0)
     study, ids = asked(tmp_path, 1)
-    assert storage.claim_stale_trials(study) == []
-    storage.release_trials(study, ids)  # the beat it was given is a real row: it can lapse
-    assert storage.claim_stale_trials(study) == ids
+    assert leases.claim_stale_trials(study) == []
+    leases.release_trials(study, ids)  # the beat it was given is a real row: it can lapse
+    assert leases.claim_stale_trials(study) == ids
 
 
 def beats(study, ids):
     from optuna.storages._rdb import models
 
     table = models.TrialHeartbeatModel.__table__
-    with storage.rdb_of(study).engine.connect() as conn:
+    with optuna_private.tables(study)[0].engine.connect() as conn:
         return dict(conn.execute(sqlalchemy.select(table.c.trial_id, table.c.heartbeat).where(
             table.c.trial_id.in_(ids))).all())
 
 
 def test_heartbeats_are_renewed_and_first_given_in_one_call(tmp_path):
     study, ids = asked(tmp_path, 3)
-    storage.record_heartbeats(study, ids[:1])
-    storage.release_trials(study, ids[:1])  # an old beat, to be renewed
-    storage.record_heartbeats(study, ids)  # one renewed, two new
+    leases.record_heartbeats(study, ids[:1])
+    leases.release_trials(study, ids[:1])  # an old beat, to be renewed
+    leases.record_heartbeats(study, ids)  # one renewed, two new
     renewed = beats(study, ids)
     assert sorted(renewed) == ids and min(renewed.values()).year > 2000
 
@@ -226,20 +230,20 @@ def test_a_first_heartbeat_given_by_another_worker_meanwhile_is_renewed(tmp_path
     from optuna.storages._rdb import models
 
     study, ids = asked(tmp_path, 2)
-    storage.record_heartbeats(study, ids[:1])
-    storage.release_trials(study, ids[:1])
+    leases.record_heartbeats(study, ids[:1])
+    leases.release_trials(study, ids[:1])
     real_update, updates = sqlalchemy.update, []
 
     def rival_first(table):  # after our look, before we write anything
         updates.append(table)
         if len(updates) == 1:
-            with storage.rdb_of(study).engine.begin() as conn:
+            with optuna_private.tables(study)[0].engine.begin() as conn:
                 conn.execute(sqlalchemy.insert(models.TrialHeartbeatModel.__table__).values(
                     trial_id=ids[1], heartbeat=sqlalchemy.func.now()))
         return real_update(table)
 
-    monkeypatch.setattr(storage.sqlalchemy, "update", rival_first)
-    storage.record_heartbeats(study, ids)
+    monkeypatch.setattr(leases.sqlalchemy, "update", rival_first)
+    leases.record_heartbeats(study, ids)
     monkeypatch.undo()
     # Our insert lost to the rival's; the second try renewed both beats.
     assert len(updates) == 2 and min(beats(study, ids).values()).year > 2000

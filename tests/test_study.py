@@ -13,12 +13,14 @@ import torch
 from optuna.trial import TrialState
 
 from conftest import study_toml
-from lrsweep import sampling, spec, storage, study
+from lrsweep.search import ask, heartbeats, loop, provenance, sampling, spec, takeover
+from lrsweep.store import leases, optuna_private, storage
+from lrsweep.train import device
 
 
 def run(tmp_path, fashion_dir, text, **kwargs):
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    summary = study.run(spec.parse(text, source="test.toml"), storage=url, device="cpu",
+    summary = loop.run(spec.parse(text, source="test.toml"), storage=url, device="cpu",
                         data_dir=str(fashion_dir), **kwargs)
     return summary, optuna.load_study(study_name=summary.name, storage=url)
 
@@ -45,6 +47,7 @@ def test_each_sampler_suggests_only_what_the_scheduler_uses(tmp_path, fashion_di
         else:
             assert "exponent" not in t.params and "exponent" not in t.user_attrs["schedule"]
         assert t.user_attrs["pack_size"] == 3
+        assert t.user_attrs["parameters"] == 61_706  # LeNet's, for reports that show sizes
 
 
 def test_grid_runs_every_distinct_point_once_across_packs(tmp_path, fashion_dir):
@@ -89,7 +92,7 @@ def test_continuing_a_random_study_does_not_replay_its_draws(tmp_path, fashion_d
 
 
 def test_default_pack_size_on_the_cpu_is_the_measured_best():
-    assert study.default_pack_size(torch.device("cpu")) == 4
+    assert device.default_pack_size(torch.device("cpu")) == 4
 
 
 @pytest.mark.parametrize("free_gib, batch, expected", [
@@ -102,7 +105,7 @@ def test_default_pack_size_on_the_cpu_is_the_measured_best():
 def test_default_pack_size_on_a_gpu_follows_free_memory_and_batch(monkeypatch, free_gib, batch,
                                                                    expected):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free_gib * 2**30, 2**40))
-    assert study.default_pack_size(torch.device("cuda"), batch) == expected
+    assert device.default_pack_size(torch.device("cuda"), batch) == expected
 
 
 def test_a_pack_smaller_than_one_is_refused(tmp_path, fashion_dir):
@@ -196,7 +199,7 @@ def test_exercise_3_runs_resnet18_on_an_image_folder(tmp_path):
                              "space.seed=[0]", "space.base_lr=[0.1]", "space.model=\"resnet18\"",
                              "space.milestones=[1]", "study.trials=4"])
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    summary = study.run(small, storage=url, device="cpu", pack=2)
+    summary = loop.run(small, storage=url, device="cpu", pack=2)
     stored = optuna.load_study(study_name=summary.name, storage=url)
     assert summary.finished == 4
     assert sorted(t.params["scheduler"] for t in stored.trials) == [
@@ -212,7 +215,7 @@ def test_exercise_3_trains_both_models_on_the_same_data_in_separate_packs(tmp_pa
                              "train.test_subset=50", "train.batch_size=32", "space.seed=[0]",
                              "space.base_lr=[0.1]", "space.milestones=[1]"])
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    summary = study.run(small, storage=url, device="cpu", data_dir=str(fashion_dir))
+    summary = loop.run(small, storage=url, device="cpu", data_dir=str(fashion_dir))
     stored = optuna.load_study(study_name=summary.name, storage=url)
     assert summary.finished == 8
     assert sorted((t.params["model"], t.params["scheduler"]) for t in stored.trials) == sorted(
@@ -233,7 +236,7 @@ def test_lenet_on_a_colour_folder_is_refused_before_the_store(tmp_path):
         "validation = 200", "validation = 3").replace("subset = 400", "subset = 0")
     url = f"sqlite:///{tmp_path / 'store.db'}"
     with pytest.raises(Exception, match="LeNet takes 10 classes of 1×28×28"):
-        study.run(spec.parse(text, source="c.toml"), storage=url, device="cpu")
+        loop.run(spec.parse(text, source="c.toml"), storage=url, device="cpu")
     assert not (tmp_path / "store.db").exists()
 
 
@@ -243,9 +246,9 @@ def test_exercise_5_runs_at_a_tiny_scale(tmp_path, fashion_dir):
                              "train.validation=200", "space.seed=[0]",
                              "space.exponent=[0.55]"])
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    summary = study.run(small, storage=url, device="cpu", data_dir=str(fashion_dir))
+    summary = loop.run(small, storage=url, device="cpu", data_dir=str(fashion_dir))
     assert summary.finished == 3  # SGD, SGLD and SGLD without noise
-    from lrsweep import render
+    from lrsweep.report import render
     text = render.write_report(summary.name, url, tmp_path / "report").markdown.read_text()
     assert "## Exercise 5: optimization and sampling (SGLD)" in text
     assert "Posterior average minus the no-noise average" in text
@@ -254,18 +257,19 @@ def test_exercise_5_runs_at_a_tiny_scale(tmp_path, fashion_dir):
 def test_the_stored_commit_says_when_the_package_differs_from_it(tmp_path, monkeypatch):
     import subprocess
     package = tmp_path / "repo" / "lrsweep"
-    package.mkdir(parents=True)
-    (package / "study.py").write_text("x = 1\n")
+    (package / "search").mkdir(parents=True)
+    (package / "search" / "provenance.py").write_text("x = 1\n")
+    (package / "schedules.py").write_text("y = 1\n")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path / "repo")]
     subprocess.run(git + ["init", "-q"], check=True)
     subprocess.run(git + ["add", "."], check=True)
     subprocess.run(git + ["commit", "-q", "-m", "one"], check=True)
     head = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True,
                           check=True).stdout.strip()
-    monkeypatch.setattr(study, "__file__", str(package / "study.py"))
-    assert study._git_commit() == head
-    (package / "study.py").write_text("x = 2\n")
-    assert study._git_commit() == head + "-dirty"
+    monkeypatch.setattr(provenance, "__file__", str(package / "search" / "provenance.py"))
+    assert provenance.git_commit() == head
+    (package / "schedules.py").write_text("y = 2\n")  # any file of the package, not only ours
+    assert provenance.git_commit() == head + "-dirty"
 
 
 # --- leases of claimed and asked trials --------------------------------------------------------
@@ -277,14 +281,14 @@ def abandoned(tmp_path, text, packs, unstarted=0):
     parsed = spec.parse(text, source="test.toml")
     url = f"sqlite:///{tmp_path / 'store.db'}"
     rdb = storage.open_storage(url)
-    first = study._create_or_load(parsed, rdb, url, allow_changed=False)
+    first = provenance.create_or_load(parsed, rdb, url, allow_changed=False)
     first.sampler = sampling.make_sampler(parsed, 0)
     ids = [first.ask()._trial_id for _ in range(sum(map(len, packs)) + unstarted)]
     for members in packs:
         for i in members:
-            first._storage.set_trial_system_attr(ids[i], study.PACK_ATTR, [ids[j] for j in members])
-    storage.record_heartbeats(first, ids)
-    storage.release_trials(first, ids)
+            first._storage.set_trial_system_attr(ids[i], takeover.PACK_ATTR, [ids[j] for j in members])
+    leases.record_heartbeats(first, ids)
+    leases.release_trials(first, ids)
     return parsed, url
 
 
@@ -294,7 +298,7 @@ def test_a_claimed_trial_trains_its_own_grid_point(tmp_path, fashion_dir):
     text = study_toml("orphan-grid", scheduler='["constant", "sqrt", "cosine"]', seed="[0, 1]",
                       epochs=1)
     parsed, url = abandoned(tmp_path, text, packs=[[0]])
-    study.run(parsed, storage=url, device="cpu", data_dir=str(fashion_dir), pack=6)
+    loop.run(parsed, storage=url, device="cpu", data_dir=str(fashion_dir), pack=6)
     stored = optuna.load_study(study_name="orphan-grid", storage=url)
     points = sorted((t.params["seed"], t.params["scheduler"]) for t in stored.trials)
     assert points == sorted((s, n) for s in (0, 1) for n in ("constant", "sqrt", "cosine"))
@@ -305,7 +309,7 @@ def test_trials_asked_but_never_trained_are_taken_over_in_packs(tmp_path, fashio
     # used to be taken over one by one (a GPU-sized pack of them, trained solo).
     text = study_toml("unstarted", scheduler='["constant", "sqrt", "cosine"]', epochs=1)
     parsed, url = abandoned(tmp_path, text, packs=[], unstarted=3)
-    study.run(parsed, storage=url, device="cpu", data_dir=str(fashion_dir), pack=2)
+    loop.run(parsed, storage=url, device="cpu", data_dir=str(fashion_dir), pack=2)
     stored = optuna.load_study(study_name="unstarted", storage=url)
     assert [t.state for t in stored.trials] == [TrialState.COMPLETE] * 3
     assert [t.user_attrs["pack_size"] for t in stored.trials] == [2, 2, 1]
@@ -314,27 +318,27 @@ def test_trials_asked_but_never_trained_are_taken_over_in_packs(tmp_path, fashio
 
 def test_every_claimed_pack_keeps_its_lease_while_another_trains(tmp_path, fashion_dir,
                                                                   monkeypatch):
-    monkeypatch.setattr(storage, "GRACE_SECONDS", 2)
-    monkeypatch.setattr(study, "HEARTBEAT_SECONDS", 0.3)
+    monkeypatch.setattr(leases, "GRACE_SECONDS", 2)
+    monkeypatch.setattr(heartbeats, "HEARTBEAT_SECONDS", 0.3)
     text = study_toml("two-packs", scheduler='["constant", "sqrt"]', epochs=1)
     parsed, url = abandoned(tmp_path, text, packs=[[0], [1]])
     rival = optuna.load_study(study_name="two-packs", storage=storage.open_storage(url))
     seen = []
-    train_pack = study._run_pack
+    train_pack = loop.run_pack
 
     def slow_first_pack(work, pack_id, trials, resumes):
         if not seen:  # while the first pack trains past the grace period, a rival looks
             time.sleep(3)
-            seen.append(storage.claim_stale_trials(rival, study.PACK_ATTR))
+            seen.append(leases.claim_stale_trials(rival, takeover.PACK_ATTR))
         train_pack(work, pack_id, trials, resumes)
 
-    monkeypatch.setattr(study, "_run_pack", slow_first_pack)
-    summary = study.run(parsed, storage=url, device="cpu", data_dir=str(fashion_dir), pack=2)
+    monkeypatch.setattr(loop, "run_pack", slow_first_pack)
+    summary = loop.run(parsed, storage=url, device="cpu", data_dir=str(fashion_dir), pack=2)
     assert seen == [[]] and summary.finished == 2
 
 
 def test_a_failing_heartbeat_is_retried_not_given_up(tmp_path, monkeypatch):
-    monkeypatch.setattr(study, "HEARTBEAT_SECONDS", 0.05)
+    monkeypatch.setattr(heartbeats, "HEARTBEAT_SECONDS", 0.05)
     calls = []
 
     def flaky(store, ids):
@@ -342,9 +346,9 @@ def test_a_failing_heartbeat_is_retried_not_given_up(tmp_path, monkeypatch):
         if len(calls) == 2:  # the first beat from the thread fails (a locked file, say)
             raise sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("database is locked"))
 
-    monkeypatch.setattr(study, "record_heartbeats", flaky)
+    monkeypatch.setattr(heartbeats, "record_heartbeats", flaky)
     with pytest.warns(UserWarning, match="heartbeat not recorded.*retrying"):
-        with study._Leases(None, [7]):
+        with heartbeats.Leases(None, [7]):
             time.sleep(0.5)
     assert len(calls) >= 4 and all(ids == [7] for ids in calls)
 
@@ -369,8 +373,8 @@ def test_a_packs_asks_take_enqueued_trials_first_and_samplers_see_the_pack(tmp_p
     opened = optuna.create_study(storage=storage.open_storage(url), study_name="s",
                                  sampler=sampler)
     opened.enqueue_trial({"x": 0.25})
-    with study._Leases(opened, []) as leases:
-        trials = study._ask(opened, 3, leases)
+    with heartbeats.Leases(opened, []) as leases:
+        trials = ask.ask_pack(opened, 3, leases)
     # Each ask sees the pack's earlier members running (a stale cache would show 1, 1, 1).
     assert sampler.seen == [1, 2, 3]
     assert trials[0].suggest_float("x", 0, 1) == 0.25  # the enqueued one, taken first
@@ -379,22 +383,33 @@ def test_a_packs_asks_take_enqueued_trials_first_and_samplers_see_the_pack(tmp_p
     from optuna.storages._rdb import models
 
     beats = models.TrialHeartbeatModel.__table__
-    with storage.rdb_of(opened).engine.connect() as conn:
+    with optuna_private.tables(opened)[0].engine.connect() as conn:
         leased = conn.execute(sqlalchemy.select(beats.c.trial_id)).scalars().all()
     assert sorted(leased) == sorted(t._trial_id for t in trials)  # each one leased
 
 
-@pytest.mark.parametrize("internals", ["as now", "moved"])
-def test_telling_goes_through_study_tell_should_optunas_internals_change(monkeypatch,
-                                                                         internals):
-    from optuna.study import _tell as optuna_tell
+def test_a_trial_that_found_every_grid_point_taken_is_the_surplus_not_one_holding_a_point(
+        tmp_path):
+    # Two workers race for the last grid point: A's trial is numbered first, but B's claims
+    # the point before A's looks. The total must keep B's (else that point never runs) and
+    # fail A's, which holds no point (it used to get a copy of another's: run twice).
+    from lrsweep.search.sampling import ConditionalGridSampler
+    from lrsweep.search.surplus import within_total
 
-    if internals == "moved":  # a future Optuna whose private helper takes other arguments
-        monkeypatch.setattr(optuna_tell, "_tell_with_warning", lambda study, frozen: None)
-    opened = optuna.create_study()
-    trial = opened.ask()
-    study._tell(opened, trial, 0.5)
-    pruned = opened.ask()
-    study._tell(opened, pruned, state=TrialState.PRUNED)
-    assert [(t.state, t.value) for t in opened.trials] == [(TrialState.COMPLETE, 0.5),
-                                                           (TrialState.PRUNED, None)]
+    points = [{"seed": 0}, {"seed": 1}]
+    rdb = storage.open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    workers = [optuna.create_study(study_name="g", storage=rdb, load_if_exists=True,
+                                   sampler=ConditionalGridSampler(points)) for _ in range(3)]
+    first, a, b = workers
+    done = first.ask()
+    done.suggest_categorical("seed", [0, 1])
+    first.tell(done, 0.5)  # point 0 is done: one left
+    study_id = optuna_private.study_id(first)
+    id_a, id_b = rdb.create_new_trial(study_id), rdb.create_new_trial(study_id)
+    trial_b = optuna.Trial(b, id_b)  # B claims the last point first
+    trial_a = optuna.Trial(a, id_a)  # A finds every point taken
+    assert within_total(b, [trial_b], 2) == [trial_b]
+    assert within_total(a, [trial_a], 2) == []
+    states = {t.number: t.state for t in first.get_trials()}
+    assert states == {0: TrialState.COMPLETE, 1: TrialState.FAIL, 2: TrialState.RUNNING}
+    assert trial_b.suggest_categorical("seed", [0, 1]) == 1  # the last point, once

@@ -23,8 +23,9 @@ os.environ.setdefault("TORCHINDUCTOR_FORCE_DISABLE_CACHES", "1")
 import torch
 from torch.nn import functional as F
 
-from lrsweep import data, engine
-from lrsweep.model import PackedLeNet, lenet
+from lrsweep.train import data, pack
+from lrsweep.train.device import describe_device
+from lrsweep.train.model import PackedLeNet, lenet
 
 device = torch.device(sys.argv[1] if len(sys.argv) > 1 else "cpu")
 IMAGES = int(sys.argv[2]) if len(sys.argv) > 2 else 10_000
@@ -54,21 +55,21 @@ def epoch_seconds(k: int, mode: str, splits: data.Splits) -> list[float]:
     for epoch in range(EPOCHS):
         sync()
         start = time.perf_counter()
-        orders = torch.stack([engine._order(seed, epoch, n) for seed in range(k)]).to(device)
-        for step in range(engine.steps_per_epoch(n, BATCH)):
-            x, y = engine._batch(splits, orders[:, step * BATCH:(step + 1) * BATCH], k, device)
+        orders = torch.stack([pack._order(seed, epoch, n) for seed in range(k)]).to(device)
+        for step in range(pack.steps_per_epoch(n, BATCH)):
+            x, y = pack._batch(splits, orders[:, step * BATCH:(step + 1) * BATCH], k, device)
             losses = F.cross_entropy(forward(x).transpose(1, 2), y, reduction="none").mean(1)
             for p in params:
                 p.grad = None
             losses.sum().backward()
-            engine._sgd_step(params, rates, k)
+            pack._sgd_step(params, rates, k)
         sync()
         seconds.append(time.perf_counter() - start)
     return seconds
 
 
 splits = data.load(device, subset=IMAGES, validation=0)
-print(f"device {engine.describe_device(device)}, {IMAGES} images, batch {BATCH}, "
+print(f"device {describe_device(device)}, {IMAGES} images, batch {BATCH}, "
       f"torch {torch.__version__}")
 print(f"{'K':>4} {'mode':>16} {'first epoch':>12} {'steady':>9} {'vs eager':>9}  pays after")
 for k in PACKS:

@@ -36,7 +36,7 @@ import time
 import torch
 from torch.nn import functional as F
 
-from lrsweep.model import PackedLeNet, lenet
+from lrsweep.train.model import PackedLeNet, lenet
 
 ARGS, _, CHOSEN = " ".join(sys.argv[1:]).partition("--")
 ARGS, CHOSEN = ARGS.split(), CHOSEN.split()

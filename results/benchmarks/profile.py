@@ -18,8 +18,10 @@ import sys
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from lrsweep import data, engine, schedules
-from lrsweep.model import PackedLeNet
+from lrsweep import schedules
+from lrsweep.train import data, engine, pack
+from lrsweep.train.device import describe_device
+from lrsweep.train.model import PackedLeNet
 
 device = torch.device(sys.argv[1] if len(sys.argv) > 1 else "cpu")
 IMAGES = int(sys.argv[2]) if len(sys.argv) > 2 else 10_000
@@ -55,9 +57,9 @@ def _forward(fn):
 
 
 # The engine's own functions, wrapped so the profile names its phases; nothing else changes.
-engine._batch = _phase("batch gather", engine._batch)
-engine._sgd_step = _phase("SGD step", engine._sgd_step)
-engine._evaluate = _evaluation(engine._evaluate)
+pack._batch = _phase("batch gather", pack._batch)
+pack._sgd_step = _phase("SGD step", pack._sgd_step)
+engine.evaluate = _evaluation(engine.evaluate)  # as the engine calls it
 PackedLeNet.forward = _forward(PackedLeNet.forward)
 torch.Tensor.backward = _phase("backward", torch.Tensor.backward)
 
@@ -82,7 +84,7 @@ def profile_pack(k: int, splits: data.Splits) -> None:
     events = {e.key: e for e in prof.key_averages()}
     cuda = device.type == "cuda"
     print(f"\n## K = {k}: epoch {wall_ms:.0f} ms wall, {wall_ms / k:.0f} ms per trial-epoch, "
-          f"{engine.steps_per_epoch(len(splits.train_y), 256)} steps")
+          f"{pack.steps_per_epoch(len(splits.train_y), 256)} steps")
     print(f"{'phase':26} {'calls':>6} {'CPU ms':>9} {'share':>6}" + ("  GPU ms" if cuda else ""))
     accounted = 0.0
     for name in PHASES:
@@ -101,7 +103,7 @@ def profile_pack(k: int, splits: data.Splits) -> None:
 
 def main() -> None:
     splits = data.load(device, validation=0, subset=IMAGES)
-    print(f"# {engine.describe_device(device)}, torch {torch.__version__}, "
+    print(f"# {describe_device(device)}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; {len(splits.train_y)} training and "
           f"{len(splits.test_y)} test images, batch 256, one profiled epoch (the second)")
     for k in PACKS:

@@ -1,6 +1,6 @@
 """What lrsweep's bookkeeping costs a study at GPU speed, where training no longer hides it.
 
-Runs `study.run` on the GPU target study (gpu_target.toml: the quickstart's six schedules ×
+Runs `loop.run` on the GPU target study (gpu_target.toml: the quickstart's six schedules ×
 17 seeds, 100 trials × 30 epochs) with the training replaced by an engine that only keeps the
 engine's contract: the sampler and Optuna's ask/tell, the curves and attributes written to
 the store, pack and lease attributes, heartbeats, one checkpoint per pack per epoch (a real
@@ -35,9 +35,11 @@ import uuid
 import optuna
 import torch
 
-from lrsweep import engine, spec, study
-from lrsweep.data import Splits
-from lrsweep.model import PackedLeNet, lenet
+from lrsweep.search import loop, spec
+from lrsweep.train import engine
+from lrsweep.train.device import describe_device
+from lrsweep.train.data import Splits
+from lrsweep.train.model import PackedLeNet, lenet
 
 TARGET_SECONDS = 30.0
 TARGET_STUDY = "results/benchmarks/gpu_target.toml"
@@ -80,7 +82,7 @@ def no_images(spec_, device, data_dir):
 
 
 engine.train_pack = instant_train_pack
-study._load_data = no_images
+loop.load_data = no_images
 
 
 def measure(url: str, pack: int, paced: bool) -> float:
@@ -91,7 +93,7 @@ def measure(url: str, pack: int, paced: bool) -> float:
     PACE.update(seconds_per_trial_epoch=TARGET_SECONDS / trial_epochs if paced else 0.0,
                 trained=0.0)
     start = time.perf_counter()
-    summary = study.run(spec_, storage=url, device="cpu", pack=pack)
+    summary = loop.run(spec_, storage=url, device="cpu", pack=pack)
     seconds = time.perf_counter() - start - PACE["trained"]
     assert summary.finished == 100, summary
     if not url.startswith("sqlite"):
@@ -108,7 +110,7 @@ def main() -> None:
     urls = args or [f"sqlite:///{folder}/store-cost.db", "postgresql://localhost/test"]
     os.environ.setdefault("LRSWEEP_CHECKPOINTS", f"{folder}/checkpoints")
     os.environ.setdefault("LRSWEEP_ARTIFACTS", f"{folder}/artifacts")
-    print(f"# {engine.describe_device(torch.device('cpu'))}; optuna {optuna.__version__}; "
+    print(f"# {describe_device(torch.device('cpu'))}; optuna {optuna.__version__}; "
           f"100 trials × 30 epochs; bookkeeping seconds with training instant, and paced at "
           f"the GPU target's {TARGET_SECONDS:.0f} s; median [range] of {repeat} runs")
     print(f"{'store':40} {'pack':>5} {'instant':>18} {'of 30 s':>8} {'paced':>18} {'of 30 s':>8}")

@@ -1,0 +1,115 @@
+"""The chapter's own runs against the book's printed numbers: in, above or below our
+intervals, and the paired difference between as printed and as intended."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from lrsweep.report.figures import plotting, save
+from lrsweep.report.sections import Section, by_config, pm_row
+from lrsweep.report.stats import finished, format_ci, mean_ci
+from lrsweep.search.spec import StudySpec
+
+
+BOOK_BUILDS = ("2023 build", "2022 build")
+
+
+def replication(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
+                metric: str, folder: Path) -> Section | None:
+    if spec is None or not any(run.book for run in spec.runs) or "run" not in trials:
+        return None
+    done = finished(trials)
+    if done.empty:
+        return None
+    metrics = ["train_loss", "train_acc", "test_acc"]
+    table = by_config(done, ["run"], metrics).set_index("run")
+    rows, inside, outside, notes = [], 0, 0, []
+    for run in spec.runs:
+        if run.label not in table.index:
+            continue
+        ours = table.loc[run.label]
+        row = {"run": run.label, "seeds": int(ours["n"])}
+        for m in metrics:
+            row[f"{m} (ours)"] = pm_row(ours, m)
+        for m, printed in run.book:
+            lo = ours[f"{m}_mean"] - ours[f"{m}_ci"]
+            hi = ours[f"{m}_mean"] + ours[f"{m}_ci"]
+            verdicts = []
+            for build, value in zip(BOOK_BUILDS, printed):
+                if math.isnan(ours[f"{m}_ci"]):
+                    verdicts.append(f"{value:.3f}")
+                    continue
+                where = "in" if lo <= value <= hi else ("above" if value > hi else "below")
+                inside += where == "in"
+                outside += where != "in"
+                verdicts.append(f"{value:.3f} ({where})")
+            row[f"{m} (book)"] = ", ".join(verdicts)
+        rows.append(row)
+    shown = pd.DataFrame(rows)
+    book_test = [v for run in spec.runs for m, vs in run.book if m == "test_acc" for v in vs]
+    spread = max((abs(vs[0] - vs[1]) for run in spec.runs for m, vs in run.book
+                  if m == "test_acc" and len(vs) > 1), default=math.nan)
+    widths = table["test_acc_ci"].dropna()
+    if widths.empty:
+        text = ("One seed per run: no interval to place the book's numbers in; add seeds.")
+    else:
+        text = (
+            f"Of the book's printed numbers, **{inside} fall inside** our 95% intervals and "
+            f"**{outside} outside** (\"in\", \"above\", \"below\" in the table). The book's "
+            f"two builds differ by up to {spread:.3f} in test accuracy for the same recipe, while "
+            f"our intervals are ±{widths.median():.3f} wide (median over runs): each printed "
+            "number is one run, one seed, one build, so a number outside our interval can be a "
+            "draw from a wider spread (other hardware, library versions, seeds) and need not "
+            "mean the recipe differs.") if len(book_test) else ""
+    pairs = _printed_vs_intended(done, spec)
+    if pairs:
+        notes.append("As printed vs as intended (same seeds, paired difference in final test "
+                     "accuracy, intended − printed): " + "; ".join(pairs) + ".")
+    figure = _replication_figure(done, spec, folder)
+    return Section("The chapter's runs against the book", [text] + notes, shown, [figure])
+
+
+def _printed_vs_intended(done: pd.DataFrame, spec: StudySpec) -> list[str]:
+    stems: dict[str, dict[str, str]] = {}
+    for run in spec.runs:
+        stem, _, how = run.label.partition(", as ")
+        if how:
+            stems.setdefault(stem, {})["printed" if how.startswith("printed") else "intended"] = \
+                run.label
+    lines = []
+    for stem, labels in stems.items():
+        if len(labels) != 2:
+            continue
+        a = done[done["run"] == labels["printed"]].set_index("seed")["test_acc"]
+        b = done[done["run"] == labels["intended"]].set_index("seed")["test_acc"]
+        diff = (b - a).dropna()
+        if len(diff):
+            mean, ci, n = mean_ci(diff)
+            lines.append(f"{stem} {format_ci(mean, ci)} (n = {n})")
+    return lines
+
+
+def _replication_figure(done: pd.DataFrame, spec: StudySpec, folder: Path) -> Path:
+    plt, sns = plotting()
+    order = [run.label for run in spec.runs if run.label in set(done["run"])]
+    table = by_config(done, ["run"], ["test_acc"]).set_index("run").loc[order]
+    fig, ax = plt.subplots(figsize=(10, 0.6 * len(order) + 1.5))
+    sns.stripplot(data=done, y="run", x="test_acc", order=order, color="C0", alpha=0.4,
+                  size=4, jitter=False, ax=ax)  # no random jitter: the same figure every time
+    ax.errorbar(table["test_acc_mean"], range(len(order)), xerr=table["test_acc_ci"].fillna(0),
+                fmt="o", color="C0", capsize=4, label="ours: mean ± 95% CI (Student t)")
+    for run in spec.runs:
+        printed = dict(run.book).get("test_acc", ())
+        if run.label in order:
+            for value, marker, build in zip(printed, ("X", "D"), BOOK_BUILDS):
+                ax.scatter(value, order.index(run.label), marker=marker, color="C3", zorder=5,
+                           label=f"book, {build}")
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.legend(unique.values(), unique.keys(), loc="best", fontsize=8)
+    ax.set(xlabel="final test accuracy", ylabel="",
+           title="the chapter's runs: our seeds (dots) and the book's printed runs (red)")
+    return save(fig, folder / "chapter_vs_book.png", [ax])

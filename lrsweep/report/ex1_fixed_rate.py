@@ -1,0 +1,117 @@
+"""Exercise 1: a fixed learning rate. How does optimization behave, and what is the best
+model a fixed rate can give?"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from lrsweep.report.figures import hue, plotting, save
+from lrsweep.report.sections import (Section, by_config, chance, grid_axis, pm_row, separable,
+                                     varies)
+from lrsweep.report.stats import finished, format_ci, lower_is_better, mean_ci
+from lrsweep.search.spec import StudySpec
+
+
+EARLY_STOP_GAIN = 0.005  # peak minus final validation accuracy worth an early stop
+
+
+def fixed_rate(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
+               metric: str, folder: Path) -> Section | None:
+    if spec is None or spec.schedulers != ("constant",) or not varies(trials, "base_lr", 3) \
+            or not grid_axis(spec, "base_lr") or lower_is_better(metric):
+        return None
+    done, rows = finished(trials).copy(), finished(curves).copy()
+    if done.empty:
+        return None
+    done["gap"] = done["train_acc"] - done["test_acc"]
+    rows["gap"] = rows["train_acc"] - rows["test_acc"]
+    # The objective's best epoch per trial (diverged epochs hold no value: left out).
+    valid = rows.dropna(subset=[metric])
+    peaks = valid.loc[valid.groupby("trial")[metric].idxmax(), ["trial", "epoch", metric]]
+    done = done.merge(peaks.rename(columns={"epoch": "peak_epoch", metric: "peak_val_acc"}),
+                      on="trial", how="left")
+    metrics = [metric, "test_acc", "train_acc", "train_loss", "gap", "peak_val_acc", "peak_epoch"]
+    table = by_config(done, ["base_lr"], list(dict.fromkeys(metrics)))
+    healthy = table[table["diverged"] < table["n"]]
+    if healthy.empty:
+        return None
+    best = healthy.sort_values(f"{metric}_mean", ascending=lower_is_better(metric)).iloc[0]
+    text = _answer(table, healthy, best, done, rows, metric)
+    shown = pd.DataFrame({
+        "base_lr": table["base_lr"], "seeds": table["n"], "diverged": table["diverged"],
+        metric: [pm_row(r, metric) for _, r in table.iterrows()],
+        "test_acc": [pm_row(r, "test_acc") for _, r in table.iterrows()],
+        "train − test gap": [pm_row(r, "gap") for _, r in table.iterrows()],
+        "peak val_acc": [pm_row(r, "peak_val_acc") for _, r in table.iterrows()],
+        "peak epoch": [f"{r['peak_epoch_mean'] + 1:.1f}" for _, r in table.iterrows()]})
+    figure = _fixed_rate_figure(table, rows, metric, chance(done)[1], folder)
+    return Section("Exercise 1: a fixed learning rate", [text], shown, [figure])
+
+
+def _answer(table: pd.DataFrame, healthy: pd.DataFrame, best: pd.Series, done: pd.DataFrame,
+            rows: pd.DataFrame, metric: str) -> str:
+    """The best fixed rate, what too small and too large do, and whether it overfits."""
+    rate = best["base_lr"]
+    last = int(rows["epoch"].max())
+    slow = table.iloc[0]
+    text = (f"Best fixed rate: **η = {rate:g}**, final {metric} {pm_row(best, metric)} and "
+            f"test accuracy {pm_row(best, 'test_acc')} over {int(best['n'])} seeds.")
+    if slow["base_lr"] < rate:
+        text += (f" Too small is slow: at η = {slow['base_lr']:g} the train loss is still "
+                 f"{pm_row(slow, 'train_loss')} after {last + 1} epochs, against "
+                 f"{pm_row(best, 'train_loss')} at η = {rate:g}.")
+    runner_up = healthy[healthy["base_lr"] != rate].sort_values(
+        f"{metric}_mean", ascending=lower_is_better(metric))
+    if len(runner_up):
+        second = runner_up.iloc[0]
+        text += (f" Next best: η = {second['base_lr']:g} ({pm_row(second, metric)}); "
+                 f"{separable(best, second, metric)}.")
+    unstable = table[table["diverged"] > 0]
+    if len(unstable):
+        text += (" Too large diverges: " + ", ".join(
+            f"η = {r['base_lr']:g} in {int(r['diverged'])} of {int(r['n'])} seeds"
+            for _, r in unstable.iterrows()) + ".")
+    # Never learned: at chance all along (no divergence, which needs having learned first).
+    guess, at_chance = chance(done)
+    stuck = table[(table["diverged"] == 0) & (table["peak_val_acc_mean"] <= at_chance)
+                  & (table["base_lr"] > rate)]
+    if len(stuck):
+        text += (" Too large never learns: at η = " + ", ".join(f"{r:g}" for r in
+                 stuck["base_lr"]) + f" {metric} never rises above "
+                 f"{stuck['peak_val_acc_mean'].max():.3f} (chance is {guess:.3f}).")
+    early = min(4, last)
+    gap_early = rows[(rows["base_lr"] == rate) & (rows["epoch"] == early)]["gap"]
+    gain = best["peak_val_acc_mean"] - best[f"{metric}_mean"]
+    return text + (
+        f" Overfitting: at η = {rate:g} the train − test accuracy gap goes from "
+        f"{format_ci(*mean_ci(gap_early)[:2])} at epoch {early + 1} to "
+        f"{pm_row(best, 'gap')} at epoch {last + 1}; validation accuracy peaks at epoch "
+        f"{best['peak_epoch_mean'] + 1:.1f} on average, {gain:+.3f} against the last "
+        "epoch, so " + (
+            "the best model a fixed rate gives here is an early-stopped one."
+            if gain > EARLY_STOP_GAIN else
+            "stopping early would gain nothing here: the last epoch is the best model a "
+            "fixed rate gives at this scale."))
+
+
+def _fixed_rate_figure(table, rows, metric, at_chance, folder) -> Path:
+    plt, sns = plotting()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
+    for name in dict.fromkeys([metric, "test_acc", "train_acc"]):
+        left.errorbar(table["base_lr"], table[f"{name}_mean"], yerr=table[f"{name}_ci"].fillna(0),
+                      marker="o", capsize=3, label=name)
+    left.set(xscale="log", xlabel="learning rate (constant)", ylabel="final accuracy",
+             title="final accuracy vs rate (mean, 95% CI over seeds)")
+    left.legend()
+    learned = table.loc[table["peak_val_acc_mean"] > at_chance, "base_lr"]
+    # In the curve rows a diverged trial is Optuna-complete: its `diverged` says otherwise.
+    calm = rows["diverged"].isna() if "diverged" in rows else True
+    healthy = rows[(rows["state"] == "complete") & calm & rows["base_lr"].isin(learned)]
+    sns.lineplot(data=healthy, x="epoch", y="gap", **hue(healthy, "base_lr"), ax=right,
+                 errorbar=("ci", 95), n_boot=500, seed=0)
+    left.set_ylim(0, 1)
+    right.set(ylabel="train acc − test acc",
+              title="train − test accuracy per epoch (rates that learned; diverged seeds out)")
+    return save(fig, folder / "ex1_fixed_rate.png", [left, right])

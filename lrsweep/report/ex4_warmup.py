@@ -1,0 +1,124 @@
+"""Exercise 4: how long should warmup be? Failures per base rate and warmup length, early
+and final accuracy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from lrsweep.report.figures import hue, plotting, save
+from lrsweep.report.sections import (Section, by_config, chance, grid_axis, pm_row, separable,
+                                     span, varies)
+from lrsweep.report.stats import finished, lower_is_better
+from lrsweep.search.spec import StudySpec
+
+
+def warmup(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
+           metric: str, folder: Path) -> Section | None:
+    if not varies(trials, "warmup_steps", 2) or lower_is_better(metric) \
+            or not grid_axis(spec, "warmup_steps"):
+        return None
+    done, rows = finished(trials), finished(curves)
+    if done.empty:
+        return None
+    by_rate = "base_lr" in done and grid_axis(spec, "base_lr")
+    keys = ["base_lr", "warmup_steps"] if by_rate else ["warmup_steps"]
+    early_epoch = min(2, int(rows["epoch"].max()))
+    unit = spec.train.unit if spec else "epoch"
+    guess, at_chance = chance(done)
+    early = rows[rows["epoch"] == early_epoch].set_index("trial")[metric].rename("early")
+    done = done.merge(early, left_on="trial", right_index=True, how="left")
+    # A failed seed diverged, or ended at chance all the same: a rate too high may leave the
+    # network at chance from the first step, or let it learn a little and then collapse,
+    # without a non-finite loss. Warmup is meant to prevent all three.
+    done["failed"] = done["state"].str.startswith("diverged") | ~(done[metric] > at_chance)
+    table = by_config(done, keys, [metric, "test_acc", "early", "failed"])
+    table["failed"] = (table["failed_mean"] * table["n"]).round().astype(int)
+    table["failed_share"] = table["failed_mean"]
+    parts = [_rate_line(rate, group.sort_values("warmup_steps"), metric, unit)
+             for rate, group in (table.groupby("base_lr") if by_rate else [(None, table)])]
+    answer = _overall(table, by_rate, metric, unit) + (
+        " Failed: diverged (non-finite loss, or a collapse after learning) or ended at "
+        f"{metric} ≤ {at_chance:.3g} (chance is {guess:.3g}).")
+    shown = table[keys].copy()
+    shown["seeds"] = table["n"]
+    shown["failed"] = table["failed"]
+    shown[f"{metric} at epoch {early_epoch + 1}"] = [pm_row(r, "early")
+                                                      for _, r in table.iterrows()]
+    shown[f"final {metric}"] = [pm_row(r, metric) for _, r in table.iterrows()]
+    shown["test_acc"] = [pm_row(r, "test_acc") for _, r in table.iterrows()]
+    figure = _warmup_figure(table, rows, keys, metric, folder)
+    return Section("Exercise 4: how long should warmup be?", parts + [answer], shown, [figure])
+
+
+def _rate_line(rate: float | None, group: pd.DataFrame, metric: str, unit: str) -> str:
+    """One base rate's warmups: failures without, the shortest with none, the best."""
+    safe = group[group["failed"] == 0]
+    best = group.sort_values(f"{metric}_mean", ascending=False).iloc[0]
+    first = group.iloc[0]
+    line = (f"η = {rate:g}: " if rate is not None else "") + (
+        f"with {span(first['warmup_steps'], unit)} of warmup {int(first['failed'])} of "
+        f"{int(first['n'])} seeds failed; ")
+    line += (f"shortest warmup with no failure: {span(safe.iloc[0]['warmup_steps'], unit)}"
+             if len(safe) else "every warmup length tried failed at least once")
+    longest = group.iloc[-1]
+    if (group["failed"] == group["n"]).all():
+        return line + "; no warmup length rescued a single seed."
+    if best["warmup_steps"] == longest["warmup_steps"]:
+        return line + (f"; best final {metric} with the longest warmup tried, "
+                       f"{span(best['warmup_steps'], unit)} ({pm_row(best, metric)}).")
+    return line + (f"; best final {metric} with {span(best['warmup_steps'], unit)} of warmup "
+                   f"({pm_row(best, metric)}; {separable(best, longest, metric)} with "
+                   f"the longest, {span(longest['warmup_steps'], unit)}).")
+
+
+def _overall(table: pd.DataFrame, by_rate: bool, metric: str, unit: str) -> str:
+    """The best warmup overall, against the shortest that kept every seed at that rate."""
+    overall = table.sort_values(f"{metric}_mean", ascending=False).iloc[0]
+    answer = (f"Overall best: warmup {span(overall['warmup_steps'], unit)}"
+              + (f" at η = {overall['base_lr']:g}" if by_rate else "")
+              + f", {metric} {pm_row(overall, metric)}.")
+    same_rate = table[table["base_lr"] == overall["base_lr"]] if by_rate else table
+    safe = same_rate[same_rate["failed"] == 0].sort_values("warmup_steps")
+    if len(safe):
+        shortest = safe.iloc[0]
+        verdict = separable(overall, shortest, metric)
+        if shortest["warmup_steps"] == overall["warmup_steps"]:
+            answer += (" At that rate the shortest warmup with no failed seed is also the most "
+                       "accurate: warmup should be just long enough to keep training stable.")
+        else:
+            answer += (f" At that rate the shortest warmup with no failed seed is "
+                       f"{span(shortest['warmup_steps'], unit)} ({pm_row(shortest, metric)}; "
+                       f"{verdict} with the best), so warmup beyond what stability needs "
+                       + ("paid off here." if "do not" in verdict else
+                          "made no clear difference here."))
+    return answer
+
+
+def _warmup_figure(table, rows, keys, metric, folder) -> Path:
+    plt, sns = plotting()
+    fig, axes = plt.subplots(1, 3, figsize=(18, 4.5))
+    if "base_lr" in table:
+        grid = table.pivot(index="base_lr", columns="warmup_steps", values="failed_share")
+        sns.heatmap(grid, annot=True, fmt=".2f", cmap="Reds", vmin=0, vmax=1, ax=axes[0])
+        axes[0].set(title="share of seeds failed (diverged or ended at chance)")
+        for rate, part in table.groupby("base_lr"):
+            axes[1].errorbar(part["warmup_steps"], part[f"{metric}_mean"],
+                             yerr=part[f"{metric}_ci"].fillna(0), marker="o", capsize=3,
+                             label=f"η = {rate:g}")
+        highest = rows[rows["base_lr"] == table["base_lr"].max()]
+    else:
+        axes[0].bar(table["warmup_steps"].astype(str), table["failed_share"])
+        axes[1].errorbar(table["warmup_steps"], table[f"{metric}_mean"],
+                         yerr=table[f"{metric}_ci"].fillna(0), marker="o", capsize=3)
+        highest = rows
+    axes[1].set(xlabel="warmup epochs", ylabel=f"final {metric}", ylim=(0, 1),
+                title="final accuracy vs warmup (95% CI)")
+    if axes[1].get_legend_handles_labels()[0]:
+        axes[1].legend()
+    first = highest[highest["epoch"] < 10]
+    sns.lineplot(data=first, x="epoch", y=metric, **hue(first, "warmup_steps"),
+                 ax=axes[2], errorbar=("ci", 95), n_boot=500, seed=0)
+    axes[2].set(title="early epochs at the highest rate, by warmup")
+    return save(fig, folder / "ex4_warmup.png", axes)

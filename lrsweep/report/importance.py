@@ -1,0 +1,59 @@
+"""Which searched dimension matters: Optuna's fANOVA importances, for studies that search."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from lrsweep.report.figures import plotting, save
+from lrsweep.report.sections import Section
+from lrsweep.search.spec import StudySpec
+
+
+SEARCHING_SAMPLERS = ("tpe", "random", "gp", "cmaes")
+
+
+MIN_TRIALS_FOR_IMPORTANCE = 8
+
+
+def importance(study, spec: StudySpec | None, metric: str, folder: Path) -> Section | None:
+    """Optuna's fANOVA importances of the searched dimensions, for studies that search."""
+    import optuna
+
+    if spec is None or spec.study.sampler not in SEARCHING_SAMPLERS:
+        return None
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if len(complete) < MIN_TRIALS_FOR_IMPORTANCE:
+        return None
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+    try:
+        scores = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    except (RuntimeError, ValueError):  # e.g. no dimension present in every trial
+        return None
+    if len(scores) < 2:
+        return None
+    shared = set(scores)
+    searched = {k for k, d in spec.space if not hasattr(d, "value") and k != "seed"}
+    conditional = sorted(searched - shared)
+    table = pd.DataFrame({"dimension": list(scores), "importance": list(scores.values())})
+    top = table.iloc[0]
+    text = (f"By Optuna's fANOVA over {len(complete)} complete trials, **{top['dimension']}** "
+            f"explains the largest share of the variance of the final {metric} "
+            f"({top['importance']:.2f}), then " + ", ".join(
+                f"{r['dimension']} ({r['importance']:.2f})" for _, r in table.iloc[1:].iterrows())
+            + ".")
+    if conditional:
+        text += (" Dimensions only some schedulers take (" + ", ".join(conditional) + ") are not "
+                 "in every trial, so fANOVA cannot weigh them; the configuration table shows "
+                 "them.")
+    pruned = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,)))
+    if pruned:
+        text += f" {pruned} trials were pruned by the study's pruner."
+    plt, _ = plotting()
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(table) + 1.5))
+    ax.barh(table["dimension"][::-1], table["importance"][::-1], color="C0")
+    ax.set(xlabel="fANOVA importance", title=f"what drives the final {metric}")
+    figure = save(fig, folder / "importances.png", [ax])
+    shown = table.assign(importance=table["importance"].map(lambda v: f"{v:.3f}"))
+    return Section("Which dimension matters (parameter importances)", [text], shown, [figure])

@@ -1,0 +1,87 @@
+"""Read studies from the store into pandas: one row a study, a trial, or a trial's epoch.
+
+    >>> from lrsweep.report import read
+    >>> read.studies_frame("sqlite:///results/lrsweep.db")       # doctest: +SKIP
+    >>> read.trials_frame("quickstart", "sqlite:///results/lrsweep.db")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from lrsweep.store.records import CURVES
+from lrsweep.store.storage import load_study, open_storage, study_names
+
+FINAL_CURVES = tuple(c for c in CURVES if c not in ("lr", "epoch_seconds"))  # a trial's row
+
+
+def studies_frame(url: str) -> pd.DataFrame:
+    """One row per study in the store: trial counts by state and the best value."""
+    rdb = open_storage(url, create=False)
+    rows = []
+    for name in study_names(rdb):
+        study = optuna.load_study(study_name=name, storage=rdb)
+        trials = study.get_trials(deepcopy=False)
+        counts = {s: sum(t.state == s for t in trials) for s in TrialState}
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        best = (max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min)(
+            (t.value for t in complete), default=None)
+        rows.append({"study": name, "complete": counts[TrialState.COMPLETE],
+                     "pruned": counts[TrialState.PRUNED], "failed": counts[TrialState.FAIL],
+                     "running": counts[TrialState.RUNNING],
+                     "diverged": sum(bool(t.user_attrs.get("diverged")) for t in complete),
+                     "best": best, "direction": study.direction.name.lower(),
+                     "last": max((t.datetime_start for t in trials if t.datetime_start),
+                                 default=None)})
+    return pd.DataFrame(rows)
+
+
+def trials_frame(name: str, url: str, *, study: optuna.Study | None = None) -> pd.DataFrame:
+    """One row per trial: state, objective, parameters, final curve values, epochs, time."""
+    study = study or load_study(name, url)  # a caller that has it loaded saves a read
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        attrs = t.user_attrs
+        row = {"trial": t.number, "state": t.state.name.lower(), "value": t.value}
+        if attrs.get("diverged"):
+            row["state"] = f"diverged ({attrs['diverged']})"
+        row.update({k: v for k, v in t.params.items()})
+        row["seed"] = attrs.get("seed", t.params.get("seed"))
+        for key in FINAL_CURVES:
+            curve = attrs.get(key) or []
+            row[key] = curve[-1] if curve else None
+        row["val_acc_curve"] = attrs.get("val_acc") or []
+        row["classes"] = attrs.get("classes", 10)  # stores before it was kept: Fashion-MNIST
+        row["epochs"] = len(attrs.get("lr") or [])
+        if "parameters" in attrs:  # recorded from 2026-11-29 on; earlier stores lack it
+            row["parameters"] = attrs["parameters"]
+        # A pack's epoch time is shared by its trials: each is charged its share.
+        pack_seconds = sum(s for s in attrs.get("epoch_seconds") or [] if s is not None)
+        row["seconds"] = pack_seconds / attrs.get("pack_size", 1)
+        rows.append(row)
+    # A study without trials still has the columns, so every reader can select from it.
+    frame = pd.DataFrame(rows, columns=None if rows else TRIAL_COLUMNS)
+    frame.attrs["direction"] = study.direction.name.lower()
+    return frame
+
+
+TRIAL_COLUMNS = ("trial", "state", "value", "seed", *FINAL_CURVES, "val_acc_curve", "classes",
+                 "epochs", "seconds")
+
+
+def curves_frame(name: str, url: str, *, study: optuna.Study | None = None) -> pd.DataFrame:
+    """One row per trial and epoch: the trial's state, parameters and per-epoch curves."""
+    study = study or load_study(name, url)  # a caller that has it loaded saves a read
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        attrs = t.user_attrs
+        for epoch in range(len(attrs.get("lr") or [])):
+            row = {"trial": t.number, "state": t.state.name.lower(), "value": t.value,
+                   "seed": attrs.get("seed"), "diverged": attrs.get("diverged"), **t.params,
+                   "epoch": epoch}
+            row.update({key: (attrs.get(key) or [None] * (epoch + 1))[epoch] for key in CURVES})
+            rows.append(row)
+    return pd.DataFrame(rows, columns=None if rows else
+                        ("trial", "state", "value", "seed", "diverged", "epoch", *CURVES))

@@ -1,0 +1,291 @@
+"""`lrsweep report NAME`: a study in the store → report.md, a self-contained report.html,
+the figures as PNG and the tables as CSV. Reads the store only; never trains, never imports
+torch. Every number in the text is computed here from the stored trials.
+
+    >>> from lrsweep.report import render
+    >>> render.write_report("quickstart", "sqlite:///results/lrsweep.db")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from lrsweep.numbers import short
+from lrsweep.report import exercises, importance
+from lrsweep.search import spec as spec_mod
+from lrsweep.report.sections import Section
+from lrsweep.report.read import curves_frame, trials_frame
+from lrsweep.report.stats import (config_columns, config_key, config_table, finished, format_ci,
+                    intervals_overlap, lower_is_better)
+from lrsweep.store.storage import load_study
+
+METRICS = ["val_acc", "test_acc", "train_loss"]
+MAX_CURVES = 8  # configurations drawn in the curve figures (the best by the objective)
+
+
+@dataclass(frozen=True)
+class Report:
+    folder: Path
+    markdown: Path
+    html: Path
+    figures: list[Path]
+    tables: list[Path]
+
+
+def write_report(name: str, url: str, out: str | Path | None = None) -> Report:
+    """Write the report of study `name` into `out` (default results/NAME/)."""
+    study = load_study(name, url)
+    folder = Path(out) if out else Path("results") / name
+    folder.mkdir(parents=True, exist_ok=True)
+    trials = trials_frame(name, url, study=study)
+    curves = curves_frame(name, url, study=study)
+    study_spec = spec_mod.from_stored(study.user_attrs, source=f"{name} (stored)")
+    metric = study_spec.study.metric if study_spec else "val_acc"
+    metrics = [metric] + [m for m in METRICS if m != metric]
+    configs = (config_table(trials, metrics, higher_is_better=not lower_is_better(metric))
+               if not trials.empty else pd.DataFrame())
+
+    tables = _write_tables(folder, trials, curves, configs)
+    figures = _figures(folder, study, study_spec, curves, configs, trials)
+    sections = _sections(name, url, study, study_spec, trials, configs, metric)
+    # The exercises' own sections come right after the general answer.
+    found = exercises.sections(trials, curves, study_spec, metric, folder)
+    found += [s for s in [importance.importance(study, study_spec, metric, folder)] if s]
+    sections[2:2] = found
+    markdown = folder / "report.md"
+    markdown.write_text(_markdown(name, sections, figures, folder))
+    page = folder / "report.html"
+    page.write_text(_html(name, sections, figures))
+    figures += [p for section in sections for p in section.figures]
+    return Report(folder, markdown, page, figures, tables)
+
+
+# --- content -------------------------------------------------------------------------------
+
+def _sections(name, url, study, study_spec, trials, configs, metric) -> list[Section]:
+    counts = trials["state"].str.split(" ").str[0].value_counts().to_dict() if len(trials) else {}
+    total = study_spec.study.trials if study_spec else len(trials)
+    ended = counts.get("complete", 0) + counts.get("pruned", 0) + counts.get("diverged", 0)
+    status = (f"complete: {ended} of {total} trials finished" if ended >= total else
+              f"**incomplete: {ended} of {total} trials finished** "
+              f"({counts.get('running', 0)} running — the study is still running or was "
+              "interrupted; `lrsweep resume` continues it). The numbers below cover the "
+              "finished trials only.")
+    source = study.user_attrs.get("study_file_source", f"studies/{name}.toml")
+    first = study.get_trials(deepcopy=False)
+    device = next((t.user_attrs.get("device") for t in first if t.user_attrs.get("device")), "–")
+    versions = study.user_attrs.get("versions", {})
+    scale = "–"
+    if study_spec:
+        tr = study_spec.train
+        images = (f"{tr.train_images} training images" if not tr.folder else
+                  f"{tr.subset or 'all'} training images of {tr.folder} at {tr.image_size} px")
+        tested = f"{tr.test_subset} test images" if tr.test_subset else "all test images"
+        scale = (f"{' and '.join(study_spec.models)}, {tr.epochs} epochs per trial, {images} "
+                 f"(validation {tr.validation}, {tested}), batch {tr.batch_size}, schedule unit "
+                 f"{tr.unit}; sampler {study_spec.study.sampler}, pruner "
+                 f"{study_spec.study.pruner}")
+    what = Section("What was studied", [
+        study_spec.study.description if study_spec and study_spec.study.description else "",
+        f"Scale: {scale}.",
+        f"Trials: {status}. States: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ".",
+        f"Hardware: {device}. Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items())
+        + f"; git commit {study.user_attrs.get('git_commit') or '–'}.",
+        f"Reproduce: `lrsweep run {source}{study_spec.set_options if study_spec else ''} "
+        f"--storage {url} && lrsweep report {name} --storage {url}`.",
+    ], code=_study_file_text(study_spec))
+    answer = Section("Answer", [_answer(configs, metric, trials)])
+    shown = _config_view(configs, metric)
+    table = Section("Configurations (mean ± 95% CI over seeds, final epoch)", [
+        "Student-t intervals over the seeds of each configuration; diverged seeds count with "
+        "the value they reached."], shown)
+    best = trials.dropna(subset=["value"]).sort_values(
+        "value", ascending=trials.attrs.get("direction") == "minimize").head(10)
+    best = best.drop(columns=[c for c in ("val_acc_curve", "classes") if c in best])
+    best = best.dropna(axis=1, how="all")  # e.g. the SGLD columns of an SGD study
+    top = Section("Best trials", [], best)
+    return [what, answer, table, top]
+
+
+def _study_file_text(study_spec: spec_mod.StudySpec | None) -> str | None:
+    if study_spec is None:
+        return None
+    if not study_spec.overrides:
+        return study_spec.text
+    return (study_spec.text.rstrip() + "\n\n# run with these overrides of the file:\n"
+            + "\n".join(f"#   --set {o}" for o in study_spec.overrides))
+
+
+def _answer(configs: pd.DataFrame, metric: str, trials: pd.DataFrame) -> str:
+    if configs.empty:
+        return "No trial has finished yet: nothing to compare."
+    ranked = configs  # config_table ranks best first
+    best = ranked.iloc[0]
+    text = (f"Best configuration by mean final {metric}: **{best['config']}** — "
+            f"{metric} {_pm(best, metric)}, test accuracy {_pm(best, 'test_acc')} "
+            f"over {best[f'{metric}_n']} seed(s).")
+    if len(ranked) > 1:
+        second = ranked.iloc[1]
+        overlap = intervals_overlap(best, second, metric)
+        verdict = ("their 95% intervals overlap: these seeds cannot separate the two"
+                   if overlap else "their 95% intervals do not overlap")
+        if overlap is None:
+            verdict = "one seed each: no interval, so no ranking can be trusted — add seeds"
+        text += (f" Runner-up: {second['config']} with {_pm(second, metric)}; {verdict}.")
+    diverged = int(trials["state"].str.startswith("diverged").sum())
+    if diverged:
+        text += f" {diverged} of {len(trials)} trials diverged."
+    return text
+
+
+def _pm(row: pd.Series, metric: str) -> str:
+    return format_ci(row[f"{metric}_mean"], row[f"{metric}_ci"], digits=4)
+
+
+def _config_view(configs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    if configs.empty:
+        return configs
+    view = pd.DataFrame({"config": configs["config"], "seeds": configs["seeds"],
+                         "diverged": configs["diverged"]})
+    for m in [metric] + [m for m in METRICS if m != metric]:
+        view[m] = [_pm(row, m) for _, row in configs.iterrows()]
+    return view
+
+
+# --- files ---------------------------------------------------------------------------------
+
+def _write_tables(folder: Path, trials, curves, configs) -> list[Path]:
+    paths = []
+    for stem, frame in (("trials", trials.drop(columns=["val_acc_curve"], errors="ignore")),
+                        ("curves", curves),
+                        ("configs", configs.drop(columns=["config_key"], errors="ignore"))):
+        path = folder / f"{stem}.csv"
+        frame.to_csv(path, index=False)
+        paths.append(path)
+    return paths
+
+
+def _figures(folder: Path, study, study_spec, curves: pd.DataFrame, configs: pd.DataFrame,
+             trials: pd.DataFrame) -> list[Path]:
+    import matplotlib
+    matplotlib.use("Agg")  # files only
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    paths = []
+    if not curves.empty and not configs.empty:
+        columns = config_columns(trials)
+        curves = curves.copy()
+        labels = dict(zip(configs["config_key"], configs["config"]))
+        curves["config"] = [labels.get(config_key(row, columns)) for _, row in curves.iterrows()]
+        keep = list(configs["config"].head(MAX_CURVES))
+        # Trials that ran to the end: a pruned trial's short curve would bend the mean.
+        shown = finished(curves[curves["config"].isin(keep)])
+        fig, axes = plt.subplots(2, 2, figsize=(13, 8.5), sharex=True)
+        for ax, metric in zip(axes.flat, ("val_acc", "test_acc", "train_loss", "lr")):
+            sns.lineplot(data=shown, x="epoch", y=metric, hue="config", hue_order=keep, ax=ax,
+                         errorbar=("ci", 95), n_boot=1000, seed=0, legend=metric == "lr")
+            ax.set_title(f"{metric} per epoch (mean, 95% CI over seeds)", fontsize=9)
+            ax.grid(alpha=0.3)
+        if axes.flat[-1].get_legend():
+            sns.move_legend(axes.flat[-1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7)
+        fig.tight_layout()
+        path = folder / "curves.png"
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+    complete = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
+    import optuna
+    import warnings
+    if len(complete) >= 2:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Optuna marks its matplotlib views experimental
+            ax = optuna.visualization.matplotlib.plot_optimization_history(study)
+        path = folder / "history.png"
+        ax.figure.set_size_inches(8, 4.5)
+        ax.figure.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(ax.figure)
+        paths.append(path)
+    searched = [n for n, d in study_spec.space if isinstance(d, spec_mod.Range)] \
+        if study_spec else []
+    if searched and len(complete) >= importance.MIN_TRIALS_FOR_IMPORTANCE:
+        # A search's slice view: each searched value against the objective, trial by trial.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            axes = optuna.visualization.matplotlib.plot_slice(study, params=searched)
+        first = axes.flat[0] if hasattr(axes, "flat") else axes
+        first.figure.set_size_inches(4.5 * len(searched), 4)
+        path = folder / "slice.png"
+        first.figure.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(first.figure)
+        paths.append(path)
+    return paths
+
+
+def _markdown(name: str, sections: list[Section], figures: list[Path], folder: Path) -> str:
+    lines = [f"# lrsweep report: {name}", ""]
+    for section in sections:
+        lines += [f"## {section.title}", ""]
+        lines += [p + "\n" for p in section.paragraphs if p]
+        if section.table is not None and not section.table.empty:
+            lines += [_markdown_table(section.table), ""]
+        lines += [f"![{p.stem}]({p.relative_to(folder)})" + "\n" for p in section.figures]
+        if section.code:
+            lines += ["<details><summary>study file</summary>", "", "```toml",
+                      section.code.strip(), "```", "", "</details>", ""]
+    lines += ["## Figures", ""]
+    lines += [f"![{p.stem}]({p.relative_to(folder)})" + "\n" for p in figures]
+    return "\n".join(lines)
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    cells = [[_cell(v) for v in row] for row in frame.itertuples(index=False)]
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    return "\n".join([header, rule] + ["| " + " | ".join(r) + " |" for r in cells])
+
+
+def _cell(value) -> str:
+    return short(value).replace("|", "\\|")  # a pipe would end the markdown cell
+
+
+def _html(name: str, sections: list[Section], figures: list[Path]) -> str:
+    def para(text: str) -> str:
+        escaped = html.escape(text)
+        parts = escaped.split("**")  # the one piece of markdown the text uses
+        escaped = "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+        parts = escaped.split("`")
+        return "<p>" + "".join(f"<code>{p}</code>" if i % 2 else p
+                               for i, p in enumerate(parts)) + "</p>"
+
+    body = [f"<h1>lrsweep report: {html.escape(name)}</h1>"]
+    for section in sections:
+        body.append(f"<h2>{html.escape(section.title)}</h2>")
+        body += [para(p) for p in section.paragraphs if p]
+        if section.table is not None and not section.table.empty:
+            body.append(section.table.to_html(index=False, na_rep="–", float_format="{:.4g}".format,
+                                              border=0, classes="t"))
+        body += [_html_figure(p) for p in section.figures]
+        if section.code:
+            body.append(f"<details><summary>study file</summary><pre>{html.escape(section.code)}"
+                        "</pre></details>")
+    body.append("<h2>Figures</h2>")
+    body += [_html_figure(p) for p in figures]
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
+             "color:#222}table.t{border-collapse:collapse;font-size:13px}"
+             "table.t td,table.t th{border-bottom:1px solid #ddd;padding:3px 8px;text-align:right}"
+             "img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow:auto}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>lrsweep: "
+            f"{html.escape(name)}</title><style>{style}</style></head><body>"
+            + "\n".join(body) + "</body></html>\n")
+
+
+def _html_figure(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()  # embedded: the page stands alone
+    return (f'<figure><img alt="{path.stem}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{path.stem}</figcaption></figure>")

@@ -1,0 +1,126 @@
+"""`lrsweep rerun NAME`: a study file that re-runs a study's best configurations over seeds.
+
+A search ranks configurations on one seed each, and one seed cannot rank them (the chapter's
+own runs move by 3 points between builds). The file written here lists the top K
+configurations as [[run]] tables with the original [train] settings and N seeds the search
+never trained (the seed a configuration won on would flatter it: the winner's curse), so
+`lrsweep run` on it gives each an unbiased mean and a confidence interval. Reads the store
+only.
+
+    >>> from lrsweep.report import rerun
+    >>> text = rerun.best_study_file("joint", "sqlite:///results/lrsweep.db", top=3,
+    ...                              seeds=5)                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from typing import Any
+
+from lrsweep.search import spec as spec_mod
+from lrsweep.report.read import trials_frame
+from lrsweep.report.stats import config_columns, config_table, finished, lower_is_better
+from lrsweep.store.storage import StorageError, load_study
+
+
+def best_study_file(name: str, url: str, *, top: int = 3, seeds: int = 5,
+                    new_name: str | None = None) -> str:
+    """The text of a study file re-running the `top` best configurations of study `name`
+    (by mean final objective over their finished trials) with `seeds` seeds, the ones after
+    the largest seed any of the study's trials used."""
+    if top < 1 or seeds < 1:
+        raise spec_mod.SpecError(f"--top {top} --seeds {seeds}: both must be at least 1")
+    study = load_study(name, url)
+    source = spec_mod.from_stored(study.user_attrs, source=f"{name} (stored in {url})")
+    if source is None:
+        raise StorageError(f"study {name!r} in {url} was not made by lrsweep (no stored study "
+                           "file)")
+    trials = trials_frame(name, url, study=study)
+    metric = source.study.metric
+    # Diverged seeds count, as in the reports: a configuration that diverged on some seeds
+    # must not rank on the one that survived. Pruned trials did not finish: left out.
+    done = finished(trials) if len(trials) else trials
+    if done.empty:
+        raise StorageError(f"study {name!r} in {url} has no finished trial to re-run yet")
+    # Ranked by the stored objective, Optuna's value: what the search itself compared.
+    ranked = config_table(done, ["value"], higher_is_better=not lower_is_better(metric))
+    runs = _runs(ranked.head(top), config_columns(done), source, metric, name)
+    new_name = new_name or f"{name}-best"
+    fresh = _fresh_seeds(trials, seeds)
+    train = source.train
+    lines = [
+        f"# The {len(runs)} best configurations of study {name!r} ({url}), re-run over "
+        f"{seeds} seeds each,",
+        f"# written by `lrsweep rerun {name} --top {top} --seeds {seeds}`; none of these seeds",
+        f"# trained in {name}: the seed a configuration won on would flatter it.",
+        f"#   lrsweep run THIS_FILE && lrsweep report {new_name}",
+        "",
+        "[study]",
+        f"name = {json.dumps(new_name)}",
+        f"description = {json.dumps(f'The best configurations of {name}, over {seeds} seeds.')}",
+        f"metric = {json.dumps(metric)}",
+        'sampler = "grid"',
+        "",
+        "[train]",  # every setting, defaults included: the re-run trains exactly as the search
+        *(f"{key} = {_toml(key, value)}" for key, value in asdict(train).items()),
+        "",
+        "[space]",
+        f"seed = {fresh}",
+    ]
+    for label, chosen, note in runs:
+        lines += ["", "[[run]]", f"label = {json.dumps(label)}  # {note}"]
+        lines += [f"{k} = {_toml(k, v)}" for k, v in chosen.items()]
+    text = "\n".join(lines) + "\n"
+    spec_mod.parse(text, source="rerun")  # what is written must be a valid study file
+    return text
+
+
+def _runs(best: Any, columns: list[str], source: spec_mod.StudySpec, metric: str, name: str
+          ) -> list[tuple[str, dict[str, Any], str]]:
+    """Each best configuration as a [[run]]: its label, the values its schedule takes, and a
+    note of how it scored."""
+    fixed = {k: d.value for k, d in source.space if isinstance(d, spec_mod.Fixed)}
+    runs = []
+    for rank, (_, row) in enumerate(best.iterrows(), start=1):
+        values = {**fixed, **{c: _plain(row[c]) for c in columns if _present(row[c])}}
+        if source.runs and "run" in values:  # a [[run]] study: start from that run's values
+            values = {**dict(next(r for r in source.runs if r.label == values["run"]).values)}
+        scheduler = values["scheduler"]
+        chosen = {k: values[k] for k in source.keys_for(scheduler)
+                  if k in values and k not in ("seed", spec_mod.RUN_KEY)}
+        label = f"#{rank} {row['config']}"  # what the search varied, as reports label it
+        note = f"{metric} {row['value_mean']:.4f} over {int(row['value_n'])} trial(s) in {name}"
+        runs.append((label, chosen, note))
+    return runs
+
+
+def _fresh_seeds(trials: Any, n: int) -> list[int]:
+    """`n` seeds none of the study's trials (finished, pruned or failed) trained with: the
+    ones after the largest used, or the smallest unused where those would pass the limit."""
+    used = {int(s) for s in trials["seed"].dropna()} if len(trials) else set()
+    start = max(used) + 1 if used else 0
+    if start + n - 1 <= spec_mod.MAX_SEED:
+        return list(range(start, start + n))
+    return [s for s in range(len(used) + n) if s not in used][:n]
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value  # numpy scalars → Python
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _toml(key: str, value: Any) -> str:
+    if key == "milestones":
+        return json.dumps(json.loads(value) if isinstance(value, str) else list(value))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer() and key not in spec_mod.INTEGER_KEYS:
+        return repr(value)
+    if isinstance(value, float) and key in spec_mod.INTEGER_KEYS:
+        return str(int(value))  # pandas made a whole-number column float
+    return json.dumps(value) if isinstance(value, str) else repr(value)

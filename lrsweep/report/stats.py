@@ -1,0 +1,134 @@
+"""Aggregates over seeds: each configuration's mean and 95% confidence interval.
+
+A configuration is a trial's parameters without its seed. The interval is Student's t:
+mean ± t(0.975, n−1) · s / √n, so it is honest for the handful of seeds a study can afford.
+
+    >>> import pandas as pd
+    >>> trials = pd.DataFrame({"state": ["complete"] * 3, "scheduler": ["cosine"] * 3,
+    ...                        "seed": [0, 1, 2], "val_acc": [0.80, 0.82, 0.84]})
+    >>> row = config_table(trials, ["val_acc"]).iloc[0]
+    >>> round(float(row["val_acc_mean"]), 4), round(float(row["val_acc_ci"]), 4)
+    (0.82, 0.0497)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats as scipy_stats
+
+from lrsweep.numbers import short
+
+# Columns of trials_frame that are outcomes or bookkeeping, not configuration.
+NOT_CONFIG = {"trial", "state", "value", "seed", "train_loss", "train_acc", "val_loss", "val_acc",
+              "test_acc", "test_nll", "test_ece", "avg_test_acc", "avg_test_nll",
+              "avg_test_ece", "epochs", "seconds", "val_acc_curve", "classes", "parameters"}
+
+
+def lower_is_better(metric: str) -> bool:
+    """Losses, negative log-likelihoods and calibration errors: smaller is better."""
+    return metric.endswith(("loss", "nll", "ece"))
+
+
+def config_columns(trials: pd.DataFrame) -> list[str]:
+    if "run" in trials.columns:
+        return ["run"]  # a [[run]] table's label names its whole configuration
+    return [c for c in trials.columns if c not in NOT_CONFIG]
+
+
+def config_label(row: pd.Series, columns: list[str], *, exact: bool = False) -> str:
+    """"scheduler=cosine base_lr=0.3": floats to 4 significant digits, or with `exact` as
+    many as say the value exactly (for two configurations the short form cannot tell apart)."""
+    if columns == ["run"]:
+        return str(row["run"])
+    parts = [f"{c}={_short(row[c], exact)}" for c in columns
+             if not (isinstance(row[c], float) and math.isnan(row[c]))]
+    return " ".join(parts) or "all trials"
+
+
+def config_key(row: pd.Series, columns: list[str]) -> str:
+    """A configuration's identity: its exact values (its label rounds them). Numbers as
+    floats, so a column that pandas made float by a missing value still matches."""
+    def exact(value) -> str:
+        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+            return repr(float(value))
+        return str(value)
+    return "|".join(exact(row[c]) for c in columns)
+
+
+def finished(frame: pd.DataFrame) -> pd.DataFrame:
+    """Trials (or their curve rows) that ran to the end: complete, or stopped by divergence,
+    which is part of the answer (a rate that diverges is a bad rate)."""
+    return frame[frame["state"].str.startswith(("complete", "diverged"))]
+
+
+def format_ci(mean: float, ci: float, digits: int = 3) -> str:
+    """"0.862 ± 0.042"; the mean alone without an interval; "–" without a mean (no data);
+    "∞" for a loss a diverged seed made infinite."""
+    if math.isnan(mean):
+        return "–"
+    if math.isinf(mean):
+        return "∞" if mean > 0 else "−∞"
+    return f"{mean:.{digits}f}" if math.isnan(ci) else f"{mean:.{digits}f} ± {ci:.{digits}f}"
+
+
+def intervals_overlap(a: pd.Series, b: pd.Series, metric: str) -> bool | None:
+    """Whether two rows' 95% intervals of `metric` overlap; None when either has none."""
+    ca, cb = a[f"{metric}_ci"], b[f"{metric}_ci"]
+    if math.isnan(ca) or math.isnan(cb):
+        return None
+    return abs(a[f"{metric}_mean"] - b[f"{metric}_mean"]) <= ca + cb
+
+
+def mean_ci(values: pd.Series, level: float = 0.95) -> tuple[float, float, int]:
+    """(mean, half-width of the t interval, n) of the finite values; half-width NaN if n < 2."""
+    clean = pd.to_numeric(values, errors="coerce").dropna()
+    n = len(clean)
+    if n == 0:
+        return math.nan, math.nan, 0
+    mean = float(clean.mean())
+    if n < 2 or math.isinf(mean):  # an infinite loss (a diverged seed) has no interval
+        return mean, math.nan, n
+    t = scipy_stats.t.ppf(0.5 + level / 2, n - 1)
+    return mean, float(t * clean.std(ddof=1) / math.sqrt(n)), n
+
+
+def config_table(trials: pd.DataFrame, metrics: list[str], *,
+                 higher_is_better: bool = True) -> pd.DataFrame:
+    """One row per configuration over its complete trials (diverged ones included: a rate
+    that diverges is part of the answer), with n, mean and CI of each metric, the number of
+    diverged seeds, and the label; best first by the first metric (the objective)."""
+    done = finished(trials).copy()
+    columns = config_columns(done)
+    done["config_key"] = [config_key(row, columns) for _, row in done.iterrows()]
+    rows = []
+    for key, group in done.groupby("config_key", sort=False):
+        diverged = group["state"].str.startswith("diverged")
+        row = {"config": config_label(group.iloc[0], columns), "config_key": key,
+               "seeds": int(group["seed"].nunique()) if "seed" in group else 1,
+               "diverged": int(diverged.sum())}
+        row.update({c: group[c].iloc[0] for c in columns})
+        for metric in metrics:
+            values = group[metric]
+            if lower_is_better(metric):
+                # A diverged seed's loss is not finite, so it was stored as null: it counts
+                # as the worst loss there is, not as a seed that never ran.
+                values = values.mask(diverged & values.isna(), math.inf)
+            mean, ci, n = mean_ci(values)
+            row.update({f"{metric}_mean": mean, f"{metric}_ci": ci, f"{metric}_n": n})
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    # Configurations the rounded label cannot tell apart are labelled with exact values.
+    clash = table["config"].duplicated(keep=False)
+    table.loc[clash, "config"] = [config_label(row, columns, exact=True)
+                                  for _, row in table[clash].iterrows()]
+    return table.sort_values(f"{metrics[0]}_mean", ascending=not higher_is_better,
+                             na_position="last", ignore_index=True)
+
+
+def _short(value, exact: bool = False) -> str:
+    return repr(float(value)) if exact and isinstance(value, float) else short(value)

@@ -1,0 +1,131 @@
+"""The study loop: create or continue a study until `trials` trials have finished, a pack of
+trials at a time, in three moves:
+
+    ask a pack (`ask`) → train it and tell its trials (`pack_run`) → again
+
+Before asking, the trials of dead workers (or of our own Ctrl-C) are taken over from their
+checkpoints (`takeover`). `trials` in a study file is the total: running the same file again
+continues to it, and `resume` continues from the study file stored in the study itself.
+
+    >>> from lrsweep.search import loop, spec
+    >>> s = spec.load("studies/quickstart.toml")                         # doctest: +SKIP
+    >>> summary = loop.run(s, storage="sqlite:///results/lrsweep.db")    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from lrsweep.search.ask import ask_pack
+from lrsweep.search.heartbeats import Leases
+from lrsweep.search.pack_run import Progress, Work, run_pack
+from lrsweep.search.provenance import create_or_load
+from lrsweep.search.sampling import make_sampler
+from lrsweep.search.space import pack_groups
+from lrsweep.search.spec import SpecError, StudySpec
+from lrsweep.search.surplus import within_total
+from lrsweep.search.takeover import PACK_ATTR, checkpoints_for, resume_groups
+from lrsweep.store import optuna_private
+from lrsweep.store.artifacts import artifact_store
+from lrsweep.store.leases import claim_stale_trials
+from lrsweep.store.storage import HEARTBEAT_SECONDS, default_storage, open_storage
+from lrsweep.train import data
+from lrsweep.train import device as devices
+
+DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    name: str
+    storage: str
+    total: int              # trials the study file asks for
+    finished: int           # COMPLETE + PRUNED now in the store
+    new: int                # of which this run finished
+    seconds: float
+
+
+def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
+        data_dir: str | None = None, allow_changed: bool = False, pack: int | None = None,
+        progress: Progress | None = None) -> RunSummary:
+    """Create the study or continue it until `spec.study.trials` trials have finished,
+    training `pack` trials at a time (None: the device's default, `default_pack_size`); with
+    other workers on the study, return only once none of their trials is running."""
+    storage = storage or default_storage()
+    started = time.perf_counter()
+    if not optuna_private.AVAILABLE:  # leases and claims work on Optuna's tables: say so now
+        raise optuna_private.unsupported("running a study")
+    where = devices.resolve_device(device)
+    if pack is not None and pack < 1:
+        raise SpecError(f"--pack {pack}: a pack holds at least one trial")
+    # Data first: a missing dataset must fail before anything is written to the store.
+    splits = load_data(spec, where, data_dir)
+    rdb = open_storage(storage)
+    study = create_or_load(spec, rdb, storage, allow_changed)
+    progress = progress or Progress()
+    # A looped pack (ResNet-18) gains nothing from company and holds K graphs at once: one
+    # trial at a time unless --pack says otherwise.
+    looped = pack or 1
+    size = pack or (devices.default_pack_size(where, spec.train.batch_size)
+                    if "lenet" in spec.models else 1)
+    work = Work(spec, study, splits, where, progress,
+                checkpoints_for(storage), artifact_store(storage))
+    new = 0
+    try:
+        progress.start(spec, count(study, DONE))
+        while True:
+            # The study file's sampler before anything suggests: a claimed trial killed
+            # before its first suggestion gets its parameters (its grid point) from it too.
+            study.sampler = make_sampler(spec, len(study.get_trials(deepcopy=False)))
+            # First the trials of dead processes (or of our own Ctrl-C), from their checkpoints.
+            claimed = claim_stale_trials(study, PACK_ATTR)
+            if claimed:
+                with Leases(study, claimed):
+                    for name, trials, resumes in resume_groups(work, claimed, size, looped):
+                        run_pack(work, name, trials, resumes)
+                continue
+            done, running = count(study, DONE), count(study, (TrialState.RUNNING,))
+            if done + running >= spec.study.trials:
+                if not running:
+                    break
+                # The rest run in other workers. Stay until they end: should a worker die, its
+                # lease expires and its trials are taken over here, never left RUNNING.
+                progress.waiting(running)
+                time.sleep(min(HEARTBEAT_SECONDS, 2.0))
+                continue
+            with Leases(study, []) as leases:
+                trials = ask_pack(study, min(size, spec.study.trials - done - running), leases)
+                trials = within_total(study, trials, spec.study.trials)
+                for group in pack_groups(spec, trials, looped):
+                    run_pack(work, None, group, [None] * len(group))
+            new += len(trials)
+    finally:
+        progress.close()
+    return RunSummary(spec.study.name, storage, spec.study.trials, count(study, DONE), new,
+                      time.perf_counter() - started)
+
+
+def load_data(spec: StudySpec, device: Any, data_dir: str | None) -> data.Splits:
+    train = spec.train
+    if train.folder:
+        from lrsweep.train.folders import load_imagefolder
+        splits = load_imagefolder(train.folder, device, image_size=train.image_size,
+                                  validation=train.validation, subset=train.subset,
+                                  test_subset=train.test_subset)
+        shape = tuple(splits.train_x.shape[1:])
+        if "lenet" in spec.models and (shape != (1, 28, 28) or splits.classes != 10):
+            raise data.DataError(f"{train.folder}: {splits.classes} classes of "
+                                 f"{'×'.join(map(str, shape))} images; LeNet takes 10 classes "
+                                 "of 1×28×28: use model = \"resnet18\" ([train] or [space])")
+        return splits
+    return data.load(device, data_dir=data_dir, validation=train.validation,
+                     subset=train.subset, test_subset=train.test_subset)
+
+
+def count(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
+    return len(study.get_trials(deepcopy=False, states=states))

@@ -1,0 +1,127 @@
+"""A study in the store and where it came from: created with its study file, the versions and
+the git commit that ran it; or loaded, and checked to be the same study file."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from lrsweep import __version__
+from lrsweep.search import spec as spec_mod
+from lrsweep.search.sampling import make_pruner
+from lrsweep.search.spec import Choice, Fixed, SpecError, StudySpec
+from lrsweep.store.storage import StorageError, load_study
+from lrsweep.train.device import torch_version
+
+
+def load_stored_spec(name: str, storage: str) -> StudySpec:
+    """The study file a stored study was started from."""
+    study = load_study(name, storage)
+    stored = spec_mod.from_stored(study.user_attrs, source=f"{name} (stored in {storage})")
+    if stored is None:
+        raise StorageError(f"study {name!r} in {storage} was not made by lrsweep (no stored study file)")
+    return stored
+
+
+def create_or_load(spec: StudySpec, rdb: optuna.storages.RDBStorage, url: str,
+                    allow_changed: bool) -> optuna.Study:
+    name = spec.study.name
+    if name in optuna.study.get_all_study_names(rdb):
+        study = optuna.load_study(study_name=name, storage=rdb, pruner=make_pruner(spec))
+        _check_same_spec(study, spec, url, allow_changed)
+        return study
+    study = optuna.create_study(study_name=name, storage=rdb, direction=spec.direction,
+                                pruner=make_pruner(spec), load_if_exists=True)
+    _store_spec(study, spec)
+    for key, value in provenance().items():
+        study.set_user_attr(key, value)
+    return study
+
+
+def _check_same_spec(study: optuna.Study, spec: StudySpec, url: str, allow_changed: bool) -> None:
+    stored_text = study.user_attrs.get("study_file")
+    if stored_text is None and not study.get_trials(deepcopy=False):
+        # Another worker created it an instant ago and is storing its file: ours is the same
+        # or will be checked against it by every later run.
+        _store_spec(study, spec)
+        return
+    if stored_text is None:
+        raise StorageError(f"study {spec.study.name!r} in {url} was not made by lrsweep; "
+                           "choose another [study] name")
+    stored_overrides = tuple(study.user_attrs.get("study_overrides", ()))
+    if stored_text == spec.text and stored_overrides == spec.overrides:
+        return
+    stored = spec_mod.from_stored(study.user_attrs, source="stored")
+    changes = _differences(stored, spec)
+    if changes and not allow_changed:
+        raise SpecError(f"{spec.source}: study {spec.study.name!r} in {url} was started from a "
+                        f"different study file ({'; '.join(changes[:3])}); give the study a new "
+                        "[study] name, or pass --allow-changed to continue it with this file")
+    if changes:
+        study.set_user_attr("study_file_previous", stored_text)
+    _store_spec(study, spec)  # a new total or new comments are no change of study
+
+
+def _store_spec(study: optuna.Study, spec: StudySpec) -> None:
+    study.set_user_attr("study_file", spec.text)
+    study.set_user_attr("study_file_sha256", spec.sha256)
+    study.set_user_attr("study_file_source", spec.source)
+    study.set_user_attr("study_overrides", list(spec.overrides))
+
+
+def _differences(old: StudySpec, new: StudySpec) -> list[str]:
+    if old.canonical(ignore_trials=True) == new.canonical(ignore_trials=True):
+        return []
+    changes = []
+    for section in ("study", "train"):
+        a, b = asdict(getattr(old, section)), asdict(getattr(new, section))
+        changes += [f"[{section}] {k}: {a[k]!r} → {b[k]!r}" for k in a
+                    if a[k] != b[k] and k != "trials"]
+    a, b = dict(old.space), dict(new.space)
+    changes += [f"[space] {k}: {_show(a.get(k))} → {_show(b.get(k))}"
+                for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    old_runs = {r.label: r.values for r in old.runs}
+    new_runs = {r.label: r.values for r in new.runs}
+    changes += [f"[[run]] {label!r}: " + ("added" if label not in old_runs else "removed"
+                                         if label not in new_runs else "changed")
+                for label in sorted(set(old_runs) | set(new_runs))
+                if old_runs.get(label) != new_runs.get(label)]
+    return changes
+
+
+def _show(dim: Any) -> str:
+    if dim is None:
+        return "absent"
+    if isinstance(dim, Fixed):
+        return repr(dim.value)
+    if isinstance(dim, Choice):
+        return repr(list(dim.values))
+    return f"{{low = {dim.low}, high = {dim.high}, log = {str(dim.log).lower()}}}"
+
+
+def provenance() -> dict[str, Any]:
+    return {"versions": {"lrsweep": __version__, "torch": torch_version(),
+                         "optuna": optuna.__version__, "python": platform.python_version()},
+            "git_commit": git_commit(), "host": platform.node()}
+
+
+def git_commit() -> str | None:
+    """HEAD's commit, marked "-dirty" when the package's own files differ from it: the code
+    that ran is then not the commit's."""
+    package = Path(__file__).resolve().parents[1]  # lrsweep/, not only this room
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=package, timeout=5)
+        commit = out.stdout.strip()
+        if not commit:
+            return None
+        changed = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "."], cwd=package,
+                                 capture_output=True, timeout=5).returncode == 1
+        return commit + ("-dirty" if changed else "")
+    except (OSError, subprocess.SubprocessError):
+        return None

@@ -1,0 +1,127 @@
+"""Read and validate a study file (`studies/*.toml`) into frozen dataclasses.
+
+A scalar fixes a value, a list is a categorical (a grid axis for the grid sampler), a table
+is a range. Every error is a SpecError whose one line names the file, the key and the problem.
+
+    >>> from lrsweep.search import spec
+    >>> s = spec.parse('''
+    ... [study]
+    ... name = "demo"
+    ... [train]
+    ... epochs = 5
+    ... [space]
+    ... scheduler = ["constant", "cosine"]
+    ... base_lr = { low = 0.01, high = 1.0, log = true }
+    ... ''', source="demo.toml")
+    >>> s.study.trials, s.study.sampler, s.dimension("base_lr")
+    (20, 'tpe', Range(low=0.01, high=1.0, log=True, integer=False))
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Sequence
+
+from lrsweep.search.spec_checks import only_keys, read_space, read_study, read_train
+from lrsweep.search.spec_runs import read_runs
+# The study file's vocabulary, re-exported: the rest of lrsweep reads it from here.
+from lrsweep.search.spec_types import (AVERAGING_OPTIMIZERS, BOOK_METRICS, GENERIC_KEYS,
+                                       INTEGER_KEYS, MAX_SEED, METRICS, NOT_SCHEDULE_KEYS,
+                                       RUN_KEY, SCHEDULE_KEYS, Choice, Dimension, Fixed, Range,
+                                       Run, SpecError, StudySettings, StudySpec, TrainSettings)
+
+__all__ = ["load", "parse", "from_stored", "AVERAGING_OPTIMIZERS", "BOOK_METRICS",
+           "GENERIC_KEYS", "INTEGER_KEYS", "MAX_SEED", "METRICS", "NOT_SCHEDULE_KEYS", "RUN_KEY",
+           "SCHEDULE_KEYS", "Choice", "Dimension", "Fixed", "Range", "Run", "SpecError",
+           "StudySettings", "StudySpec", "TrainSettings"]
+
+
+def load(path: str | Path, overrides: Sequence[str] = ()) -> StudySpec:
+    """Read and validate a study file, with `--set section.key=value` overrides."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such study file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot be read ({exc})") from None
+    return parse(text, source=str(path), overrides=overrides)
+
+
+def from_stored(attrs: dict[str, Any], *, source: str) -> StudySpec | None:
+    """The spec a study was run with, from its user attributes (None: not made by lrsweep)."""
+    if "study_file" not in attrs:
+        return None
+    return parse(attrs["study_file"], source=source, overrides=attrs.get("study_overrides", ()))
+
+
+def parse(text: str, *, source: str = "<string>", overrides: Sequence[str] = ()) -> StudySpec:
+    """Validate a study file's text; `source` names it in error messages. Each override
+    `section.key=value` (a TOML value; a bare word is a string) replaces or adds that key."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{source}: invalid TOML: {exc}") from None
+    overrides = tuple(overrides)
+    for override in overrides:
+        _apply_override(doc, override, source)
+    only_keys(doc, ("study", "train", "space", "run"), f"{source}: ")
+    for section in ("study", "train", "space"):
+        if not isinstance(doc.get(section, {}), dict):
+            raise SpecError(f"{source}: [{section}] must be a table")
+    train = read_train(doc.get("train", {}), source)
+    if "model" in doc.get("train", {}) and "model" in doc.get("space", {}):
+        raise SpecError(f"{source}: [space] model: the model is also set in [train]; give it in "
+                        "one place ([space] to compare models)")
+    runs: tuple[Run, ...] = ()
+    if "run" in doc:
+        space, runs = read_runs(doc["run"], doc.get("space", {}), train, source)
+        study_table = doc.setdefault("study", {})
+        if study_table.setdefault("sampler", "grid") != "grid":
+            raise SpecError(f"{source}: [study] sampler = {study_table['sampler']!r}: [[run]] "
+                            "tables list every configuration, so they need sampler = \"grid\"")
+    else:
+        space = read_space(doc.get("space", {}), train, source)
+    study = read_study(doc.get("study", {}), train, source)
+    spec = StudySpec(study, train, space, text, source, overrides, runs)
+    averaging = set(spec.values_of("optimizer", "sgd")) & set(AVERAGING_OPTIMIZERS)
+    if averaging and spec.models != ("lenet",):
+        model = next(m for m in spec.models if m != "lenet")
+        who = "SGLD" if averaging == {"sgld"} else "SGLD and sgld_without_noise"
+        raise SpecError(f"{source}: [space] optimizer: {who} trials train the packed LeNet "
+                        f"only, not model = {model!r}")
+    if spec.study.sampler == "grid":
+        for key, dim in space:
+            if isinstance(dim, Range):
+                raise SpecError(f"{source}: [space] {key}: the grid sampler needs a value or a "
+                                "list, not a range")
+        size = len(spec.grid())
+        if "trials" not in doc.get("study", {}):
+            spec = replace(spec, study=replace(spec.study, trials=size))
+        elif spec.study.trials > size:
+            raise SpecError(f"{source}: [study] trials = {spec.study.trials} but the grid has only "
+                            f"{size} distinct points")
+    return spec
+
+
+def _apply_override(doc: dict, override: str, source: str) -> None:
+    where = f"{source}: --set {override}"
+    path, sep, raw = override.partition("=")
+    section, dot, key = path.strip().partition(".")
+    if not sep or not dot or not key:
+        raise SpecError(f"{where}: expected section.key=value, e.g. train.epochs=10")
+    if section not in ("study", "train", "space"):
+        close = difflib.get_close_matches(section, ["study", "train", "space"], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else " (study, train or space)"
+        raise SpecError(f"{where}: unknown section {section!r}{hint}")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()  # `study.name=ex1-cpu`: a bare word is the string it spells
+    table = doc.setdefault(section, {})
+    if not isinstance(table, dict):
+        raise SpecError(f"{where}: [{section}] must be a table")
+    table[key.strip()] = value

@@ -1,0 +1,203 @@
+"""What a study file means: its settings and search space as frozen dataclasses, and the
+names a study file may use (`spec.py` reads one into these)."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import shlex
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Union
+
+from lrsweep import schedules
+
+FASHION_MNIST_TRAIN = 60_000  # training images before any validation hold-out
+METRICS = {"val_acc": "maximize", "val_loss": "minimize",
+           "train_acc": "maximize", "train_loss": "minimize"}
+SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes")
+PRUNERS = ("none", "median", "hyperband")
+UNITS = ("epoch", "step")
+# Search-space keys every schedule takes; the rest belong to the schedules that use them.
+GENERIC_KEYS = ("scheduler", "base_lr", "warmup_steps", "warmup_begin_lr", "lag", "optimizer",
+                "model", "seed")
+OPTIMIZERS = ("sgd", "sgld", "sgld_without_noise")
+# SGLD, and its control without the noise: predictions averaged over epochs after burn_in.
+AVERAGING_OPTIMIZERS = ("sgld", "sgld_without_noise")
+MODELS = ("lenet", "resnet18")
+# Space keys that are no schedule parameter: they go to the trial, not to schedules.build.
+NOT_SCHEDULE_KEYS = ("scheduler", "seed", "optimizer", "model", "run")
+SCHEDULE_KEYS = tuple(sorted({p for name in schedules.names() for p in schedules.parameters(name)}))
+INTEGER_KEYS = ("warmup_steps", "max_update", "seed", "lag")
+MAX_SEED = 2**32 - 1
+RUN_KEY = "run"  # the label of a [[run]] table, a parameter of each of its trials
+BOOK_METRICS = ("train_loss", "train_acc", "test_acc")  # what the chapter prints
+GENERIC_DEFAULTS = {"base_lr": 0.1, "warmup_steps": 0, "warmup_begin_lr": 0.0, "lag": 0,
+                    "optimizer": "sgd"}
+
+
+class SpecError(ValueError):
+    """A study file that cannot be used; str() is one line naming file, key and problem."""
+
+
+@dataclass(frozen=True)
+class Fixed:
+    value: Any
+
+
+@dataclass(frozen=True)
+class Choice:
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Range:
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+
+Dimension = Union[Fixed, Choice, Range]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One explicit configuration of a `[[run]]` table, every value its schedule takes filled
+    in; `book` holds numbers printed elsewhere (the chapter's) to compare the run with."""
+
+    label: str
+    values: tuple[tuple[str, Any], ...]
+    book: tuple[tuple[str, tuple[float, ...]], ...] = ()
+
+    @property
+    def scheduler(self) -> str:
+        return dict(self.values)["scheduler"]
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    name: str
+    metric: str = "val_acc"      # the objective; test accuracy never is
+    trials: int = 20             # in total, not "this many more"
+    sampler: str = "tpe"
+    pruner: str = "none"
+    sampler_seed: int = 0        # fixes the sampler's own draws (grid order, TPE start)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 30             # per trial
+    batch_size: int = 256        # images per optimizer step
+    validation: int = 10_000     # images held out of the 60k training set; 0 = none
+    subset: int = 0              # training images used; 0 = all that remain
+    test_subset: int = 0         # test images used (stratified, fixed); 0 = all
+    unit: str = "epoch"          # what a schedule's t counts: epoch | step
+    model: str = "lenet"         # lenet (packed) | resnet18 (exercise 3); [space] model varies it
+    dataset: str = "fashion-mnist"  # or "imagefolder:PATH" (ImageNet-style class folders)
+    image_size: int = 28         # imagefolder: images resized and cropped to this side
+    prior_precision: float = 1.0  # sgld trials: a Gaussian prior N(0, 1/λ) on every weight
+    burn_in: int = 0             # sgld trials: epochs before the first posterior sample
+    thin: int = 1                # sgld trials: epochs between posterior samples
+
+    @property
+    def folder(self) -> str | None:
+        """The image folder of an `imagefolder:PATH` dataset; None for Fashion-MNIST."""
+        return self.dataset.partition(":")[2] if self.dataset.startswith("imagefolder:") else None
+
+    @property
+    def train_images(self) -> int:
+        return self.subset or FASHION_MNIST_TRAIN - self.validation
+
+    @property
+    def horizon(self) -> int:
+        """A trial's length in schedule units: the default max_update."""
+        if self.unit == "epoch":
+            return self.epochs
+        return self.epochs * math.ceil(self.train_images / self.batch_size)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    study: StudySettings
+    train: TrainSettings
+    space: tuple[tuple[str, Dimension], ...]
+    text: str = ""
+    source: str = "<string>"
+    overrides: tuple[str, ...] = ()   # `--set section.key=value`, applied over the text
+    runs: tuple[Run, ...] = ()        # explicit configurations, when the file lists [[run]]s
+
+    def dimension(self, key: str) -> Dimension | None:
+        return dict(self.space).get(key)
+
+    @property
+    def direction(self) -> str:
+        return METRICS[self.study.metric]
+
+    @property
+    def schedulers(self) -> tuple[str, ...]:
+        return self.values_of("scheduler")
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The models the trials train: [space] model's values, else [train] model."""
+        return self.values_of("model", self.train.model)
+
+    def values_of(self, key: str, default: Any = None) -> tuple[Any, ...]:
+        """The values a listed or fixed dimension takes; (default,) when the space lacks it."""
+        dim = self.dimension(key)
+        if dim is None:
+            return (default,)
+        return dim.values if isinstance(dim, Choice) else (dim.value,)
+
+    def keys_for(self, scheduler: str) -> list[str]:
+        """The space keys a trial of this scheduler uses, in suggestion order."""
+        used = set(GENERIC_KEYS) | {RUN_KEY} | set(schedules.parameters(scheduler))
+        return [k for k, _ in self.space if k in used]
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every distinct grid point: a parameter appears only for the schedulers that use it,
+        so a constant-rate trial is not repeated once per decay exponent. Seeds are the
+        outermost axis: a study stopped early has every configuration at its first seeds."""
+        seed = self.dimension("seed")
+        seeds = [{"seed": s} for s in seed.values] if isinstance(seed, Choice) else [{}]
+        points: list[dict[str, Any]] = []
+        if self.runs:
+            for seed_point in seeds:
+                for run in self.runs:
+                    values = {RUN_KEY: run.label, **dict(run.values)}
+                    points.append({**seed_point, **{
+                        k: values[k] for k in self.keys_for(run.scheduler)
+                        if k != "seed" and isinstance(self.dimension(k), Choice)}})
+            return points
+        for seed_point in seeds:
+            for scheduler in self.schedulers:
+                axes = [(k, self.dimension(k)) for k in self.keys_for(scheduler)
+                        if k not in ("scheduler", "seed")]
+                choices = [(k, d.values) for k, d in axes if isinstance(d, Choice)]
+                for combo in itertools.product(*(values for _, values in choices)):
+                    point = dict(seed_point)
+                    if isinstance(self.dimension("scheduler"), Choice):
+                        point["scheduler"] = scheduler
+                    point.update(zip((k for k, _ in choices), combo))
+                    points.append(point)
+        return points
+
+    @property
+    def set_options(self) -> str:
+        """The overrides as command-line options, to print in a reproduce command."""
+        return "".join(f" --set {shlex.quote(o)}" for o in self.overrides)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def canonical(self, *, ignore_trials: bool = False) -> str:
+        """The parsed content as JSON: equal for files that differ only in layout or comments."""
+        study = replace(self.study, trials=0) if ignore_trials else self.study
+        return json.dumps({"study": asdict(study), "train": asdict(self.train),
+                           "space": [[k, type(d).__name__, asdict(d)] for k, d in self.space],
+                           "runs": [[r.label, r.values] for r in self.runs]},
+                          sort_keys=True, default=list)

@@ -1,0 +1,113 @@
+"""Leases: a RUNNING trial belongs to whoever keeps its heartbeat fresh. Heartbeats are
+Optuna's own table, read and written here with the database server's clock; a takeover is a
+compare-and-set on a heartbeat, so of several workers looking at once exactly one wins."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+import optuna
+import sqlalchemy
+
+from lrsweep.store import optuna_private
+from lrsweep.store.storage import GRACE_SECONDS
+
+
+_LONG_AGO = datetime.datetime(2000, 1, 1)
+
+
+def record_heartbeats(study: optuna.Study, trial_ids: list[int]) -> None:
+    """Renew the trials' leases: their heartbeats set to the database's clock, in one
+    transaction (Optuna's record_heartbeat takes one per trial: 100 for a GPU-sized pack)."""
+    rdb, models = optuna_private.require_tables(study, "a lease (heartbeat)")
+    beats = models.TrialHeartbeatModel.__table__
+    now = sqlalchemy.func.now()
+    for attempt in range(2):
+        try:
+            with rdb.engine.begin() as conn:
+                have = set(conn.execute(sqlalchemy.select(beats.c.trial_id).where(
+                    beats.c.trial_id.in_(trial_ids))).scalars())
+                if have:
+                    conn.execute(sqlalchemy.update(beats).where(
+                        beats.c.trial_id.in_(list(have))).values(heartbeat=now))
+                missing = [i for i in trial_ids if i not in have]
+                if missing:
+                    conn.execute(sqlalchemy.insert(beats).values(
+                        [{"trial_id": i, "heartbeat": now} for i in missing]))
+            return
+        except sqlalchemy.exc.IntegrityError:
+            # Another worker gave one of them a first beat meanwhile (`claim_stale_trials`
+            # does, for trials it finds without one): it is there now, look again.
+            if attempt:
+                raise
+
+
+def claim_stale_trials(study: optuna.Study, pack_attr: str | None = None) -> list[int]:
+    """Take over the RUNNING trials whose heartbeat is older than the grace period (their
+    process died). Each claim is a compare-and-set on a heartbeat, so when several workers
+    look at once, exactly one wins. With `pack_attr` (a trial system attribute listing the
+    trial ids a trial trains with) a pack is claimed whole: the compare-and-set is made on its
+    first RUNNING member, and the winner takes the others with it, so two workers never split
+    one pack (and its one checkpoint). Returns the trial ids now ours.
+
+    Times are the database server's alone: a trial with no heartbeat yet (its process died
+    between asking and its first beat) gets one now, and is stale a grace period later."""
+    rdb, models = optuna_private.require_tables(study, "taking over a dead worker's trials")
+    beats = models.TrialHeartbeatModel.__table__
+    trials = models.TrialModel.__table__
+    attrs = models.TrialSystemAttributeModel.__table__
+    grace = datetime.timedelta(seconds=GRACE_SECONDS)
+    with rdb.engine.begin() as conn:
+        now = conn.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar().replace(tzinfo=None)
+        running = dict(conn.execute(
+            sqlalchemy.select(trials.c.trial_id, beats.c.heartbeat)
+            .select_from(trials.outerjoin(beats, beats.c.trial_id == trials.c.trial_id))
+            .where(trials.c.study_id == optuna_private.study_id(study),
+                   trials.c.state == optuna.trial.TrialState.RUNNING)).all())
+        packs = {} if pack_attr is None or not running else {
+            trial_id: json.loads(value) for trial_id, value in conn.execute(
+                sqlalchemy.select(attrs.c.trial_id, attrs.c.value_json).where(
+                    attrs.c.key == pack_attr, attrs.c.trial_id.in_(list(running))))}
+    for trial_id, beat in running.items():
+        if beat is None:
+            try:
+                with rdb.engine.begin() as conn:
+                    conn.execute(sqlalchemy.insert(beats).values(
+                        trial_id=trial_id, heartbeat=sqlalchemy.func.now()))
+            except sqlalchemy.exc.IntegrityError:
+                pass  # its owner (or another worker) gave it one an instant ago
+    stale = {i for i, beat in running.items()
+             if beat is not None and now - beat.replace(tzinfo=None) > grace}
+    claimed: list[int] = []
+    seen: set[int] = set()
+    for trial_id in sorted(stale):
+        if trial_id in seen:
+            continue
+        members = sorted(i for i in packs.get(trial_id, [trial_id]) if i in running)
+        seen.update(members)
+        leader = members[0]
+        if leader not in stale:
+            continue  # its pack is alive: another worker's, or one just taken over
+        with rdb.engine.begin() as conn:
+            # Still stale at the moment of writing: of several claimants, the first one's
+            # fresh heartbeat makes every other one's condition false.
+            won = conn.execute(sqlalchemy.update(beats).where(
+                beats.c.trial_id == leader, beats.c.heartbeat < now - grace).values(
+                heartbeat=sqlalchemy.func.now())).rowcount == 1
+            if won and len(members) > 1:
+                conn.execute(sqlalchemy.update(beats).where(
+                    beats.c.trial_id.in_(members[1:])).values(heartbeat=sqlalchemy.func.now()))
+        if won:
+            claimed += members
+    return claimed
+
+
+def release_trials(study: optuna.Study, trial_ids: list[int]) -> None:
+    """Give up our leases at once (Ctrl-C), so the next run continues these trials without
+    waiting out the grace period."""
+    rdb, models = optuna_private.require_tables(study, "handing leases back")
+    beats = models.TrialHeartbeatModel.__table__
+    with rdb.engine.begin() as conn:
+        conn.execute(sqlalchemy.update(beats).where(beats.c.trial_id.in_(trial_ids))
+                     .values(heartbeat=_LONG_AGO))

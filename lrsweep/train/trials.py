@@ -1,0 +1,114 @@
+"""What the engine takes and gives back: a trial's configuration, its per-epoch metrics, its
+result, and the state a trial (or a whole pack) resumes from after an interruption.
+
+    >>> from lrsweep import schedules
+    >>> TrialConfig(schedules.build("constant", base_lr=0.3), seed=1, epochs=2).pack_key
+    (2, 256, 'epoch', 'lenet', 'sgd', 1.0, 0, 1)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterable, Literal
+
+import torch
+
+from lrsweep.schedules import Schedule
+from lrsweep.train.model import unpack
+
+# Optimizers whose predictions are averaged over epochs: SGLD and its noiseless control.
+AVERAGING = ("sgld", "sgld_without_noise")
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """What one trial trains: its schedule, its seed (initial weights and data order), length."""
+
+    schedule: Schedule
+    seed: int = 0
+    epochs: int = 30          # per trial
+    batch_size: int = 256     # images per optimizer step
+    unit: Literal["epoch", "step"] = "epoch"  # what the schedule's t counts
+    model: Literal["lenet", "resnet18"] = "lenet"  # resnet18: exercise 3, trained unfused
+    # sgld: SGD plus Gaussian noise (Welling & Teh 2011). The schedule's rate η is SGD's, and
+    # the step size is ε = 2η/N, so the drift is SGD's step and the noise has variance ε.
+    # sgld_without_noise: its control, the same steps, prior (a weight decay of λ/N) and
+    # averaged predictions, without the noise: what SGLD gains by sampling is the difference.
+    optimizer: Literal["sgd", "sgld", "sgld_without_noise"] = "sgd"
+    prior_precision: float = 1.0  # sgld: a Gaussian prior N(0, 1/λ) on every weight
+    burn_in: int = 0              # sgld: epochs before the first posterior sample
+    thin: int = 1                 # sgld: epochs between posterior samples
+
+    @property
+    def pack_key(self) -> tuple:
+        """What the trials of one pack must share."""
+        return (self.epochs, self.batch_size, self.unit, self.model, self.optimizer,
+                self.prior_precision, self.burn_in, self.thin)
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    epoch: int            # 0-based
+    lr: float             # the rate at the epoch's first step
+    train_loss: float     # mean over the epoch's images
+    train_acc: float
+    val_loss: float       # NaN when no validation images are held out
+    val_acc: float
+    test_acc: float
+    seconds: float        # wall time of the epoch (the whole pack's), evaluation included
+    test_nll: float = math.nan      # the weights': mean negative log-likelihood on the test set
+    test_ece: float = math.nan      # and expected calibration error (15 bins)
+    avg_test_acc: float = math.nan  # sgld: the posterior average's, over the samples so far
+    avg_test_nll: float = math.nan
+    avg_test_ece: float = math.nan
+    samples: int = 0                # sgld: posterior samples averaged so far
+
+
+@dataclass
+class TrialResult:
+    config: TrialConfig
+    epochs: list[EpochMetrics] = field(default_factory=list)
+    status: Literal["complete", "pruned", "diverged"] = "complete"
+    diverged: Literal["nonfinite", "collapsed"] | None = None
+    state_dict: dict[str, torch.Tensor] | None = None  # loads into model.lenet() (or resnet18)
+    device: str = "cpu"
+    pack_size: int = 1
+    parameters: int = 0  # trainable parameters of the trial's network (reports show them)
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a trial stopped: its weights after len(epochs) epochs and its curves so far.
+    In a `PackState`, the weights of a member still training are the pack's (None here)."""
+
+    state_dict: dict[str, torch.Tensor] | None
+    epochs: list[EpochMetrics]
+    status: Literal["complete", "pruned", "diverged"] = "complete"
+    diverged: Literal["nonfinite", "collapsed"] | None = None
+    # sgld: its noise generator's state and its share of the posterior average.
+    sampler: dict | None = None
+
+
+@dataclass(frozen=True)
+class PackState:
+    """A whole pack after an epoch, for its checkpoint: members that resume together continue
+    exactly as they would have. The members still training keep their weights in `weights`
+    (the pack's own tensors, `model.unpack`), those that stopped in their Resume."""
+
+    layout: str                       # the pack's LAYOUT, for `model.unpack`
+    weights: dict[str, torch.Tensor]  # its pack_state(); empty once every member stopped
+    members: list[Resume]
+
+    def resumes(self) -> list[Resume]:
+        """Each member's Resume with its own state_dict, to resume from."""
+        return [m if m.state_dict is not None else
+                replace(m, state_dict=unpack(self.layout, self.weights, k))
+                for k, m in enumerate(self.members)]
+
+
+# on_states(pack state) is given the whole pack's state after each epoch.
+StateCallback = Callable[[PackState], None]
+# on_epoch({k: metrics}) is told each epoch's metrics of the pack members still training, and
+# returns the members to stop (pruning).
+EpochCallback = Callable[[dict[int, EpochMetrics]], Iterable[int]]
