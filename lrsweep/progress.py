@@ -1,6 +1,7 @@
 """Progress display for `lrsweep run`: live bars on a terminal, plain lines otherwise (logs, CI).
 
-Both show trials done/total, the epoch within the running trial and the best value so far.
+Both show trials done/total, the pack's slots (each trial and its epoch) and the best value so
+far.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class PlainProgress(Progress):
         self._console = console
         self._total = 0
         self._done = 0
-        self._started = 0.0
+        self._started: dict[int, float] = {}   # trial number → when this run began it
         self._waiting_for = 0
 
     def start(self, spec: StudySpec, done: int) -> None:
@@ -41,10 +42,9 @@ class PlainProgress(Progress):
         self._metric = spec.study.metric
         self._print(f"study {spec.study.name}: {done}/{self._total} trials finished")
 
-    def pack_started(self, trials: list[tuple[int, dict[str, Any]]], epochs: int) -> None:
-        self._begin_pack(trials, epochs)
-        for number, params in trials:
-            self._print(f"trial {number} started: {describe(params)}")
+    def trial_started(self, number: int, params: dict[str, Any]) -> None:
+        self._started.setdefault(number, time.perf_counter())
+        self._print(f"trial {number} started: {describe(params)}")
 
     def resumed(self, number: int, epochs_done: int) -> None:
         where = f"its checkpoint after epoch {epochs_done}" if epochs_done else "epoch 1"
@@ -59,30 +59,28 @@ class PlainProgress(Progress):
             self._print(f"waiting for {running} trial(s) running in other workers; a worker "
                         f"silent for {GRACE_SECONDS:g} s has its trials taken over here")
 
-    def pack_epoch(self, metrics: dict[int, EpochMetrics]) -> None:
-        self._print(f"{self._label} epoch {_epoch_of(metrics)}/{self._epochs}: {_summary(metrics)}")
+    def pack_epoch(self, metrics: dict[int, EpochMetrics], epochs: int) -> None:
+        self._print(f"{slots(metrics, epochs)}: {_summary(metrics)}")
 
     def trial_finished(self, number: int, state: str, value: float | None,
                        best: float | None) -> None:
         self._done += 1
         shown = "" if value is None else f" {self._metric} {value:.4f}"
-        self._print(f"trial {number} {state}{shown} in {time.perf_counter() - self._started:.1f} s "
+        began = self._started.pop(number, None)
+        took = "" if began is None else f" in {time.perf_counter() - began:.1f} s"
+        self._print(f"trial {number} {state}{shown}{took} "
                     f"[{self._done}/{self._total} done, best {short(best)}]")
 
     def close(self) -> None:
         pass
-
-    def _begin_pack(self, trials: list[tuple[int, dict[str, Any]]], epochs: int) -> None:
-        self._epochs = epochs
-        self._started = time.perf_counter()
-        self._label = _label([number for number, _ in trials])
 
     def _print(self, line: str) -> None:
         self._console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 class LiveProgress(PlainProgress):
-    """Two bars (trials, epochs of the running trial); finished trials print above them."""
+    """Two bars: trials done, and the furthest slot's epoch with every slot's trial and epoch
+    beside it; started and finished trials print above them."""
 
     def __init__(self, console: Console) -> None:
         super().__init__(console)
@@ -96,14 +94,10 @@ class LiveProgress(PlainProgress):
         self._trials = self._bars.add_task("trials", total=self._total, completed=done, info="")
         self._epoch_bar = self._bars.add_task("epoch ", total=1, info="", visible=False)
 
-    def pack_started(self, trials: list[tuple[int, dict[str, Any]]], epochs: int) -> None:
-        self._begin_pack(trials, epochs)
-        what = describe(trials[0][1]) if len(trials) == 1 else f"a pack of {len(trials)}"
-        self._bars.reset(self._epoch_bar, total=epochs, visible=True,
-                         info=f"{self._label}: {what}")
-
-    def pack_epoch(self, metrics: dict[int, EpochMetrics]) -> None:
-        self._bars.update(self._epoch_bar, advance=1, info=f"{self._label}: {_summary(metrics)}")
+    def pack_epoch(self, metrics: dict[int, EpochMetrics], epochs: int) -> None:
+        furthest = max(m.epoch for m in metrics.values()) + 1
+        self._bars.update(self._epoch_bar, total=epochs, completed=furthest, visible=True,
+                          info=f"{slots(metrics, epochs)}: {_summary(metrics)}")
 
     def trial_finished(self, number: int, state: str, value: float | None,
                        best: float | None) -> None:
@@ -114,16 +108,22 @@ class LiveProgress(PlainProgress):
         self._bars.stop()
 
 
+def slots(metrics: dict[int, EpochMetrics], epochs: int) -> str:
+    """The pack's slots after an epoch, trials grouped by the epoch they finished:
+    "trials 1–4 epoch 2/30" or "trial 7 epoch 9/30, trials 8,11 epoch 2/30"."""
+    by_epoch: dict[int, list[int]] = {}
+    for number, m in sorted(metrics.items()):
+        by_epoch.setdefault(m.epoch + 1, []).append(number)
+    return ", ".join(f"{_label(numbers)} epoch {epoch}/{epochs}"
+                     for epoch, numbers in sorted(by_epoch.items(), reverse=True))
+
+
 def _label(numbers: list[int]) -> str:
     if len(numbers) == 1:
         return f"trial {numbers[0]}"
     if numbers == list(range(numbers[0], numbers[-1] + 1)):
         return f"trials {numbers[0]}–{numbers[-1]}"
     return "trials " + ",".join(map(str, numbers))
-
-
-def _epoch_of(metrics: dict[int, EpochMetrics]) -> int:
-    return next(iter(metrics.values())).epoch + 1
 
 
 def _summary(metrics: dict[int, EpochMetrics]) -> str:

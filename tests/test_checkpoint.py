@@ -20,9 +20,9 @@ def curve(epochs: int) -> list[EpochMetrics]:
                          0.02, e) for e in range(epochs)]
 
 
-def stopped(states: dict[int, Resume]) -> tuple[list[int], PackState]:
-    """A pack whose members all stopped: each holds its own weights."""
-    return list(states), PackState("", {}, list(states.values()))
+def stopped(states: dict[int, Resume]) -> PackState:
+    """A pack's checkpoint whose trials all hold their own weights (none in a slot)."""
+    return PackState("", {}, {}, states)
 
 
 def state(seed: int, epochs: int) -> Resume:
@@ -37,17 +37,38 @@ def same_weights(a: dict, b: dict) -> bool:
 def test_round_trip_keeps_weights_curves_and_status(tmp_path, pack):
     ckpts = Checkpoints(tmp_path)
     net = pack([lenet(0), lenet(1), lenet(2)])
-    # Trials 7 and 9 train on (their weights are the pack's), 8 was pruned with its own.
-    members = [Resume(None, curve(2)), Resume(lenet(5).state_dict(), curve(1), "pruned"),
-               Resume(None, curve(2))]
-    ckpts.save("my study/1", "pack-7", [7, 8, 9], PackState(net.LAYOUT, net.pack_state(),
-                                                             members))
+    # Trials 7 and 9 train in slots 0 and 2 (their weights are the pack's); 8 waits for a
+    # slot with weights of its own (a pack taken over with more trials than slots).
+    members = {7: Resume(None, curve(2)), 8: Resume(lenet(5).state_dict(), curve(1)),
+               9: Resume(None, curve(2), "diverged", "collapsed")}
+    ckpts.save("my study/1", "pack-7", PackState(net.LAYOUT, net.pack_state(), {7: 0, 9: 2},
+                                                 members))
     back = ckpts.load("my study/1", "pack-7")
     assert list(back) == [7, 8, 9]
-    assert back[7].epochs == curve(2) and back[8].status == "pruned"
+    assert back[7].epochs == curve(2) and back[8].epochs == curve(1)
+    assert (back[9].status, back[9].diverged) == ("diverged", "collapsed")
     for trial_id, seed in ((7, 0), (8, 5), (9, 2)):
         assert same_weights(back[trial_id].state_dict, lenet(seed).state_dict())
     assert ckpts.path("my study/1", "pack-7").parent.name == "my_study_1"  # a safe folder name
+
+
+def test_a_checkpoint_written_before_slots_still_continues_its_trials(tmp_path):
+    # Then every member was listed in pack order (member k at slot k), and those that had
+    # stopped held their own weights.
+    ckpts = Checkpoints(tmp_path)
+    net = PackedLeNet([lenet(0), lenet(1), lenet(2)])
+    path = ckpts.path("s", "pack-7")
+    path.parent.mkdir(parents=True)
+    torch.save({"layout": net.LAYOUT, "weights": net.pack_state(), "trials": {
+        trial_id: {"state_dict": own, "status": status, "diverged": None, "sampler": None,
+                   "epochs": [dict(vars(m)) for m in curve(2)]}
+        for trial_id, own, status in ((7, None, "complete"),
+                                      (8, lenet(5).state_dict(), "pruned"),
+                                      (9, None, "complete"))}}, path)
+    back = ckpts.load("s", "pack-7")
+    assert back[8].status == "pruned"
+    for trial_id, seed in ((7, 0), (8, 5), (9, 2)):
+        assert same_weights(back[trial_id].state_dict, lenet(seed).state_dict())
 
 
 def test_a_checkpoint_of_the_format_before_packed_weights_means_start_over(tmp_path):
@@ -63,8 +84,8 @@ def test_a_checkpoint_of_the_format_before_packed_weights_means_start_over(tmp_p
 
 def test_a_new_save_replaces_the_old_whole_and_leaves_no_temporary_file(tmp_path):
     ckpts = Checkpoints(tmp_path)
-    ckpts.save("s", "pack-1", *stopped({1: state(0, 1)}))
-    ckpts.save("s", "pack-1", *stopped({1: state(0, 2)}))
+    ckpts.save("s", "pack-1", stopped({1: state(0, 1)}))
+    ckpts.save("s", "pack-1", stopped({1: state(0, 2)}))
     assert len(ckpts.load("s", "pack-1")[1].epochs) == 2
     assert [p.name for p in ckpts.path("s", "pack-1").parent.iterdir()] == ["pack-1.pt"]
 
@@ -72,7 +93,7 @@ def test_a_new_save_replaces_the_old_whole_and_leaves_no_temporary_file(tmp_path
 def test_missing_or_damaged_checkpoints_mean_start_over(tmp_path):
     ckpts = Checkpoints(tmp_path)
     assert ckpts.load("s", "pack-1") == {}
-    ckpts.save("s", "pack-1", *stopped({1: state(0, 1)}))
+    ckpts.save("s", "pack-1", stopped({1: state(0, 1)}))
     path = ckpts.path("s", "pack-1")
     path.write_bytes(path.read_bytes()[:100])
     assert ckpts.load("s", "pack-1") == {}
@@ -94,7 +115,7 @@ def test_an_sgld_trials_sampler_state_round_trips(tmp_path):
     ckpts = Checkpoints(tmp_path)
     sampler = {"noise": torch.Generator().manual_seed(3).get_state(),
                "total": torch.rand(5, 10, dtype=torch.float64), "count": 2, "opportunities": 4}
-    ckpts.save("s", "pack-1", *stopped({1: Resume(lenet(0).state_dict(), [],
+    ckpts.save("s", "pack-1", stopped({1: Resume(lenet(0).state_dict(), [],
                                                   sampler=sampler)}))
     back = ckpts.load("s", "pack-1")[1].sampler
     assert torch.equal(back["noise"], sampler["noise"])
@@ -124,20 +145,20 @@ def test_a_background_write_lands_before_the_checkpoint_is_removed(tmp_path, mon
 
     monkeypatch.setattr(Checkpoints, "save", slow_save)
     ckpts = Checkpoints(tmp_path)
-    writer = BackgroundWriter(ckpts, "s", "pack-1", [1])
-    writer.save(stopped({1: state(0, 1)})[1])
-    writer.save(stopped({1: state(0, 2)})[1])  # waits for the first: one write at a time
+    writer = BackgroundWriter(ckpts, "s", "pack-1")
+    writer.save(stopped({1: state(0, 1)}))
+    writer.save(stopped({1: state(0, 2)}))  # waits for the first: one write at a time
     writer.wait()
     assert len(ckpts.load("s", "pack-1")[1].epochs) == 2
-    writer.save(stopped({1: state(0, 3)})[1])
+    writer.save(stopped({1: state(0, 3)}))
     writer.remove()
     assert not ckpts.path("s", "pack-1").exists()  # no write came back after the removal
 
 
 def test_a_failed_background_write_is_raised_once_by_the_training_thread(tmp_path):
     (tmp_path / "s").write_text("a file where the study's checkpoint folder goes")
-    writer = BackgroundWriter(Checkpoints(tmp_path), "s", "pack-1", [1])
-    writer.save(stopped({1: state(0, 1)})[1])
+    writer = BackgroundWriter(Checkpoints(tmp_path), "s", "pack-1")
+    writer.save(stopped({1: state(0, 1)}))
     with pytest.raises(OSError):
         writer.wait()
     writer.wait()  # reported once

@@ -57,20 +57,21 @@ def test_every_cuda_epoch_is_the_cpu_epoch_from_the_same_weights(fashion_dir, ex
     # Same images, weights and batch orders on both devices: only the kernels' sums differ.
     configs = [config(**p) for p in PACK]
     on_cpu = []
-    engine.train_pack(configs, load("cpu", fashion_dir), on_states=on_cpu.append)
+    cpu_results = engine.train_pack(configs, load("cpu", fashion_dir), on_states=on_cpu.append)
     gpu_splits = load("cuda", fashion_dir)
     before = [engine.Resume(lenet(c.seed).state_dict(), []) for c in configs]
     for epoch, state in enumerate(on_cpu):
         on_gpu = engine.train_pack([dataclasses.replace(c, epochs=epoch + 1) for c in configs],
                                    gpu_splits, resume=before)
-        after = [engine.Resume(member_weights(state, k), state.members[k].epochs)
+        after = [engine.Resume(member_weights(state, k, cpu_results[k]),
+                               cpu_results[k].epochs[:epoch + 1])
                  for k in range(len(configs))]
         for k, result in enumerate(on_gpu):
             for key, value in after[k].state_dict.items():
                 torch.testing.assert_close(result.state_dict[key], value, rtol=0,
                                            atol=WEIGHTS_ATOL, msg=key)
             assert result.epochs[epoch].train_loss == pytest.approx(
-                state.members[k].epochs[epoch].train_loss, rel=1e-5)
+                cpu_results[k].epochs[epoch].train_loss, rel=1e-5)
         before = after
 
 

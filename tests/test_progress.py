@@ -19,10 +19,14 @@ SPEC = spec.parse(study_toml("shown", trials=3, sampler="random"), source="s.tom
 def feed(display) -> None:
     display.start(SPEC, 1)
     display.resumed(0, 2)
-    display.pack_started([(1, {"scheduler": "cosine"}), (2, {"scheduler": "constant"})], 2)
+    display.trial_started(1, {"scheduler": "cosine"})
+    display.trial_started(2, {"scheduler": "constant"})
     for epoch in range(2):
         display.pack_epoch({n: EpochMetrics(epoch, 0.1, 2.0, 0.3, 1.9, 0.4 + n / 10, 0.4, 1.5)
-                            for n in (1, 2)})
+                            for n in (1, 2)}, 2)
+    display.trial_started(3, {"scheduler": "sqrt"})        # a slot turned over
+    display.pack_epoch({n: EpochMetrics(e, 0.1, 2.0, 0.3, 1.9, 0.5, 0.4, 1.5)
+                        for n, e in ((1, 2), (3, 0))}, 4)
     display.stopping()
     display.trial_finished(1, "complete", 0.5, 0.5)
     display.trial_finished(2, "pruned", None, 0.5)
@@ -41,8 +45,10 @@ def test_display_shows_progress_and_best(terminal):
     assert "trial 1 complete val_acc 0.5000" in text and "[2/3 done, best 0.5]" in text
     assert "trial 2 pruned" in text and "[3/3 done" in text
     assert "Ctrl-C: stopping once this epoch is checkpointed" in text
+    assert "trial 3 started: scheduler=sqrt" in text
     if not terminal:
         assert "trials 1–2 epoch 2/2: val_acc 0.5000–0.6000 (best: trial 2)" in text
+        assert "trial 1 epoch 3/4, trial 3 epoch 1/4: val_acc 0.5000–0.5000" in text
 
 
 def test_waiting_for_other_workers_is_told_once_per_change():

@@ -162,3 +162,32 @@ def test_a_checkpoint_left_by_a_deleted_store_never_resumes_a_new_trial(tmp_path
     assert again.returncode == 0, again.stderr
     assert "continuing from its checkpoint" not in again.stderr
     assert outcome(tmp_path, "s.db")[1] == outcome(tmp_path, "ref.db")[1]
+
+
+# A trial that blows up (a rate of 10⁴) leaves its slot after its first epoch and trial 2 takes
+# it, beside trial 0 at its second epoch: kill -9 as the slot turns over and just after.
+TURNOVER = study_toml("crash", scheduler='"constant"', base_lr="[0.1, 10000.0, 0.2, 0.3]",
+                      epochs=4)
+
+
+def by_rate(tmp_path, store):
+    study = optuna.load_study(study_name="crash", storage=f"sqlite:///{tmp_path / store}")
+    return study, {t.params["base_lr"]: (t.number, t.state, t.value, t.user_attrs["val_acc"],
+                                         t.user_attrs["train_loss"], t.user_attrs["status"])
+                   for t in study.trials}
+
+
+@pytest.mark.parametrize("trigger", ["trial 2 started", "trial 0 epoch 3/4, trial 2 epoch 2/4"])
+def test_kill_9_while_a_slot_turns_over_resumes_exactly(tmp_path, env, trigger):
+    (tmp_path / "s.toml").write_text(TURNOVER)
+    ref = subprocess.run(command(tmp_path, "ref.db"), env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert ref.returncode == 0, ref.stderr
+    assert "trial 1 diverged" in ref.stderr and trigger in ref.stderr  # the turnover happened
+    assert interrupt(tmp_path, env, trigger, signal.SIGKILL) == -signal.SIGKILL
+    time.sleep(GRACE + 1.5)
+    again = subprocess.run(command(tmp_path, "s.db"), env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr
+    study, results = by_rate(tmp_path, "s.db")
+    assert len(study.trials) == 4 and results == by_rate(tmp_path, "ref.db")[1]

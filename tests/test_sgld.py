@@ -271,10 +271,10 @@ def test_posterior_average_honours_burn_in_and_thin():
         return compute
 
     taken = [avg.offer(probs_at(t)) for t in range(10)]
-    assert taken == [t in (3, 5, 7, 9) for t in range(10)]
+    assert taken == [[t in (3, 5, 7, 9)] * 2 for t in range(10)]
     assert evaluated == [3, 5, 7, 9]  # skipped opportunities cost no evaluation
     mean, count = avg.result()
-    assert count == 4
+    assert count == [4, 4]
     assert mean.shape == (2, 3, 4) and mean.dtype == torch.float32
     torch.testing.assert_close(mean, torch.full((2, 3, 4), (3 + 5 + 7 + 9) / 4))
 
@@ -282,15 +282,31 @@ def test_posterior_average_honours_burn_in_and_thin():
 def test_posterior_average_of_tensors_and_before_any_sample():
     avg = PosteriorAverage(1, 2, 2, burn_in=1)
     mean, count = avg.result()
-    assert count == 0 and mean.isnan().all()
+    assert count == [0] and mean.isnan().all()
     assert avg.due() is False
     avg.offer(torch.tensor([[[9.0, 9.0], [9.0, 9.0]]]))            # burn-in: ignored
     assert avg.due() is True
     avg.offer(torch.tensor([[[0.2, 0.8], [1.0, 0.0]]]))
     avg.offer(torch.tensor([[[0.4, 0.6], [0.5, 0.5]]]))
     mean, count = avg.result()
-    assert count == 2
+    assert count == [2]
     torch.testing.assert_close(mean, torch.tensor([[[0.3, 0.7], [0.75, 0.25]]]))
+
+
+def test_each_row_of_a_posterior_average_counts_on_its_own():
+    # Slots turn over: row 0 holds a trial from the start, row 1 one that came an epoch later.
+    avg = PosteriorAverage(2, 1, 2, burn_in=1)
+    ones = torch.ones(2, 1, 2)
+    assert avg.offer(ones, rows=[0]) == [False]            # row 0's burn-in
+    avg.restart(1)
+    assert avg.offer(2 * ones) == [True, False]            # row 1's burn-in
+    assert avg.offer(4 * ones) == [True, True]
+    mean, count = avg.result()
+    assert count == [2, 1]
+    torch.testing.assert_close(mean[:, 0, 0], torch.tensor([3.0, 4.0]))
+    avg.restart(0)                                         # a new trial in slot 0
+    mean, count = avg.result()
+    assert count == [0, 1] and mean[0].isnan().all() and not mean[1].isnan().any()
 
 
 def test_posterior_average_rejects_bad_settings():

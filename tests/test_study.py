@@ -13,7 +13,8 @@ import torch
 from optuna.trial import TrialState
 
 from conftest import study_toml
-from lrsweep.search import ask, heartbeats, loop, provenance, sampling, spec, takeover
+from lrsweep.search import (ask, heartbeats, loop, pack_run, provenance, pruning, sampling,
+                            spec, takeover)
 from lrsweep.store import leases, optuna_private, storage
 from lrsweep.train import device
 
@@ -65,21 +66,50 @@ def test_grid_runs_every_distinct_point_once_across_packs(tmp_path, fashion_dir)
 
 
 def test_pruning_inside_a_pack_masks_only_the_pruned_trial(tmp_path, fashion_dir, monkeypatch):
-    def prune_trial_1_after_its_first_epoch(self):
-        return self.number == 1 and len(self.storage.get_trial(self._trial_id).intermediate_values) >= 1
+    def prune_trial_1_when_asked(self, direction, trial, everyone):
+        return trial.number == 1
 
-    monkeypatch.setattr(optuna.trial.Trial, "should_prune", prune_trial_1_after_its_first_epoch)
+    monkeypatch.setattr(pruning.LockstepMedianPruner, "decide", prune_trial_1_when_asked)
     text = study_toml("pruned", scheduler='["constant", "sqrt", "cosine"]', pruner="median",
                       epochs=3)
     summary, stored = run(tmp_path, fashion_dir, text, pack=3)
     by_number = {t.number: t for t in stored.trials}
     assert by_number[1].state == TrialState.PRUNED
-    assert list(by_number[1].intermediate_values) == [0]
-    assert len(by_number[1].user_attrs["val_acc"]) == 1
+    # Asked first after epoch 1: no trial is judged on its first epoch (pruning.AFTER_WARMUP).
+    assert list(by_number[1].intermediate_values) == [0, 1]
+    assert len(by_number[1].user_attrs["val_acc"]) == 2
     for n in (0, 2):
         assert by_number[n].state == TrialState.COMPLETE
         assert list(by_number[n].intermediate_values) == [0, 1, 2]
     assert summary.finished == 3
+
+
+def test_no_trial_is_pruned_inside_its_own_warmup(tmp_path, fashion_dir, monkeypatch):
+    asked = {}
+
+    def prune_whenever_asked(self, direction, trial, everyone):
+        asked.setdefault(trial.number, []).append(trial.last_step)
+        return True
+
+    monkeypatch.setattr(pruning.LockstepMedianPruner, "decide", prune_whenever_asked)
+    text = study_toml("grace", scheduler='"constant"', pruner="median", epochs=5,
+                      extra="warmup_steps = [0, 3]")
+    _, stored = run(tmp_path, fashion_dir, text, pack=2)
+    for t in stored.trials:
+        first = 1 + t.params["warmup_steps"]  # epochs 0–2 warm up; then one more epoch
+        assert asked[t.number] == [first], t.params
+        assert t.state == TrialState.PRUNED and max(t.intermediate_values) == first
+
+
+def test_pack_mates_are_each_others_peers_when_none_has_completed(tmp_path, fashion_dir):
+    # Optuna's median pruner waits for complete trials: one pack of six would never be
+    # pruned. In lockstep the trial that cannot learn (rate 1e-5) is cut at its first judging.
+    text = study_toml("lockstep", scheduler='"constant"', pruner="median", epochs=4,
+                      base_lr="[1e-5, 0.1, 0.2, 0.3, 0.4, 0.5]")
+    _, stored = run(tmp_path, fashion_dir, text, pack=6)
+    slow = next(t for t in stored.trials if t.params["base_lr"] == 1e-5)
+    assert slow.state == TrialState.PRUNED and max(slow.intermediate_values) == 1
+    assert sum(t.state == TrialState.COMPLETE for t in stored.trials) >= 3
 
 
 def test_continuing_a_random_study_does_not_replay_its_draws(tmp_path, fashion_dir):
@@ -170,8 +200,11 @@ def test_sgd_and_sgld_trials_of_one_study_train_in_separate_packs(tmp_path, fash
     text = text.replace("[train]", "[train]\nburn_in = 1")
     summary, stored = run(tmp_path, fashion_dir, text, pack=4)
     assert summary.finished == 4
+    packs = {}
     for t in stored.trials:
-        assert t.user_attrs["pack_size"] == 2  # asked as one pack of 4, trained as 2 + 2
+        packs.setdefault(t.system_attrs[takeover.PACK_ATTR][0], set()).add(t.params["optimizer"])
+    assert sorted(map(sorted, packs.values())) == [["sgd"], ["sgld"]]  # a pack of each
+    for t in stored.trials:
         sgld = t.params["optimizer"] == "sgld"
         assert ("avg_test_acc" in t.user_attrs) == sgld
         assert len(t.user_attrs["test_nll"]) == 2
@@ -324,15 +357,15 @@ def test_every_claimed_pack_keeps_its_lease_while_another_trains(tmp_path, fashi
     parsed, url = abandoned(tmp_path, text, packs=[[0], [1]])
     rival = optuna.load_study(study_name="two-packs", storage=storage.open_storage(url))
     seen = []
-    train_pack = loop.run_pack
+    run_pack = pack_run.PackRun.run
 
-    def slow_first_pack(work, pack_id, trials, resumes):
+    def slow_first_pack(self):
         if not seen:  # while the first pack trains past the grace period, a rival looks
             time.sleep(3)
             seen.append(leases.claim_stale_trials(rival, takeover.PACK_ATTR))
-        train_pack(work, pack_id, trials, resumes)
+        return run_pack(self)
 
-    monkeypatch.setattr(loop, "run_pack", slow_first_pack)
+    monkeypatch.setattr(pack_run.PackRun, "run", slow_first_pack)
     summary = loop.run(parsed, storage=url, device="cpu", data_dir=str(fashion_dir), pack=2)
     assert seen == [[]] and summary.finished == 2
 

@@ -1,7 +1,8 @@
 """The study loop: create or continue a study until `trials` trials have finished, a pack of
-trials at a time, in three moves:
+slots at a time (`pack_run`): each slot takes a trial asked the moment it frees up, trains it
+in lockstep with the others, and tells it when it is done:
 
-    ask a pack (`ask`) → train it and tell its trials (`pack_run`) → again
+    ask a trial into a free slot → train an epoch → tell the trials that are done → again
 
 Before asking, the trials of dead workers (or of our own Ctrl-C) are taken over from their
 checkpoints (`takeover`). `trials` in a study file is the total: running the same file again
@@ -21,14 +22,11 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from lrsweep.search.ask import ask_pack
 from lrsweep.search.heartbeats import Leases
-from lrsweep.search.pack_run import Progress, Work, run_pack
+from lrsweep.search.pack_run import PackRun, Progress, Work
 from lrsweep.search.provenance import create_or_load
 from lrsweep.search.sampling import make_sampler
-from lrsweep.search.space import pack_groups
 from lrsweep.search.spec import SpecError, StudySpec
-from lrsweep.search.surplus import within_total
 from lrsweep.search.takeover import PACK_ATTR, checkpoints_for, resume_groups
 from lrsweep.store import optuna_private
 from lrsweep.store.artifacts import artifact_store
@@ -73,8 +71,8 @@ def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
     looped = pack or 1
     size = pack or (devices.default_pack_size(where, spec.train.batch_size)
                     if "lenet" in spec.models else 1)
-    work = Work(spec, study, splits, where, progress,
-                checkpoints_for(storage), artifact_store(storage))
+    work = Work(spec, study, splits, where, progress, checkpoints_for(storage),
+                artifact_store(storage), size, looped)
     new = 0
     try:
         progress.start(spec, count(study, DONE))
@@ -85,9 +83,10 @@ def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
             # First the trials of dead processes (or of our own Ctrl-C), from their checkpoints.
             claimed = claim_stale_trials(study, PACK_ATTR)
             if claimed:
-                with Leases(study, claimed):
+                with Leases(study, claimed) as leases:
                     for name, trials, resumes in resume_groups(work, claimed, size, looped):
-                        run_pack(work, name, trials, resumes)
+                        PackRun(work, leases, name=name, waiting=list(zip(trials, resumes))
+                                ).run()
                 continue
             done, running = count(study, DONE), count(study, (TrialState.RUNNING,))
             if done + running >= spec.study.trials:
@@ -98,16 +97,25 @@ def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
                 progress.waiting(running)
                 time.sleep(min(HEARTBEAT_SECONDS, 2.0))
                 continue
-            with Leases(study, []) as leases:
-                trials = ask_pack(study, min(size, spec.study.trials - done - running), leases)
-                trials = within_total(study, trials, spec.study.trials)
-                for group in pack_groups(spec, trials, looped):
-                    run_pack(work, None, group, [None] * len(group))
-            new += len(trials)
+            new += _ask_and_train(work)
     finally:
         progress.close()
     return RunSummary(spec.study.name, storage, spec.study.trials, count(study, DONE), new,
                       time.perf_counter() - started)
+
+
+def _ask_and_train(work: Work) -> int:
+    """Packs that ask their trials as their slots free up, until the total is reached.
+    Returns how many trials they asked."""
+    asked = 0
+    with Leases(work.study, []) as leases:
+        deferred: list[optuna.Trial] = []
+        while True:  # trials of another kind than their pack's make the next pack
+            packed = PackRun(work, leases, waiting=[(t, None) for t in deferred], asking=True)
+            deferred = packed.run()
+            asked += packed.asked
+            if not deferred:
+                return asked
 
 
 def load_data(spec: StudySpec, device: Any, data_dir: str | None) -> data.Splits:

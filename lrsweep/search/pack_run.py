@@ -1,7 +1,7 @@
-"""One pack of trials, from its lease to its trials told: the pack's members recorded (so
-that a takeover regroups them), trained by the engine with their intermediate values reported
-(pruning) and their state checkpointed each epoch, then each trial's curves, weights and value
-stored and told to Optuna.
+"""One pack of slots, from its first trial to its last: trials admitted into free slots
+(continued ones first, then new ones asked the moment a slot frees up, so the sampler sees
+every trial told so far), their epochs reported to the pruner in lockstep, each trial stored
+and told as it leaves its slot, and the slot table checkpointed after every epoch.
 """
 
 from __future__ import annotations
@@ -16,20 +16,25 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from lrsweep.search.ask import ask_pack
+from lrsweep.search.heartbeats import Leases
 from lrsweep.search.interrupt import StopAfterEpoch
+from lrsweep.search.pruning import judge, judged_from
+from lrsweep.search.sampling import in_flight
 from lrsweep.search.space import suggest, trial_config
 from lrsweep.search.spec import StudySpec
+from lrsweep.search.surplus import within_total
 from lrsweep.search.takeover import PACK_ATTR, pack_name
+from lrsweep.search.tell import Teller
 from lrsweep.store import optuna_private
-from lrsweep.store.artifacts import WEIGHTS_MIMETYPE, write_artifact
-from lrsweep.store.records import AVERAGED_CURVES, CURVES, record_trial, set_system_attrs
+from lrsweep.store.records import set_system_attrs
 from lrsweep.train import engine
-from lrsweep.train.checkpoint import BackgroundWriter, Checkpoints, state_dict_bytes
+from lrsweep.train.checkpoint import BackgroundWriter, Checkpoints
 from lrsweep.train.data import Splits
-from lrsweep.train.device import describe_device
-from lrsweep.train.trials import (AVERAGING, EpochMetrics, PackState, Resume, TrialConfig,
+from lrsweep.train.trials import (Admission, EpochMetrics, PackState, Resume, TrialConfig,
                                   TrialResult)
 
+STARTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 OWNER_ATTR = "lrsweep_owner"      # host:pid of the process that holds its lease
 _OWNER = f"{platform.node()}:{os.getpid()}"
 
@@ -41,8 +46,9 @@ class Progress:
     def resumed(self, number: int, epochs_done: int) -> None: ...
     def stopping(self) -> None: ...
     def waiting(self, running: int) -> None: ...
-    def pack_started(self, trials: list[tuple[int, dict[str, Any]]], epochs: int) -> None: ...
-    def pack_epoch(self, metrics: dict[int, EpochMetrics]) -> None: ...
+    def trial_started(self, number: int, params: dict[str, Any]) -> None: ...
+    # The pack's slots after an epoch: {trial number: that trial's epoch}, of `epochs`.
+    def pack_epoch(self, metrics: dict[int, EpochMetrics], epochs: int) -> None: ...
     def trial_finished(self, number: int, state: str, value: float | None,
                        best: float | None) -> None: ...
     def close(self) -> None: ...
@@ -59,130 +65,171 @@ class Work:
     progress: Progress
     checkpoints: Checkpoints
     artifacts: optuna.artifacts.FileSystemArtifactStore
+    size: int                        # slots in a LeNet pack
+    looped: int                      # slots in a pack of other models (one at a time)
 
 
-def run_pack(work: Work, name: str | None, trials: list[optuna.Trial],
-             resumes: list[Resume | None]) -> None:
-    """Train `trials` as one pack and tell each of them. `name` is the pack's checkpoint
-    name when it is taken over, None for a new pack. A crash fails the trials; a Ctrl-C
-    leaves them to be continued from the last epoch's checkpoint."""
-    spec, study = work.spec, work.study
-    ids = [optuna_private.trial_id(t) for t in trials]
-    attrs: dict[str, Any] = {OWNER_ATTR: _OWNER}  # the lease's holder, beside its heartbeat
-    if name is None:  # a new pack: remember who trains together, for a takeover
-        name = pack_name(optuna_private.frozen_trial(study, ids[0]))
-        attrs[PACK_ATTR] = ids
-    set_system_attrs(study, ids, attrs)
-    params = [suggest(spec, t) for t in trials]
-    configs = [trial_config(spec, p) for p in params]
-    work.progress.pack_started([(t.number, p) for t, p in zip(trials, params)],
-                               spec.train.epochs)
-    checkpoint = BackgroundWriter(work.checkpoints, study.study_name, name, ids)
-    results = _train(work, trials, configs, resumes, checkpoint)
-    _tell_all(work, trials, results)
-    checkpoint.remove()
+@dataclass
+class _Trial:
+    trial: optuna.Trial
+    config: TrialConfig
+    resume: Resume | None
 
 
-def _train(work: Work, trials: list[optuna.Trial], configs: list[TrialConfig],
-           resumes: list[Resume | None], checkpoint: BackgroundWriter) -> list[TrialResult]:
-    """The engine's run of the pack: each epoch's values reported for pruning, the pack's
-    state checkpointed on a thread; a Ctrl-C stops once that epoch is on disk."""
-    metric, progress = work.spec.study.metric, work.progress
-    prunes = work.spec.study.pruner != "none"
+class PackRun:
+    """A pack's life. `waiting` trials (taken over, or asked earlier but of another kind than
+    their pack) go first; with `asking`, new trials are asked as slots free up, up to the
+    study's total and to the sampler's `in_flight` trials at once. `name` is the checkpoint
+    name of a pack taken over (None: a new pack, named after its first trial)."""
 
-    def on_epoch(metrics: dict[int, EpochMetrics]) -> list[int]:
-        progress.pack_epoch({trials[i].number: m for i, m in metrics.items()})
-        if not prunes:  # without a pruner nobody reads them now: stored once, at the end
+    def __init__(self, work: Work, leases: Leases, *, name: str | None = None,
+                 waiting: list[tuple[optuna.Trial, Resume | None]] = (),
+                 asking: bool = False) -> None:
+        self.work, self.leases, self.name, self.asking = work, leases, name, asking
+        self.waiting = [_Trial(t, trial_config(work.spec, suggest(work.spec, t)), r)
+                        for t, r in waiting]
+        self.deferred: list[optuna.Trial] = []   # asked, but of another kind: the next pack's
+        self.slots: dict[int, _Trial] = {}       # trial id → the trial, while in a slot
+        self.pack_key: tuple | None = None
+        self.pack_id: int | None = None
+        self.asked = 0                            # new trials admitted, for the run's summary
+
+    def run(self) -> list[optuna.Trial]:
+        """Train until nothing is left to admit and every slot is empty. Returns the trials
+        asked for it that belong in a pack of another kind (model or optimizer)."""
+        taken = self._take(1)
+        if not taken:
+            return self.deferred
+        first = taken[0]
+        self.waiting.insert(0, first)
+        work = self.work
+        width = work.size if first.config.model == "lenet" else work.looped
+        # No more slots than trials it may hold at once: an empty slot costs a full one's time.
+        self.cap = in_flight(work.spec, width) if self.asking else width
+        width = min(self.cap, len(self.waiting) + (self._room() if self.asking else 0))
+        first_id = optuna_private.trial_id(first.trial)
+        if self.name is None:
+            self.name = pack_name(optuna_private.frozen_trial(work.study, first_id))
+            self.pack_id = first_id
+        self.teller = Teller(work.spec, work.study, work.device, work.splits.classes,
+                             work.artifacts)
+        self.steps = engine.steps_per_epoch(len(work.splits.train_y), work.spec.train.batch_size)
+        self.checkpoint = BackgroundWriter(work.checkpoints, work.study.study_name, self.name)
+        self._train(width)
+        self.checkpoint.remove()
+        return self.deferred
+
+    # --- what the engine calls -----------------------------------------------------------
+
+    def admit(self, n: int) -> list[Admission]:
+        n = max(0, min(n, self.cap - len(self.slots)))
+        taken = self._take(n)
+        ids = [optuna_private.trial_id(e.trial) for e in taken]
+        attrs: dict[str, Any] = {OWNER_ATTR: _OWNER}  # the lease's holder, beside its heartbeat
+        if self.pack_id is not None:  # a new pack: who trains in it, for a takeover
+            attrs[PACK_ATTR] = [self.pack_id]
+        if ids:
+            set_system_attrs(self.work.study, ids, attrs)
+        for trial_id, entry in zip(ids, taken):
+            self.slots[trial_id] = entry
+            if entry.resume is None:
+                self.work.progress.trial_started(entry.trial.number, entry.trial.params)
+        return [Admission(i, e.config, e.resume) for i, e in zip(ids, taken)]
+
+    def on_epoch(self, metrics: dict[int, EpochMetrics]) -> list[int]:
+        spec = self.work.spec
+        self.work.progress.pack_epoch({self.slots[i].trial.number: m
+                                       for i, m in metrics.items()}, spec.train.epochs)
+        if spec.study.pruner == "none":  # nobody reads them now: stored once, at the end
             return []
-        stop = []
+        # Lockstep: every value of the epoch is in the store before anyone is judged, so
+        # pack-mates are each other's peers; no one is judged inside its warmup.
+        reported = []
         for i, m in metrics.items():
-            value = getattr(m, metric)
+            value = getattr(m, spec.study.metric)
             if math.isfinite(value):
-                trials[i].report(value, m.epoch)
-                if trials[i].should_prune():
-                    stop.append(i)
-        return stop
+                self.slots[i].trial.report(value, m.epoch)
+                reported.append(i)
+        due = [i for i in reported
+               if metrics[i].epoch >= judged_from(self.slots[i].config, self.steps)]
+        verdicts = judge(self.work.study, [self.slots[i].trial for i in due])
+        return [i for i, prune in zip(due, verdicts) if prune]
 
-    def on_states(state: PackState) -> None:
-        checkpoint.save(state)
-        if ctrl_c.requested:
-            checkpoint.wait()  # the epoch is safe on disk: now stop
-            raise KeyboardInterrupt
+    def on_finish(self, trial_id: int, result: TrialResult) -> None:
+        entry = self.slots.pop(trial_id)
+        state, value = self.teller.tell(entry.trial, result)
+        self.work.progress.trial_finished(entry.trial.number, state, value, self.teller.best)
 
-    try:  # the caller holds the leases (`Leases`), and hands them back on a Ctrl-C
-        with StopAfterEpoch(progress) as ctrl_c:
-            results = engine.train_pack(configs, work.splits, on_epoch=on_epoch,
-                                        on_states=on_states, resume=resumes)
-        checkpoint.wait()  # a failed write of the last epoch fails the pack, as any crash
-    except KeyboardInterrupt:
-        # A second Ctrl-C came mid-epoch: the last finished epoch's write still lands (should
-        # it fail, the epoch before it is on disk).
-        with contextlib.suppress(Exception):
-            checkpoint.wait()
-        raise  # the last epochs are checkpointed: the next run continues from them
-    except BaseException:
-        # A crash is no interruption: the trials fail, and a re-run trains them anew.
-        for trial in trials:
-            work.study.tell(trial, state=TrialState.FAIL)
-        checkpoint.remove()
-        raise
-    return results
+    # --- helpers ---------------------------------------------------------------------------
 
+    def _take(self, n: int) -> list[_Trial]:
+        """Up to n trials for this pack: waiting ones first, then new ones if asking allows
+        (asked together: one look at the store for all). A trial of another kind than the
+        pack's goes to `deferred`."""
+        taken: list[_Trial] = []
+        while len(taken) < n:
+            if not self.waiting and not self._ask(n - len(taken)):
+                break
+            entry = self.waiting.pop(0)
+            self.pack_key = self.pack_key or entry.config.pack_key
+            if entry.config.pack_key == self.pack_key:
+                taken.append(entry)
+            else:
+                self.deferred.append(entry.trial)
+        return taken
 
-def _tell_all(work: Work, trials: list[optuna.Trial], results: list[TrialResult]) -> None:
-    """Each trial's curves, weights and intermediate values stored, then its value told."""
-    spec, study = work.spec, work.study
-    metric, prunes = spec.study.metric, spec.study.pruner != "none"
-    # The best value so far, read once a pack (not once a trial: a store read each) and
-    # brought up to date with the pack's own results as Optuna's best_value would be.
-    best = _best(study)
-    better = min if spec.direction == "minimize" else max
-    for trial, result in zip(trials, results):
-        curve = [getattr(m, metric) for m in result.epochs]
-        intermediate = {} if prunes else {e: v for e, v in enumerate(curve) if math.isfinite(v)}
-        record_trial(study, trial, _user_attrs(result, work.device, work.splits.classes),
-                     intermediate, _write_weights(work, trial, result))
-        if result.status == "pruned":
-            optuna_private.tell(study, trial, state=TrialState.PRUNED)
-            value, state = None, "pruned"
-        else:
-            value = curve[-1]
-            if not math.isfinite(value):  # a diverged trial is a result: the worst one
-                value = math.inf if spec.direction == "minimize" else -math.inf
-            optuna_private.tell(study, trial, value)
-            state = "diverged" if result.status == "diverged" else "complete"
-            best = value if best is None else better(best, value)
-        work.progress.trial_finished(trial.number, state, value, best)
+    def _ask(self, n: int) -> bool:
+        """Ask up to n new trials into `waiting`, within the study's total. Returns whether
+        any came."""
+        spec, study = self.work.spec, self.work.study
+        while self.asking and len(self.deferred) < self.work.size:
+            room = min(n, self._room())
+            if room <= 0:
+                return False
+            # Workers that counted at the same moment may ask too many: the surplus is failed
+            # untrained (`within_total`), and the count is taken again.
+            trials = within_total(study, ask_pack(study, room, self.leases), spec.study.trials)
+            if trials:
+                self.asked += len(trials)
+                self.waiting += [_Trial(t, trial_config(spec, suggest(spec, t)), None)
+                                 for t in trials]
+                return True
+        return False
 
+    def _room(self) -> int:
+        """New trials the study's total leaves room for (those asked are running)."""
+        started = self.work.study.get_trials(deepcopy=False, states=STARTED)
+        return self.work.spec.study.trials - len(started)
 
-def _write_weights(work: Work, trial: optuna.Trial, result: TrialResult
-                   ) -> dict[str, str]:
-    """The trained weights as an Optuna artifact of the trial (`lrsweep export` reads it):
-    the file is written here, the system attribute returned is recorded with the trial."""
-    name = f"{result.config.model}-{work.study.study_name}-trial-{trial.number}.pt"
-    return write_artifact(work.study, trial, work.artifacts, name,
-                          state_dict_bytes(result.state_dict), WEIGHTS_MIMETYPE)
+    def _train(self, width: int) -> None:
+        """The engine's run of the pack; a Ctrl-C stops once that epoch is on disk."""
+        def on_states(state: PackState) -> None:
+            # Trials still waiting for a slot keep their place in the checkpoint (a pack
+            # taken over may have more trials than slots).
+            waiting = {optuna_private.trial_id(e.trial): e.resume
+                       for e in self.waiting if e.resume is not None}
+            self.checkpoint.save(PackState(state.layout, state.weights, state.slots,
+                                           {**waiting, **state.members}))
+            if ctrl_c.requested:
+                self.checkpoint.wait()  # the epoch is safe on disk: now stop
+                raise KeyboardInterrupt
 
-
-def _user_attrs(result: TrialResult, device: Any, classes: int
-                ) -> dict[str, Any]:
-    averaging = result.config.optimizer in AVERAGING  # the posterior average's too
-    field = {"epoch_seconds": "seconds"}  # the EpochMetrics field behind a curve's name
-    attrs: dict[str, Any] = {
-        name: [float(getattr(m, field.get(name, name))) for m in result.epochs]
-        for name in CURVES if averaging or name not in AVERAGED_CURVES}
-    if averaging:
-        attrs["samples"] = [float(m.samples) for m in result.epochs]
-    # JSON has no NaN: a missing value (no validation set, a diverged loss) is stored as null.
-    attrs = {k: [v if math.isfinite(v) else None for v in vs] for k, vs in attrs.items()}
-    attrs.update(seed=result.config.seed, diverged=result.diverged, status=result.status,
-                 schedule=result.config.schedule.as_dict(), device=describe_device(device),
-                 pack_size=result.pack_size, classes=classes, parameters=result.parameters)
-    return attrs
-
-
-def _best(study: optuna.Study) -> float | None:
-    try:
-        return study.best_value
-    except ValueError:  # no completed trial yet
-        return None
+        try:  # the caller holds the leases (`Leases`), and hands them back on a Ctrl-C
+            with StopAfterEpoch(self.work.progress) as ctrl_c:
+                engine.train_slots(width, self.work.splits, self.admit, on_finish=self.on_finish,
+                                   on_epoch=self.on_epoch, on_states=on_states)
+            self.checkpoint.wait()  # a failed write of the last epoch fails the pack
+        except KeyboardInterrupt:
+            # A second Ctrl-C came mid-epoch: the last finished epoch's write still lands
+            # (should it fail, the epoch before it is on disk).
+            with contextlib.suppress(Exception):
+                self.checkpoint.wait()
+            raise  # the last epochs are checkpointed: the next run continues from them
+        except BaseException:
+            # A crash is no interruption: the pack's trials fail, and a re-run trains them anew.
+            for entry in [*self.slots.values(), *self.waiting]:
+                self.work.study.tell(entry.trial, state=TrialState.FAIL)
+            for trial in self.deferred:
+                self.work.study.tell(trial, state=TrialState.FAIL)
+            self.checkpoint.remove()
+            raise

@@ -13,7 +13,7 @@ import optuna
 
 from lrsweep import __version__
 from lrsweep.search import spec as spec_mod
-from lrsweep.search.sampling import make_pruner
+from lrsweep.search.pruning import make_pruner
 from lrsweep.search.spec import Choice, Fixed, SpecError, StudySpec
 from lrsweep.store.storage import StorageError, load_study
 from lrsweep.train.device import torch_version

@@ -1,4 +1,4 @@
-"""Optuna samplers and pruners from a study file, and the grid sampler for conditional spaces.
+"""Optuna samplers from a study file, and the grid sampler for conditional spaces.
 
 Optuna's GridSampler takes the Cartesian product of every axis, so a constant-rate trial
 would be repeated once per decay exponent it never uses. ConditionalGridSampler walks the
@@ -37,12 +37,18 @@ def make_sampler(spec: StudySpec, n_existing: int) -> optuna.samplers.BaseSample
     return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
 
-def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
-    if spec.study.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
-    if spec.study.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=spec.train.epochs)
-    return optuna.pruners.NopPruner()
+# Trials an adaptive sampler (TPE, GP, CMA-ES) has running at once, however wide the pack:
+# each suggestion sees every trial told before it, and the running ones as pending (TPE's
+# constant liar). Chosen with results/benchmarks/search-quality.py (README: "Packs with slots").
+ADAPTIVE_IN_FLIGHT = 8
+
+
+def in_flight(spec: StudySpec, width: int) -> int:
+    """How many of a pack's `width` slots may hold trials at once: all of them for grid and
+    random studies (their suggestions learn nothing), ADAPTIVE_IN_FLIGHT for the others."""
+    if spec.study.sampler in ("grid", "random"):
+        return width
+    return min(width, ADAPTIVE_IN_FLIGHT)
 
 
 class ConditionalGridSampler(optuna.samplers.BaseSampler):

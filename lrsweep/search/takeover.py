@@ -16,7 +16,9 @@ from lrsweep.train.trials import Resume
 if TYPE_CHECKING:
     from lrsweep.search.pack_run import Work
 
-PACK_ATTR = "lrsweep_pack"        # the trial ids of the pack a trial trains in
+# [the id of the first trial of the pack a trial trains in]: the pack's name. (Stores written
+# before slots list every member, the first one first.)
+PACK_ATTR = "lrsweep_pack"
 
 
 def checkpoints_for(url: str) -> Checkpoints:

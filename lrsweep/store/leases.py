@@ -46,10 +46,11 @@ def record_heartbeats(study: optuna.Study, trial_ids: list[int]) -> None:
 def claim_stale_trials(study: optuna.Study, pack_attr: str | None = None) -> list[int]:
     """Take over the RUNNING trials whose heartbeat is older than the grace period (their
     process died). Each claim is a compare-and-set on a heartbeat, so when several workers
-    look at once, exactly one wins. With `pack_attr` (a trial system attribute listing the
-    trial ids a trial trains with) a pack is claimed whole: the compare-and-set is made on its
-    first RUNNING member, and the winner takes the others with it, so two workers never split
-    one pack (and its one checkpoint). Returns the trial ids now ours.
+    look at once, exactly one wins. With `pack_attr` (a trial system attribute: a list whose
+    first item names the pack the trial trains in) a pack is claimed whole: the
+    compare-and-set is made on its first RUNNING member, and the winner takes the others with
+    it, so two workers never split one pack (and its one checkpoint). Returns the trial ids
+    now ours.
 
     Times are the database server's alone: a trial with no heartbeat yet (its process died
     between asking and its first beat) gets one now, and is stale a grace period later."""
@@ -84,7 +85,8 @@ def claim_stale_trials(study: optuna.Study, pack_attr: str | None = None) -> lis
     for trial_id in sorted(stale):
         if trial_id in seen:
             continue
-        members = sorted(i for i in packs.get(trial_id, [trial_id]) if i in running)
+        pack = packs.get(trial_id, [trial_id])[0]
+        members = sorted(i for i in running if packs.get(i, [i])[0] == pack)
         seen.update(members)
         leader = members[0]
         if leader not in stale:

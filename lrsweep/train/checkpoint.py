@@ -1,11 +1,11 @@
 """Per-epoch checkpoints of running packs, written atomically in a folder.
 
-One file per pack: its members resume together, in the same pack, and so continue exactly as
-they would have. A checkpoint holds what a trial needs to continue from its last finished
-epoch: its weights (in the pack's tensors while it trains, its own once it stopped), its
-curves so far and its status. The data order is a function of (seed, epoch) and plain SGD
-keeps no state, so nothing else is needed for the continued trial to end with the numbers an
-uninterrupted run gives.
+One file per pack: its slot table after the last finished epoch. For each trial still
+training (by its key: the search's trial id) it holds what the trial needs to continue from
+that epoch: its weights (in the pack's tensors, at its slot), its curves so far, its status
+and its sampler state (SGLD). The data order is a function of (seed, epoch) and plain SGD
+keeps no state, and a trial's arithmetic does not depend on its slot or pack-mates, so a
+trial continued in any pack, at any slot, ends with the numbers an uninterrupted run gives.
 """
 
 from __future__ import annotations
@@ -42,21 +42,20 @@ class Checkpoints:
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", study)
         return self.folder / safe / f"{pack}.pt"
 
-    def save(self, study: str, pack: str, trial_ids: list[int], state: PackState) -> None:
-        """The pack's state, its members known by trial id. Write then rename: a kill leaves
-        the old checkpoint or the new one, never half of one."""
+    def save(self, study: str, pack: str, state: PackState) -> None:
+        """The pack's slot table, its trials known by their keys (trial ids). Write then
+        rename: a kill leaves the old checkpoint or the new one, never half of one."""
         path = self.path(study, pack)
         path.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         # vars(), not dataclasses.asdict: asdict deep-copies field by field, and a pack of 100
         # trials × 30 epochs spent seconds in it (results/benchmarks/store-cost.py).
         torch.save({"layout": state.layout, "weights": state.weights,
-                    # In pack order: member k's weights are the pack's k-th (`model.unpack`).
-                    "trials": {trial_id: {"state_dict": r.state_dict, "status": r.status,
-                                          "diverged": r.diverged,
-                                          "epochs": [dict(vars(m)) for m in r.epochs],
-                                          "sampler": r.sampler}
-                               for trial_id, r in zip(trial_ids, state.members)}},
+                    "trials": {key: {"slot": state.slots.get(key), "state_dict": r.state_dict,
+                                     "status": r.status, "diverged": r.diverged,
+                                     "epochs": [dict(vars(m)) for m in r.epochs],
+                                     "sampler": r.sampler}
+                               for key, r in state.members.items()}},
                    buffer)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         with open(tmp, "wb") as f:
@@ -65,20 +64,22 @@ class Checkpoints:
             os.fsync(f.fileno())
         os.replace(tmp, path)
 
-    def load(self, study: str, pack: str) -> dict[int, Resume]:
+    def load(self, study: str, pack: str) -> dict[Any, Resume]:
         """The pack's last states by trial id; empty when there is none (or it is unreadable:
         the trials start over rather than the study failing)."""
         try:
             raw: dict[str, Any] = torch.load(self.path(study, pack), map_location="cpu",
                                              weights_only=True)
-            trials = raw["trials"]
-            members = [Resume(state_dict=r["state_dict"],
-                              epochs=[EpochMetrics(**m) for m in r["epochs"]],
-                              status=r["status"], diverged=r["diverged"],
-                              sampler=r.get("sampler"))
-                       for r in trials.values()]
-            resumes = PackState(raw["layout"], raw["weights"], members).resumes()
-            return dict(zip(trials, resumes))
+            members, slots = {}, {}
+            # A checkpoint written before slots lists every member in pack order (slot =
+            # position), the weights of those that had stopped in their own state_dict.
+            for position, (key, r) in enumerate(raw["trials"].items()):
+                members[key] = Resume(state_dict=r["state_dict"],
+                                      epochs=[EpochMetrics(**m) for m in r["epochs"]],
+                                      status=r["status"], diverged=r["diverged"],
+                                      sampler=r.get("sampler"))
+                slots[key] = r.get("slot", position)
+            return PackState(raw["layout"], raw["weights"], slots, members).resumes()
         except FileNotFoundError:
             return {}
         except Exception:  # damaged: costs the pack's progress, never the study
@@ -99,10 +100,8 @@ class BackgroundWriter:
     write in flight and re-raises its error (a full disk fails the pack as before, one epoch
     later)."""
 
-    def __init__(self, checkpoints: Checkpoints, study: str, pack: str,
-                 trial_ids: list[int]) -> None:
+    def __init__(self, checkpoints: Checkpoints, study: str, pack: str) -> None:
         self._checkpoints, self._study, self._pack = checkpoints, study, pack
-        self._trial_ids = trial_ids
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
@@ -130,6 +129,6 @@ class BackgroundWriter:
 
     def _write(self, state: PackState) -> None:
         try:
-            self._checkpoints.save(self._study, self._pack, self._trial_ids, state)
+            self._checkpoints.save(self._study, self._pack, state)
         except BaseException as error:  # handed to the training thread by wait()
             self._error = error

@@ -18,11 +18,15 @@ from lrsweep.train import sgld
 from lrsweep.train.model import CONV1_CHANNELS, LoopedPack, PackedLeNet
 
 # Bytes of the widest activation of one evaluation forward pass, which bounds its memory: in
-# LeNet images, its first convolution's channels of 28 × 28 float32 each. On the CPU, 1000
-# images at K = 1 was fastest (whole-set passes were 7× slower); a ResNet-18 image at 28 px
-# weighs about ten.
+# LeNet images, its first convolution's channels of 28 × 28 float32 each; a ResNet-18 image at
+# 28 px weighs about ten. On a GPU a pass holds as many images as the budget allows.
 LENET_IMAGE_BYTES = CONV1_CHANNELS * 28 * 28 * 4
-EVAL_BUDGET = {"cpu": 1_000 * LENET_IMAGE_BYTES, "cuda": 32_768 * LENET_IMAGE_BYTES}
+CUDA_BUDGET = 32_768 * LENET_IMAGE_BYTES
+# On the CPU a fused pack's passes hold a fixed number of images, whatever K: oneDNN's
+# convolutions and the batched matmuls may round an image's outputs differently in passes of
+# another size, and a trial's test metrics then depended on its pack (the 8th decimal of its
+# NLL in a pack of 8). 256 images × K = 8 is 39 MB of activations.
+CPU_PASS_IMAGES = 256
 
 
 @torch.no_grad()
@@ -34,9 +38,8 @@ def evaluate(net: PackedLeNet | LoopedPack, x: torch.Tensor, y: torch.Tensor, k:
     if len(y) == 0:
         return [math.nan] * k, [math.nan] * k, None
     net.eval()  # BatchNorm (ResNet) normalises with its running statistics
-    budget = EVAL_BUDGET.get(x.device.type, EVAL_BUDGET["cpu"])
-    chunk = max(1, budget // net.widest_activation_bytes(tuple(x.shape[1:])))
-    loss_sum = torch.zeros(k, device=x.device)
+    chunk = _pass_images(net, x)
+    losses = []
     correct = torch.zeros(k, device=x.device, dtype=torch.long)
     probs = [] if keep_probs else None
     for i in range(0, len(y), chunk):
@@ -45,12 +48,24 @@ def evaluate(net: PackedLeNet | LoopedPack, x: torch.Tensor, y: torch.Tensor, k:
             xb = xb.contiguous(memory_format=torch.channels_last)
         logits = net(xb)                                                     # (K, b, 10)
         yb = y[i:i + chunk].expand(k, -1)
-        loss_sum += F.cross_entropy(logits.transpose(1, 2), yb, reduction="none").sum(1)
+        losses.append(F.cross_entropy(logits.transpose(1, 2), yb, reduction="none"))
         correct += (logits.argmax(2) == yb).sum(1)
         if keep_probs:
             probs.append(logits.softmax(2))
+    # One sum over all the images, row by row of a (K, n) tensor: a row's sum does not depend
+    # on how many rows there are, so a trial's loss is the same whatever its pack, though
+    # passes hold fewer images in larger packs (their memory grows with K).
+    loss_sum = torch.cat(losses, 1).sum(1)
     return ((loss_sum / len(y)).tolist(), (correct / len(y)).tolist(),
             torch.cat(probs, 1) if keep_probs else None)
+
+
+def _pass_images(net: PackedLeNet | LoopedPack, x: torch.Tensor) -> int:
+    if x.device.type == "cpu" and isinstance(net, PackedLeNet):
+        return CPU_PASS_IMAGES
+    # A looped pack runs one network at a time: a ResNet-18's pass within a LeNet pass's bytes.
+    budget = CUDA_BUDGET if x.device.type == "cuda" else 1_000 * LENET_IMAGE_BYTES
+    return max(1, budget // net.widest_activation_bytes(tuple(x.shape[1:])))
 
 
 def calibration(probs: torch.Tensor, y: torch.Tensor, *, accuracy: bool = False

@@ -74,9 +74,19 @@ class PackedLeNet(nn.Module):
         """x: (B, K, 28, 28), trial k's images in channel k, or (B, 1, 28, 28) shared by all.
         Returns logits (K, B, 10)."""
         k = self.k
-        shared = x.shape[1] == 1 and k > 1
-        # A shared batch runs the first convolution dense, with 6K output channels.
-        h = F.conv2d(x, self.conv1_w, self.conv1_b, padding=2, groups=1 if shared else k)
+        groups = k
+        if x.shape[1] == 1 and k > 1:
+            if x.device.type == "cpu":
+                # On the CPU a shared batch goes through the grouped convolution too: a dense
+                # one (6K output channels) sums its gradients in another order, and a trial's
+                # numbers would then depend on whether its pack-mates share its seed.
+                x = x.expand(-1, k, -1, -1).contiguous(memory_format=torch.channels_last)
+            else:
+                # On a GPU cuDNN's grouped kernels round by pack size anyway (no invariance to
+                # keep, results/benchmarks/invariance-gpu-*.txt) and the dense one is faster:
+                # K = 128 shared was 2.9 s an epoch dense, 4.6 s grouped on an H200.
+                groups = 1
+        h = F.conv2d(x, self.conv1_w, self.conv1_b, padding=2, groups=groups)
         # Pool before ReLU: the same numbers (max and ReLU commute) with ReLU on 4× fewer
         # values; ReLU's backward was 18% of a CPU step in the plain order.
         h = F.relu(F.max_pool2d(h, 2))
@@ -107,6 +117,19 @@ class PackedLeNet(nn.Module):
         not 1,000 (4× faster), and a GPU makes 10 copies to the host, not 1,000."""
         return {name: p.to("cpu").clone(memory_format=torch.contiguous_format)
                 for name, p in self.named_parameters()}
+
+    @torch.no_grad()
+    def load_trial(self, k: int, state: dict[str, torch.Tensor]) -> None:
+        """Put a plain `lenet()` state_dict into slot k (the inverse of `unpack`): the values
+        are copied exactly, so a trial that starts in a slot turned over starts from what a
+        pack built with it would hold."""
+        for name, key in (("conv1", 0), ("conv2", 3)):
+            for part, suffix in (("w", "weight"), ("b", "bias")):
+                getattr(self, f"{name}_{part}").unflatten(0, (self.k, -1))[k].copy_(
+                    state[f"{key}.{suffix}"])
+        for name, key in _LINEARS:
+            getattr(self, f"{name}_w")[k].copy_(state[f"{key}.weight"].t())
+            getattr(self, f"{name}_b")[k, 0].copy_(state[f"{key}.bias"])
 
     @staticmethod
     def unpack(weights: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
@@ -177,6 +200,11 @@ class LoopedPack(nn.Module):
                     hook.remove()
             self._widest[image_shape] = widest[0]
         return self._widest[image_shape]
+
+    @torch.no_grad()
+    def load_trial(self, k: int, state: dict[str, torch.Tensor]) -> None:
+        """Put a state_dict into network k (its parameters stay the same tensors)."""
+        self.nets[k].load_state_dict(state)
 
     def trial_parameters(self) -> list[list[nn.Parameter]]:
         return [list(net.parameters()) for net in self.nets]

@@ -1,8 +1,9 @@
-"""A pack: K trials training in lockstep as one network, and its training step.
+"""A pack: K slots training in lockstep as one network, and its training step.
 
-Each trial keeps its own initial weights and data order (from its seed), its own rate and a
-mask: a stopped trial (pruned, diverged, finished) has its rate set to 0 and its weights
-zeroed, and the others carry on undisturbed. LeNets are fused into one network
+Each slot holds one trial (or none): its weights, its data order and rate (from its seed and
+schedule) and its own epoch counter, so a slot may take a new trial at any epoch boundary
+(`load`) while the others carry on. An empty or stopped slot (pruned, diverged, finished) is
+masked: its rate is 0 and its weights zeroed. LeNets are fused into one network
 (`model.PackedLeNet`), other models run side by side (`model.LoopedPack`). `Pack.step` is one
 optimizer step of the whole pack from a batch, the rates and the mask: forward, per-trial
 mean losses, backward, per-trial update, with nothing read back to the host.
@@ -11,8 +12,10 @@ mean losses, backward, per-trial update, with nothing read back to the host.
     >>> from lrsweep.train import data
     >>> from lrsweep.train.trials import TrialConfig
     >>> splits = data.load("cpu", subset=512)                               # doctest: +SKIP
-    >>> pack = Pack([TrialConfig(schedules.build("constant", base_lr=0.1))], splits)  # doctest: +SKIP
-    >>> rates, orders = pack.epoch_plan(0)                                  # doctest: +SKIP
+    >>> config = TrialConfig(schedules.build("constant", base_lr=0.1))
+    >>> pack = Pack(2, splits, config)                                      # doctest: +SKIP
+    >>> pack.load(0, config)                                                # doctest: +SKIP
+    >>> rates, orders = pack.epoch_plan()                                   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -36,30 +39,53 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
 
 
 class Pack:
-    """K trials' networks as one, their masks, their noise (SGLD) and their step."""
+    """`width` slots of trials that share `like.pack_key` (model, optimizer, length, batch),
+    as one network, with their masks, epochs, noise (SGLD) and step. Slots start empty."""
 
-    def __init__(self, configs: Sequence[TrialConfig], splits: Splits,
-                 resume: Sequence[Resume | None] | None = None) -> None:
-        first = configs[0]
-        self.configs, self.k = list(configs), len(configs)
+    def __init__(self, width: int, splits: Splits, like: TrialConfig) -> None:
+        self.width = width
+        # Fused LeNets train in an even number of slots, an empty one added where needed: on
+        # the CPU a trial's arithmetic is then the same whatever its pack (bit for bit, tested).
+        # oneDNN gives one slot (groups = 1) another convolution kernel, and odd group counts
+        # another summation order for the bias gradients (results/benchmarks/invariance.py).
+        self.k = width + (1 if like.model == "lenet" and width % 2 else 0)
+        self.like = like
         self.device = splits.train_x.device
-        resume = resume or [None] * self.k
-        shape = tuple(splits.train_x.shape[1:])
-        nets = [_initial_net(c, r, shape, splits.classes) for c, r in zip(configs, resume)]
-        self.fused = first.model == "lenet"
+        self.shape = tuple(splits.train_x.shape[1:])
+        self.classes = splits.classes
+        # Empty slots hold `like`'s configuration and initial weights until `load`, zeroed.
+        self.configs = [like] * self.k
+        self.epochs = [0] * self.k
+        nets = [_initial_net(like, self.shape, self.classes) for _ in range(self.k)]
+        self.fused = like.model == "lenet"
         net = (PackedLeNet(nets) if self.fused else LoopedPack(nets)).to(self.device)
         if self.device.type == "cpu":
             # Measured on the 2-core CPU: channels_last is 1.5–2× faster for packs.
             net = net.to(memory_format=torch.channels_last)
         self.net = net
         self.params = list(net.parameters())
-        # Trials with one seed see the same batches: one shared input serves the whole pack.
-        self.shared = len({c.seed for c in configs}) == 1
         self.n_train = len(splits.train_y)
-        self.steps = steps_per_epoch(self.n_train, first.batch_size)
+        self.steps = steps_per_epoch(self.n_train, like.batch_size)
         self.active = [True] * self.k
-        self.noise = (sgld.TrialNoise([c.seed for c in configs], self.device)
-                      if first.optimizer == "sgld" else None)
+        self.noise = (sgld.TrialNoise([like.seed] * self.k, self.device)
+                      if like.optimizer == "sgld" else None)
+        for i in range(self.k):
+            self.stop(i)
+
+    def load(self, i: int, config: TrialConfig, resume: Resume | None = None) -> None:
+        """Start `config` in slot i from its initial weights (those a solo run of its seed
+        starts from), or continue it from `resume`, at its own epoch."""
+        if config.pack_key != self.like.pack_key:
+            raise ValueError("a pack's trials must share epochs, batch_size, unit, model and "
+                             "optimizer settings")
+        state = (resume.state_dict if resume is not None else
+                 _initial_net(config, self.shape, self.classes).state_dict())
+        self.net.load_trial(i, state)
+        self.configs[i] = config
+        self.epochs[i] = len(resume.epochs) if resume is not None else 0
+        self.active[i] = True
+        if self.noise is not None:
+            self.noise.generators[i].manual_seed(sgld.noise_seed(config.seed))
 
     @property
     def parameters(self) -> int:
@@ -75,17 +101,29 @@ class Pack:
         self.active[i] = False
         _zero_trial(self.net, i)
 
-    def epoch_plan(self, epoch: int) -> tuple[list[list[float]], torch.Tensor]:
-        """The epoch's rates, one row a step (host floats), and the data orders on the device:
-        one row shared by the pack, or one a trial."""
-        rates = _rates(self.configs, epoch, self.steps)
-        orders = torch.stack([_order(c.seed, epoch, self.n_train)
-                              for c in self.configs[:1 if self.shared else self.k]])
+    def epoch_plan(self) -> tuple[list[list[float]], torch.Tensor]:
+        """The next epoch's rates, one row a step (host floats; each slot at its own epoch),
+        and the data orders on the device: one row when every training slot has the same
+        seed and epoch (one batch gathered for all), else one a slot."""
+        rates = _rates(self.configs, self.epochs, self.steps)
+        live = [i for i in range(self.k) if self.active[i]] or [0]
+        plans = [(self.configs[i].seed, self.epochs[i]) for i in range(self.k)]
+        if len({plans[i] for i in live}) == 1:
+            orders = _order(*plans[live[0]], self.n_train)[None]
+        else:
+            # An empty slot's rows are never used: it borrows a training slot's order.
+            own = {plans[i]: _order(*plans[i], self.n_train) for i in live}
+            orders = torch.stack([own.get(plan, own[plans[live[0]]]) for plan in plans])
         return rates, orders.to(self.device)
+
+    def advance(self) -> None:
+        """An epoch was trained: every training slot's counter moves on."""
+        for i in range(self.k):
+            self.epochs[i] += self.active[i]
 
     def batches(self, splits: Splits, orders: torch.Tensor) -> Iterator[tuple[torch.Tensor,
                                                                              torch.Tensor]]:
-        batch = self.configs[0].batch_size
+        batch = self.like.batch_size
         for step in range(self.steps):
             yield _batch(splits, orders[:, step * batch:(step + 1) * batch], self.k,
                          self.device, self.fused)
@@ -102,10 +140,10 @@ class Pack:
         for p in self.params:
             p.grad = None
         torch.where(keep, losses, 0.0).sum().backward()
-        first = self.configs[0]
-        if first.optimizer in AVERAGING:
+        like = self.like
+        if like.optimizer in AVERAGING:
             sgld.sgld_step(self.params, rates * (2.0 / self.n_train), self.k,
-                           n_data=self.n_train, prior_precision=first.prior_precision,
+                           n_data=self.n_train, prior_precision=like.prior_precision,
                            noise=self.noise)
         elif self.fused:
             _sgd_step(self.params, rates, self.k)
@@ -116,8 +154,8 @@ class Pack:
 
 # --- helpers -------------------------------------------------------------------------------
 
-def _initial_net(config: TrialConfig, resume: Resume | None, shape: tuple[int, ...],
-                 classes: int) -> torch.nn.Module:
+def _initial_net(config: TrialConfig, shape: tuple[int, ...], classes: int
+                 ) -> torch.nn.Module:
     if config.model == "resnet18":
         from lrsweep.train.resnet import resnet18  # torchvision: only for studies that use it
         net = resnet18(config.seed, in_channels=shape[0], num_classes=classes,
@@ -127,16 +165,16 @@ def _initial_net(config: TrialConfig, resume: Resume | None, shape: tuple[int, .
                          f"{'×'.join(map(str, shape))} of {classes}: use model = \"resnet18\"")
     else:
         net = lenet(config.seed)
-    if resume is not None:
-        net.load_state_dict(resume.state_dict)
     return net
 
 
-def _rates(configs: Sequence[TrialConfig], epoch: int, steps: int) -> list[list[float]]:
-    """The rate of every step of the epoch for every trial: rows are steps."""
+def _rates(configs: Sequence[TrialConfig], epochs: Sequence[int], steps: int
+           ) -> list[list[float]]:
+    """The rate of every step of the next epoch for every slot, each at its own epoch: rows
+    are steps."""
     if configs[0].unit == "epoch":
-        return [[c.schedule(epoch) for c in configs]] * steps
-    return [[c.schedule(epoch * steps + s) for c in configs] for s in range(steps)]
+        return [[c.schedule(e) for c, e in zip(configs, epochs)]] * steps
+    return [[c.schedule(e * steps + s) for c, e in zip(configs, epochs)] for s in range(steps)]
 
 
 def _order(seed: int, epoch: int, n: int) -> torch.Tensor:

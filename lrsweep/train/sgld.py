@@ -32,6 +32,7 @@ our CPU with torch 2.15, but nothing promises it, and the separate form costs li
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -120,11 +121,13 @@ def sgld_step(params: Sequence[torch.Tensor], rates: torch.Tensor, k: int, *, n_
 
 
 class PosteriorAverage:
-    """The running mean of per-trial predictive probabilities on one evaluation set.
+    """The running mean of per-trial predictive probabilities on one evaluation set, a row a
+    trial (a pack's slot), each row on its own count.
 
-    Sample opportunities (each call of `offer`: a step or an epoch, as the caller chooses) are
-    counted from 0; the first `burn_in` are skipped, then every `thin`-th is taken: 0-based
-    opportunity t is a sample when t ≥ burn_in and (t − burn_in) is a multiple of thin.
+    A row's sample opportunities (each `offer` that includes it: a step or an epoch, as the
+    caller chooses) are counted from 0; the first `burn_in` are skipped, then every `thin`-th
+    is taken: 0-based opportunity t is a sample when t ≥ burn_in and (t − burn_in) is a
+    multiple of thin. A slot that takes a new trial starts its row anew (`restart`).
     """
 
     def __init__(self, k: int, n_eval: int, n_classes: int, *, burn_in: int = 0, thin: int = 1,
@@ -134,30 +137,44 @@ class PosteriorAverage:
         self.burn_in, self.thin = burn_in, thin
         # float64: thousands of float32 additions would lose the small probabilities' digits.
         self.total = torch.zeros(k, n_eval, n_classes, dtype=torch.float64, device=device)
-        self.opportunities = 0
-        self.count = 0
+        self.opportunities = [0] * k
+        self.count = [0] * k
 
-    def due(self) -> bool:
-        """Whether the next opportunity will be taken (so the caller may skip evaluating)."""
-        t = self.opportunities
+    def due(self, row: int = 0) -> bool:
+        """Whether the row's next opportunity will be taken (the caller may skip evaluating)."""
+        t = self.opportunities[row]
         return t >= self.burn_in and (t - self.burn_in) % self.thin == 0
 
-    def offer(self, probs: torch.Tensor | Callable[[], torch.Tensor]) -> bool:
-        """One opportunity: probs (K, n, C), or a function computing them, called only when the
-        opportunity is taken. Returns whether it was."""
-        take = self.due()
-        self.opportunities += 1
-        if take:
-            self.total += probs() if callable(probs) else probs
-            self.count += 1
-        return take
+    def offer(self, probs: torch.Tensor | Callable[[], torch.Tensor],
+              rows: Sequence[int] | None = None) -> list[bool]:
+        """One opportunity for each of `rows` (default: all): probs (K, n, C), or a function
+        computing them, called only when some row takes it. Returns, per row, whether it did."""
+        rows = range(len(self.count)) if rows is None else rows
+        taken = [self.due(row) for row in rows]
+        if any(taken):
+            values = probs() if callable(probs) else probs
+        for row, take in zip(rows, taken):
+            self.opportunities[row] += 1
+            if take:
+                self.total[row] += values[row]
+                self.count[row] += 1
+        return taken
 
-    def result(self) -> tuple[torch.Tensor, int]:
-        """The averaged probabilities (K, n, C) as float32, and the number of samples; the
-        probabilities are NaN when no sample was taken yet."""
-        if self.count == 0:
-            return torch.full_like(self.total, float("nan"), dtype=torch.float32), 0
-        return (self.total / self.count).to(torch.float32), self.count
+    def restart(self, row: int, total: torch.Tensor | None = None, count: int = 0,
+                opportunities: int = 0) -> None:
+        """Row `row` anew (a new trial), or as a checkpoint left it."""
+        if total is None:
+            self.total[row].zero_()
+        else:
+            self.total[row] = total.to(self.total.device)
+        self.count[row], self.opportunities[row] = count, opportunities
+
+    def result(self) -> tuple[torch.Tensor, list[int]]:
+        """The averaged probabilities (K, n, C) as float32, and each row's number of samples;
+        a row's probabilities are NaN while it has no sample."""
+        count = torch.tensor(self.count, dtype=torch.float64, device=self.total.device)
+        mean = self.total / count.where(count > 0, math.nan).view(-1, 1, 1)
+        return mean.to(torch.float32), list(self.count)
 
 
 # --- metrics on predictive probabilities: probs (K, n, C), labels (n,) or (K, n) -> (K,) ---

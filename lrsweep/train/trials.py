@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Literal
+from typing import Callable, Hashable, Iterable, Literal, Sequence
 
 import torch
 
@@ -91,24 +91,42 @@ class Resume:
 
 
 @dataclass(frozen=True)
+class Admission:
+    """A trial to start in a free slot: the caller's key for it (given back with its metrics
+    and result), its configuration, and where it stopped if it is being continued."""
+
+    key: Hashable
+    config: TrialConfig
+    resume: Resume | None = None
+
+
+@dataclass(frozen=True)
 class PackState:
-    """A whole pack after an epoch, for its checkpoint: members that resume together continue
-    exactly as they would have. The members still training keep their weights in `weights`
-    (the pack's own tensors, `model.unpack`), those that stopped in their Resume."""
+    """A pack's slot table after an epoch, for its checkpoint: every trial still training, by
+    its key, with its slot in `weights` (the pack's own tensors, `model.unpack`) and its
+    curves, status and sampler state in `members` (their state_dict None). Trials that left
+    their slot are not here: they were handed to `on_finish`."""
 
     layout: str                       # the pack's LAYOUT, for `model.unpack`
-    weights: dict[str, torch.Tensor]  # its pack_state(); empty once every member stopped
-    members: list[Resume]
+    weights: dict[str, torch.Tensor]  # its pack_state(); empty when no slot is training
+    slots: dict[Hashable, int]
+    members: dict[Hashable, Resume]
 
-    def resumes(self) -> list[Resume]:
-        """Each member's Resume with its own state_dict, to resume from."""
-        return [m if m.state_dict is not None else
-                replace(m, state_dict=unpack(self.layout, self.weights, k))
-                for k, m in enumerate(self.members)]
+    def resumes(self) -> dict[Hashable, Resume]:
+        """Each trial's Resume with its own state_dict, to continue from."""
+        return {key: m if m.state_dict is not None else
+                replace(m, state_dict=unpack(self.layout, self.weights, self.slots[key]))
+                for key, m in self.members.items()}
 
 
-# on_states(pack state) is given the whole pack's state after each epoch.
+# admit(n) is asked for up to n trials to start in free slots (at the start, and at each epoch
+# boundary where slots were freed); it returns them, fewer when it has fewer (none: nothing
+# more to train for now).
+Admit = Callable[[int], Sequence[Admission]]
+# on_epoch({key: metrics}) is told each epoch's metrics of the trials in slots, and returns the
+# keys of those to stop (pruning).
+EpochCallback = Callable[[dict[Hashable, EpochMetrics]], Iterable[Hashable]]
+# on_finish(key, result) is handed a trial that left its slot: complete, pruned or diverged.
+FinishCallback = Callable[[Hashable, "TrialResult"], None]
+# on_states(pack state) is given the slot table after each epoch.
 StateCallback = Callable[[PackState], None]
-# on_epoch({k: metrics}) is told each epoch's metrics of the pack members still training, and
-# returns the members to stop (pruning).
-EpochCallback = Callable[[dict[int, EpochMetrics]], Iterable[int]]

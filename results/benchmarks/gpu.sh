@@ -14,10 +14,16 @@
 #   formulations  results/benchmarks/formulations.py: a pack's training step as grouped
 #           convolutions or batched GEMMs, eager or as a CUDA graph, FP32 or TF32; drift from
 #           the same trial alone
+#   invariance  results/benchmarks/invariance.py: does a trial's arithmetic depend on its pack
+#           (convolution gradients by pack size and position; a trial alone and in packs)
 #   exercises  exercises 1, 2 and 4 at the chapter's scale (their study files as they are),
 #           each into its own store in the records folder (NAME.db), timed; and ex1's η = 0.3
 #           seeds again as a pack of their own (ex1-pack5.db): how far a trial moves with its
 #           company. (The chapter's runs are full-scale on a CPU already; 3 and 5 are not here.)
+#   joint  studies/joint.toml at the chapter's scale (TPE, median pruning, 100 trials) with
+#           slotted packs, then its best configuration over 5 fresh seeds (lrsweep rerun);
+#           with BEFORE=DIR (a folder holding an earlier commit's lrsweep/ package) the same
+#           with that code first; both stores summarised by results/benchmarks/joint-compare.py
 # Records go to results/benchmarks/STEP-gpu-DATE.* (OUT_DIR to change). SCALE=smoke runs every
 # step at a tiny size (any device, records to a temporary folder): a check of this script.
 # PYTHON (default .venv/bin/python, else python3) must import lrsweep's requirements and pytest.
@@ -25,7 +31,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 device=${1:-cuda}
 shift || true
-steps=${*:-tests bench target profile store compile fusion device formulations}
+steps=${*:-tests bench target profile store compile fusion device formulations invariance}
 if [ -z "${PYTHON:-}" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
@@ -37,6 +43,8 @@ if [ "${SCALE:-full}" = smoke ]; then
   bench_args=(--subset 2000 --epochs 2 --packs 1,2); images=2000; packs=(1 2); fusion_args=(2 8)
   target_args=(--set study.trials=4 --set train.epochs=2 --set train.subset=2000)
   store_args=(--repeat 1); formulation_packs=(1 2)
+  joint_args=(--set study.trials=6 --set train.epochs=3 --set train.subset=1000
+              --set train.validation=500 --set 'space.warmup_steps={ low = 0, high = 1 }')
   exercise_args=(--set train.epochs=1 --set train.subset=1000 --set train.validation=500
                  --set space.warmup_steps=0)
 else
@@ -44,6 +52,7 @@ else
   bench_args=(); images=60000; packs=(1 8 32 128); fusion_args=(8 128)
   target_args=()  # results/benchmarks/gpu_target.toml as it is
   store_args=(--repeat 3); formulation_packs=()
+  joint_args=()  # studies/joint.toml as it is
   exercise_args=()  # the study files as they are: the chapter's scale
 fi
 mkdir -p "$out"
@@ -66,7 +75,7 @@ target() {
   end=$(date +%s.%N)
   {
     echo "lrsweep run results/benchmarks/gpu_target.toml --device $device ${target_args[*]}"
-    "$PYTHON" -c "from lrsweep import engine; print(engine.describe_device(engine.resolve_device('$device')))"
+    "$PYTHON" -c "from lrsweep.train import device as d; print(d.describe_device(d.resolve_device('$device')))"
     grep '^study ' "$work/target.log" | tail -n 1
     "$PYTHON" -c "print(f'wall time, process start to exit: {$end - $start:.1f} s')"
   } | tee "$out/target-gpu-$day.txt"
@@ -106,6 +115,11 @@ device() {
     | tee "$out/device-check-gpu-$day.txt"
 }
 
+invariance() {
+  "$PYTHON" results/benchmarks/invariance.py "$device" 2>"$work/invariance.err" \
+    | tee "$out/invariance-gpu-$day.txt"
+}
+
 formulations() {
   "$PYTHON" results/benchmarks/formulations.py "$device" "${formulation_packs[@]}" \
     2>"$work/formulations.err" | tee "$out/formulations-gpu-$day.txt"
@@ -134,11 +148,36 @@ exercises() {
   done
 }
 
+joint() {
+  local log="$out/joint-gpu-$day.txt" which start stores=() path
+  export LRSWEEP_CHECKPOINTS="$work/checkpoints" LRSWEEP_ARTIFACTS="$work/artifacts"
+  for which in ${BEFORE:+before} slots; do
+    local db="$out/joint-$which.db" code=${PYTHONPATH:-}
+    [ "$which" = before ] && code="$BEFORE${PYTHONPATH:+:$PYTHONPATH}"
+    start=$(date +%s.%N)
+    PYTHONPATH=$code "$PYTHON" -m lrsweep run studies/joint.toml --device "$device" \
+      "${joint_args[@]}" --storage "sqlite:///$db" > "$work/joint-$which.log" 2>&1
+    { echo "$which: lrsweep run studies/joint.toml --device $device ${joint_args[*]}"
+      grep '^study ' "$work/joint-$which.log" | tail -n 1
+      "$PYTHON" -c "print(f'$which search: {$(date +%s.%N) - $start:.1f} s, process start to exit')"
+    } | tee -a "$log"
+    # The best configuration over fresh seeds, trained by this tree's code for both.
+    path="$work/joint_best_$which.toml"
+    "$PYTHON" -m lrsweep rerun joint --top 1 --seeds 5 --storage "sqlite:///$db" --out "$path"
+    start=$(date +%s.%N)
+    "$PYTHON" -m lrsweep run "$path" --device "$device" --storage "sqlite:///$db" \
+      > "$work/joint-best-$which.log" 2>&1
+    "$PYTHON" -c "print(f'$which re-run: {$(date +%s.%N) - $start:.1f} s')" | tee -a "$log"
+    stores+=("$which=$db")
+  done
+  "$PYTHON" results/benchmarks/joint-compare.py "${stores[@]}" | tee -a "$log"
+}
+
 for step in $steps; do
   case $step in
-    tests|bench|target|profile|store|compile|fusion|device|formulations|exercises)
+    tests|bench|target|profile|store|compile|fusion|device|formulations|invariance|exercises|joint)
       echo "== $step"; "$step" ;;
-    *) echo "gpu.sh: unknown step '$step' (tests bench target profile store compile fusion device formulations exercises)" >&2
+    *) echo "gpu.sh: unknown step '$step' (tests bench target profile store compile fusion device formulations invariance exercises joint)" >&2
        exit 2 ;;
   esac
 done

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from lrsweep.train.engine import describe_device
+from lrsweep.train.device import describe_device
 
 device = torch.device(sys.argv[1] if len(sys.argv) > 1 else "cpu")
 K = int(sys.argv[2]) if len(sys.argv) > 2 else 4

@@ -2,7 +2,7 @@
 
 Runs `loop.run` on the GPU target study (gpu_target.toml: the quickstart's six schedules ×
 17 seeds, 100 trials × 30 epochs) with the training replaced by an engine that only keeps the
-engine's contract: the sampler and Optuna's ask/tell, the curves and attributes written to
+engine's contract (fake_engine.py): the sampler and Optuna's ask/tell, the curves and attributes written to
 the store, pack and lease attributes, heartbeats, one checkpoint per pack per epoch (a real
 pack's weights, copied out and fsync'd), one weights artifact per trial all run for real.
 Two ways:
@@ -34,12 +34,12 @@ import uuid
 
 import optuna
 import torch
+from fake_engine import slots_engine  # beside this script
 
 from lrsweep.search import loop, spec
 from lrsweep.train import engine
 from lrsweep.train.device import describe_device
 from lrsweep.train.data import Splits
-from lrsweep.train.model import PackedLeNet, lenet
 
 TARGET_SECONDS = 30.0
 TARGET_STUDY = "results/benchmarks/gpu_target.toml"
@@ -48,31 +48,19 @@ TARGET_STUDY = "results/benchmarks/gpu_target.toml"
 PACE = {"seconds_per_trial_epoch": 0.0, "trained": 0.0}  # set by measure()
 
 
-def instant_train_pack(configs, splits, *, on_epoch=None, on_states=None, resume=None):
-    """The engine's contract (per-epoch metrics, then the pack's state: a real pack's weights,
-    copied out as the engine does) with training taking PACE's time, or none."""
-    net = PackedLeNet([lenet(0)] * len(configs))
-    results = [engine.TrialResult(c, device="none", pack_size=len(configs)) for c in configs]
-    for epoch in range(configs[0].epochs):
-        training = PACE["seconds_per_trial_epoch"] * len(configs)
-        if training:
-            start = time.perf_counter()
-            while time.perf_counter() - start < training:  # busy: see the module's notes
-                pass
-            PACE["trained"] += time.perf_counter() - start
-        metrics = {i: engine.EpochMetrics(epoch, c.schedule(epoch), 1.0, 0.5, 1.0,
-                                          0.5 + (i + epoch) / 1000, 0.5, 0.0, 1.0, 0.05)
-                   for i, c in enumerate(configs)}
-        for i, m in metrics.items():
-            results[i].epochs.append(m)
-        if on_epoch:
-            on_epoch(metrics)
-        if on_states:
-            on_states(engine.PackState(net.LAYOUT, net.pack_state(),
-                                       [engine.Resume(None, list(r.epochs)) for r in results]))
-    for k, result in enumerate(results):  # every trial's weights, exported as artifacts
-        result.state_dict = net.trial_state_dict(k)
-    return results
+def busy(trials: int) -> None:
+    """An epoch of `trials` trials at PACE's speed; the thread spins (see the module's notes)."""
+    training = PACE["seconds_per_trial_epoch"] * trials
+    if training:
+        start = time.perf_counter()
+        while time.perf_counter() - start < training:
+            pass
+        PACE["trained"] += time.perf_counter() - start
+
+
+def flat_metrics(key, config, epoch):
+    return engine.EpochMetrics(epoch, config.schedule(epoch), 1.0, 0.5, 1.0,
+                               0.5 + (key % 100 + epoch) / 1000, 0.5, 0.0, 1.0, 0.05)
 
 
 def no_images(spec_, device, data_dir):
@@ -81,7 +69,7 @@ def no_images(spec_, device, data_dir):
     return Splits(empty, labels, empty, labels, empty, labels, source=None)
 
 
-engine.train_pack = instant_train_pack
+engine.train_slots = slots_engine(flat_metrics, busy)
 loop.load_data = no_images
 
 
