@@ -152,7 +152,7 @@ def _fill(pack: Pack, slots: list[_Slot | None], admitted: list[Admission], admi
                 _restore_sampler(pack, posterior, i, r)
             best = max((m.train_acc for m in result.epochs), default=0.0)
             slots[i] = _Slot(a.key, result, best)
-        admitted = admitted[len(free):]
+        admitted = []
 
 
 def _train_epoch(pack: Pack, splits: Splits) -> tuple[list[float], list[float], list[float]]:

@@ -20,10 +20,9 @@
 #           each into its own store in the records folder (NAME.db), timed; and ex1's η = 0.3
 #           seeds again as a pack of their own (ex1-pack5.db): how far a trial moves with its
 #           company. (The chapter's runs are full-scale on a CPU already; 3 and 5 are not here.)
-#   joint  studies/joint.toml at the chapter's scale (TPE, median pruning, 100 trials) with
-#           slotted packs, then its best configuration over 5 fresh seeds (lrsweep rerun);
-#           with BEFORE=DIR (a folder holding an earlier commit's lrsweep/ package) the same
-#           with that code first; both stores summarised by results/benchmarks/joint-compare.py
+#   joint  results/benchmarks/joint-compare.sh: studies/joint.toml at the chapter's scale with
+#           slotted packs, and with BEFORE=DIR (an earlier commit's lrsweep/ package) with
+#           that code; each study's best configuration re-run over 5 fresh seeds
 # Records go to results/benchmarks/STEP-gpu-DATE.* (OUT_DIR to change). SCALE=smoke runs every
 # step at a tiny size (any device, records to a temporary folder): a check of this script.
 # PYTHON (default .venv/bin/python, else python3) must import lrsweep's requirements and pytest.
@@ -149,28 +148,9 @@ exercises() {
 }
 
 joint() {
-  local log="$out/joint-gpu-$day.txt" which start stores=() path
-  export LRSWEEP_CHECKPOINTS="$work/checkpoints" LRSWEEP_ARTIFACTS="$work/artifacts"
-  for which in ${BEFORE:+before} slots; do
-    local db="$out/joint-$which.db" code=${PYTHONPATH:-}
-    [ "$which" = before ] && code="$BEFORE${PYTHONPATH:+:$PYTHONPATH}"
-    start=$(date +%s.%N)
-    PYTHONPATH=$code "$PYTHON" -m lrsweep run studies/joint.toml --device "$device" \
-      "${joint_args[@]}" --storage "sqlite:///$db" > "$work/joint-$which.log" 2>&1
-    { echo "$which: lrsweep run studies/joint.toml --device $device ${joint_args[*]}"
-      grep '^study ' "$work/joint-$which.log" | tail -n 1
-      "$PYTHON" -c "print(f'$which search: {$(date +%s.%N) - $start:.1f} s, process start to exit')"
-    } | tee -a "$log"
-    # The best configuration over fresh seeds, trained by this tree's code for both.
-    path="$work/joint_best_$which.toml"
-    "$PYTHON" -m lrsweep rerun joint --top 1 --seeds 5 --storage "sqlite:///$db" --out "$path"
-    start=$(date +%s.%N)
-    "$PYTHON" -m lrsweep run "$path" --device "$device" --storage "sqlite:///$db" \
-      > "$work/joint-best-$which.log" 2>&1
-    "$PYTHON" -c "print(f'$which re-run: {$(date +%s.%N) - $start:.1f} s')" | tee -a "$log"
-    stores+=("$which=$db")
-  done
-  "$PYTHON" results/benchmarks/joint-compare.py "${stores[@]}" | tee -a "$log"
+  bash results/benchmarks/joint-compare.sh "$work/joint" "$device" "${joint_args[@]}"
+  cp "$work/joint/joint-compare.txt" "$out/joint-gpu-$day.txt"
+  [ "${SCALE:-full}" = smoke ] || cp "$work/joint/"*.db "$out/"
 }
 
 for step in $steps; do

@@ -24,7 +24,9 @@ Cases (≥ 20 repeats each, sampler seeds 0…R−1):
 
 For each: the true final accuracy of the configuration the study reports as best (what a user
 would pick; its observed value is biased upwards by the noise), mean and 95% t-interval over
-repeats; the trial-epochs spent; trials pruned, and pruned inside their own warmup.
+repeats; the trial-epochs spent; trials pruned, and pruned inside their own warmup. Then each
+case's difference from the first (sequential), seed by seed (the same sampler seeds ran every
+case), with its t-interval.
 
     .venv/bin/python results/benchmarks/search-quality.py [REPEATS]
 """
@@ -34,6 +36,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -45,7 +48,7 @@ import torch
 from fake_engine import slots_engine  # beside this script
 from scipy import stats as scipy_stats
 
-from lrsweep.search import loop, pack_run, pruning, sampling, spec
+from lrsweep.search import loop, pack_run, provenance, pruning, sampling, spec
 from lrsweep.train import engine
 from lrsweep.train.data import Splits
 
@@ -99,10 +102,10 @@ def run_case(folder: str, seed: int, pack: int, in_flight: int, static: bool) ->
         # never pruned. A NopPruner decides the same, without its cost (each of its 3,000
         # calls re-read the 100 running trials: 0.13 s each here).
         pack_run.judged_from = lambda config, steps: 1
-        pruning.LockstepMedianPruner = lambda **kw: optuna.pruners.NopPruner()
+        provenance.make_pruner = lambda spec_: optuna.pruners.NopPruner()
     else:
         pack_run.judged_from = REAL["judged_from"]
-        pruning.LockstepMedianPruner = REAL["pruner"]
+        provenance.make_pruner = REAL["make_pruner"]
     name = f"quality-{uuid.uuid4().hex[:8]}"
     spec_ = spec.load(STUDY, [f"study.name={name}", f"study.sampler_seed={seed}"])
     url = f"sqlite:///{folder}/{name}.db"
@@ -125,7 +128,7 @@ def loop_trial_config(spec_, params):
     return trial_config(spec_, params)
 
 
-REAL = {"judged_from": pack_run.judged_from, "pruner": pruning.LockstepMedianPruner}
+REAL = {"judged_from": pack_run.judged_from, "make_pruner": provenance.make_pruner}
 CASES = [("sequential (pack of 1)", 1, 1, False), ("static pack of 100 (before)", 100, 100, True),
          ("slotted, 8 in flight", 100, 8, False), ("slotted, 32 in flight", 100, 32, False),
          ("slotted, 100 in flight", 100, 100, False)]
@@ -153,15 +156,26 @@ def main() -> None:
     print(f"{'case':30} {'true final acc. of the best trial':>34} {'observed best':>26} "
           f"{'trial-epochs':>12} {'pruned':>7} {'in warmup':>9} {'s/run':>6}")
     cases = [c for c in CASES if len(sys.argv) < 3 or c[0].startswith(sys.argv[2])]
-    for label, pack, in_flight, static in cases:
-        start = time.perf_counter()
-        runs = [run_case(folder, seed, pack, in_flight, static) for seed in range(repeats)]
-        seconds = (time.perf_counter() - start) / repeats
-        print(f"{label:30} {interval([r['true'] for r in runs]):>34} "
-              f"{interval([r['observed'] for r in runs]):>26} "
-              f"{statistics.fmean(r['trial_epochs'] for r in runs):12.0f} "
-              f"{statistics.fmean(r['pruned'] for r in runs):7.1f} "
-              f"{sum(r['inside'] for r in runs):9d} {seconds:6.1f}", flush=True)
+    true = {}
+    try:
+        for label, pack, in_flight, static in cases:
+            start = time.perf_counter()
+            runs = [run_case(folder, seed, pack, in_flight, static) for seed in range(repeats)]
+            seconds = (time.perf_counter() - start) / repeats
+            true[label] = [r["true"] for r in runs]
+            print(f"{label:30} {interval(true[label]):>34} "
+                  f"{interval([r['observed'] for r in runs]):>26} "
+                  f"{statistics.fmean(r['trial_epochs'] for r in runs):12.0f} "
+                  f"{statistics.fmean(r['pruned'] for r in runs):7.1f} "
+                  f"{sum(r['inside'] for r in runs):9d} {seconds:6.1f}", flush=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    # Paired: a case and the first one ran with the same sampler seeds, and so with the same
+    # random start-up trials; their difference seed by seed is the sharper comparison.
+    first = cases[0][0]
+    print(f"\n# true final accuracy minus {first}'s, seed by seed: mean [95% t-interval]")
+    for label in list(true)[1:]:
+        print(f"{label:30} {interval([a - b for a, b in zip(true[label], true[first])]):>34}")
 
 
 if __name__ == "__main__":
