@@ -92,7 +92,7 @@ class PackRun:
         self.slots: dict[int, _Trial] = {}       # trial id → the trial, while in a slot
         self.pack_key: tuple | None = None
         self.pack_id: int | None = None
-        self.asked = 0                            # new trials admitted, for the run's summary
+        self.asked = 0                            # new trials asked, for the run's summary
 
     def run(self) -> list[optuna.Trial]:
         """Train until nothing is left to admit and every slot is empty. Returns the trials

@@ -117,9 +117,9 @@ def train_slots(width: int, splits: Splits, admit: Admit, *, on_finish: FinishCa
             metrics[slot.key] = m
         pack.advance()
         stop = set(on_epoch(metrics)) if on_epoch else set()
-        _leave(pack, slots, stop, on_finish)
+        weights = _leave(pack, slots, stop, on_finish)
         if on_states:
-            on_states(_state(pack, slots, posterior))
+            on_states(_state(pack, slots, posterior, weights))
         _fill(pack, slots, [], admit, posterior, on_finish)
 
 
@@ -204,11 +204,12 @@ def _judge(result: TrialResult, m: EpochMetrics, best_train_acc: float,
 
 
 def _leave(pack: Pack, slots: list[_Slot | None], stop: set[Hashable],
-           on_finish: FinishCallback) -> None:
+           on_finish: FinishCallback) -> dict[str, torch.Tensor] | None:
     """Trials that are done leave their slots: diverged, pruned (in `stop`) or at their last
     epoch, each with its weights, handed to `on_finish`. The pack's weights are copied out
     once, when anyone needs them: a GPU makes one copy to the host per packed tensor, not
-    one per trial and layer."""
+    one per trial and layer. Returns that copy (None if no one left), which the checkpoint
+    of the same epoch reuses."""
     weights: dict[str, torch.Tensor] | None = None
     for i, slot in enumerate(slots):
         if slot is None:
@@ -223,19 +224,24 @@ def _leave(pack: Pack, slots: list[_Slot | None], stop: set[Hashable],
         pack.stop(i)
         slots[i] = None
         on_finish(slot.key, result)
+    return weights
 
 
-def _state(pack: Pack, slots: list[_Slot | None],
-           posterior: sgld.PosteriorAverage | None) -> PackState:
-    """The slot table of the trials still training, for a checkpoint."""
+def _state(pack: Pack, slots: list[_Slot | None], posterior: sgld.PosteriorAverage | None,
+           weights: dict[str, torch.Tensor] | None) -> PackState:
+    """The slot table of the trials still training, for a checkpoint; `weights`, the pack's
+    weights already copied out after this epoch (or None)."""
     training = {slot.key: i for i, slot in enumerate(slots) if slot is not None}
     members = {}
     for key, i in training.items():
         result = slots[i].result
         members[key] = Resume(None, list(result.epochs), result.status, result.diverged,
                               _sampler_state(pack, posterior, i) if posterior else None)
-    return PackState(pack.net.LAYOUT, pack.net.pack_state() if training else {}, training,
-                     members)
+    if not training:
+        weights = {}
+    elif weights is None:
+        weights = pack.net.pack_state()
+    return PackState(pack.net.LAYOUT, weights, training, members)
 
 
 def _sampler_state(pack: Pack, posterior: sgld.PosteriorAverage, i: int) -> dict:

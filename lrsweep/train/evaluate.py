@@ -22,6 +22,9 @@ from lrsweep.train.model import CONV1_CHANNELS, LoopedPack, PackedLeNet
 # 28 px weighs about ten. On a GPU a pass holds as many images as the budget allows.
 LENET_IMAGE_BYTES = CONV1_CHANNELS * 28 * 28 * 4
 CUDA_BUDGET = 32_768 * LENET_IMAGE_BYTES
+# A looped pack (ResNet-18) on the CPU: one network at a time, within 1000 LeNet images' bytes
+# (1000 images at K = 1 was the fastest LeNet pass measured; whole-set passes were 7× slower).
+CPU_LOOPED_BUDGET = 1_000 * LENET_IMAGE_BYTES
 # On the CPU a fused pack's passes hold a fixed number of images, whatever K: oneDNN's
 # convolutions and the batched matmuls may round an image's outputs differently in passes of
 # another size, and a trial's test metrics then depended on its pack (the 8th decimal of its
@@ -53,8 +56,8 @@ def evaluate(net: PackedLeNet | LoopedPack, x: torch.Tensor, y: torch.Tensor, k:
         if keep_probs:
             probs.append(logits.softmax(2))
     # One sum over all the images, row by row of a (K, n) tensor: a row's sum does not depend
-    # on how many rows there are, so a trial's loss is the same whatever its pack, though
-    # passes hold fewer images in larger packs (their memory grows with K).
+    # on how many rows there are, so a trial's loss is the same whatever its pack (and on a
+    # GPU, whatever the passes, which hold fewer images in larger packs).
     loss_sum = torch.cat(losses, 1).sum(1)
     return ((loss_sum / len(y)).tolist(), (correct / len(y)).tolist(),
             torch.cat(probs, 1) if keep_probs else None)
@@ -63,8 +66,7 @@ def evaluate(net: PackedLeNet | LoopedPack, x: torch.Tensor, y: torch.Tensor, k:
 def _pass_images(net: PackedLeNet | LoopedPack, x: torch.Tensor) -> int:
     if x.device.type == "cpu" and isinstance(net, PackedLeNet):
         return CPU_PASS_IMAGES
-    # A looped pack runs one network at a time: a ResNet-18's pass within a LeNet pass's bytes.
-    budget = CUDA_BUDGET if x.device.type == "cuda" else 1_000 * LENET_IMAGE_BYTES
+    budget = CUDA_BUDGET if x.device.type == "cuda" else CPU_LOOPED_BUDGET
     return max(1, budget // net.widest_activation_bytes(tuple(x.shape[1:])))
 
 
