@@ -1,7 +1,8 @@
 """The `lrsweep` command: thin commands over the study loop (`search.loop`) and the reports
 (`report.render`).
 
-Exit codes: 0 success, 2 bad input (one line saying what and where), 1 failure, 130 Ctrl-C.
+Exit codes: 0 success, 2 bad input (one line saying what and where), 1 failure, 130 Ctrl-C,
+143 SIGTERM (128 + the signal, as shells report it).
 Commands that only read the store import neither torch nor the engine, so they start fast.
 """
 
@@ -10,30 +11,29 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
 
+from lrsweep import cli_options as opt
 from lrsweep import tables
+from lrsweep.names import folder_name
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode="rich",  # help text escapes its brackets: cli_options.default
                   help="Optuna studies of learning-rate schedules (D2L §12.11) for LeNet on "
                        "Fashion-MNIST.")
+command = functools.partial(app.command, cls=opt.Command)
 out = Console(highlight=False)
-if not out.is_terminal:
-    out = Console(highlight=False, width=200)  # logs and pipes: no 80-column wrapping of tables
+if not out.is_terminal and "COLUMNS" not in os.environ:
+    out = Console(highlight=False, width=200)  # logs and pipes: no 80-column tables
 err = Console(stderr=True, highlight=False)
-
-StorageOpt = typer.Option(None, "--storage", envvar="LRSWEEP_STORAGE", show_envvar=True,
-                          help="Optuna storage URL [default: sqlite:///results/lrsweep.db]")
-DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:1, …")
-PackOpt = typer.Option(None, "--pack",
-                       help="Trials trained together as one network [default: 4 on a CPU, "
-                            "from free memory on a GPU]")
-DataDirOpt = typer.Option(None, "--data-dir", envvar="LRSWEEP_DATA", show_envvar=True,
-                          help="Folder with the four Fashion-MNIST IDX files")
+# A warning for a user (a damaged checkpoint, a late heartbeat) is one line, not a source
+# location and a line of lrsweep's code.
+warnings.formatwarning = lambda message, category, *_, **__: f"lrsweep: warning: {message}\n"
 
 
 def _handle_errors(command: Callable) -> Callable:
@@ -44,16 +44,21 @@ def _handle_errors(command: Callable) -> Callable:
             return command(*args, **kwargs)
         except typer.Exit:
             raise
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             err.print("lrsweep: interrupted; finished trials are stored — run the same command "
                       "again to continue", markup=False, soft_wrap=True)
-            raise typer.Exit(130)
+            raise typer.Exit(143 if str(stop) == "SIGTERM" else 130)  # search.interrupt
         except Exception as exc:
             if _is_bad_input(exc):
                 err.print(f"lrsweep: error: {exc}", markup=False, soft_wrap=True)
                 raise typer.Exit(2)
             if os.environ.get("LRSWEEP_DEBUG"):
                 raise
+            from lrsweep.store.storage import default_storage, disk_full
+            full = disk_full(exc, kwargs.get("storage") or default_storage())
+            if full is not None:  # no bug: the machine ran out of space
+                err.print(f"lrsweep: failed: {full}", markup=False, soft_wrap=True)
+                raise typer.Exit(1)
             err.print(f"lrsweep: failed: {type(exc).__name__}: {exc} "
                       "(set LRSWEEP_DEBUG=1 for the traceback)", markup=False, soft_wrap=True)
             raise typer.Exit(1)
@@ -71,28 +76,22 @@ def _is_bad_input(exc: Exception) -> bool:
     return devices is not None and isinstance(exc, devices.DeviceError)
 
 
-@app.command()
+@command()
 @_handle_errors
 def run(study_file: Path = typer.Argument(..., help="A study file, e.g. studies/quickstart.toml"),
-        storage: Optional[str] = StorageOpt, device: str = DeviceOpt,
-        data_dir: Optional[str] = DataDirOpt, pack: Optional[int] = PackOpt,
-        allow_changed: bool = typer.Option(False, "--allow-changed",
-                                           help="Continue a study whose study file has changed"),
-        overrides: list[str] = typer.Option(
-            [], "--set", metavar="SECTION.KEY=VALUE",
-            help="Override one key of the study file (a TOML value), e.g. --set train.epochs=10 "
-                 "--set study.name=ex1-small; repeatable; stored with the study")
-        ) -> None:
+        storage: Optional[str] = opt.Storage, device: str = opt.Device,
+        data_dir: Optional[str] = opt.DataDir, pack: Optional[int] = opt.Pack,
+        allow_changed: bool = opt.AllowChanged, overrides: list[str] = opt.Overrides) -> None:
     """Create a study from STUDY_FILE, or continue it until its total of trials is reached."""
     from lrsweep.search import spec
     _run(spec.load(study_file, overrides), storage, device, data_dir, pack, allow_changed)
 
 
-@app.command()
+@command()
 @_handle_errors
 def resume(name: str = typer.Argument(..., help="The study's name"),
-           storage: Optional[str] = StorageOpt, device: str = DeviceOpt,
-           data_dir: Optional[str] = DataDirOpt, pack: Optional[int] = PackOpt) -> None:
+           storage: Optional[str] = opt.Storage, device: str = opt.Device,
+           data_dir: Optional[str] = opt.DataDir, pack: Optional[int] = opt.Pack) -> None:
     """Continue a stored study from the study file stored with it."""
     from lrsweep.store.storage import default_storage
     from lrsweep.search.provenance import load_stored_spec
@@ -100,45 +99,40 @@ def resume(name: str = typer.Argument(..., help="The study's name"),
          False)
 
 
-@app.command()
+@command()
 @_handle_errors
 def worker(name: str = typer.Argument(..., help="The study's name"),
-           storage: Optional[str] = StorageOpt, device: str = DeviceOpt,
-           data_dir: Optional[str] = DataDirOpt, pack: Optional[int] = PackOpt) -> None:
+           storage: Optional[str] = opt.Storage, device: str = opt.Device,
+           data_dir: Optional[str] = opt.DataDir, pack: Optional[int] = opt.Pack) -> None:
     """Work on a stored study until its total is reached (for clusters: needs only the study's
     name and the storage URL; as many workers as you like, on any machines)."""
     resume(name, storage, device, data_dir, pack)
 
 
-@app.command()
+@command()
 @_handle_errors
 def rerun(name: str = typer.Argument(..., help="The study's name"),
-          storage: Optional[str] = StorageOpt,
-          top: int = typer.Option(3, "--top", min=1, help="How many of the best configurations"),
-          seeds: int = typer.Option(5, "--seeds", min=1, help="Seeds per configuration"),
-          new_name: Optional[str] = typer.Option(None, "--name",
-                                                 help="The new study's name [default: NAME-best]"),
-          out_file: Optional[Path] = typer.Option(None, "--out",
-                                                  help="Write the study file here [default: "
-                                                       "studies/NAME_best.toml]")) -> None:
+          storage: Optional[str] = opt.Storage, top: int = opt.RerunTop,
+          seeds: int = opt.Seeds, new_name: Optional[str] = opt.NewName,
+          out_file: Optional[Path] = opt.RerunOut) -> None:
     """Write a study file that re-runs a study's best configurations over several seeds."""
     from lrsweep.report.rerun import best_study_file
     from lrsweep.store.storage import default_storage
     text = best_study_file(name, storage or default_storage(), top=top, seeds=seeds,
                            new_name=new_name)
-    path = out_file or Path("studies") / f"{name.replace('-', '_')}_best.toml"
+    path = out_file or Path("studies") / f"{folder_name(name).replace('-', '_')}_best.toml"
     if path.exists():
         raise typer.BadParameter(f"{path} exists; choose another --out")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     new = new_name or f"{name}-best"
-    out.print(f"wrote {path}: run it with `lrsweep run {path}` and read `lrsweep report {new}`",
-              markup=False)
+    out.print(f"wrote {path}: run it with `{opt.suggest(storage, 'run', str(path))}` and read "
+              f"`{opt.suggest(storage, 'report', new)}`", markup=False, soft_wrap=True)
 
 
-@app.command("ls")
+@command("ls")
 @_handle_errors
-def list_studies(storage: Optional[str] = StorageOpt) -> None:
+def list_studies(storage: Optional[str] = opt.Storage) -> None:
     """List the studies in the store: trial states and best values."""
     from lrsweep.report.read import studies_frame
     from lrsweep.store.storage import default_storage
@@ -147,35 +141,49 @@ def list_studies(storage: Optional[str] = StorageOpt) -> None:
     if frame.empty:
         out.print(f"no studies in {url}", markup=False)
         return
-    table = tables.studies(frame, url)
-    out.print(table)
+    _print(tables.studies(frame, url, tables.study_metrics(url), out),
+           dropped_how="a wider terminal shows them", hidden_how="0 in every study")
 
 
-@app.command()
+@command()
 @_handle_errors
 def show(name: str = typer.Argument(..., help="The study's name"),
-         storage: Optional[str] = StorageOpt,
-         top: int = typer.Option(10, "--top", min=1, help="How many trials to list")) -> None:
-    """Show a study's best trials and a summary of their curves."""
+         storage: Optional[str] = opt.Storage, top: int = opt.Top,
+         columns: Optional[str] = opt.Columns, show_all: bool = opt.All) -> None:
+    """Show a study's best trials: by default the metric, the outcome and the parameters that
+    vary, as many as fit the terminal."""
     from lrsweep.report.read import trials_frame
-    from lrsweep.store.storage import default_storage
+    from lrsweep.store.storage import default_storage, load_study
     url = storage or default_storage()
-    frame = trials_frame(name, url)
+    chosen = [c.strip() for c in (columns or "").split(",") if c.strip()]
+    if columns is not None and not chosen:
+        raise typer.BadParameter(f"--columns {columns!r}: name columns separated by commas")
+    if chosen and show_all:
+        raise typer.BadParameter("--all and --columns: give one of them")
+    study = load_study(name, url)
+    frame = trials_frame(name, url, study=study)
     if frame.empty:
         out.print(f"study {name} has no trials yet", markup=False)
         return
-    out.print(tables.trials(frame, f"{name}: top {min(top, len(frame))} of {len(frame)} trials", top))
-    page = Path("results") / name / "report.html"
-    out.print(f"report: {page}" if page.is_file() else f"no report yet: lrsweep report {name}",
-              markup=False)
+    title = _title(name, frame, min(top, len(frame)))
+    metric = tables.metric_of(study.user_attrs)
+    try:
+        fitted = tables.trials(frame, title, top, out, metric=metric, columns=chosen,
+                               show_all=show_all)
+    except tables.UnknownColumn as exc:
+        raise typer.BadParameter(str(exc)) from None
+    _print(fitted, dropped_how="pick with --columns NAME,…",
+           hidden_how="see them with --all or --columns NAME,…")
+    page = Path("results") / folder_name(name) / "report.html"
+    out.print(f"report: {page}" if page.is_file()
+              else f"no report yet: {opt.suggest(storage, 'report', name)}", markup=False,
+              soft_wrap=True)  # a command wrapped by the terminal, not broken: it pastes whole
 
 
-@app.command()
+@command()
 @_handle_errors
 def report(name: str = typer.Argument(..., help="The study's name"),
-           storage: Optional[str] = StorageOpt,
-           out_dir: Optional[Path] = typer.Option(None, "--out",
-                                                  help="Folder [default: results/NAME/]")) -> None:
+           storage: Optional[str] = opt.Storage, out_dir: Optional[Path] = opt.ReportOut) -> None:
     """Write a study's report: report.md, a self-contained report.html, figures, CSV tables."""
     from lrsweep.report.render import write_report
     from lrsweep.store.storage import default_storage
@@ -186,17 +194,11 @@ def report(name: str = typer.Argument(..., help="The study's name"),
               f"{len(written.tables)} tables)", markup=False)
 
 
-@app.command()
+@command()
 @_handle_errors
 def export(name: str = typer.Argument(..., help="The study's name"),
-           storage: Optional[str] = StorageOpt,
-           trial: Optional[int] = typer.Option(None, "--trial", min=0,
-                                               help="Write this trial's trained weights"),
-           out_file: Optional[Path] = typer.Option(None, "--out", help="Where the weights go "
-                                                   "[default: results/NAME/trial-N.pt]"),
-           csv: Optional[Path] = typer.Option(None, "--csv",
-                                              help="Write every trial's per-epoch curves here")
-           ) -> None:
+           storage: Optional[str] = opt.Storage, trial: Optional[int] = opt.Trial,
+           out_file: Optional[Path] = opt.WeightsOut, csv: Optional[Path] = opt.Csv) -> None:
     """Export a trial's weights (a state_dict for the plain LeNet) or the curves as CSV."""
     from lrsweep.store.artifacts import export_weights
     from lrsweep.store.storage import default_storage
@@ -204,57 +206,40 @@ def export(name: str = typer.Argument(..., help="The study's name"),
     if trial is None and csv is None:
         raise typer.BadParameter("say what to export: --trial N (weights) and/or --csv PATH")
     if trial is not None:
+        # export_weights makes the folder once the weights are found (a store without its
+        # artifact folder is refused before anything is written): none is made here.
         path, model = export_weights(name, url, trial,
-                                     out_file or Path("results") / name / f"trial-{trial}.pt")
+                                     out_file or Path("results") / folder_name(name) / f"trial-{trial}.pt")
         builder = ("lrsweep.train.resnet.resnet18(…)" if model == "resnet18"
                    else "lrsweep.train.model.lenet()")
         out.print(f"wrote {path}  (torch.load it into {builder})", markup=False)
     if csv is not None:
         from lrsweep.report.read import curves_frame
-        frame = curves_frame(name, url)
+        frame = curves_frame(name, url)  # read first: a study that cannot be read makes no folder
         csv.parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(csv, index=False)
         out.print(f"wrote {csv} ({len(frame)} rows: trials × epochs)", markup=False)
 
 
-@app.command()
+@command()
 @_handle_errors
-def schedules(out_file: Path = typer.Option(Path("results/schedules.png"), "--out",
-                                            help="Where to write the PNG"),
-              epochs: int = typer.Option(30, "--epochs", min=1, help="Epochs to plot")) -> None:
+def schedules(out_file: Path = opt.SchedulesOut, epochs: int = opt.SchedulesEpochs) -> None:
     """Plot the shape of every schedule (the chapter's plots, one figure)."""
     from lrsweep.report.figures import plot_schedules
     path = plot_schedules(out_file, epochs)
     out.print(f"wrote {path}", markup=False)
 
 
-@app.command()
+@command()
 @_handle_errors
-def bench(device: str = DeviceOpt, data_dir: Optional[str] = DataDirOpt,
-          subset: Optional[int] = typer.Option(
-              None, "--subset", min=0, help="Training images [default: all on a GPU, 10000 on a "
-                                            "CPU]; the 10k test images are evaluated each epoch"),
-          packs: Optional[str] = typer.Option(
-              None, "--packs", help="Pack sizes, e.g. 1,8,32 [default: 1,8,32,128 on a GPU, "
-                                    "1,2,4,8,16,32 on a CPU]"),
-          epochs: int = typer.Option(3, "--epochs", min=1,
-                                     help="Epochs per configuration; the first is warm-up"),
-          chapter: bool = typer.Option(True, "--chapter/--no-chapter",
-                                       help="Also time the chapter's own loop"),
-          out_file: Optional[Path] = typer.Option(
-              None, "--out", help="JSON record [default: results/benchmarks/bench-DEVICE-DATE.json]"),
-          ) -> None:
+def bench(device: str = opt.Device, data_dir: Optional[str] = opt.DataDir,
+          subset: Optional[int] = opt.Subset, packs: Optional[str] = opt.Packs,
+          epochs: int = opt.BenchEpochs, chapter: bool = opt.Chapter,
+          out_file: Optional[Path] = opt.BenchOut) -> None:
     """Trial-epochs per second: the chapter's loop vs lrsweep's engine at several pack sizes."""
     from lrsweep import bench as bench_mod
     from lrsweep.train.device import resolve_device
-    sizes = None
-    if packs:
-        try:
-            sizes = [int(p) for p in packs.split(",")]
-        except ValueError:
-            sizes = []
-        if not sizes or min(sizes) < 1:
-            raise typer.BadParameter(f"--packs {packs!r}: give whole numbers ≥ 1 separated by commas")
+    sizes = opt.pack_sizes(packs)
     dev = resolve_device(device)
     if subset is None:
         subset = 0 if dev.type == "cuda" else 10_000
@@ -279,7 +264,10 @@ def _run(spec: Any, storage: Optional[str], device: str, data_dir: Optional[str]
                        progress=progress.for_console(err))
     frame = trials_frame(summary.name, summary.storage)
     if not frame.empty:
-        out.print(tables.trials(frame, f"{summary.name}: best trials", 10))
+        title = _title(summary.name, frame, min(10, len(frame)))
+        show = opt.suggest(storage, "show", summary.name)
+        _print(tables.trials(frame, title, 10, out, metric=spec.study.metric),
+               dropped_how=f"{show} --columns NAME,…", hidden_how=f"{show} --all")
     out.print(f"study {summary.name}: {summary.finished}/{summary.total} trials finished "
               f"({summary.new} in this run, {summary.seconds:.1f} s) in {summary.storage}",
               markup=False)
@@ -287,6 +275,19 @@ def _run(spec: Any, storage: Optional[str], device: str, data_dir: Optional[str]
         out.print(f"the study already has {summary.finished} finished trials, more than the "
                   f"{summary.total} its file now asks for: a lower total stops new trials, it "
                   "removes none (reports show them all)", markup=False)
+
+
+def _title(name: str, frame: Any, shown: int) -> str:
+    return f"{name}: top {shown} of {len(frame)} trials, best first"
+
+
+def _print(fitted: tables.Fitted, **how: str) -> None:
+    """A table and, under it, the one line naming the columns it left out and how to see
+    them (`tables.not_shown`)."""
+    out.print(fitted.table)
+    line = tables.not_shown(fitted, out.width, **how)
+    if line:
+        out.print(line, markup=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -10,8 +10,8 @@ import time
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-from rich.progress import Progress as Bars
+from rich.live import Live
+from rich.text import Text
 
 from lrsweep.train.trials import EpochMetrics
 from lrsweep.numbers import short
@@ -71,6 +71,15 @@ class PlainProgress(Progress):
         self._print(f"trial {number} {state}{shown}{took} "
                     f"[{self._done}/{self._total} done, best {short(best)}]")
 
+    def note(self, line: str) -> None:
+        """A line from the loop: interrupted, trials taken over, a write that failed."""
+        self._print(line)
+
+    def study_done(self, done: int) -> None:
+        """Trials finished by every worker, as the loop last read them (ours are counted as
+        they end, so the count only grows)."""
+        self._done = max(self._done, done)
+
     def close(self) -> None:
         pass
 
@@ -79,33 +88,110 @@ class PlainProgress(Progress):
 
 
 class LiveProgress(PlainProgress):
-    """Two bars: trials done, and the furthest slot's epoch with every slot's trial and epoch
-    beside it; started and finished trials print above them."""
+    """Two lines kept at the bottom of the terminal (`LiveView`): trials done, and the pack's
+    slots with the furthest epoch; started and finished trials print above them."""
 
     def __init__(self, console: Console) -> None:
         super().__init__(console)
-        self._bars = Bars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                              TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                              console=console, transient=True)
+        self._view = LiveView()
+        self._live = Live(self._view, console=console, transient=True, refresh_per_second=4)
 
     def start(self, spec: StudySpec, done: int) -> None:
         super().start(spec, done)
-        self._bars.start()
-        self._trials = self._bars.add_task("trials", total=self._total, completed=done, info="")
-        self._epoch_bar = self._bars.add_task("epoch ", total=1, info="", visible=False)
+        self._view.total, self._view.done = self._total, done
+        self._view.started = time.monotonic()
+        self._live.start()
 
     def pack_epoch(self, metrics: dict[int, EpochMetrics], epochs: int) -> None:
-        furthest = max(m.epoch for m in metrics.values()) + 1
-        self._bars.update(self._epoch_bar, total=epochs, completed=furthest, visible=True,
-                          info=f"{slots(metrics, epochs)}: {_summary(metrics)}")
+        self._view.epoch = max(m.epoch for m in metrics.values()) + 1
+        self._view.epochs = epochs
+        self._view.slots, self._view.summary = slots(metrics, epochs), _summary(metrics)
+        self._live.refresh()
 
     def trial_finished(self, number: int, state: str, value: float | None,
                        best: float | None) -> None:
         super().trial_finished(number, state, value, best)
-        self._bars.update(self._trials, advance=1, info=f"best {short(best)}")
+        self._view.done, self._view.best = self._done, best
+        self._live.refresh()
+
+    def study_done(self, done: int) -> None:
+        super().study_done(done)
+        self._view.done = self._done
+        self._live.refresh()
 
     def close(self) -> None:
-        self._bars.stop()
+        self._live.stop()
+
+
+class LiveView:
+    """The live lines, laid out afresh for the width they are drawn at:
+
+        trials ━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━──── 13/40 0:05:12 best 0.8652
+        epoch  ━━━━━━━━━━━━━───────────────────────────── 3/30  trials 12–19 epoch 3/30: …
+
+    A narrower terminal shortens the bars to 10 cells, then shortens the text after the
+    count; below that the bars go, then the text, then the labels: the count and the elapsed
+    time stay."""
+
+    BAR, MIN_BAR, MIN_TEXT = 40, 10, 24
+
+    def __init__(self) -> None:
+        self.total = self.done = self.epoch = self.epochs = 0
+        self.best: float | None = None
+        self.slots = self.summary = ""
+        self.started = time.monotonic()
+
+    def __rich_console__(self, console: Console, options: Any):
+        for line in self.lines(options.max_width):
+            yield line
+
+    def lines(self, width: int) -> list[Text]:
+        elapsed = int(time.monotonic() - self.started)
+        clock = f"{elapsed // 3600}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d}"
+        rows = [("trials", self.done, self.total, clock, [f"best {short(self.best)}"])]
+        if self.epochs:
+            rows.append(("epoch", self.epoch, self.epochs, "",
+                         [f"{self.slots}: {self.summary}", self.slots]))
+        counts = [f"{done}/{total}" for _, done, total, _, _ in rows]
+        count_width = max(map(len, counts))
+        # Everything on the first line but its bar and its text: label, count, clock, spaces.
+        fixed = 10 + count_width + len(clock)
+        bar = max(self.MIN_BAR, min(self.BAR, width - fixed - self.MIN_TEXT))
+        if fixed + bar + self.MIN_TEXT > width:
+            bar = 0  # no room for both: the bar goes first, the count says the same
+        return [_line(label, done / total if total else 0.0, count.ljust(count_width), clock,
+                      texts, bar, width)
+                for (label, done, total, clock, texts), count in zip(rows, counts)]
+
+
+def _line(label: str, fraction: float, count: str, clock: str, texts: list[str], bar: int,
+          width: int) -> Text:
+    """One live line within `width`: what must stay (count, clock) first, then the label, the
+    bar and the text that fits (`_fit_text`)."""
+    must = " ".join(p for p in (count, clock) if p)
+    head = f"{label:<6} " if len(must) + 7 <= width else ""
+    room = width - len(head) - len(must) - (bar + 1 if bar else 0) - 1
+    text = _fit_text(texts, room)
+    line = Text(head, no_wrap=True, overflow="crop")
+    if bar:
+        filled = round(min(max(fraction, 0.0), 1.0) * bar)
+        line.append("━" * filled, style="bar.complete")
+        line.append("─" * (bar - filled) + " ", style="bar.back")
+    line.append(must, style="progress.download")
+    if text:
+        line.append(" " + text)
+    return line
+
+
+def _fit_text(texts: list[str], room: int) -> str:
+    """The first text that fits in `room`; else one cut with "…": the first when the cut
+    keeps 20 characters more than the next says in full, the last when 12 fit, else none."""
+    for i, text in enumerate(texts):
+        if len(text) <= room:
+            return text
+        if i + 1 < len(texts) and room >= len(texts[i + 1]) + 20:
+            return text[:room - 1] + "…"
+    return texts[-1][:room - 1] + "…" if room >= 12 else ""
 
 
 def slots(metrics: dict[int, EpochMetrics], epochs: int) -> str:

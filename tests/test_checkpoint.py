@@ -49,7 +49,9 @@ def test_round_trip_keeps_weights_curves_and_status(tmp_path, pack):
     assert (back[9].status, back[9].diverged) == ("diverged", "collapsed")
     for trial_id, seed in ((7, 0), (8, 5), (9, 2)):
         assert same_weights(back[trial_id].state_dict, lenet(seed).state_dict())
-    assert ckpts.path("my study/1", "pack-7").parent.name == "my_study_1"  # a safe folder name
+    # one folder under the checkpoints, named safely (names.folder_name)
+    assert ckpts.path("my study/1", "pack-7").parent.parent == tmp_path
+    assert ckpts.path("my study/1", "pack-7").parent.name.startswith("my_study_1-")
 
 
 def test_a_checkpoint_written_before_slots_still_continues_its_trials(tmp_path):
@@ -162,3 +164,18 @@ def test_a_failed_background_write_is_raised_once_by_the_training_thread(tmp_pat
     with pytest.raises(OSError):
         writer.wait()
     writer.wait()  # reported once
+
+
+def test_a_pack_begun_before_safe_folder_names_is_found_and_removed(tmp_path):
+    # Before names.folder_name a name's unsafe characters became "_" ("my study" → my_study);
+    # now such a name gets a hash: a checkpoint written the old way still continues its pack.
+    ckpts = Checkpoints(tmp_path)
+    old = tmp_path / "my_study" / "pack-1.pt"
+    ckpts.save("my_study", "pack-1", stopped({4: state(4, 2)}))  # a safe name: the old place
+    assert old.is_file() and ckpts.path("my study", "pack-1") != old
+    resumed = ckpts.load("my study", "pack-1")
+    assert list(resumed) == [4] and len(resumed[4].epochs) == 2
+    ckpts.remove("my study", "pack-1")
+    assert not old.exists()
+    # A name too long for the old scheme: no old place to look in, and no error for it.
+    assert ckpts.load("x" * 300, "pack-1") == {}

@@ -14,6 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import study_toml
+from lrsweep.store.records import trial_curves
 
 CURVES = ("lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "epoch_seconds")
 
@@ -53,13 +54,13 @@ def test_run_stores_what_design_section_4_lists(lrsweep_cli, tmp_path):
     for t in trials:
         assert set(t.params) == {"scheduler"}  # fixed values are not suggested
         for key in CURVES:
-            assert len(t.user_attrs[key]) == 2, key
+            assert len(trial_curves(t)[key]) == 2, key
         assert t.user_attrs["seed"] == 0 and t.user_attrs["diverged"] is None
         assert t.user_attrs["pack_size"] == 2 and t.user_attrs["device"].startswith("cpu")
-        assert t.value == t.user_attrs["val_acc"][-1]
-        assert [t.intermediate_values[e] for e in range(2)] == t.user_attrs["val_acc"]
+        assert t.value == trial_curves(t)["val_acc"][-1]
+        assert [t.intermediate_values[e] for e in range(2)] == trial_curves(t)["val_acc"]
     cosine = next(t for t in trials if t.params["scheduler"] == "cosine")
-    assert cosine.user_attrs["lr"] == pytest.approx([0.1, 0.05])  # max_update = epochs = 2
+    assert trial_curves(cosine)["lr"] == pytest.approx([0.1, 0.05])  # max_update = epochs = 2
     assert "\nstudy e2e: 0/2" not in proc.stderr  # progress went to stderr, from 0
     assert "trials 0–1 epoch 2/2" in proc.stderr  # one pack of two
 
@@ -99,7 +100,7 @@ def test_changed_study_file_is_refused_then_allowed(lrsweep_cli, tmp_path):
     assert allowed.returncode == 0, allowed.stderr
     study = load(tmp_path, "changed")
     assert len(study.trials) == 2 and study.user_attrs["study_file_previous"] == original
-    assert len(study.trials[-1].user_attrs["lr"]) == 3
+    assert len(trial_curves(study.trials[-1])["lr"]) == 3
 
 
 def test_set_overrides_are_stored_and_resume_keeps_them(lrsweep_cli, tmp_path):
@@ -112,7 +113,7 @@ def test_set_overrides_are_stored_and_resume_keeps_them(lrsweep_cli, tmp_path):
     study = load(tmp_path, "small")
     assert study.user_attrs["study_overrides"] == ["study.name=small", "train.epochs=1",
                                                    "study.trials=2"]
-    assert [len(t.user_attrs["lr"]) for t in study.trials] == [1, 1]
+    assert [len(trial_curves(t)["lr"]) for t in study.trials] == [1, 1]
     resumed = lrsweep_cli("resume", "small", "--storage", url)
     assert resumed.returncode == 0 and "2/2 trials finished (0 in this run" in resumed.stdout
     # The same file with other overrides is a changed study: refused, store untouched.
@@ -271,7 +272,7 @@ def test_export_writes_weights_for_the_plain_lenet_and_the_curves(lrsweep_cli, t
     with torch.no_grad():
         acc = (net(test.test_x).argmax(1) == test.test_y).float().mean().item()
     trial = load(tmp_path, "exported").trials[1]
-    assert acc == pytest.approx(trial.user_attrs["test_acc"][-1], abs=1e-6)
+    assert acc == pytest.approx(trial_curves(trial)["test_acc"][-1], abs=1e-6)
     lines = (tmp_path / "curves.csv").read_text().splitlines()
     assert len(lines) == 1 + 2 * 2 and lines[0].startswith("trial,state,value")
     missing = lrsweep_cli("export", "exported", "--storage", url, "--trial", "9")

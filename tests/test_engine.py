@@ -11,7 +11,7 @@ import torch
 
 from lrsweep import schedules
 from lrsweep.train import data, device, engine, evaluate, pack
-from lrsweep.outcomes import chance_levels
+from lrsweep.outcomes import chance_levels, loss_bound
 from lrsweep.train.model import lenet, unpack
 
 
@@ -548,10 +548,13 @@ def epoch_with(train_acc, train_loss=1.0, test_nll=1.0):
     (0.90, 0.21, 2.0, 2.0, ("complete", None)),             # a bad epoch, above chance
     (0.90, 0.85, math.nan, 0.3, ("diverged", "nonfinite")),
     (0.10, 0.10, 0.5, math.inf, ("diverged", "nonfinite")),  # blown up at the last step
+    (0.30, 0.10, 1e9, 1e9, ("diverged", "nonfinite")),     # blown up, still finite
+    (0.30, 0.10, 230.0, 2.3, ("complete", None)),          # just inside the bound
+    (0.30, 0.10, 2.3, 231.0, ("diverged", "nonfinite")),   # its test loss beyond it
 ])
 def test_an_epoch_is_judged_collapsed_nonfinite_or_fine(best, now, loss, nll, outcome):
     result = engine.TrialResult(config())
-    engine._judge(result, epoch_with(now, loss, nll), best, chance_levels(10))
+    engine._judge(result, epoch_with(now, loss, nll), best, chance_levels(10), loss_bound(10))
     assert (result.status, result.diverged) == outcome
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 from conftest import study_toml
 from lrsweep.report import (book, ex1_fixed_rate, ex2_decay, ex3_model_size, ex4_warmup,
-                            ex5_sampling, exercises, importance, sections)
+                            ex5_sampling, exercises, importance, sections, stats)
 from lrsweep.search import spec
 
 T_975 = {1: 12.706204736174698, 2: 4.302652729911275}  # Student t quantiles by dof
@@ -75,7 +75,14 @@ def test_fixed_rate_answers_with_the_numbers_of_the_trials(tmp_path):
     assert f"final val_acc {pm([0.84, 0.85, 0.86])}" in text
     assert f"test accuracy {pm([0.83, 0.84, 0.85])}" in text
     assert f"train loss is still {pm([1.2, 1.1, 1.3])} after 3 epochs" in text
-    assert "η = 1 in 1 of 3 seeds" in text  # the diverged seed, counted
+    assert "η = 1: 1 of 3 (1 collapsed)" in text  # the diverged seed, counted by outcome
+    # the runner-up (η = 0.01) against the best seed by seed: the t interval of the differences
+    diffs = [0.70 - 0.84, 0.72 - 0.85, 0.71 - 0.86]
+    mean, ci, _ = stats.mean_ci(pd.Series(diffs))
+    assert f"paired by seed, Δ val_acc {mean:+.3f} ± {ci:.3f} (n = 3): the seeds separate them" \
+        in text
+    assert section.table.set_index("base_lr").loc[0.01, "Δ val_acc vs η = 0.1 (paired)"] == \
+        f"{mean:+.3f} ± {ci:.3f}"
     # the train − test gap at the best rate, at the last epoch; the peak epoch (1-based)
     assert f"to {pm([0.95 - 0.83, 0.96 - 0.84, 0.97 - 0.85])} at epoch 3" in text
     assert f"peaks at epoch {statistics.fmean([2, 2, 3]):.1f} on average" in text
@@ -138,7 +145,7 @@ def test_warmup_counts_divergence_and_finds_the_shortest_safe_warmup(tmp_path):
     assert f"Overall best: warmup 2 epochs at η = 1, val_acc {pm([0.85, 0.86])}" in text
     assert "the shortest warmup with no failed seed is also the most accurate" in text
     table = section.table.set_index(["base_lr", "warmup_steps"])
-    assert table.loc[(1.0, 0), "failed"] == 1
+    assert table.loc[(1.0, 0), "failed"] == "1 non-finite"
     assert table.loc[(1.0, 2), "val_acc at epoch 3"] == pm([0.85, 0.86])
 
 
@@ -151,7 +158,7 @@ def test_a_seed_that_ends_at_chance_counts_as_failed(tmp_path):
     section = ex4_warmup.warmup(trials, curves, None, "val_acc", tmp_path)
     assert "with 0 epochs of warmup 1 of 2 seeds failed; shortest warmup with no failure: 3" \
         in section.paragraphs[0]
-    assert section.table.set_index("warmup_steps").loc[1, "failed"] == 1
+    assert section.table.set_index("warmup_steps").loc[1, "failed"] == "1 never learned"
 
 
 def test_chance_follows_the_number_of_classes_and_warmup_speaks_in_the_study_unit(tmp_path):
@@ -168,7 +175,7 @@ def test_chance_follows_the_number_of_classes_and_warmup_speaks_in_the_study_uni
     text = " ".join(two.paragraphs)
     assert "with 0 steps of warmup 1 of 2 seeds failed; shortest warmup with no failure: " \
         "10 steps" in text
-    assert "(chance is 0.5)" in text
+    assert "(chance is 0.5," in text
 
 
 def test_no_exercise_section_for_a_study_that_varies_none_of_their_dimensions(tmp_path):

@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 
 from conftest import REPO, study_toml
 from lrsweep.report import read
+from lrsweep.store.records import trial_curves
 
 URL = os.environ.get("LRSWEEP_TEST_POSTGRES", "postgresql://localhost/test")
 GRACE = 2
@@ -144,7 +145,7 @@ def test_a_killed_workers_trials_are_finished_by_another(tmp_path, env, name):
     assert "trial 0 was interrupted: continuing from its checkpoint after epoch" in survivor.stderr
     study = optuna.load_study(study_name=name, storage=URL)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
-    assert all(len(t.user_attrs["val_acc"]) == 5 for t in study.trials)
+    assert all(len(trial_curves(t)["val_acc"]) == 5 for t in study.trials)
 
 
 def test_a_worker_that_dies_while_another_works_has_its_trials_finished_by_it(tmp_path, env,
@@ -180,7 +181,7 @@ def test_a_worker_that_dies_while_another_works_has_its_trials_finished_by_it(tm
             in told
     study = optuna.load_study(study_name=name, storage=URL)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
-    assert all(len(t.user_attrs["val_acc"]) == 12 for t in study.trials)
+    assert all(len(trial_curves(t)["val_acc"]) == 12 for t in study.trials)
 
 
 def test_reports_read_postgresql_as_they_read_sqlite(tmp_path, env, name):

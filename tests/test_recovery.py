@@ -16,6 +16,7 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import REPO, study_toml
+from lrsweep.store.records import trial_curves
 
 GRACE = 2  # seconds of silence before a trial is taken over (SQLite's clock ticks in seconds)
 TEXT = study_toml("crash", scheduler='["constant", "sqrt", "cosine", "poly"]', epochs=4)
@@ -34,8 +35,8 @@ def command(tmp_path, store):
 
 def outcome(tmp_path, store):
     study = optuna.load_study(study_name="crash", storage=f"sqlite:///{tmp_path / store}")
-    return study, {t.params["scheduler"]: (t.number, t.value, t.user_attrs["val_acc"],
-                                           t.user_attrs["train_loss"])
+    return study, {t.params["scheduler"]: (t.number, t.value, trial_curves(t)["val_acc"],
+                                           trial_curves(t)["train_loss"])
                    for t in study.trials if t.state == TrialState.COMPLETE}
 
 
@@ -172,8 +173,8 @@ TURNOVER = study_toml("crash", scheduler='"constant"', base_lr="[0.1, 10000.0, 0
 
 def by_rate(tmp_path, store):
     study = optuna.load_study(study_name="crash", storage=f"sqlite:///{tmp_path / store}")
-    return study, {t.params["base_lr"]: (t.number, t.state, t.value, t.user_attrs["val_acc"],
-                                         t.user_attrs["train_loss"], t.user_attrs["status"])
+    return study, {t.params["base_lr"]: (t.number, t.state, t.value, trial_curves(t)["val_acc"],
+                                         trial_curves(t)["train_loss"], t.user_attrs["status"])
                    for t in study.trials}
 
 

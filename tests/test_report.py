@@ -13,6 +13,7 @@ import statistics
 import sys
 
 import optuna
+import pandas as pd
 import pytest
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
@@ -67,7 +68,8 @@ def test_intervals_are_student_t_over_seeds_with_diverged_seeds_counted(syntheti
         mean, ci = t_interval(values)
         assert float(configs[label]["val_acc_mean"]) == pytest.approx(mean, abs=1e-6)
         assert float(configs[label]["val_acc_ci"]) == pytest.approx(ci, abs=1e-6)
-    assert configs["scheduler=constant"]["diverged"] == "1"
+    assert configs["scheduler=constant"]["nonfinite"] == "1"
+    assert configs["scheduler=constant"]["failed"] == "1"
     assert configs["scheduler=constant"]["seeds"] == "4"  # the pruned and failed are not in
 
 
@@ -76,10 +78,15 @@ def test_answer_and_status_are_computed_from_the_trials(synthetic, tmp_path):
     mean, ci = t_interval(COSINE)
     assert f"**scheduler=cosine** — val_acc {mean:.4f} ± {ci:.4f}" in text
     other_mean, other_ci = t_interval(CONSTANT)
-    assert f"Runner-up: scheduler=constant with {other_mean:.4f} ± {other_ci:.4f}" in text
-    overlap = abs(mean - other_mean) <= ci + other_ci
-    assert ("intervals overlap" in text) == overlap
-    assert "1 of 9 trials diverged" in text
+    # an accuracy's interval that runs past 1 is cut there and shown by its ends
+    assert other_mean + other_ci > 1
+    assert (f"Runner-up: scheduler=constant with {other_mean:.4f} "
+            f"[{other_mean - other_ci:.4f}, 1.0000]") in text
+    # the same seeds: compared seed by seed (constant − cosine per seed, its t interval)
+    diffs = [c - k for c, k in zip(CONSTANT, COSINE)]
+    d_mean, d_ci = t_interval(diffs)
+    assert f"paired by seed, Δ val_acc {d_mean:+.3f} ± {d_ci:.3f} (n = {len(diffs)})" in text
+    assert "1 of 9 trials failed (1 non-finite)" in text
     assert "incomplete: 8 of 12 trials finished" in text  # 6 complete + 1 diverged + 1 pruned
 
 
@@ -246,3 +253,33 @@ def test_a_model_varying_study_reports_where_torch_cannot_be_imported(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "## Exercise 3: cosine on a larger model" in out.stdout
     assert "LeNet (123 parameters)" in out.stdout and "ResNet-18 (4,567 parameters)" in out.stdout
+
+
+def test_outcome_paired_and_bounded_interval_doctests():
+    from lrsweep import outcomes
+    from lrsweep.report import outcome_counts, paired
+    for module in (outcomes, outcome_counts, paired):
+        assert doctest.testmod(module).failed == 0, module.__name__
+
+
+@pytest.mark.parametrize("metric, mean, ci, shown", [
+    ("val_acc", 0.408, 0.524, "0.408 [0.000, 0.932]"),    # below 0: cut at 0
+    ("val_acc", 0.741, 0.445, "0.741 [0.296, 1.000]"),    # above 1: cut at 1
+    ("val_acc", 0.881, 0.007, "0.881 ± 0.007"),           # inside: as it is
+    ("train_loss", 0.3, 0.5, "0.300 [0.000, 0.800]"),     # a loss is never negative
+    ("gap", -0.9, 0.3, "-0.900 [-1.000, -0.600]"),
+])
+def test_an_interval_is_cut_to_what_the_metric_can_be(metric, mean, ci, shown):
+    assert stats.format_ci(mean, ci, bounds=stats.metric_bounds(metric)) == shown
+
+
+def test_outcomes_are_read_as_recorded_or_derived_the_same_way():
+    from lrsweep.report.outcome_counts import outcome_column
+    frame = pd.DataFrame({
+        "state": ["complete", "complete", "diverged (collapsed)", "diverged (nonfinite)",
+                  "pruned", "running", "complete"],
+        "train_acc": [0.9, 0.15, 0.1, None, 0.5, None, 0.15],
+        "classes": [10] * 7,
+        "outcome": [None, None, None, None, None, None, "complete"]})  # the last recorded
+    assert list(outcome_column(frame)) == ["complete", "never learned", "collapsed",
+                                           "non-finite", "pruned", "running", "complete"]

@@ -519,7 +519,7 @@ def test_overrides_change_the_canonical_form_and_keep_the_text():
 
 
 def test_override_is_validated_like_the_file():
-    with pytest.raises(SpecError, match=r"my-study.toml: \[train\] epochs: must be a whole"):
+    with pytest.raises(SpecError, match=r"my-study.toml: --set train.epochs=0: \[train\] epochs: must be a whole"):
         spec.parse(toml_text(), source=SRC, overrides=("train.epochs=0",))
     with pytest.raises(SpecError, match="unknown key 'subst'; did you mean 'subset'"):
         spec.parse(toml_text(), source=SRC, overrides=("train.subst=10",))

@@ -17,6 +17,7 @@ from lrsweep.search import (ask, heartbeats, loop, pack_run, provenance, pruning
                             spec, takeover)
 from lrsweep.store import leases, optuna_private, storage
 from lrsweep.train import device
+from lrsweep.store.records import trial_curves
 
 
 def run(tmp_path, fashion_dir, text, **kwargs):
@@ -77,7 +78,7 @@ def test_pruning_inside_a_pack_masks_only_the_pruned_trial(tmp_path, fashion_dir
     assert by_number[1].state == TrialState.PRUNED
     # Asked first after epoch 1: no trial is judged on its first epoch (pruning.AFTER_WARMUP).
     assert list(by_number[1].intermediate_values) == [0, 1]
-    assert len(by_number[1].user_attrs["val_acc"]) == 2
+    assert len(trial_curves(by_number[1])["val_acc"]) == 2
     for n in (0, 2):
         assert by_number[n].state == TrialState.COMPLETE
         assert list(by_number[n].intermediate_values) == [0, 1, 2]
@@ -184,7 +185,7 @@ def test_runs_train_each_listed_configuration_per_seed(tmp_path, fashion_dir):
     assert summary.finished == 6
     got = sorted((t.params["seed"], t.params["run"]) for t in stored.trials)
     assert got == [(s, r) for s in (0, 1) for r in ("cosine late", "cosine warm", "flat")]
-    lr = {t.params["run"]: t.user_attrs["lr"] for t in stored.trials}
+    lr = {t.params["run"]: trial_curves(t)["lr"] for t in stored.trials}
     assert lr["flat"] == pytest.approx([0.2, 0.2, 0.2])
     # lag 1: epoch 0 at base_lr, then the cosine 0.3 → 0.01 over 2 epochs from its own start
     assert lr["cosine late"] == pytest.approx([0.3, 0.3, 0.155])
@@ -207,9 +208,9 @@ def test_sgd_and_sgld_trials_of_one_study_train_in_separate_packs(tmp_path, fash
     for t in stored.trials:
         sgld = t.params["optimizer"] == "sgld"
         assert ("avg_test_acc" in t.user_attrs) == sgld
-        assert len(t.user_attrs["test_nll"]) == 2
+        assert len(trial_curves(t)["test_nll"]) == 2
         if sgld:
-            assert t.user_attrs["samples"] == [0.0, 1.0]
+            assert trial_curves(t)["samples"] == [0.0, 1.0]
 
 
 def write_folder(root, classes=3, per_class=6, mode="RGB", size=16):
@@ -238,7 +239,7 @@ def test_exercise_3_runs_resnet18_on_an_image_folder(tmp_path):
     assert sorted(t.params["scheduler"] for t in stored.trials) == [
         "constant", "cosine", "multistep", "poly"]
     for t in stored.trials:  # --pack 2 asks for looped packs of two
-        assert t.state == TrialState.COMPLETE and len(t.user_attrs["test_acc"]) == 2
+        assert t.state == TrialState.COMPLETE and len(trial_curves(t)["test_acc"]) == 2
         assert t.user_attrs["pack_size"] == 2
 
 
@@ -256,8 +257,8 @@ def test_exercise_3_trains_both_models_on_the_same_data_in_separate_packs(tmp_pa
     for t in stored.trials:  # LeNets packed; ResNets (a looped pack) one at a time
         assert t.state == TrialState.COMPLETE
         assert (t.user_attrs["pack_size"] == 1) == (t.params["model"] == "resnet18")
-        assert len(t.user_attrs["test_acc"]) == 2  # on test_subset's 50 images:
-        assert all(abs(a * 50 - round(a * 50)) < 1e-6 for a in t.user_attrs["test_acc"])
+        assert len(trial_curves(t)["test_acc"]) == 2  # on test_subset's 50 images:
+        assert all(abs(a * 50 - round(a * 50)) < 1e-6 for a in trial_curves(t)["test_acc"])
         weights = optuna.artifacts.get_all_artifact_meta(t, storage=stored._storage)
         assert weights[0].filename.startswith(t.params["model"] + "-")
 

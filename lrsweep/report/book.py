@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lrsweep.report.figures import plotting, save
+from lrsweep.report.figures import clipped_err, plotting, save
 from lrsweep.report.sections import Section, by_config, pm_row
 from lrsweep.report.stats import finished, format_ci, mean_ci
 from lrsweep.search.spec import StudySpec
@@ -97,19 +97,22 @@ def _replication_figure(done: pd.DataFrame, spec: StudySpec, folder: Path) -> Pa
     order = [run.label for run in spec.runs if run.label in set(done["run"])]
     table = by_config(done, ["run"], ["test_acc"]).set_index("run").loc[order]
     fig, ax = plt.subplots(figsize=(10, 0.6 * len(order) + 1.5))
-    sns.stripplot(data=done, y="run", x="test_acc", order=order, color="C0", alpha=0.4,
+    sns.stripplot(data=done, y="run", x="test_acc", order=order, color="tab:blue", alpha=0.4,
                   size=4, jitter=False, ax=ax)  # no random jitter: the same figure every time
-    ax.errorbar(table["test_acc_mean"], range(len(order)), xerr=table["test_acc_ci"].fillna(0),
-                fmt="o", color="C0", capsize=4, label="ours: mean ± 95% CI (Student t)")
+    ax.errorbar(table["test_acc_mean"], range(len(order)),
+                xerr=clipped_err(table["test_acc_mean"], table["test_acc_ci"], "test_acc"),
+                fmt="o", color="tab:blue", capsize=4, label="ours: mean, 95% t-interval over seeds")
     for run in spec.runs:
         printed = dict(run.book).get("test_acc", ())
         if run.label in order:
             for value, marker, build in zip(printed, ("X", "D"), BOOK_BUILDS):
-                ax.scatter(value, order.index(run.label), marker=marker, color="C3", zorder=5,
-                           label=f"book, {build}")
+                ax.scatter(value, order.index(run.label), marker=marker, color="tab:red",
+                           zorder=5, label=f"book's printed run, {build}")
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     ax.legend(unique.values(), unique.keys(), loc="best", fontsize=8)
-    ax.set(xlabel="final test accuracy", ylabel="",
-           title="the chapter's runs: our seeds (dots) and the book's printed runs (red)")
+    low = min(done["test_acc"].min(), table["test_acc_mean"].min())
+    ax.set(xlabel="final test accuracy", ylabel="", xlim=(max(0.0, low - 0.02), 1.0),
+           title="the chapter's runs: our seeds (small dots), their mean and interval, and the "
+                 "book's printed runs (red markers, see legend)")
     return save(fig, folder / "chapter_vs_book.png", [ax])

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from lrsweep.report.figures import hue, plotting, save
-from lrsweep.report.sections import (Section, by_config, chance, grid_axis, pm_row, separable,
-                                     varies)
-from lrsweep.report.stats import finished, format_ci, lower_is_better, mean_ci
+from lrsweep.report.figures import carry_forward, clipped_err, mean_band, plotting, save
+from lrsweep.report.outcome_counts import failed_text
+from lrsweep.report.paired import against, paired
+from lrsweep.report.sections import Section, by_config, chance, grid_axis, pm_row, varies
+from lrsweep.report.stats import finished, format_ci, lower_is_better, mean_ci, metric_bounds
 from lrsweep.search.spec import StudySpec
 
 
@@ -34,14 +35,17 @@ def fixed_rate(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | Non
                       on="trial", how="left")
     metrics = [metric, "test_acc", "train_acc", "train_loss", "gap", "peak_val_acc", "peak_epoch"]
     table = by_config(done, ["base_lr"], list(dict.fromkeys(metrics)))
-    healthy = table[table["diverged"] < table["n"]]
+    healthy = table[table["failed"] < table["n"]]
     if healthy.empty:
         return None
     best = healthy.sort_values(f"{metric}_mean", ascending=lower_is_better(metric)).iloc[0]
     text = _answer(table, healthy, best, done, rows, metric)
+    delta = against(done, ["base_lr"], table, best, metric)
     shown = pd.DataFrame({
-        "base_lr": table["base_lr"], "seeds": table["n"], "diverged": table["diverged"],
+        "base_lr": table["base_lr"], "seeds": table["n"],
+        "failed": [failed_text(r) for _, r in table.iterrows()],
         metric: [pm_row(r, metric) for _, r in table.iterrows()],
+        f"Δ {metric} vs η = {best['base_lr']:g} (paired)": delta,
         "test_acc": [pm_row(r, "test_acc") for _, r in table.iterrows()],
         "train − test gap": [pm_row(r, "gap") for _, r in table.iterrows()],
         "peak val_acc": [pm_row(r, "peak_val_acc") for _, r in table.iterrows()],
@@ -67,26 +71,25 @@ def _answer(table: pd.DataFrame, healthy: pd.DataFrame, best: pd.Series, done: p
     if len(runner_up):
         second = runner_up.iloc[0]
         text += (f" Next best: η = {second['base_lr']:g} ({pm_row(second, metric)}); "
-                 f"{separable(best, second, metric)}.")
-    unstable = table[table["diverged"] > 0]
-    if len(unstable):
-        text += (" Too large diverges: " + ", ".join(
-            f"η = {r['base_lr']:g} in {int(r['diverged'])} of {int(r['n'])} seeds"
-            for _, r in unstable.iterrows()) + ".")
-    # Never learned: at chance all along (no divergence, which needs having learned first).
+                 f"{paired(done, ['base_lr'], second, best, metric).text(metric)}.")
+    failing = table[table["failed"] > 0]
+    if len(failing):
+        text += (" Seeds that failed: " + "; ".join(
+            f"η = {r['base_lr']:g}: {int(r['failed'])} of {int(r['n'])} ({failed_text(r)})"
+            for _, r in failing.iterrows()) + ".")
+    # Every seed at chance all along: how far from chance it ever got.
     guess, at_chance = chance(done)
-    stuck = table[(table["diverged"] == 0) & (table["peak_val_acc_mean"] <= at_chance)
-                  & (table["base_lr"] > rate)]
+    stuck = table[table["never_learned"] == table["n"]]
     if len(stuck):
-        text += (" Too large never learns: at η = " + ", ".join(f"{r:g}" for r in
-                 stuck["base_lr"]) + f" {metric} never rises above "
-                 f"{stuck['peak_val_acc_mean'].max():.3f} (chance is {guess:.3f}).")
+        text += (" At η = " + ", ".join(f"{r:g}" for r in stuck["base_lr"]) + " no seed "
+                 f"learns: {metric} never rises above {stuck['peak_val_acc_mean'].max():.3f} "
+                 f"(chance is {guess:.3f}).")
     early = min(4, last)
     gap_early = rows[(rows["base_lr"] == rate) & (rows["epoch"] == early)]["gap"]
     gain = best["peak_val_acc_mean"] - best[f"{metric}_mean"]
     return text + (
         f" Overfitting: at η = {rate:g} the train − test accuracy gap goes from "
-        f"{format_ci(*mean_ci(gap_early)[:2])} at epoch {early + 1} to "
+        f"{format_ci(*mean_ci(gap_early)[:2], bounds=metric_bounds('gap'))} at epoch {early + 1} to "
         f"{pm_row(best, 'gap')} at epoch {last + 1}; validation accuracy peaks at epoch "
         f"{best['peak_epoch_mean'] + 1:.1f} on average, {gain:+.3f} against the last "
         "epoch, so " + (
@@ -97,21 +100,22 @@ def _answer(table: pd.DataFrame, healthy: pd.DataFrame, best: pd.Series, done: p
 
 
 def _fixed_rate_figure(table, rows, metric, at_chance, folder) -> Path:
-    plt, sns = plotting()
+    plt, _ = plotting()
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
     for name in dict.fromkeys([metric, "test_acc", "train_acc"]):
-        left.errorbar(table["base_lr"], table[f"{name}_mean"], yerr=table[f"{name}_ci"].fillna(0),
+        left.errorbar(table["base_lr"], table[f"{name}_mean"],
+                      yerr=clipped_err(table[f"{name}_mean"], table[f"{name}_ci"], name),
                       marker="o", capsize=3, label=name)
     left.set(xscale="log", xlabel="learning rate (constant)", ylabel="final accuracy",
-             title="final accuracy vs rate (mean, 95% CI over seeds)")
+             ylim=(0, 1), title="final accuracy vs rate (mean, 95% t-interval over seeds)")
     left.legend()
-    learned = table.loc[table["peak_val_acc_mean"] > at_chance, "base_lr"]
-    # In the curve rows a diverged trial is Optuna-complete: its `diverged` says otherwise.
-    calm = rows["diverged"].isna() if "diverged" in rows else True
-    healthy = rows[(rows["state"] == "complete") & calm & rows["base_lr"].isin(learned)]
-    sns.lineplot(data=healthy, x="epoch", y="gap", **hue(healthy, "base_lr"), ax=right,
-                 errorbar=("ci", 95), n_boot=500, seed=0)
-    left.set_ylim(0, 1)
-    right.set(ylabel="train acc − test acc",
-              title="train − test accuracy per epoch (rates that learned; diverged seeds out)")
+    learned = sorted(table.loc[table["peak_val_acc_mean"] > at_chance, "base_lr"])
+    # Every seed of the rates at which some seed learned; a failed one at the value it reached.
+    shown = carry_forward(rows[rows["base_lr"].isin(learned)], ["gap"])
+    mean_band(right, shown, "gap", "base_lr", learned, label=lambda r: f"η = {r:g}")
+    right.legend(fontsize=8)
+    right.set(xlabel="epoch", ylabel="train acc − test acc",
+              title="train − test accuracy per epoch: mean, 95% t-interval over seeds\n"
+                    "(rates at which some seed learned; failed seeds at the value they reached)")
+    right.title.set_fontsize(9)
     return save(fig, folder / "ex1_fixed_rate.png", [left, right])

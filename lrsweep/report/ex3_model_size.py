@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from lrsweep.report.figures import plotting, save
+from lrsweep.report.figures import clipped_err, plotting, save
+from lrsweep.report.outcome_counts import failed_text
 from lrsweep.report.sections import Section, by_config, pm_row, varies
 from lrsweep.report.stats import finished, format_ci, lower_is_better, mean_ci
 from lrsweep.search.spec import StudySpec
@@ -28,16 +29,16 @@ def model_size(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | Non
     lower = lower_is_better(metric)
     rate_key = ["base_lr"] if "base_lr" in done else []
     table = by_config(done, ["model", "scheduler"] + rate_key, [metric, "test_acc"])
-    # A rate at which any seed diverged loses to one at which none did.
+    # A rate at which any seed failed loses to one at which none did.
     table["_rank"] = table[f"{metric}_mean"] if lower else -table[f"{metric}_mean"]
-    tuned = (table.sort_values(["diverged", "_rank"], na_position="last")
+    tuned = (table.sort_values(["failed", "_rank"], na_position="last")
              .groupby(["model", "scheduler"], sort=False).head(1))
     sizes = {m: parameter_count(done, m) for m in tuned["model"].unique()}
     # Smallest first; a model whose size is unknown goes by its name's usual order.
     models = sorted(sizes, key=lambda m: (sizes[m] or KNOWN_SIZES.get(m, 0), m))
     rows, lines, leads = [], [], {}
     for model in models:
-        mine = tuned[tuned["model"] == model].sort_values(["diverged", "_rank"],
+        mine = tuned[tuned["model"] == model].sort_values(["failed", "_rank"],
                                                           na_position="last")
         cosine = mine[mine["scheduler"] == "cosine"]
         others = mine[mine["scheduler"] != "cosine"]
@@ -55,7 +56,7 @@ def model_size(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | Non
         for _, row in mine.iterrows():
             rows.append({"model": model, "scheduler": row["scheduler"],
                          **({"best base_lr": f"{row['base_lr']:g}"} if rate_key else {}),
-                         "seeds": int(row["n"]), "diverged": int(row["diverged"]),
+                         "seeds": int(row["n"]), "failed": failed_text(row),
                          metric: pm_row(row, metric), "test_acc": pm_row(row, "test_acc")})
     if not lines:
         return None
@@ -124,10 +125,11 @@ def _model_size_figure(tuned, models, folder) -> Path:
     for i, model in enumerate(models):
         mine = tuned[tuned["model"] == model].set_index("scheduler").reindex(schedulers)
         x = [j + (i - (len(models) - 1) / 2) * width for j in range(len(schedulers))]
-        ax.errorbar(x, mine["test_acc_mean"], yerr=mine["test_acc_ci"].fillna(0), marker="o",
+        ax.errorbar(x, mine["test_acc_mean"], yerr=clipped_err(mine["test_acc_mean"], mine["test_acc_ci"],
+                                                           "test_acc"), marker="o",
                     linestyle="none", capsize=3, label=_model_name(model))
     ax.set_xticks(range(len(schedulers)), schedulers)
     ax.set(ylabel="final test accuracy",
-           title="each schedule at its best rate (mean, 95% CI over seeds)")
+           title="each schedule at its best rate (mean, 95% t-interval over seeds)")
     ax.legend()
     return save(fig, folder / "ex3_model_size.png", [ax])

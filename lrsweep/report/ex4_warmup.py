@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from lrsweep.report.figures import hue, plotting, save
-from lrsweep.report.sections import (Section, by_config, chance, grid_axis, pm_row, separable,
-                                     span, varies)
-from lrsweep.report.stats import finished, lower_is_better
+from lrsweep.report.figures import carry_forward, clipped_err, mean_band, plotting, save
+from lrsweep.report.outcome_counts import failed_text, failed_words
+from lrsweep.report.paired import Paired, against, paired
+from lrsweep.report.sections import Section, by_config, chance, grid_axis, pm_row, span, varies
+from lrsweep.report.stats import finished, lower_is_better, metric_bounds
 from lrsweep.search.spec import StudySpec
 
 
@@ -29,30 +30,41 @@ def warmup(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
     guess, at_chance = chance(done)
     early = rows[rows["epoch"] == early_epoch].set_index("trial")[metric].rename("early")
     done = done.merge(early, left_on="trial", right_index=True, how="left")
-    # A failed seed diverged, or ended at chance all the same: a rate too high may leave the
-    # network at chance from the first step, or let it learn a little and then collapse,
-    # without a non-finite loss. Warmup is meant to prevent all three.
-    done["failed"] = done["state"].str.startswith("diverged") | ~(done[metric] > at_chance)
-    table = by_config(done, keys, [metric, "test_acc", "early", "failed"])
-    table["failed"] = (table["failed_mean"] * table["n"]).round().astype(int)
-    table["failed_share"] = table["failed_mean"]
-    parts = [_rate_line(rate, group.sort_values("warmup_steps"), metric, unit)
+    # A failed seed never learned, collapsed or went non-finite (by_config counts them): a
+    # rate too high may leave the network at chance from the first step, or let it learn a
+    # little and then collapse, without a non-finite loss. Warmup is meant to prevent all three.
+    table = by_config(done, keys, [metric, "test_acc", "early"])
+    table["failed_share"] = table["failed"] / table["n"]
+    def compare(a: pd.Series, b: pd.Series) -> Paired:
+        return paired(done, keys, a, b, metric)
+    parts = [_rate_line(rate, group.sort_values("warmup_steps"), metric, unit, compare)
              for rate, group in (table.groupby("base_lr") if by_rate else [(None, table)])]
-    answer = _overall(table, by_rate, metric, unit) + (
-        " Failed: diverged (non-finite loss, or a collapse after learning) or ended at "
-        f"{metric} ≤ {at_chance:.3g} (chance is {guess:.3g}).")
+    answer = _overall(table, by_rate, metric, unit, compare) + (
+        f" Counted as {failed_words()} (chance is {guess:.3g}, at chance ≤ {at_chance:.3g}).")
     shown = table[keys].copy()
     shown["seeds"] = table["n"]
-    shown["failed"] = table["failed"]
-    shown[f"{metric} at epoch {early_epoch + 1}"] = [pm_row(r, "early")
+    shown["failed"] = [failed_text(r) for _, r in table.iterrows()]
+    shown[f"{metric} at epoch {early_epoch + 1}"] = [pm_row(r, "early", metric_bounds(metric))
                                                       for _, r in table.iterrows()]
     shown[f"final {metric}"] = [pm_row(r, metric) for _, r in table.iterrows()]
+    shown[f"Δ {metric} vs no warmup (paired)"] = _against_no_warmup(done, keys, table, metric)
     shown["test_acc"] = [pm_row(r, "test_acc") for _, r in table.iterrows()]
     figure = _warmup_figure(table, rows, keys, metric, folder)
     return Section("Exercise 4: how long should warmup be?", parts + [answer], shown, [figure])
 
 
-def _rate_line(rate: float | None, group: pd.DataFrame, metric: str, unit: str) -> str:
+def _against_no_warmup(done, keys, table, metric) -> list[str]:
+    """Each warmup minus none at the same base rate, seed by seed."""
+    cells = pd.Series("–", index=table.index, dtype=object)
+    for _, group in table.groupby("base_lr") if "base_lr" in keys else [(None, table)]:
+        none = group[group["warmup_steps"] == 0]
+        if len(none):
+            cells[group.index] = against(done, keys, group, none.iloc[0], metric)
+    return list(cells)
+
+
+def _rate_line(rate: float | None, group: pd.DataFrame, metric: str, unit: str,
+               compare) -> str:
     """One base rate's warmups: failures without, the shortest with none, the best."""
     safe = group[group["failed"] == 0]
     best = group.sort_values(f"{metric}_mean", ascending=False).iloc[0]
@@ -69,11 +81,12 @@ def _rate_line(rate: float | None, group: pd.DataFrame, metric: str, unit: str) 
         return line + (f"; best final {metric} with the longest warmup tried, "
                        f"{span(best['warmup_steps'], unit)} ({pm_row(best, metric)}).")
     return line + (f"; best final {metric} with {span(best['warmup_steps'], unit)} of warmup "
-                   f"({pm_row(best, metric)}; {separable(best, longest, metric)} with "
-                   f"the longest, {span(longest['warmup_steps'], unit)}).")
+                   f"({pm_row(best, metric)}); against the longest, "
+                   f"{span(longest['warmup_steps'], unit)}, "
+                   f"{compare(longest, best).text(metric)}.")
 
 
-def _overall(table: pd.DataFrame, by_rate: bool, metric: str, unit: str) -> str:
+def _overall(table: pd.DataFrame, by_rate: bool, metric: str, unit: str, compare) -> str:
     """The best warmup overall, against the shortest that kept every seed at that rate."""
     overall = table.sort_values(f"{metric}_mean", ascending=False).iloc[0]
     answer = (f"Overall best: warmup {span(overall['warmup_steps'], unit)}"
@@ -83,16 +96,16 @@ def _overall(table: pd.DataFrame, by_rate: bool, metric: str, unit: str) -> str:
     safe = same_rate[same_rate["failed"] == 0].sort_values("warmup_steps")
     if len(safe):
         shortest = safe.iloc[0]
-        verdict = separable(overall, shortest, metric)
+        against_best = compare(shortest, overall)
         if shortest["warmup_steps"] == overall["warmup_steps"]:
             answer += (" At that rate the shortest warmup with no failed seed is also the most "
                        "accurate: warmup should be just long enough to keep training stable.")
         else:
             answer += (f" At that rate the shortest warmup with no failed seed is "
                        f"{span(shortest['warmup_steps'], unit)} ({pm_row(shortest, metric)}; "
-                       f"{verdict} with the best), so warmup beyond what stability needs "
-                       + ("paid off here." if "do not" in verdict else
-                          "made no clear difference here."))
+                       f"against the best: {against_best.text(metric)}), so warmup beyond what "
+                       "stability needs " + ("paid off here." if against_best.separated else
+                                             "made no clear difference here."))
     return answer
 
 
@@ -102,23 +115,30 @@ def _warmup_figure(table, rows, keys, metric, folder) -> Path:
     if "base_lr" in table:
         grid = table.pivot(index="base_lr", columns="warmup_steps", values="failed_share")
         sns.heatmap(grid, annot=True, fmt=".2f", cmap="Reds", vmin=0, vmax=1, ax=axes[0])
-        axes[0].set(title="share of seeds failed (diverged or ended at chance)")
+        axes[0].set(title="share of seeds failed (never learned, collapsed or non-finite)")
         for rate, part in table.groupby("base_lr"):
             axes[1].errorbar(part["warmup_steps"], part[f"{metric}_mean"],
-                             yerr=part[f"{metric}_ci"].fillna(0), marker="o", capsize=3,
-                             label=f"η = {rate:g}")
+                             yerr=clipped_err(part[f"{metric}_mean"], part[f"{metric}_ci"],
+                                              metric),
+                             marker="o", capsize=3, label=f"η = {rate:g}")
         highest = rows[rows["base_lr"] == table["base_lr"].max()]
     else:
         axes[0].bar(table["warmup_steps"].astype(str), table["failed_share"])
         axes[1].errorbar(table["warmup_steps"], table[f"{metric}_mean"],
-                         yerr=table[f"{metric}_ci"].fillna(0), marker="o", capsize=3)
+                         yerr=clipped_err(table[f"{metric}_mean"], table[f"{metric}_ci"], metric),
+                         marker="o", capsize=3)
         highest = rows
     axes[1].set(xlabel="warmup epochs", ylabel=f"final {metric}", ylim=(0, 1),
-                title="final accuracy vs warmup (95% CI)")
+                title="final accuracy vs warmup (mean, 95% t-interval)")
     if axes[1].get_legend_handles_labels()[0]:
         axes[1].legend()
-    first = highest[highest["epoch"] < 10]
-    sns.lineplot(data=first, x="epoch", y=metric, **hue(first, "warmup_steps"),
-                 ax=axes[2], errorbar=("ci", 95), n_boot=500, seed=0)
-    axes[2].set(title="early epochs at the highest rate, by warmup")
+    first = carry_forward(highest, [metric])
+    first = first[first["epoch"] < 10]
+    warmups = sorted(first["warmup_steps"].unique())
+    mean_band(axes[2], first, metric, "warmup_steps", warmups, label=lambda w: f"warmup {w:g}")
+    axes[2].legend(fontsize=8)
+    axes[2].set(xlabel="epoch", ylabel=metric,
+                title="early epochs at the highest rate, by warmup\n(mean, 95% t-interval; "
+                      "failed seeds at the value they reached)")
+    axes[2].title.set_fontsize(9)
     return save(fig, folder / "ex4_warmup.png", axes)

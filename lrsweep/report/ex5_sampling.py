@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from lrsweep.report.figures import plotting, save
+from lrsweep.report.figures import clipped_err, plotting, save
 from lrsweep.report.sections import Section, by_config, varies
-from lrsweep.report.stats import config_columns, finished, format_ci, mean_ci
+from lrsweep.report.stats import config_columns, finished, format_ci, mean_ci, metric_bounds
 from lrsweep.search.spec import StudySpec
 
 
@@ -49,7 +49,8 @@ def sampling(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
         shown += [("SGLD iterate", group, ""), ("SGLD average", group, "avg_")]
         for name, frame, prefix in shown:
             for m in outcomes:
-                row[f"{name} {m[5:]}"] = format_ci(*mean_ci(frame[prefix + m])[:2])
+                row[f"{name} {m[5:]}"] = format_ci(*mean_ci(frame[prefix + m])[:2],
+                                                        bounds=metric_bounds(m))
         label = ", ".join(f"γ = {v:g}" if k == "exponent" else f"{k} = {v}"
                           for k, v in where.items()) or "all"
         lines.append(_paired_line(label, group, peers["sgd"], outcomes, ""))
@@ -112,7 +113,8 @@ def _sampling_figure(done: pd.DataFrame, keys: list[str], control: bool, folder:
             frame, column = done[done["optimizer"] == optimizer], prefix + m
             table = by_config(frame.assign(_all=0), [x or "_all"], [column])
             ax.errorbar(table[x or "_all"], table[f"{column}_mean"],
-                        yerr=table[f"{column}_ci"].fillna(0), marker="o", capsize=3, label=name)
-        ax.set(xlabel="decay exponent γ" if x else "", ylabel=m, title=f"final {m} (95% CI)")
+                        yerr=clipped_err(table[f"{column}_mean"], table[f"{column}_ci"], m),
+                        marker="o", capsize=3, label=name)
+        ax.set(xlabel="decay exponent γ" if x else "", ylabel=m, title=f"final {m} (mean, 95% t-interval)")
         ax.legend()
     return save(fig, folder / "ex5_sgld.png", axes)

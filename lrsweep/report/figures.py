@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from lrsweep import schedules
+from lrsweep.report.stats import mean_ci, metric_bounds
 
 
 def hue(frame: pd.DataFrame, column: str) -> dict:
@@ -19,11 +21,67 @@ def hue(frame: pd.DataFrame, column: str) -> dict:
             "palette": "viridis" if len(labels) > 6 else "tab10"}
 
 
+def carry_forward(rows: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """A failed seed keeps its curve: a trial that stopped early (it diverged or collapsed)
+    stays at the last value it reached up to the study's last epoch, and a value that went
+    non-finite is the last finite one before it. Without this, a mean curve over the seeds
+    left would recover where the tables say the configuration failed."""
+    if rows.empty:
+        return rows
+    last = int(rows["epoch"].max())
+    present = [m for m in metrics if m in rows]
+    filled = []
+    for _, trial in rows.sort_values(["trial", "epoch"]).groupby("trial", sort=False):
+        trial = trial.copy()
+        trial[present] = trial[present].replace([np.inf, -np.inf], np.nan).ffill()
+        end = trial.iloc[-1]
+        missing = range(int(end["epoch"]) + 1, last + 1)
+        if len(missing):
+            extra = pd.DataFrame([end] * len(missing))
+            extra["epoch"] = list(missing)
+            trial = pd.concat([trial, extra], ignore_index=True)
+        filled.append(trial)
+    return pd.concat(filled, ignore_index=True)
+
+
+def mean_band(ax, rows: pd.DataFrame, y: str, by: str, order: list, *, label=str,
+              x: str = "epoch", bounds: tuple[float, float] | None = None,
+              palette: str | None = None) -> None:
+    """Per value of `by` (in `order`), the mean of `y` over seeds at each `x` and its 95%
+    Student-t interval as a band: the same interval as the tables, not a bootstrap, cut to
+    what `y` can be (`bounds`)."""
+    import seaborn as sns
+    low, high = bounds or metric_bounds(y)
+    colours = sns.color_palette(palette or ("viridis" if len(order) > 6 else "tab10"),
+                                len(order))
+    for colour, value in zip(colours, order):
+        part = rows[rows[by] == value]
+        if part.empty:
+            continue
+        points = [(step, *mean_ci(group[y])[:2]) for step, group in part.groupby(x)]
+        steps, means, cis = (np.array(v, dtype=float) for v in zip(*points))
+        ax.plot(steps, means, color=colour, label=label(value))
+        cis = np.nan_to_num(cis)
+        ax.fill_between(steps, np.maximum(means - cis, low), np.minimum(means + cis, high),
+                        color=colour, alpha=0.2, linewidth=0)
+
+
+def clipped_err(means: pd.Series, cis: pd.Series, metric: str) -> np.ndarray:
+    """Error bars of a 95% interval cut to what `metric` can be: (2, n) below/above."""
+    low, high = metric_bounds(metric)
+    means, cis = np.asarray(means, dtype=float), np.nan_to_num(np.asarray(cis, dtype=float))
+    return np.vstack([means - np.maximum(means - cis, low),
+                      np.minimum(means + cis, high) - means])
+
+
 def plotting():
     import matplotlib
     matplotlib.use("Agg")  # files only
     import matplotlib.pyplot as plt
     import seaborn as sns
+    # Optuna's matplotlib views switch the global style to ggplot once drawn: every figure
+    # starts from matplotlib's own, so colours named in titles are the colours drawn.
+    plt.style.use("default")
     return plt, sns
 
 

@@ -17,6 +17,11 @@ SEARCHING_SAMPLERS = ("tpe", "random", "gp", "cmaes")
 MIN_TRIALS_FOR_IMPORTANCE = 8
 
 
+# Dimensions that repeat a configuration rather than configure it: a grid sweeps seeds as an
+# Optuna parameter, and fANOVA would rank the seed's noise as a hyperparameter's importance.
+REPEATS = ("seed",)
+
+
 def importance(study, spec: StudySpec | None, metric: str, folder: Path) -> Section | None:
     """Optuna's fANOVA importances of the searched dimensions, for studies that search."""
     import optuna
@@ -27,14 +32,18 @@ def importance(study, spec: StudySpec | None, metric: str, folder: Path) -> Sect
     if len(complete) < MIN_TRIALS_FOR_IMPORTANCE:
         return None
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+    # The dimensions in every complete trial (what Optuna weighs by default), less repeats.
+    weighed = [k for k in optuna.search_space.intersection_search_space(
+        study.get_trials(deepcopy=False)) if k not in REPEATS]
     try:
-        scores = optuna.importance.get_param_importances(study, evaluator=evaluator)
+        scores = optuna.importance.get_param_importances(study, evaluator=evaluator,
+                                                         params=weighed)
     except (RuntimeError, ValueError):  # e.g. no dimension present in every trial
         return None
     if len(scores) < 2:
         return None
     shared = set(scores)
-    searched = {k for k, d in spec.space if not hasattr(d, "value") and k != "seed"}
+    searched = {k for k, d in spec.space if not hasattr(d, "value") and k not in REPEATS}
     conditional = sorted(searched - shared)
     table = pd.DataFrame({"dimension": list(scores), "importance": list(scores.values())})
     top = table.iloc[0]

@@ -11,7 +11,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from lrsweep.store.records import CURVES
+from lrsweep.store.records import CURVES, trial_curves
 from lrsweep.store.storage import load_study, open_storage, study_names
 
 FINAL_CURVES = tuple(c for c in CURVES if c not in ("lr", "epoch_seconds"))  # a trial's row
@@ -43,22 +43,24 @@ def trials_frame(name: str, url: str, *, study: optuna.Study | None = None) -> p
     study = study or load_study(name, url)  # a caller that has it loaded saves a read
     rows = []
     for t in study.get_trials(deepcopy=False):
-        attrs = t.user_attrs
+        attrs, curves = t.user_attrs, trial_curves(t)  # curves: either form a store holds
         row = {"trial": t.number, "state": t.state.name.lower(), "value": t.value}
         if attrs.get("diverged"):
             row["state"] = f"diverged ({attrs['diverged']})"
         row.update({k: v for k, v in t.params.items()})
         row["seed"] = attrs.get("seed", t.params.get("seed"))
         for key in FINAL_CURVES:
-            curve = attrs.get(key) or []
+            curve = curves.get(key) or []
             row[key] = curve[-1] if curve else None
-        row["val_acc_curve"] = attrs.get("val_acc") or []
+        row["val_acc_curve"] = curves.get("val_acc") or []
         row["classes"] = attrs.get("classes", 10)  # stores before it was kept: Fashion-MNIST
-        row["epochs"] = len(attrs.get("lr") or [])
+        row["epochs"] = len(curves.get("lr") or [])
+        if "outcome" in attrs:  # recorded from 2026-11-30 on; report.outcome_counts derives it
+            row["outcome"] = attrs["outcome"]
         if "parameters" in attrs:  # recorded from 2026-11-29 on; earlier stores lack it
             row["parameters"] = attrs["parameters"]
         # A pack's epoch time is shared by its trials: each is charged its share.
-        pack_seconds = sum(s for s in attrs.get("epoch_seconds") or [] if s is not None)
+        pack_seconds = sum(s for s in curves.get("epoch_seconds") or [] if s is not None)
         row["seconds"] = pack_seconds / attrs.get("pack_size", 1)
         rows.append(row)
     # A study without trials still has the columns, so every reader can select from it.
@@ -76,12 +78,12 @@ def curves_frame(name: str, url: str, *, study: optuna.Study | None = None) -> p
     study = study or load_study(name, url)  # a caller that has it loaded saves a read
     rows = []
     for t in study.get_trials(deepcopy=False):
-        attrs = t.user_attrs
-        for epoch in range(len(attrs.get("lr") or [])):
+        attrs, curves = t.user_attrs, trial_curves(t)
+        for epoch in range(len(curves.get("lr") or [])):
             row = {"trial": t.number, "state": t.state.name.lower(), "value": t.value,
                    "seed": attrs.get("seed"), "diverged": attrs.get("diverged"), **t.params,
                    "epoch": epoch}
-            row.update({key: (attrs.get(key) or [None] * (epoch + 1))[epoch] for key in CURVES})
+            row.update({key: (curves.get(key) or [None] * (epoch + 1))[epoch] for key in CURVES})
             rows.append(row)
     return pd.DataFrame(rows, columns=None if rows else
                         ("trial", "state", "value", "seed", "diverged", "epoch", *CURVES))

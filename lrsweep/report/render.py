@@ -8,24 +8,27 @@ torch. Every number in the text is computed here from the stored trials.
 
 from __future__ import annotations
 
-import base64
-import html
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from lrsweep.numbers import short
-from lrsweep.report import exercises, importance
+from lrsweep.names import folder_name
+from lrsweep.outcomes import OUTCOMES
+from lrsweep.report import exercises, importance, pages
 from lrsweep.search import spec as spec_mod
+from lrsweep.report.outcome_counts import count_outcomes, failed_text, failed_words, outcome_column
+from lrsweep.report.figures import carry_forward, mean_band, plotting
+from lrsweep.report.paired import paired
 from lrsweep.report.sections import Section
 from lrsweep.report.read import curves_frame, trials_frame
 from lrsweep.report.stats import (config_columns, config_key, config_table, finished, format_ci,
-                    intervals_overlap, lower_is_better)
+                                  intervals_overlap, lower_is_better, metric_bounds)
 from lrsweep.store.storage import load_study
 
 METRICS = ["val_acc", "test_acc", "train_loss"]
-MAX_CURVES = 8  # configurations drawn in the curve figures (the best by the objective)
+MAX_CURVES = 12  # configurations drawn in the curve figures (the best by the objective)
+CURVE_PANELS = ("val_acc", "test_acc", "train_loss", "lr")
 
 
 @dataclass(frozen=True)
@@ -38,11 +41,14 @@ class Report:
 
 
 def write_report(name: str, url: str, out: str | Path | None = None) -> Report:
-    """Write the report of study `name` into `out` (default results/NAME/)."""
+    """Write the report of study `name` into `out` (default results/NAME/, NAME as
+    `names.folder_name` makes it safe)."""
     study = load_study(name, url)
-    folder = Path(out) if out else Path("results") / name
+    folder = Path(out) if out else Path("results") / folder_name(name)  # no name leaves results/
     folder.mkdir(parents=True, exist_ok=True)
     trials = trials_frame(name, url, study=study)
+    if len(trials):  # every trial's outcome, as recorded or derived the same way (trials.csv)
+        trials["outcome"] = outcome_column(trials)
     curves = curves_frame(name, url, study=study)
     study_spec = spec_mod.from_stored(study.user_attrs, source=f"{name} (stored)")
     metric = study_spec.study.metric if study_spec else "val_acc"
@@ -51,16 +57,16 @@ def write_report(name: str, url: str, out: str | Path | None = None) -> Report:
                if not trials.empty else pd.DataFrame())
 
     tables = _write_tables(folder, trials, curves, configs)
-    figures = _figures(folder, study, study_spec, curves, configs, trials)
+    figures = _figures(folder, study, study_spec, curves, configs, trials, metric)
     sections = _sections(name, url, study, study_spec, trials, configs, metric)
     # The exercises' own sections come right after the general answer.
     found = exercises.sections(trials, curves, study_spec, metric, folder)
     found += [s for s in [importance.importance(study, study_spec, metric, folder)] if s]
     sections[2:2] = found
     markdown = folder / "report.md"
-    markdown.write_text(_markdown(name, sections, figures, folder))
+    markdown.write_text(pages.markdown(name, sections, figures, folder))
     page = folder / "report.html"
-    page.write_text(_html(name, sections, figures))
+    page.write_text(pages.html_page(name, sections, figures))
     figures += [p for section in sections for p in section.figures]
     return Report(folder, markdown, page, figures, tables)
 
@@ -93,7 +99,7 @@ def _sections(name, url, study, study_spec, trials, configs, metric) -> list[Sec
     what = Section("What was studied", [
         study_spec.study.description if study_spec and study_spec.study.description else "",
         f"Scale: {scale}.",
-        f"Trials: {status}. States: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ".",
+        f"Trials: {status}. Outcomes: " + _outcomes_line(trials) + ".",
         f"Hardware: {device}. Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items())
         + f"; git commit {study.user_attrs.get('git_commit') or '–'}.",
         f"Reproduce: `lrsweep run {source}{study_spec.set_options if study_spec else ''} "
@@ -102,8 +108,8 @@ def _sections(name, url, study, study_spec, trials, configs, metric) -> list[Sec
     answer = Section("Answer", [_answer(configs, metric, trials)])
     shown = _config_view(configs, metric)
     table = Section("Configurations (mean ± 95% CI over seeds, final epoch)", [
-        "Student-t intervals over the seeds of each configuration; diverged seeds count with "
-        "the value they reached."], shown)
+        "Student-t intervals over the seeds of each configuration; failed seeds count with "
+        f"the value they reached ({failed_words()})."], shown)
     best = trials.dropna(subset=["value"]).sort_values(
         "value", ascending=trials.attrs.get("direction") == "minimize").head(10)
     best = best.drop(columns=[c for c in ("val_acc_curve", "classes") if c in best])
@@ -131,27 +137,43 @@ def _answer(configs: pd.DataFrame, metric: str, trials: pd.DataFrame) -> str:
             f"over {best[f'{metric}_n']} seed(s).")
     if len(ranked) > 1:
         second = ranked.iloc[1]
+        done = finished(trials)
+        done = done.assign(config_key=[config_key(row, config_columns(done))
+                                       for _, row in done.iterrows()])
+        pair = paired(done, ["config_key"], second, best, metric)
         overlap = intervals_overlap(best, second, metric)
         verdict = ("their 95% intervals overlap: these seeds cannot separate the two"
                    if overlap else "their 95% intervals do not overlap")
-        if overlap is None:
+        if pair.n >= 2:  # the same seeds: compared seed by seed
+            verdict = pair.text(metric)
+        elif overlap is None:
             verdict = "one seed each: no interval, so no ranking can be trusted — add seeds"
         text += (f" Runner-up: {second['config']} with {_pm(second, metric)}; {verdict}.")
-    diverged = int(trials["state"].str.startswith("diverged").sum())
-    if diverged:
-        text += f" {diverged} of {len(trials)} trials diverged."
+    failed = count_outcomes(outcome_column(trials)) if len(trials) else {"failed": 0}
+    if failed["failed"]:
+        text += f" {failed['failed']} of {len(trials)} trials failed ({failed_text(failed)})."
     return text
 
 
+def _outcomes_line(trials: pd.DataFrame) -> str:
+    """"complete 30, never learned 3, pruned 2": every trial's outcome (or state, running)."""
+    if trials.empty:
+        return "none yet"
+    counts = outcome_column(trials).value_counts()
+    order = [o for o in OUTCOMES if o in counts] + sorted(set(counts.index) - set(OUTCOMES))
+    return ", ".join(f"{o} {counts[o]}" for o in order)
+
+
 def _pm(row: pd.Series, metric: str) -> str:
-    return format_ci(row[f"{metric}_mean"], row[f"{metric}_ci"], digits=4)
+    return format_ci(row[f"{metric}_mean"], row[f"{metric}_ci"], digits=4,
+                     bounds=metric_bounds(metric))
 
 
 def _config_view(configs: pd.DataFrame, metric: str) -> pd.DataFrame:
     if configs.empty:
         return configs
     view = pd.DataFrame({"config": configs["config"], "seeds": configs["seeds"],
-                         "diverged": configs["diverged"]})
+                         "failed": [failed_text(row) for _, row in configs.iterrows()]})
     for m in [metric] + [m for m in METRICS if m != metric]:
         view[m] = [_pm(row, m) for _, row in configs.iterrows()]
     return view
@@ -171,12 +193,8 @@ def _write_tables(folder: Path, trials, curves, configs) -> list[Path]:
 
 
 def _figures(folder: Path, study, study_spec, curves: pd.DataFrame, configs: pd.DataFrame,
-             trials: pd.DataFrame) -> list[Path]:
-    import matplotlib
-    matplotlib.use("Agg")  # files only
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
+             trials: pd.DataFrame, metric: str) -> list[Path]:
+    plt, _ = plotting()
     paths = []
     if not curves.empty and not configs.empty:
         columns = config_columns(trials)
@@ -184,16 +202,23 @@ def _figures(folder: Path, study, study_spec, curves: pd.DataFrame, configs: pd.
         labels = dict(zip(configs["config_key"], configs["config"]))
         curves["config"] = [labels.get(config_key(row, columns)) for _, row in curves.iterrows()]
         keep = list(configs["config"].head(MAX_CURVES))
-        # Trials that ran to the end: a pruned trial's short curve would bend the mean.
-        shown = finished(curves[curves["config"].isin(keep)])
+        # Trials that ran to the end (a pruned trial's short curve would bend the mean); a
+        # failed one at the value it reached.
+        ran = finished(curves[curves["config"].isin(keep)])
+        shown = carry_forward(ran, CURVE_PANELS[:-1])  # the rate as it was: not carried
         fig, axes = plt.subplots(2, 2, figsize=(13, 8.5), sharex=True)
-        for ax, metric in zip(axes.flat, ("val_acc", "test_acc", "train_loss", "lr")):
-            sns.lineplot(data=shown, x="epoch", y=metric, hue="config", hue_order=keep, ax=ax,
-                         errorbar=("ci", 95), n_boot=1000, seed=0, legend=metric == "lr")
-            ax.set_title(f"{metric} per epoch (mean, 95% CI over seeds)", fontsize=9)
+        for ax, panel in zip(axes.flat, CURVE_PANELS):
+            mean_band(ax, ran if panel == "lr" else shown, panel, "config", keep)
+            ax.set(xlabel="epoch", ylabel=panel,
+                   title=f"{panel} per epoch: mean over seeds, band its 95% t-interval")
+            ax.title.set_fontsize(9)
             ax.grid(alpha=0.3)
-        if axes.flat[-1].get_legend():
-            sns.move_legend(axes.flat[-1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7)
+        axes.flat[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=7)
+        left_out = len(configs) - len(keep)
+        fig.suptitle((f"The {len(keep)} best configurations by final {metric}; {left_out} "
+                      "more left out (all in configs.csv)" if left_out else
+                      f"All {len(keep)} configurations")
+                     + ". A seed that failed stays at the value it reached.", fontsize=10)
         fig.tight_layout()
         path = folder / "curves.png"
         fig.savefig(path, dpi=100, bbox_inches="tight")
@@ -225,67 +250,3 @@ def _figures(folder: Path, study, study_spec, curves: pd.DataFrame, configs: pd.
         plt.close(first.figure)
         paths.append(path)
     return paths
-
-
-def _markdown(name: str, sections: list[Section], figures: list[Path], folder: Path) -> str:
-    lines = [f"# lrsweep report: {name}", ""]
-    for section in sections:
-        lines += [f"## {section.title}", ""]
-        lines += [p + "\n" for p in section.paragraphs if p]
-        if section.table is not None and not section.table.empty:
-            lines += [_markdown_table(section.table), ""]
-        lines += [f"![{p.stem}]({p.relative_to(folder)})" + "\n" for p in section.figures]
-        if section.code:
-            lines += ["<details><summary>study file</summary>", "", "```toml",
-                      section.code.strip(), "```", "", "</details>", ""]
-    lines += ["## Figures", ""]
-    lines += [f"![{p.stem}]({p.relative_to(folder)})" + "\n" for p in figures]
-    return "\n".join(lines)
-
-
-def _markdown_table(frame: pd.DataFrame) -> str:
-    cells = [[_cell(v) for v in row] for row in frame.itertuples(index=False)]
-    header = "| " + " | ".join(map(str, frame.columns)) + " |"
-    rule = "|" + "---|" * len(frame.columns)
-    return "\n".join([header, rule] + ["| " + " | ".join(r) + " |" for r in cells])
-
-
-def _cell(value) -> str:
-    return short(value).replace("|", "\\|")  # a pipe would end the markdown cell
-
-
-def _html(name: str, sections: list[Section], figures: list[Path]) -> str:
-    def para(text: str) -> str:
-        escaped = html.escape(text)
-        parts = escaped.split("**")  # the one piece of markdown the text uses
-        escaped = "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
-        parts = escaped.split("`")
-        return "<p>" + "".join(f"<code>{p}</code>" if i % 2 else p
-                               for i, p in enumerate(parts)) + "</p>"
-
-    body = [f"<h1>lrsweep report: {html.escape(name)}</h1>"]
-    for section in sections:
-        body.append(f"<h2>{html.escape(section.title)}</h2>")
-        body += [para(p) for p in section.paragraphs if p]
-        if section.table is not None and not section.table.empty:
-            body.append(section.table.to_html(index=False, na_rep="–", float_format="{:.4g}".format,
-                                              border=0, classes="t"))
-        body += [_html_figure(p) for p in section.figures]
-        if section.code:
-            body.append(f"<details><summary>study file</summary><pre>{html.escape(section.code)}"
-                        "</pre></details>")
-    body.append("<h2>Figures</h2>")
-    body += [_html_figure(p) for p in figures]
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
-             "color:#222}table.t{border-collapse:collapse;font-size:13px}"
-             "table.t td,table.t th{border-bottom:1px solid #ddd;padding:3px 8px;text-align:right}"
-             "img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow:auto}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>lrsweep: "
-            f"{html.escape(name)}</title><style>{style}</style></head><body>"
-            + "\n".join(body) + "</body></html>\n")
-
-
-def _html_figure(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()  # embedded: the page stands alone
-    return (f'<figure><img alt="{path.stem}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{path.stem}</figcaption></figure>")

@@ -17,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from lrsweep.outcomes import chance_levels
-from lrsweep.report.stats import format_ci, intervals_overlap, mean_ci
+from lrsweep.report.outcome_counts import count_outcomes, outcome_column
+from lrsweep.report.stats import format_ci, mean_ci, metric_bounds
 from lrsweep.search.spec import Choice, StudySpec
 
 
@@ -31,13 +32,15 @@ class Section:
 
 
 def by_config(frame: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
-    """Mean, 95% CI half-width and n of each metric per group of `keys`, with the diverged count."""
+    """Mean, 95% CI half-width and n of each metric per group of `keys` of a trials frame,
+    with its failed seeds counted by outcome (outcome_counts)."""
+    frame = frame.assign(outcome=outcome_column(frame) if len(frame) else [])
     rows = []
     for values, group in frame.groupby(keys, sort=True, dropna=False):
         values = values if isinstance(values, tuple) else (values,)
         row = dict(zip(keys, values))
         row["n"] = len(group)
-        row["diverged"] = int(group["state"].str.startswith("diverged").sum())
+        row.update(count_outcomes(group["outcome"]))
         for metric in metrics:
             mean, ci, _ = mean_ci(group[metric])
             row[f"{metric}_mean"], row[f"{metric}_ci"] = mean, ci
@@ -45,15 +48,10 @@ def by_config(frame: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.Da
     return pd.DataFrame(rows)
 
 
-def pm_row(row: pd.Series, metric: str) -> str:
-    return format_ci(row[f"{metric}_mean"], row[f"{metric}_ci"])
-
-
-def separable(a: pd.Series, b: pd.Series, metric: str) -> str:
-    overlap = intervals_overlap(a, b, metric)
-    if overlap is None:
-        return "one seed: no interval to compare"
-    return "the 95% intervals overlap" if overlap else "the 95% intervals do not overlap"
+def pm_row(row: pd.Series, metric: str, bounds: tuple[float, float] | None = None) -> str:
+    """"0.862 ± 0.042" for `metric` of a by_config row, cut to what the metric can be."""
+    return format_ci(row[f"{metric}_mean"], row[f"{metric}_ci"],
+                     bounds=bounds or metric_bounds(metric))
 
 
 def varies(trials: pd.DataFrame, column: str, at_least: int) -> bool:

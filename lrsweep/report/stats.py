@@ -20,9 +20,10 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from lrsweep.numbers import short
+from lrsweep.report.outcome_counts import count_outcomes, outcome_column
 
 # Columns of trials_frame that are outcomes or bookkeeping, not configuration.
-NOT_CONFIG = {"trial", "state", "value", "seed", "train_loss", "train_acc", "val_loss", "val_acc",
+NOT_CONFIG = {"trial", "state", "outcome", "value", "seed", "train_loss", "train_acc", "val_loss", "val_acc",
               "test_acc", "test_nll", "test_ece", "avg_test_acc", "avg_test_nll",
               "avg_test_ece", "epochs", "seconds", "val_acc_curve", "classes", "parameters"}
 
@@ -64,14 +65,35 @@ def finished(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["state"].str.startswith(("complete", "diverged"))]
 
 
-def format_ci(mean: float, ci: float, digits: int = 3) -> str:
+def format_ci(mean: float, ci: float, digits: int = 3,
+              bounds: tuple[float, float] = (-math.inf, math.inf)) -> str:
     """"0.862 ± 0.042"; the mean alone without an interval; "–" without a mean (no data);
-    "∞" for a loss a diverged seed made infinite."""
+    "∞" for a loss a diverged seed made infinite. An interval that runs past what the metric
+    can be (`bounds`, e.g. an accuracy's [0, 1]) is cut there and shown as its ends:
+    "0.408 [0.000, 0.932]" — a t interval over a few bimodal seeds does that."""
     if math.isnan(mean):
         return "–"
     if math.isinf(mean):
         return "∞" if mean > 0 else "−∞"
-    return f"{mean:.{digits}f}" if math.isnan(ci) else f"{mean:.{digits}f} ± {ci:.{digits}f}"
+    if math.isnan(ci):
+        return f"{mean:.{digits}f}"
+    low, high = bounds
+    if mean - ci < low or mean + ci > high:
+        return (f"{mean:.{digits}f} [{max(low, mean - ci):.{digits}f}, "
+                f"{min(high, mean + ci):.{digits}f}]")
+    return f"{mean:.{digits}f} ± {ci:.{digits}f}"
+
+
+def metric_bounds(metric: str) -> tuple[float, float]:
+    """What a metric can be: accuracies and calibration errors lie in [0, 1], losses and
+    epochs are never negative, a train − test accuracy gap lies in [−1, 1]."""
+    if metric.endswith("gap"):
+        return -1.0, 1.0
+    if metric.endswith(("acc", "ece", "share")):
+        return 0.0, 1.0
+    if metric.endswith(("loss", "nll", "epoch", "seconds")):
+        return 0.0, math.inf
+    return -math.inf, math.inf
 
 
 def intervals_overlap(a: pd.Series, b: pd.Series, metric: str) -> bool | None:
@@ -98,17 +120,19 @@ def mean_ci(values: pd.Series, level: float = 0.95) -> tuple[float, float, int]:
 def config_table(trials: pd.DataFrame, metrics: list[str], *,
                  higher_is_better: bool = True) -> pd.DataFrame:
     """One row per configuration over its complete trials (diverged ones included: a rate
-    that diverges is part of the answer), with n, mean and CI of each metric, the number of
-    diverged seeds, and the label; best first by the first metric (the objective)."""
+    that diverges is part of the answer), with n, mean and CI of each metric, its failed
+    seeds by outcome (outcome_counts), and the label; best first by the first metric (the
+    objective)."""
     done = finished(trials).copy()
     columns = config_columns(done)
     done["config_key"] = [config_key(row, columns) for _, row in done.iterrows()]
+    done["outcome"] = outcome_column(done) if len(done) else []
     rows = []
     for key, group in done.groupby("config_key", sort=False):
         diverged = group["state"].str.startswith("diverged")
         row = {"config": config_label(group.iloc[0], columns), "config_key": key,
                "seeds": int(group["seed"].nunique()) if "seed" in group else 1,
-               "diverged": int(diverged.sum())}
+               **count_outcomes(group["outcome"])}
         row.update({c: group[c].iloc[0] for c in columns})
         for metric in metrics:
             values = group[metric]

@@ -17,13 +17,17 @@ def ask_pack(study: optuna.Study, n: int, leases: Leases) -> list[optuna.Trial]:
     looked at once per pack (a trial enqueued meanwhile goes to the next pack)."""
     waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
     trials = []
-    for _ in range(n):
-        if waiting:  # Optuna's own ask takes one from the queue, safe against other workers
-            waiting -= 1
-            trials.append(study.ask())
-        else:
-            trials.append(optuna_private.new_trial(study))
-    # Leased together: a trial whose process dies before its first heartbeat gets one from
-    # the next worker that looks (`claim_stale_trials`), and is taken over a grace period on.
-    leases.add([optuna_private.trial_id(t) for t in trials])
+    try:
+        for _ in range(n):
+            if waiting:  # Optuna's own ask takes one from the queue, safe against other workers
+                waiting -= 1
+                trials.append(study.ask())
+            else:
+                trials.append(optuna_private.new_trial(study))
+    finally:
+        # Leased together, also when a second Ctrl-C cuts the pack short (so they are handed
+        # back with the others). A trial whose process dies before its first heartbeat gets
+        # one from the next worker that looks (`claim_stale_trials`), and is taken over a
+        # grace period on.
+        leases.add([optuna_private.trial_id(t) for t in trials])
     return trials

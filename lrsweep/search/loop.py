@@ -5,8 +5,10 @@ in lockstep with the others, and tells it when it is done:
     ask a trial into a free slot → train an epoch → tell the trials that are done → again
 
 Before asking, the trials of dead workers (or of our own Ctrl-C) are taken over from their
-checkpoints (`takeover`). `trials` in a study file is the total: running the same file again
-continues to it, and `resume` continues from the study file stored in the study itself.
+checkpoints (`takeover`). Ctrl-C or SIGTERM stops at the next safe point with every trial
+resumable (`interrupt`); a worker that was silent past the grace period drops its trials and
+goes on. `trials` in a study file is the total: running the same file again continues to it,
+and `resume` continues from the study file stored in the study itself.
 
     >>> from lrsweep.search import loop, spec
     >>> s = spec.load("studies/quickstart.toml")                         # doctest: +SKIP
@@ -23,6 +25,7 @@ import optuna
 from optuna.trial import TrialState
 
 from lrsweep.search.heartbeats import Leases
+from lrsweep.search.interrupt import LeaseLapsed, StopAfterEpoch
 from lrsweep.search.pack_run import PackRun, Progress, Work
 from lrsweep.search.provenance import create_or_load
 from lrsweep.search.sampling import make_sampler
@@ -61,47 +64,71 @@ def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
     where = devices.resolve_device(device)
     if pack is not None and pack < 1:
         raise SpecError(f"--pack {pack}: a pack holds at least one trial")
+    progress = progress or Progress()
+    with StopAfterEpoch(progress) as stop:
+        new, study = _run(spec, storage, where, data_dir, allow_changed, pack, progress, stop)
+    return RunSummary(spec.study.name, storage, spec.study.trials, count(study, DONE), new,
+                      time.perf_counter() - started)
+
+
+def _run(spec: StudySpec, storage: str, where: Any, data_dir: str | None, allow_changed: bool,
+         pack: int | None, progress: Progress, stop: StopAfterEpoch
+         ) -> tuple[int, optuna.Study]:
+    """`run` under the signal handlers: (new trials asked, the study)."""
     # Data first: a missing dataset must fail before anything is written to the store.
     splits = load_data(spec, where, data_dir)
     rdb = open_storage(storage)
     study = create_or_load(spec, rdb, storage, allow_changed)
-    progress = progress or Progress()
     # A looped pack (ResNet-18) gains nothing from company and holds K graphs at once: one
     # trial at a time unless --pack says otherwise.
     looped = pack or 1
     size = pack or (devices.default_pack_size(where, spec.train.batch_size)
                     if "lenet" in spec.models else 1)
     work = Work(spec, study, splits, where, progress, checkpoints_for(storage),
-                artifact_store(storage), size, looped)
+                artifact_store(storage), size, looped, stop)
     new = 0
     try:
         progress.start(spec, count(study, DONE))
         while True:
-            # The study file's sampler before anything suggests: a claimed trial killed
-            # before its first suggestion gets its parameters (its grid point) from it too.
-            study.sampler = make_sampler(spec, len(study.get_trials(deepcopy=False)))
-            # First the trials of dead processes (or of our own Ctrl-C), from their checkpoints.
-            claimed = claim_stale_trials(study, PACK_ATTR)
-            if claimed:
-                with Leases(study, claimed) as leases:
-                    for name, trials, resumes in resume_groups(work, claimed, size, looped):
-                        PackRun(work, leases, name=name, waiting=list(zip(trials, resumes))
-                                ).run()
+            stop.check()  # a signal that came outside a pack: nothing of ours is in flight
+            try:
+                asked = _turn(work)
+            except LeaseLapsed as lapse:  # its trials: another worker's, or ours to take over
+                progress.note(f"{lapse}; going on with the study")
                 continue
-            done, running = count(study, DONE), count(study, (TrialState.RUNNING,))
-            if done + running >= spec.study.trials:
-                if not running:
-                    break
-                # The rest run in other workers. Stay until they end: should a worker die, its
-                # lease expires and its trials are taken over here, never left RUNNING.
-                progress.waiting(running)
-                time.sleep(min(HEARTBEAT_SECONDS, 2.0))
-                continue
-            new += _ask_and_train(work)
+            if asked is None:
+                break
+            new += asked
     finally:
         progress.close()
-    return RunSummary(spec.study.name, storage, spec.study.trials, count(study, DONE), new,
-                      time.perf_counter() - started)
+    return new, study
+
+
+def _turn(work: Work) -> int | None:
+    """One turn of the loop: take over trials, or wait for other workers, or ask and train.
+    Returns how many trials it asked; None once the study is done."""
+    spec, study, progress = work.spec, work.study, work.progress
+    # The study file's sampler before anything suggests: a claimed trial killed before its
+    # first suggestion gets its parameters (its grid point) from it too.
+    study.sampler = make_sampler(spec, len(study.get_trials(deepcopy=False)))
+    # First the trials of dead processes (or of our own Ctrl-C), from their checkpoints.
+    claimed = claim_stale_trials(study, PACK_ATTR)
+    if claimed:
+        with Leases(study, claimed) as leases:
+            for name, trials, resumes in resume_groups(work, claimed, work.size, work.looped):
+                PackRun(work, leases, name=name, waiting=list(zip(trials, resumes))).run()
+        return 0
+    done, running = count(study, DONE), count(study, (TrialState.RUNNING,))
+    progress.study_done(done)
+    if done + running >= spec.study.trials:
+        if not running:
+            return None
+        # The rest run in other workers. Stay until they end: should a worker die, its lease
+        # expires and its trials are taken over here, never left RUNNING.
+        progress.waiting(running)
+        time.sleep(min(HEARTBEAT_SECONDS, 2.0))
+        return 0
+    return _ask_and_train(work)
 
 
 def _ask_and_train(work: Work) -> int:

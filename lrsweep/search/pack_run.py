@@ -2,6 +2,11 @@
 (continued ones first, then new ones asked the moment a slot frees up, so the sampler sees
 every trial told so far), their epochs reported to the pruner in lockstep, each trial stored
 and told as it leaves its slot, and the slot table checkpointed after every epoch.
+
+A pack stops with its trials resumable (leases handed back, checkpoint kept) on a signal
+(`interrupt`) and on a checkpoint or weights file it cannot write (a full disk); it drops its
+trials, untold, when its leases lapsed (`interrupt.LeaseLapsed`) or another worker finished
+one of them.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from optuna.trial import TrialState
 
 from lrsweep.search.ask import ask_pack
 from lrsweep.search.heartbeats import Leases
-from lrsweep.search.interrupt import StopAfterEpoch
+from lrsweep.search.interrupt import LeaseLapsed, NotWritten, StopAfterEpoch, StoppedResumable
 from lrsweep.search.pruning import judge, judged_from
 from lrsweep.search.sampling import in_flight
 from lrsweep.search.space import suggest, trial_config
@@ -35,6 +40,7 @@ from lrsweep.train.trials import (Admission, EpochMetrics, PackState, Resume, Tr
                                   TrialResult)
 
 STARTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 OWNER_ATTR = "lrsweep_owner"      # host:pid of the process that holds its lease
 _OWNER = f"{platform.node()}:{os.getpid()}"
 
@@ -45,6 +51,8 @@ class Progress:
     def start(self, spec: StudySpec, done: int) -> None: ...
     def resumed(self, number: int, epochs_done: int) -> None: ...
     def stopping(self) -> None: ...
+    def note(self, line: str) -> None: ...       # one line about the run (SIGTERM, a takeover)
+    def study_done(self, done: int) -> None: ...  # finished by every worker, as last read
     def waiting(self, running: int) -> None: ...
     def trial_started(self, number: int, params: dict[str, Any]) -> None: ...
     # The pack's slots after an epoch: {trial number: that trial's epoch}, of `epochs`.
@@ -67,6 +75,7 @@ class Work:
     artifacts: optuna.artifacts.FileSystemArtifactStore
     size: int                        # slots in a LeNet pack
     looped: int                      # slots in a pack of other models (one at a time)
+    stop: StopAfterEpoch             # whether a signal asked the run to stop
 
 
 @dataclass
@@ -90,13 +99,19 @@ class PackRun:
                         for t, r in waiting]
         self.deferred: list[optuna.Trial] = []   # asked, but of another kind: the next pack's
         self.slots: dict[int, _Trial] = {}       # trial id → the trial, while in a slot
+        self.gone: set[int] = set()               # trial ids another worker finished
         self.pack_key: tuple | None = None
         self.pack_id: int | None = None
         self.asked = 0                            # new trials asked, for the run's summary
+        self.lapsed: float | None = None          # seconds silent, once the leases lapsed
+        self.dropped: list[int] = []              # trial numbers left untold on a lapse
 
     def run(self) -> list[optuna.Trial]:
         """Train until nothing is left to admit and every slot is empty. Returns the trials
         asked for it that belong in a pack of another kind (model or optimizer)."""
+        self.work.stop.check()
+        if self._lapse():
+            raise self._lapsed_error()
         taken = self._take(1)
         if not taken:
             return self.deferred
@@ -122,6 +137,8 @@ class PackRun:
     # --- what the engine calls -----------------------------------------------------------
 
     def admit(self, n: int) -> list[Admission]:
+        if self.work.stop.requested or self._lapse():
+            return []  # a stop was asked: trials not yet in a slot wait, leased, to resume
         n = max(0, min(n, self.cap - len(self.slots)))
         taken = self._take(n)
         ids = [optuna_private.trial_id(e.trial) for e in taken]
@@ -138,27 +155,46 @@ class PackRun:
 
     def on_epoch(self, metrics: dict[int, EpochMetrics]) -> list[int]:
         spec = self.work.spec
+        if self._lapse():  # silent past the grace period: every slot leaves, untold
+            return list(metrics)
         self.work.progress.pack_epoch({self.slots[i].trial.number: m
                                        for i, m in metrics.items()}, spec.train.epochs)
         if spec.study.pruner == "none":  # nobody reads them now: stored once, at the end
             return []
         # Lockstep: every value of the epoch is in the store before anyone is judged, so
         # pack-mates are each other's peers; no one is judged inside its warmup.
-        reported = []
+        reported, gone = [], []
         for i, m in metrics.items():
             value = getattr(m, spec.study.metric)
-            if math.isfinite(value):
-                self.slots[i].trial.report(value, m.epoch)
-                reported.append(i)
+            try:
+                if math.isfinite(value):
+                    self.slots[i].trial.report(value, m.epoch)
+                    reported.append(i)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                gone.append(i)  # finished by a worker that took it over: leaves untold
         due = [i for i in reported
                if metrics[i].epoch >= judged_from(self.slots[i].config, self.steps)]
         verdicts = judge(self.work.study, [self.slots[i].trial for i in due])
-        return [i for i, prune in zip(due, verdicts) if prune]
+        self.gone.update(gone)
+        return gone + [i for i, prune in zip(due, verdicts) if prune]
 
     def on_finish(self, trial_id: int, result: TrialResult) -> None:
         entry = self.slots.pop(trial_id)
-        state, value = self.teller.tell(entry.trial, result)
-        self.work.progress.trial_finished(entry.trial.number, state, value, self.teller.best)
+        number = entry.trial.number
+        if self.lapsed is not None:
+            self.dropped.append(number)  # `LeaseLapsed` names it
+            return
+        self.leases.drop([trial_id])  # before it is told: no beat for a finished trial
+        try:
+            if trial_id not in self.gone:
+                state, value = self.teller.tell(entry.trial, result)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            self.gone.add(trial_id)
+        if trial_id in self.gone:
+            self.work.progress.note(f"trial {number} was taken over and finished by another "
+                                    "worker: dropped here")
+            return
+        self.work.progress.trial_finished(number, state, value, self.teller.best)
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -188,7 +224,9 @@ class PackRun:
                 return False
             # Workers that counted at the same moment may ask too many: the surplus is failed
             # untrained (`within_total`), and the count is taken again.
-            trials = within_total(study, ask_pack(study, room, self.leases), spec.study.trials)
+            asked = ask_pack(study, room, self.leases)
+            trials = within_total(study, asked, spec.study.trials)
+            self.leases.drop([optuna_private.trial_id(t) for t in asked if t not in trials])
             if trials:
                 self.asked += len(trials)
                 self.waiting += [_Trial(t, trial_config(spec, suggest(spec, t)), None)
@@ -199,32 +237,53 @@ class PackRun:
     def _room(self) -> int:
         """New trials the study's total leaves room for (those asked are running)."""
         started = self.work.study.get_trials(deepcopy=False, states=STARTED)
+        # The same look tells the progress display what every worker has finished.
+        self.work.progress.study_done(sum(t.state in FINISHED for t in started))
         return self.work.spec.study.trials - len(started)
 
+    def _lapse(self) -> bool:
+        """Whether this worker's leases lapsed (noted once seen: they never come back)."""
+        self.lapsed = self.lapsed or self.leases.lapsed()
+        return self.lapsed is not None
+
+    def _lapsed_error(self) -> LeaseLapsed:
+        left = [*self.dropped, *(e.trial.number for e in self.waiting),
+                *(t.number for t in self.deferred)]
+        return LeaseLapsed(self.lapsed or 0.0, left)
+
+    def _save(self, state: PackState | None) -> None:
+        """A checkpoint to write (None: wait for the one in flight); an OSError (a full
+        disk) stops the run, the trials resumable from the last checkpoint written."""
+        try:
+            self.checkpoint.save(state) if state is not None else self.checkpoint.wait()
+        except OSError as error:
+            raise NotWritten(f"the checkpoint of {self.name}", error) from error
+
     def _train(self, width: int) -> None:
-        """The engine's run of the pack; a Ctrl-C stops once that epoch is on disk."""
+        """The engine's run of the pack; a stop asked by a signal waits for that epoch to be
+        on disk. The caller holds the leases (`Leases`), and hands them back if it stops."""
         def on_states(state: PackState) -> None:
+            if self._lapse():
+                return  # the checkpoint may be another worker's now
             # Trials still waiting for a slot keep their place in the checkpoint (a pack
             # taken over may have more trials than slots).
             waiting = {optuna_private.trial_id(e.trial): e.resume
                        for e in self.waiting if e.resume is not None}
-            self.checkpoint.save(PackState(state.layout, state.weights, state.slots,
-                                           {**waiting, **state.members}))
-            if ctrl_c.requested:
-                self.checkpoint.wait()  # the epoch is safe on disk: now stop
-                raise KeyboardInterrupt
+            self._save(PackState(state.layout, state.weights, state.slots,
+                                 {**waiting, **state.members}))
+            if self.work.stop.requested and (state.members or self.waiting):
+                self._save(None)  # the epoch is safe on disk: now stop
+                self.work.stop.check()
 
-        try:  # the caller holds the leases (`Leases`), and hands them back on a Ctrl-C
-            with StopAfterEpoch(self.work.progress) as ctrl_c:
-                engine.train_slots(width, self.work.splits, self.admit, on_finish=self.on_finish,
-                                   on_epoch=self.on_epoch, on_states=on_states)
-            self.checkpoint.wait()  # a failed write of the last epoch fails the pack
-        except KeyboardInterrupt:
-            # A second Ctrl-C came mid-epoch: the last finished epoch's write still lands
-            # (should it fail, the epoch before it is on disk).
+        try:
+            engine.train_slots(width, self.work.splits, self.admit, on_finish=self.on_finish,
+                               on_epoch=self.on_epoch, on_states=on_states)
+        except (KeyboardInterrupt, StoppedResumable):
+            # A second signal mid-epoch, or a write failed: the last epoch's write still lands
+            # (should it fail, the epoch before it is on disk); the next run continues there.
             with contextlib.suppress(Exception):
                 self.checkpoint.wait()
-            raise  # the last epochs are checkpointed: the next run continues from them
+            raise
         except BaseException:
             # A crash is no interruption: the pack's trials fail, and a re-run trains them anew.
             for entry in [*self.slots.values(), *self.waiting]:
@@ -233,3 +292,9 @@ class PackRun:
                 self.work.study.tell(trial, state=TrialState.FAIL)
             self.checkpoint.remove()
             raise
+        with contextlib.suppress(Exception):
+            self.checkpoint.wait()  # every trial has left: a failed last write is moot
+        if self.lapsed is not None:
+            raise self._lapsed_error()
+        if self.waiting:
+            self.work.stop.check()  # stopped before they had a slot: they wait, leased, to resume

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import platform
 import subprocess
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ from lrsweep.train.device import torch_version
 def load_stored_spec(name: str, storage: str) -> StudySpec:
     """The study file a stored study was started from."""
     study = load_study(name, storage)
-    stored = spec_mod.from_stored(study.user_attrs, source=f"{name} (stored in {storage})")
+    stored = spec_mod.from_stored(study.user_attrs, source=f"{name} (stored in {storage})",
+                                  to_run=True)
     if stored is None:
         raise StorageError(f"study {name!r} in {storage} was not made by lrsweep (no stored study file)")
     return stored
@@ -34,13 +36,40 @@ def create_or_load(spec: StudySpec, rdb: optuna.storages.RDBStorage, url: str,
     if name in optuna.study.get_all_study_names(rdb):
         study = optuna.load_study(study_name=name, storage=rdb, pruner=make_pruner(spec))
         _check_same_spec(study, spec, url, allow_changed)
+        _name_metric(study, spec)  # studies stored before lrsweep named it
         return study
     study = optuna.create_study(study_name=name, storage=rdb, direction=spec.direction,
                                 pruner=make_pruner(spec), load_if_exists=True)
+    _check_same_objective(study, None, spec, url)  # another worker may have just made it
     _store_spec(study, spec)
+    _name_metric(study, spec)
     for key, value in provenance().items():
         study.set_user_attr(key, value)
     return study
+
+
+def _name_metric(study: optuna.Study, spec: StudySpec) -> None:
+    """Give Optuna the objective's name, so the dashboard and Optuna's plots label it
+    `val_acc` and not "Objective 0"."""
+    if study.metric_names == [spec.study.metric]:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # set_metric_names is marked experimental (Optuna 3.2+)
+        study.set_metric_names([spec.study.metric])
+
+
+def _check_same_objective(study: optuna.Study, stored: StudySpec | None, spec: StudySpec,
+                          url: str) -> None:
+    """The metric and its direction are the study's identity, changed by no --allow-changed:
+    one study of accuracies and losses has no best trial."""
+    old = stored.study.metric if stored is not None else None
+    direction = study.direction.name.lower()
+    if (old is None or old == spec.study.metric) and direction == spec.direction:
+        return
+    was = f"{old} ({direction})" if old else f"its objective ({direction})"
+    raise SpecError(f"{spec.source}: study {spec.study.name!r} in {url} optimizes {was}, not "
+                    f"{spec.study.metric} ({spec.direction}); a study keeps its metric even with "
+                    "--allow-changed: give this one a new [study] name")
 
 
 def _check_same_spec(study: optuna.Study, spec: StudySpec, url: str, allow_changed: bool) -> None:
@@ -48,6 +77,7 @@ def _check_same_spec(study: optuna.Study, spec: StudySpec, url: str, allow_chang
     if stored_text is None and not study.get_trials(deepcopy=False):
         # Another worker created it an instant ago and is storing its file: ours is the same
         # or will be checked against it by every later run.
+        _check_same_objective(study, None, spec, url)
         _store_spec(study, spec)
         return
     if stored_text is None:
@@ -57,6 +87,7 @@ def _check_same_spec(study: optuna.Study, spec: StudySpec, url: str, allow_chang
     if stored_text == spec.text and stored_overrides == spec.overrides:
         return
     stored = spec_mod.from_stored(study.user_attrs, source="stored")
+    _check_same_objective(study, stored, spec, url)
     changes = _differences(stored, spec)
     if changes and not allow_changed:
         raise SpecError(f"{spec.source}: study {spec.study.name!r} in {url} was started from a "

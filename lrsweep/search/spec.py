@@ -20,12 +20,14 @@ is a range. Every error is a SpecError whose one line names the file, the key an
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from lrsweep.search.spec_checks import only_keys, read_space, read_study, read_train
+from lrsweep.search.spec_checks import (check_bounds, only_keys, read_space, read_study,
+                                        read_train)
 from lrsweep.search.spec_runs import read_runs
 # The study file's vocabulary, re-exported: the rest of lrsweep reads it from here.
 from lrsweep.search.spec_types import (AVERAGING_OPTIMIZERS, BOOK_METRICS, GENERIC_KEYS,
@@ -43,7 +45,8 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> StudySpec:
     """Read and validate a study file, with `--set section.key=value` overrides."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: a byte-order mark (some Windows editors write one) is no part of the text.
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise SpecError(f"{path}: no such study file") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -51,23 +54,67 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> StudySpec:
     return parse(text, source=str(path), overrides=overrides)
 
 
-def from_stored(attrs: dict[str, Any], *, source: str) -> StudySpec | None:
-    """The spec a study was run with, from its user attributes (None: not made by lrsweep)."""
+def from_stored(attrs: dict[str, Any], *, source: str, to_run: bool = False
+                ) -> StudySpec | None:
+    """The spec a study was run with, from its user attributes (None: not made by lrsweep).
+    To read a study it need not meet the bounds added since it was stored (`check_bounds`);
+    `to_run` it must, all but its name's (the store holds that name already)."""
     if "study_file" not in attrs:
         return None
-    return parse(attrs["study_file"], source=source, overrides=attrs.get("study_overrides", ()))
+    return parse(attrs["study_file"], source=source, overrides=attrs.get("study_overrides", ()),
+                 bounds="stored" if to_run else "none")
 
 
-def parse(text: str, *, source: str = "<string>", overrides: Sequence[str] = ()) -> StudySpec:
+def parse(text: str, *, source: str = "<string>", overrides: Sequence[str] = (),
+          bounds: str = "all") -> StudySpec:
     """Validate a study file's text; `source` names it in error messages. Each override
-    `section.key=value` (a TOML value; a bare word is a string) replaces or adds that key."""
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{source}: invalid TOML: {exc}") from None
+    `section.key=value` (a TOML value; a bare word is a string) replaces or adds that key;
+    `section.key=` (nothing after `=`) removes it. An error an override causes names it.
+    `bounds`: "all" (a new study), "stored" (all but the name's) or "none" (to read it)."""
+    # As load(): the stored text, and so the study's sha256, never begins with a BOM.
+    text = text.removeprefix("\ufeff")
+    doc = _toml(text, source)
     overrides = tuple(overrides)
     for override in overrides:
         _apply_override(doc, override, source)
+    try:
+        spec = _validate(doc, text, source, overrides)
+        if bounds != "none":
+            check_bounds(spec, name=bounds == "all")
+        return spec
+    except SpecError as exc:
+        if not overrides:
+            raise
+        raise _blame(exc, text, source, overrides, bounds) from None
+
+
+def _toml(text: str, source: str) -> dict:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{source}: invalid TOML: {exc}") from None
+
+
+def _blame(exc: SpecError, text: str, source: str, overrides: tuple[str, ...], bounds: str
+           ) -> SpecError:
+    """The error with the override it comes from: the one that set the key it names (the last
+    for a key wins), else all of them when the file alone does not fail this way."""
+    message = str(exc)
+    rest = message.removeprefix(f"{source}: ")
+    for override in reversed(overrides):
+        section, _, key = override.partition("=")[0].strip().partition(".")
+        if re.match(rf"\[{re.escape(section)}\] {re.escape(key.strip())}\b", rest):
+            return SpecError(f"{source}: --set {override}: {rest}")
+    try:
+        parse(text, source=source, bounds=bounds)
+    except SpecError as alone:
+        if str(alone) == message:
+            return exc  # the file's own error; the overrides change nothing in it
+    flags = " ".join(f"--set {o}" for o in overrides)
+    return SpecError(f"{source} with {flags}: {rest}")
+
+
+def _validate(doc: dict, text: str, source: str, overrides: tuple[str, ...]) -> StudySpec:
     only_keys(doc, ("study", "train", "space", "run"), f"{source}: ")
     for section in ("study", "train", "space"):
         if not isinstance(doc.get(section, {}), dict):
@@ -124,4 +171,12 @@ def _apply_override(doc: dict, override: str, source: str) -> None:
     table = doc.setdefault(section, {})
     if not isinstance(table, dict):
         raise SpecError(f"{where}: [{section}] must be a table")
-    table[key.strip()] = value
+    key = key.strip()
+    if not raw.strip():  # `section.key=`: remove the key (a string "" is written `key=""`)
+        if key not in table:
+            close = difflib.get_close_matches(key, list(table), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise SpecError(f"{where}: [{section}] has no key {key!r} to remove{hint}")
+        del table[key]
+        return
+    table[key] = value

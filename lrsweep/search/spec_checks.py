@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from typing import Any
 
+from lrsweep import names as study_names
 from lrsweep import schedules
-from lrsweep.search.spec_types import (FASHION_MNIST_TRAIN, GENERIC_KEYS, INTEGER_KEYS, MAX_SEED,
-                                       METRICS, MODELS, OPTIMIZERS, PRUNERS, SAMPLERS,
-                                       SCHEDULE_KEYS, UNITS, Choice, Dimension, Fixed, Range,
-                                       SpecError, StudySettings, TrainSettings)
+from lrsweep.search.spec_types import (FASHION_MNIST_TRAIN, GENERIC_KEYS, INTEGER_KEYS, MAX_RATE,
+                                       MAX_SAMPLER_SEED, MAX_SEED, METRICS, MODELS, OPTIMIZERS,
+                                       PRUNERS, RATE_KEYS, SAMPLERS, SCHEDULE_KEYS, UNITS, Choice,
+                                       Dimension, Fixed, Range, SpecError, StudySettings,
+                                       StudySpec, TrainSettings)
 
 
 def read_study(table: dict, train: TrainSettings, source: str) -> StudySettings:
@@ -87,9 +90,13 @@ def read_space(table: dict, train: TrainSettings, source: str) -> tuple[tuple[st
     for name in names:
         check_scheduler(name, where)
     used = {p for name in names for p in schedules.parameters(name)}
-    for key in dims:
-        if key in SCHEDULE_KEYS and key not in used:
-            raise SpecError(f"{where} {key}: none of the schedulers ({', '.join(names)}) takes it")
+    unused = [key for key in dims if key in SCHEDULE_KEYS and key not in used]
+    if unused:  # all at once: narrowing a study to one schedule leaves several
+        them = "it" if len(unused) == 1 else "them"
+        flags = " ".join(f"--set space.{key}=" for key in unused)
+        raise SpecError(f"{where} {', '.join(unused)}: none of the schedulers "
+                        f"({', '.join(names)}) takes {them}; remove {them} (on the command line: "
+                        f"{flags})")
     for name in names:
         check_required(name, dims, where)
     dims.setdefault("base_lr", Fixed(0.1))
@@ -180,6 +187,53 @@ def check_value(key: str, value: Any, where: str) -> None:
         schedules.check_parameter(key, value)
     except ValueError as exc:
         raise SpecError(f"{where}: {exc}") from None
+
+
+def check_bounds(spec: StudySpec, *, name: bool = True) -> None:
+    """What running a study needs beyond what its file means: a name every store and file
+    system takes (`name`: a new study's; a stored one is in the store already), a sampler
+    seed that stays in numpy's range, rates float32 holds over the whole trial."""
+    if name and study_names.problem(spec.study.name):
+        raise SpecError(f"{spec.source}: [study] name: {study_names.problem(spec.study.name)}")
+    if spec.study.sampler_seed > MAX_SAMPLER_SEED:
+        raise SpecError(f"{spec.source}: [study] sampler_seed: at most {MAX_SAMPLER_SEED} "
+                        f"(2**31 - 1), got {spec.study.sampler_seed}: the sampler's seed is "
+                        "sampler_seed plus the trials stored, and must stay below 2**32")
+    tables = ([(f"{spec.source}: [[run]] {run.label!r}", {k: Fixed(v) for k, v in run.values})
+               for run in spec.runs] or [(f"{spec.source}: [space]", dict(spec.space))])
+    for where, dims in tables:
+        for key in (k for k in RATE_KEYS if k in dims and _largest(dims[k]) > MAX_RATE):
+            raise SpecError(f"{where} {key}: a rate is at most {MAX_RATE:g} (float32 weights end "
+                            f"at 3.4e38), got {_largest(dims[key])!r}")
+        _check_growth(dims, spec.train, where)
+
+
+def _check_growth(dims: dict[str, Dimension], train: TrainSettings, where: str) -> None:
+    """A factor or gamma above 1 makes the rate grow: base_lr · factor^(t+1) with t+1 up to the
+    trial's horizon, base_lr · gamma^(milestones passed). Both must stay at most MAX_RATE (and
+    finite: Python's float power raises OverflowError past 1.8e308)."""
+    base = _largest(dims.get("base_lr", Fixed(0.1)))
+    if "factor" in dims:
+        _bound_growth("factor", _largest(dims["factor"]), train.horizon, base, where,
+                      f"by the trial's last {train.unit}")
+    if "gamma" in dims and "milestones" in dims:
+        lists = dims["milestones"]
+        lists = lists.values if isinstance(lists, Choice) else (lists.value,)
+        passed = max(sum(1 for m in json.loads(v) if m < train.horizon) for v in lists)
+        _bound_growth("gamma", _largest(dims["gamma"]), passed, base, where,
+                      f"after {passed} milestone{'s' if passed > 1 else ''}")
+
+
+def _bound_growth(key: str, value: float, power: int, base: float, where: str,
+                  when: str) -> None:
+    if value <= 1 or power == 0:
+        return
+    if math.log(base) + power * math.log(value) > math.log(MAX_RATE):  # logs: no overflow
+        # Printed a hair low, so that the number shown is itself accepted.
+        limit = math.exp((math.log(MAX_RATE) - math.log(base)) / power) * (1 - 1e-5)
+        raise SpecError(f"{where} {key}: {value!r} makes the rate, base_lr · {key}^{power} "
+                        f"{when}, exceed {MAX_RATE:g} (float32 weights end at 3.4e38); with "
+                        f"base_lr = {base!r}, {key} must be at most {limit:.6g}")
 
 
 def check_warmup(dims: dict[str, Dimension], train: TrainSettings, where: str) -> None:

@@ -31,6 +31,13 @@ NOT_SCHEDULE_KEYS = ("scheduler", "seed", "optimizer", "model", "run")
 SCHEDULE_KEYS = tuple(sorted({p for name in schedules.names() for p in schedules.parameters(name)}))
 INTEGER_KEYS = ("warmup_steps", "max_update", "seed", "lag")
 MAX_SEED = 2**32 - 1
+# The sampler's seed is sampler_seed plus the trials already stored (sampling.make_sampler),
+# and numpy takes seeds up to 2**32 - 1: half the range leaves room for 2**31 stored trials.
+MAX_SAMPLER_SEED = 2**31 - 1
+# A rate multiplies float32 gradients on the device: above float32's largest number (3.4e38)
+# torch refuses it (looped packs) or it becomes inf (fused ones), so no rate may exceed this.
+MAX_RATE = 1e38
+RATE_KEYS = ("base_lr", "warmup_begin_lr", "final_lr", "stop_factor_lr")  # values that are rates
 RUN_KEY = "run"  # the label of a [[run]] table, a parameter of each of its trials
 BOOK_METRICS = ("train_loss", "train_acc", "test_acc")  # what the chapter prints
 GENERIC_DEFAULTS = {"base_lr": 0.1, "warmup_steps": 0, "warmup_begin_lr": 0.0, "lag": 0,

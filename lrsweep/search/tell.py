@@ -9,10 +9,12 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from lrsweep.search.interrupt import NotWritten
 from lrsweep.search.spec import StudySpec
 from lrsweep.store import optuna_private
 from lrsweep.store.artifacts import WEIGHTS_MIMETYPE, write_artifact
-from lrsweep.store.records import AVERAGED_CURVES, CURVES, record_trial
+from lrsweep.outcomes import outcome
+from lrsweep.store.records import AVERAGED_CURVES, CURVES, record_trial, split_curves
 from lrsweep.train.checkpoint import state_dict_bytes
 from lrsweep.train.device import describe_device
 from lrsweep.train.trials import AVERAGING, TrialResult
@@ -39,8 +41,10 @@ class Teller:
         curve = [getattr(m, metric) for m in result.epochs]
         # With a pruner the values were reported epoch by epoch; without, they go in now.
         intermediate = {} if prunes else {e: v for e, v in enumerate(curve) if math.isfinite(v)}
-        record_trial(study, trial, user_attrs(result, self.device, self.classes), intermediate,
-                     self._write_weights(trial, result))
+        # Curves exact in a system attribute, shown as one-line sparklines (split_curves).
+        shown, curves = split_curves(user_attrs(result, self.device, self.classes))
+        record_trial(study, trial, shown, intermediate,
+                     {**curves, **self._write_weights(trial, result)})
         if result.status == "pruned":
             optuna_private.tell(study, trial, state=TrialState.PRUNED)
             return "pruned", None
@@ -56,8 +60,11 @@ class Teller:
         """The trained weights as an Optuna artifact of the trial (`lrsweep export` reads it):
         the file is written here, the system attribute returned is recorded with the trial."""
         name = f"{result.config.model}-{self.study.study_name}-trial-{trial.number}.pt"
-        return write_artifact(self.study, trial, self.artifacts, name,
-                              state_dict_bytes(result.state_dict), WEIGHTS_MIMETYPE)
+        try:  # before anything is recorded: a full disk leaves the trial running, resumable
+            return write_artifact(self.study, trial, self.artifacts, name,
+                                  state_dict_bytes(result.state_dict), WEIGHTS_MIMETYPE)
+        except OSError as error:
+            raise NotWritten(f"the weights of trial {trial.number}", error) from error
 
 
 def user_attrs(result: TrialResult, device: Any, classes: int) -> dict[str, Any]:
@@ -71,7 +78,9 @@ def user_attrs(result: TrialResult, device: Any, classes: int) -> dict[str, Any]
         attrs["samples"] = [float(m.samples) for m in result.epochs]
     # JSON has no NaN: a missing value (no validation set, a diverged loss) is stored as null.
     attrs = {k: [v if math.isfinite(v) else None for v in vs] for k, vs in attrs.items()}
+    last_acc = result.epochs[-1].train_acc if result.epochs else None
     attrs.update(seed=result.config.seed, diverged=result.diverged, status=result.status,
+                 outcome=outcome(result.status, result.diverged, last_acc, classes),
                  schedule=result.config.schedule.as_dict(), device=describe_device(device),
                  pack_size=result.pack_size, classes=classes, parameters=result.parameters)
     return attrs

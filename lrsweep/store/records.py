@@ -1,9 +1,11 @@
 """A trial's records written in one transaction: its curves, system attributes and
-intermediate values, instead of Optuna's one commit per value."""
+intermediate values, instead of Optuna's one commit per value; how its curves are stored (exact
+for reports, one short line each for optuna-dashboard) and read back in either form."""
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Callable
 
 import optuna
@@ -11,11 +13,73 @@ import sqlalchemy
 
 from lrsweep.store import optuna_private
 
-# The per-epoch curves a trial stores (user attributes, one value an epoch), in this order;
+# The per-epoch curves a trial stores (one value an epoch), in this order;
 # the posterior average's only for trials whose predictions are averaged (SGLD, its control).
 CURVES = ("lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "test_nll",
           "test_ece", "avg_test_acc", "avg_test_nll", "avg_test_ece", "epoch_seconds")
 AVERAGED_CURVES = ("avg_test_acc", "avg_test_nll", "avg_test_ece")
+STORED_CURVES = (*CURVES, "samples")  # the lists of one value an epoch (samples: SGLD's)
+
+# Where a trial's curves are stored exactly (a trial system attribute: {name: list}), which
+# optuna-dashboard does not show; stores made before it hold the lists as user attributes.
+CURVES_ATTR = "lrsweep_curves"
+
+# optuna-dashboard 0.21 shows a user attribute's value as one text: a list as its JSON, which
+# its trial table wraps at every ", " (30 floats: 601 characters in 30 lines, rows 633 px, a
+# 3,192 x 22,252 px table for ex1's 35 trials at 1920 px); a string of rounded values joined
+# by spaces still wraps at each space (rows 493-633 px). A sparkline whose parts are joined by
+# no-break spaces stays on one line: 40 characters, 434 px; rows 153 px (now set by `schedule`
+# and `device`), a 5,487 x 5,439 px table.
+SPARK_BARS = "▁▂▃▄▅▆▇█"
+SPARK_WIDTH = 30  # bars at most: longer curves are shown at evenly spaced epochs
+NO_BREAK = "\u00a0"
+
+
+def split_curves(attrs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A trial's user attributes as stored: (user attributes with each curve replaced by its
+    sparkline, the system attributes holding the curves exactly). Pass both to record_trial."""
+    curves = {k: v for k, v in attrs.items() if k in STORED_CURVES and isinstance(v, list)}
+    shown = {k: sparkline(v) if k in curves else v for k, v in attrs.items()}
+    return shown, ({CURVES_ATTR: curves} if curves else {})
+
+
+def trial_curves(trial: optuna.trial.FrozenTrial) -> dict[str, list]:
+    """A stored trial's curves, exact, by name: from the system attribute split_curves writes,
+    or, in stores made before it, from the lists in the user attributes."""
+    stored = trial.system_attrs.get(CURVES_ATTR)
+    if isinstance(stored, dict):
+        return stored
+    return {k: v for k, v in trial.user_attrs.items()
+            if k in STORED_CURVES and isinstance(v, list)}
+
+
+def sparkline(values: list[float | None]) -> str:
+    """A curve in one short line, e.g. "0.1 ▁▃▆▇█ 0.805": its first value, a bar an epoch
+    scaled from its smallest value to its largest ("·" where it is missing), its last value;
+    numbers to 3 significant digits."""
+    if not values:
+        return ""
+    n = len(values)
+    picked = values if n <= SPARK_WIDTH else [
+        values[round(i * (n - 1) / (SPARK_WIDTH - 1))] for i in range(SPARK_WIDTH)]
+    finite = [v for v in picked if _finite(v)]
+    low, high = (min(finite), max(finite)) if finite else (0.0, 0.0)
+    top = len(SPARK_BARS) - 1
+
+    def bar(v: float | None) -> str:
+        if not _finite(v):
+            return "·"
+        return SPARK_BARS[top // 2 if high == low else round((v - low) / (high - low) * top)]
+
+    return NO_BREAK.join((_short(values[0]), "".join(map(bar, picked)), _short(values[-1])))
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _short(v: Any) -> str:
+    return f"{v:.3g}" if _finite(v) else "–"
 
 
 def record_trial(study: optuna.Study, trial: optuna.Trial, user_attrs: dict[str, Any],

@@ -1,13 +1,19 @@
 """Open an Optuna storage by URL (SQLite by default, PostgreSQL to scale out) and find studies.
 
-Free of torch, so reading a study (`ls`, `show`, `report`) starts fast.
+Free of torch, so reading a study (`ls`, `show`, `report`) starts fast. Readers open a
+SQLite store read-only (`open_storage(create=False)`), also on read-only media or a full disk;
+a URL that is mistyped, or a file that is no store, is one line saying what was meant.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import shutil
 import sqlite3
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +32,11 @@ GRACE_SECONDS = float(os.environ.get("LRSWEEP_GRACE_SECONDS", 30))
 
 
 _CREATE_ATTEMPTS = 8
+_SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database
+_SQLITE_FULL = getattr(sqlite3, "SQLITE_FULL", 13)
+# Schemes users write for SQLite and PostgreSQL that SQLAlchemy does not take as they are.
+_SQLITE_SCHEMES = ("sqlite", "sqlite3")
+_POSTGRES_SCHEMES = ("postgres", "postgresql", "postgre", "psql", "pg")
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # lrsweep prints its own progress
 
 
@@ -41,37 +52,191 @@ def default_storage() -> str:
 def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage; SQLite files get WAL and a busy timeout. Heartbeats are
     recorded and read by lrsweep itself (leases below), not by Optuna's optimize loop.
-    With create=False a missing SQLite file is an error instead of a new, empty store."""
+    With create=False, the readers' door, a SQLite file is opened read-only (see
+    `_reader_url`): a missing file, or one that is no SQLite database, is an error, and
+    nothing is written, not even Optuna's tables into an empty file."""
+    check_url(url)
     kwargs: dict[str, Any] = {}
+    target = url
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
         if not create and not path.is_file():
             raise StorageError(f"storage {url}: no such database file ({path})")
+        if path.is_file():
+            _check_sqlite_file(url, path, empty_ok=create)
         if create:  # only writers switch the journal: reading leaves the file as it was
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with sqlite3.connect(path) as conn:  # WAL persists in the file
                     conn.execute("PRAGMA journal_mode=WAL")
             except (OSError, sqlite3.Error) as exc:
-                raise StorageError(f"storage {url}: cannot open {path} ({exc})") from None
+                raise _cannot_open(url, exc, f"cannot open {path}") from None
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+        if not create:
+            return _open_reader(url, path, kwargs)
+    return _connect(url, target, kwargs)
+
+
+def _open_reader(url: str, path: Path, kwargs: dict[str, Any]) -> optuna.storages.RDBStorage:
+    try:
+        return _connect(url, _reader_url(url, path), kwargs)
+    except StorageError as error:
+        if "readonly database" in str(error):  # Optuna set out to make its missing tables
+            raise StorageError(f"storage {url}: {path} is an SQLite database without Optuna's "
+                               "tables, not an lrsweep store; give the store's file, or "
+                               "`lrsweep run` to make one") from None
+        # A WAL reader must make or grow the -shm file, which a full disk refuses too
+        # (SQLite's "disk I/O error"): a store whose log holds nothing is read from its file.
+        if _wal_holds_data(path) or not any(
+                words in str(error) for words in ("disk is full", "disk I/O error",
+                                                  "unable to open")):
+            raise
+        return _connect(url, _reader_url(url, path, immutable=True), kwargs)
+
+
+def _connect(url: str, target: str, kwargs: dict[str, Any]) -> optuna.storages.RDBStorage:
     for attempt in range(_CREATE_ATTEMPTS):
         try:
-            return optuna.storages.RDBStorage(url, **kwargs)
-        except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as exc:
+            return optuna.storages.RDBStorage(target, **kwargs)
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError,
+                ValueError, ImportError) as exc:
             # Several workers creating Optuna's tables at once (Optuna issues #1092, #5385):
             # one wins, the others find the schema made once they look again. The losers see
             # a unique violation (IntegrityError) or "already exists": a table on SQLite
             # (OperationalError), a table or an enum type on PostgreSQL (ProgrammingError).
-            racing = (isinstance(exc, sqlalchemy.exc.IntegrityError)
-                      or (isinstance(exc, sqlalchemy.exc.SQLAlchemyError)
-                          and "already exists" in str(exc)))
+            # (Optuna wraps a failed commit in StorageInternalError: its cause tells.)
+            root = exc.__cause__ if isinstance(
+                exc, optuna.exceptions.StorageInternalError) and exc.__cause__ else exc
+            racing = (isinstance(root, sqlalchemy.exc.IntegrityError)
+                      or (isinstance(root, sqlalchemy.exc.SQLAlchemyError)
+                          and "already exists" in str(root)))
             if not racing:
-                raise StorageError(f"storage {url}: cannot be opened "
-                                   f"({str(exc).splitlines()[0]})") from None
+                raise _cannot_open(url, exc) from None
             time.sleep(0.2 * (attempt + 1))
     raise StorageError(f"storage {url}: cannot be opened (its schema is still being created "
                        f"after {_CREATE_ATTEMPTS} tries)")
+
+
+def _cannot_open(url: str, exc: BaseException, what: str = "cannot be opened") -> StorageError:
+    """One line for a store that fails to open: a full disk said so (`disk_full`), an unknown
+    scheme with the ones lrsweep takes, else the first line of the driver's own words (not
+    Optuna's "invalid data … e.g. exceeding max length", which wraps every failed commit)."""
+    full = disk_full(exc, url)
+    if full is not None:
+        return StorageError(f"storage {url}: {full}")
+    cause = exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) else None
+    hint = ("; lrsweep takes sqlite:///FILE or postgresql://USER@HOST/DATABASE"
+            if isinstance(exc, sqlalchemy.exc.NoSuchModuleError) else "")
+    return StorageError(f"storage {url}: {what} ({str(cause or exc).splitlines()[0]}){hint}")
+
+
+def _check_sqlite_file(url: str, path: Path, *, empty_ok: bool) -> None:
+    """Refuse a file that is no SQLite database before SQLite or Optuna touch it. An empty
+    file is one only to a writer (SQLite makes it one); a reader must not write into it."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        raise StorageError(f"storage {url}: cannot read {path} ({exc.strerror})") from None
+    if not header and not empty_ok:
+        raise StorageError(f"storage {url}: {path} is an empty file (0 bytes), not an lrsweep "
+                           "store; give the store's file, or `lrsweep run` to make one")
+    if header and header != _SQLITE_HEADER:
+        raise StorageError(f"storage {url}: {path} is not an SQLite database (it begins "
+                           f"{header[:16]!r}); give the store's file")
+
+
+def _reader_url(url: str, path: Path, *, immutable: bool = False) -> str:
+    """The SQLite URI a reader opens `path` with: `mode=ro`, so nothing is ever written. On
+    read-only media a WAL store cannot make the -shm file a reader needs (SQLite's "unable to
+    open database file"): there it is opened `immutable=1` (no -shm, no locks: no writer can
+    be at work there), unless its write-ahead log holds data (a store copied while a worker
+    wrote), which only a reader with the -shm can see."""
+    query = {"mode": "ro", "uri": "true"}
+    if immutable or not os.access(path.parent, os.W_OK):  # EROFS counts here even for root
+        if not _wal_holds_data(path):
+            query["immutable"] = "1"
+        elif not Path(f"{path}-shm").is_file():
+            raise StorageError(
+                f"storage {url}: {path}-wal holds data that a reader of this read-only folder "
+                f"cannot see without {path.name}-shm; copy the store with both files, or to a "
+                "writable folder")
+    uri = "file:" + urllib.parse.quote(str(path.resolve()), safe="/")
+    return sqlalchemy.engine.URL.create("sqlite", database=uri, query=query).render_as_string(
+        hide_password=False)
+
+
+def _wal_holds_data(path: Path) -> bool:
+    wal = Path(f"{path}-wal")
+    return wal.is_file() and wal.stat().st_size > 0
+
+
+def check_url(url: str) -> None:
+    """Refuse a storage URL lrsweep cannot have meant, saying the form it likely meant."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        head, colon, tail = url.partition(":")
+        if colon and head.lower() in _SQLITE_SCHEMES:  # sqlite:/x.db, sqlite:x.db
+            path = tail.lstrip("/")
+            raise StorageError(f"storage {url}: did you mean sqlite:///{path}? (three "
+                               f"slashes before a relative path, four before an absolute one: "
+                               f"sqlite:////{path})")
+        if colon and head.lower() in _POSTGRES_SCHEMES:
+            raise StorageError(f"storage {url}: did you mean postgresql://{tail.lstrip('/')}?")
+        raise StorageError(f"storage {url}: not a URL; for an SQLite file say sqlite:///{url}"
+                           " (or postgresql://USER@HOST/DATABASE for a server)")
+    dialect, plus, driver = scheme.partition("+")
+    if dialect.lower() in _POSTGRES_SCHEMES and dialect != "postgresql":
+        raise StorageError(f"storage {url}: did you mean postgresql{plus}{driver}://{rest}? "
+                           "(SQLAlchemy no longer takes postgres://)")
+    if dialect.lower() in _SQLITE_SCHEMES and (dialect != "sqlite" or rest and
+                                               not url.startswith("sqlite:///")):
+        if rest.startswith("/"):  # only the scheme's spelling is wrong
+            raise StorageError(f"storage {url}: did you mean sqlite://{rest}?")
+        raise StorageError(f"storage {url}: did you mean sqlite:///{rest}? (three slashes "
+                           "before a relative path, four before an absolute one)")
+
+
+def disk_full(error: BaseException, url: str | None = None) -> str | None:
+    """One line saying the disk is full and where, when `error` or one it came from is a full
+    disk: SQLite's "database or disk is full" (which Optuna reports as "invalid data … e.g.
+    exceeding max length"), PostgreSQL's disk_full (53100), an OSError ENOSPC or EDQUOT (a
+    checkpoint, an artifact). None for any other error. For the CLI's error handler."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        where = None
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = error.filename or _store_place(url)
+        elif isinstance(error, sqlite3.Error) and (
+                getattr(error, "sqlite_errorcode", None) == _SQLITE_FULL
+                or "database or disk is full" in str(error)
+                or "disk I/O error" in str(error) and _free_bytes(url) < 2**20):
+            # A full disk refusing to grow the -wal or -shm file is a "disk I/O error".
+            where = _store_place(url)
+        elif (getattr(error, "pgcode", None) or getattr(error, "sqlstate", None)) == "53100":
+            where = f"the database server's disk ({_store_place(url)})"
+        if where is not None:
+            return (f"the disk is full: cannot write {where}; free some space (or move the "
+                    "store) and run the same command again: finished trials are kept")
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _store_place(url: str | None) -> str:
+    if url and url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        free = _free_bytes(url)
+        return f"{path} ({free / 2**20:.1f} MiB free on its disk)" if free >= 0 else str(path)
+    return url or "the store"
+
+
+def _free_bytes(url: str | None) -> int:
+    """Free bytes on the disk of a SQLite store's folder; -1 when unknown (not SQLite)."""
+    if url and url.startswith("sqlite:///"):
+        with contextlib.suppress(OSError):
+            return shutil.disk_usage(Path(url.removeprefix("sqlite:///")).parent).free
+    return -1
 
 
 def study_names(rdb: optuna.storages.BaseStorage) -> list[str]:

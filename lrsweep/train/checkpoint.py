@@ -6,21 +6,32 @@ that epoch: its weights (in the pack's tensors, at its slot), its curves so far,
 and its sampler state (SGLD). The data order is a function of (seed, epoch) and plain SGD
 keeps no state, and a trial's arithmetic does not depend on its slot or pack-mates, so a
 trial continued in any pack, at any slot, ends with the numbers an uninterrupted run gives.
+
+A file is a header line holding the SHA-256 of the payload that follows it (`torch.save`'s
+bytes): a checkpoint damaged on disk is refused, not trusted, and its trials start over from
+epoch 1 (their numbers depend only on their configs and seeds, so they end as an
+uninterrupted run does; only time is lost). Files written before checksums load as they are.
+A write goes to a temporary file renamed over the checkpoint; a failed one is removed at once,
+and those of killed processes are removed the next time the folder is used.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import io
-import os
 import re
 import threading
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from lrsweep.atomic import remove_orphans, write_atomically
+from lrsweep.names import folder_name
 from lrsweep.train.trials import EpochMetrics, PackState, Resume
 
 
@@ -32,21 +43,49 @@ def state_dict_bytes(state_dict: dict[str, torch.Tensor]) -> bytes:
     return buffer.getvalue()
 
 
+# The header line before a checkpoint's payload; its hex digest follows.
+MAGIC = b"lrsweep-checkpoint sha256="
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written: a full disk (`errno` ENOSPC), a read-only or missing
+    folder. Nothing of the attempt is left on disk and the pack's previous checkpoint is as it
+    was, so the pack may train on (its next epoch's write may succeed) or stop; `filename` is
+    the checkpoint's path."""
+
+    def __str__(self) -> str:
+        return f"cannot write the checkpoint {self.filename}: {self.strerror}"
+
+
+class DamagedCheckpoint(UserWarning):
+    """A checkpoint failed its checksum or could not be read: its trials start over."""
+
+
 @dataclass(frozen=True)
 class Checkpoints:
     """A folder of pack checkpoints, one subfolder a study (the search names it per store)."""
 
     folder: Path
+    # Study folders whose orphaned temporary files this process has removed (once is enough).
+    _swept: set[Path] = field(default_factory=set, init=False, compare=False, repr=False)
 
     def path(self, study: str, pack: str) -> Path:
-        safe = re.sub(r"[^A-Za-z0-9._-]", "_", study)
-        return self.folder / safe / f"{pack}.pt"
+        return self.folder / folder_name(study) / f"{pack}.pt"
+
+    def _path_before_names(self, study: str, pack: str) -> Path | None:
+        """Where a version before names.folder_name kept the checkpoint, if one is there: the
+        same folder for a safe name; for another, its unsafe characters replaced."""
+        older = self.folder / re.sub(r"[^A-Za-z0-9._-]", "_", study) / f"{pack}.pt"
+        try:
+            return older if older != self.path(study, pack) and older.is_file() else None
+        except OSError:  # a name too long for that scheme: nothing could be kept there
+            return None
 
     def save(self, study: str, pack: str, state: PackState) -> None:
         """The pack's slot table, its trials known by their keys (trial ids). Write then
-        rename: a kill leaves the old checkpoint or the new one, never half of one."""
+        rename: a kill leaves the old checkpoint or the new one, never half of one; a failed
+        write leaves the old one and nothing else, and raises CheckpointWriteError."""
         path = self.path(study, pack)
-        path.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         # vars(), not dataclasses.asdict: asdict deep-copies field by field, and a pack of 100
         # trials × 30 epochs spent seconds in it (results/benchmarks/store-cost.py).
@@ -57,18 +96,36 @@ class Checkpoints:
                                      "sampler": r.sampler}
                                for key, r in state.members.items()}},
                    buffer)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        with open(tmp, "wb") as f:
-            f.write(buffer.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        payload = buffer.getbuffer()
+        header = MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._sweep(path.parent)
+            write_atomically(path, header, payload)
+        except OSError as error:
+            raise CheckpointWriteError(error.errno, error.strerror or str(error),
+                                       str(path)) from error
 
     def load(self, study: str, pack: str) -> dict[Any, Resume]:
-        """The pack's last states by trial id; empty when there is none (or it is unreadable:
-        the trials start over rather than the study failing)."""
+        """The pack's last states by trial id; empty when there is none, or when it is damaged
+        (one DamagedCheckpoint warning): the trials start over rather than the study failing
+        or a trial going on from weights no run computed."""
+        path = self.path(study, pack)
+        older = self._path_before_names(study, pack)
+        if older is not None and not path.exists():
+            path = older  # a pack that began before names.folder_name
+        self._sweep(path.parent)
         try:
-            raw: dict[str, Any] = torch.load(self.path(study, pack), map_location="cpu",
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as error:
+            return _start_over(path, f"cannot be read ({error.strerror})")
+        payload = verified_payload(data)
+        if payload is None:
+            return _start_over(path, "fails its checksum (damaged on disk)")
+        try:
+            raw: dict[str, Any] = torch.load(io.BytesIO(payload), map_location="cpu",
                                              weights_only=True)
             members, slots = {}, {}
             # A checkpoint written before slots lists every member in pack order (slot =
@@ -80,13 +137,36 @@ class Checkpoints:
                                       sampler=r.get("sampler"))
                 slots[key] = r.get("slot", position)
             return PackState(raw["layout"], raw["weights"], slots, members).resumes()
-        except FileNotFoundError:
-            return {}
-        except Exception:  # damaged: costs the pack's progress, never the study
-            return {}
+        except Exception as error:  # damaged: costs the pack's progress, never the study
+            return _start_over(path, f"cannot be read ({type(error).__name__})")
 
     def remove(self, study: str, pack: str) -> None:
         self.path(study, pack).unlink(missing_ok=True)
+        older = self._path_before_names(study, pack)
+        if older is not None:
+            older.unlink(missing_ok=True)
+
+    def _sweep(self, folder: Path) -> None:
+        if folder not in self._swept:
+            remove_orphans(folder)
+            self._swept.add(folder)
+
+
+def verified_payload(data: bytes) -> bytes | None:
+    """A checkpoint file's payload, or None when it fails its checksum. A file without the
+    header (written before checksums, or whose header is damaged) is returned whole: torch's
+    own checks are all it has."""
+    if not data.startswith(MAGIC):
+        return data
+    header, _, payload = data.partition(b"\n")
+    digest = hashlib.sha256(payload).hexdigest().encode()
+    return payload if hmac.compare_digest(digest, header[len(MAGIC):]) else None
+
+
+def _start_over(path: Path, why: str) -> dict[Any, Resume]:
+    warnings.warn(f"checkpoint {path} {why}: its trials start over from epoch 1 (with the "
+                  "numbers an uninterrupted run gives)", DamagedCheckpoint, stacklevel=3)
+    return {}
 
 
 class BackgroundWriter:
@@ -97,8 +177,8 @@ class BackgroundWriter:
     states handed over are CPU copies no one changes afterwards, so the thread may take its
     time; a save waits for the one before it, so at most one epoch's write is in flight and
     the file on disk is always a whole epoch, the last or the one before. `wait` ends the
-    write in flight and re-raises its error (a full disk fails the pack as before, one epoch
-    later)."""
+    write in flight and re-raises its error, one epoch later: CheckpointWriteError for a write
+    that failed (a full disk), which left the checkpoint before it on disk and nothing else."""
 
     def __init__(self, checkpoints: Checkpoints, study: str, pack: str) -> None:
         self._checkpoints, self._study, self._pack = checkpoints, study, pack

@@ -118,6 +118,10 @@ def read_idx(path: str | Path) -> torch.Tensor:
     if len(raw) < header:
         raise DataError(f"{path}: the IDX header is cut short")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
+    if _product(shape) == 0:  # nothing to train or test on (and torch cannot view no bytes)
+        what = "images" if ndim == 3 else "labels"
+        raise DataError(f"{path}: holds no {what} (its header gives shape {shape}); the file is "
+                        "empty or damaged")
     expected = header + _product(shape)
     if len(raw) != expected:
         raise DataError(f"{path}: holds {len(raw)} bytes but its header {shape} needs {expected}; "

@@ -20,7 +20,6 @@ to `on_states` (checkpoints), and free slots take new trials from `admit`.
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import Callable, Hashable, Mapping, Sequence
 
 import torch
 
-from lrsweep.outcomes import chance_levels
+from lrsweep.outcomes import chance_levels, loss_bound
 from lrsweep.train import sgld
 from lrsweep.train.data import Splits
 from lrsweep.train.evaluate import calibration, evaluate
@@ -99,6 +98,7 @@ def train_slots(width: int, splits: Splits, admit: Admit, *, on_finish: FinishCa
                                           device=pack.device)
     _fill(pack, slots, admitted, admit, posterior, on_finish)
     chance = chance_levels(splits.classes)
+    bound = loss_bound(splits.classes)
     while any(slots):
         start = time.perf_counter()
         lr, train_loss, train_acc = _train_epoch(pack, splits)
@@ -112,7 +112,7 @@ def train_slots(width: int, splits: Splits, admit: Admit, *, on_finish: FinishCa
                              seconds=seconds,
                              **{key: values[i] for key, values in measured.items()})
             slot.result.epochs.append(m)
-            _judge(slot.result, m, slot.best_train_acc, chance)
+            _judge(slot.result, m, slot.best_train_acc, chance, bound)
             slot.best_train_acc = max(slot.best_train_acc, m.train_acc)
             metrics[slot.key] = m
         pack.advance()
@@ -192,12 +192,13 @@ def _measure(pack: Pack, splits: Splits, posterior: sgld.PosteriorAverage | None
 
 
 def _judge(result: TrialResult, m: EpochMetrics, best_train_acc: float,
-           chance: tuple[float, float]) -> None:
-    """Diverged: a non-finite loss, or back at chance after it had learned."""
+           chance: tuple[float, float], bound: float) -> None:
+    """Diverged: a non-finite loss or one beyond `bound` (outcomes.loss_bound), or back at
+    chance after it had learned."""
     at_chance, learned = chance
     # The train loss is taken before each step; weights the epoch's last step blew up show
-    # only in the evaluation after it (the test NLL is NaN for them).
-    if not (math.isfinite(m.train_loss) and math.isfinite(m.test_nll)):
+    # only in the evaluation after it (the test NLL is NaN or huge for them).
+    if not (m.train_loss <= bound and m.test_nll <= bound):  # NaN compares False
         result.status, result.diverged = "diverged", "nonfinite"
     elif m.train_acc <= at_chance and best_train_acc >= learned:
         result.status, result.diverged = "diverged", "collapsed"

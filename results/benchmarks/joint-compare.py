@@ -18,6 +18,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from lrsweep.report.stats import format_ci, mean_ci
+from lrsweep.store.records import trial_curves
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -33,13 +34,13 @@ def search(url: str) -> list[str]:
         schedule = t.user_attrs.get("schedule", {})
         return schedule.get("lag", 0) + schedule.get("warmup_steps", 0)
 
-    inside = sum(len(t.user_attrs["val_acc"]) - 1 < warmup_end(t) for t in pruned)
+    inside = sum(len(trial_curves(t)["val_acc"]) - 1 < warmup_end(t) for t in pruned)
     by_scheduler = Counter(t.params.get("scheduler") for t in trials
                            if t.state == TrialState.COMPLETE)
     best = study.best_trial
     return [f"trials: {dict(states)}; trial-epochs trained: {epochs}",
             f"pruned: {len(pruned)}, of them inside their own warmup: {inside}; first pruned at "
-            f"epochs {sorted(Counter(len(t.user_attrs['val_acc']) for t in pruned).items())} "
+            f"epochs {sorted(Counter(len(trial_curves(t)['val_acc']) for t in pruned).items())} "
             "(epoch: trials)",
             f"completed by scheduler: {dict(sorted(by_scheduler.items()))}",
             f"best: trial {best.number}, val_acc {best.value:.4f}, {best.params}"]
@@ -53,7 +54,7 @@ def rerun(url: str) -> list[str]:
     done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     lines = []
     for metric in ("val_acc", "test_acc"):
-        values = pd.Series([t.user_attrs[metric][-1] for t in done], dtype=float)
+        values = pd.Series([trial_curves(t)[metric][-1] for t in done], dtype=float)
         mean, ci, n = mean_ci(values)
         lines.append(f"best configuration over {n} fresh seeds: {metric} {format_ci(mean, ci, 4)}"
                      f" (seeds {sorted(t.params.get('seed', t.user_attrs['seed']) for t in done)})")

@@ -19,6 +19,7 @@ while true; do
 done
 .venv/bin/python - "$tmp" "$kills" <<'PY'
 import json, pathlib, sys, optuna
+from lrsweep.store.records import trial_curves
 tmp, kills = pathlib.Path(sys.argv[1]), sys.argv[2]
 def load(db):
     """Each trial by its configuration (its grid point): a trial killed after it was made but
@@ -26,7 +27,7 @@ def load(db):
     uninterrupted run, while every point still runs once with the same curves."""
     study = optuna.load_study(study_name="quickstart", storage=f"sqlite:///{tmp / db}")
     return {json.dumps(t.params, sort_keys=True): (t.number, t.state.name, t.value,
-            [t.user_attrs[k] for k in ("lr", "train_loss", "train_acc", "val_loss", "val_acc",
+            [trial_curves(t)[k] for k in ("lr", "train_loss", "train_acc", "val_loss", "val_acc",
                                         "test_acc")]) for t in study.trials}
 killed, ref = load("killed.db"), load("ref.db")
 states = sorted({s for _, s, *_ in killed.values()})

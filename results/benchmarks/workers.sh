@@ -26,10 +26,11 @@ for n in ${WORKERS:-1 2 3}; do
   trained=$(for i in $(seq 1 "$n"); do grep -c " complete val_acc" "$tmp/$name-$i.log" || true; done | paste -sd+)
   .venv/bin/python - "$name" "$url" "$start" "$end" "$n" "$trained" <<'PY'
 import sys, optuna
+from lrsweep.store.records import trial_curves
 name, url, start, end, n, trained = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5], sys.argv[6]
 study = optuna.load_study(study_name=name, storage=url)
 done = [t for t in study.trials if t.state.name == "COMPLETE"]
-epochs = sum(len(t.user_attrs["lr"]) for t in done)
+epochs = sum(len(trial_curves(t)["lr"]) for t in done)
 print(f"{n} worker(s): {len(done)} trials (per worker: {trained}), {epochs} trial-epochs in "
       f"{end - start:.1f} s = {epochs / (end - start):.2f} trial-epochs/s")
 optuna.delete_study(study_name=name, storage=url)

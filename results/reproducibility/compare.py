@@ -20,6 +20,8 @@ from pathlib import Path
 
 import optuna
 
+from lrsweep.store.records import trial_curves
+
 HERE = Path(__file__).resolve().parent
 STORES = [  # (label, study name, file)
     ("H200, pack of 35", "ex1-fixed-lr", HERE.parent / "ex1-fixed-lr" / "ex1-fixed-lr.db"),
@@ -39,9 +41,9 @@ def finals(name: str, path: Path) -> dict[int, tuple[float, float, int, str]]:
     torch_version = study.user_attrs["versions"]["torch"]
     found = {}
     for t in study.get_trials(states=[optuna.trial.TrialState.COMPLETE]):
-        if set(t.user_attrs["lr"]) == {RATE}:
+        if set(trial_curves(t)["lr"]) == {RATE}:
             found.setdefault(t.user_attrs["seed"], (
-                t.user_attrs["val_acc"][-1], t.user_attrs["test_acc"][-1],
+                trial_curves(t)["val_acc"][-1], trial_curves(t)["test_acc"][-1],
                 t.user_attrs["pack_size"], torch_version))
     return found
 

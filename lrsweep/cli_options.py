@@ -1,0 +1,111 @@
+"""The options of the `lrsweep` commands (`cli.py`), how their help shows them, and the
+command lines they suggest (`suggest`).
+
+Help text is Rich markup: a literal "[default: …]" must be escaped (`default`), or Rich takes
+it for a style and the default silently disappears from --help.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+from typing import Any
+
+import typer
+from typer.core import TyperCommand
+
+
+def default(text: str) -> str:
+    """A default that --help cannot show by itself (it depends on the machine or the study)."""
+    return f"\\[default: {text}]"
+
+
+def suggest(storage: str | None, *words: str) -> str:
+    """A command to paste as is: it names the store the user gave, unless the environment
+    gives it (LRSWEEP_STORAGE), so that a password there stays out of the terminal."""
+    given = storage and storage != os.environ.get("LRSWEEP_STORAGE")
+    return shlex.join(["lrsweep", *words, *(["--storage", storage] if given else [])])
+
+
+class Command(TyperCommand):
+    """A command whose flags (--allow-changed, --all, --help) show no value type: Typer 0.29
+    labels each `<bool>`, which reads as if it took `true` or `false`, and it takes neither."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            _as_flag(param)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _as_flag(super().get_help_option(ctx))
+
+
+def _as_flag(param: Any) -> Any:
+    if getattr(param, "is_flag", False):
+        param.metavar = ""  # shown as the type's column: empty
+    return param
+
+
+Storage = typer.Option(None, "--storage", envvar="LRSWEEP_STORAGE", show_envvar=True,
+                       help="Optuna storage URL " + default("sqlite:///results/lrsweep.db"))
+Device = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:1, …")
+Pack = typer.Option(None, "--pack", help="Trials trained together as one network "
+                                         + default("4 on a CPU, from free memory on a GPU"))
+DataDir = typer.Option(None, "--data-dir", envvar="LRSWEEP_DATA", show_envvar=True,
+                       help="Folder with the four Fashion-MNIST IDX files")
+AllowChanged = typer.Option(False, "--allow-changed",
+                            help="Continue a study whose study file has changed")
+Overrides = typer.Option(
+    [], "--set", metavar="SECTION.KEY=VALUE", show_default=False,
+    help="Override one key of the study file (a TOML value), e.g. --set train.epochs=10 "
+         "--set study.name=ex1-small; repeatable; stored with the study")
+
+# show
+Top = typer.Option(10, "--top", min=1, help="How many trials to list")
+Columns = typer.Option(None, "--columns", metavar="NAME,NAME,…",
+                       help="These columns, in this order (`value` is the metric) "
+                            + default("the metric, the outcome, the parameters that vary"))
+All = typer.Option(False, "--all", help="Every column the table has (those that do not fit "
+                                        "the terminal are named below it)")
+
+# rerun
+RerunTop = typer.Option(3, "--top", min=1, help="How many of the best configurations")
+Seeds = typer.Option(5, "--seeds", min=1, help="Seeds per configuration")
+NewName = typer.Option(None, "--name", help="The new study's name " + default("NAME-best"))
+RerunOut = typer.Option(None, "--out", help="Write the study file here "
+                                            + default("studies/NAME_best.toml"))
+
+# report, export, schedules
+ReportOut = typer.Option(None, "--out", help="Folder " + default("results/NAME/"))
+Trial = typer.Option(None, "--trial", min=0, help="Write this trial's trained weights")
+WeightsOut = typer.Option(None, "--out", help="Where the weights go "
+                                              + default("results/NAME/trial-N.pt"))
+Csv = typer.Option(None, "--csv", help="Write every trial's per-epoch curves here")
+SchedulesOut = typer.Option(Path("results/schedules.png"), "--out", help="Where to write the PNG")
+SchedulesEpochs = typer.Option(30, "--epochs", min=1, help="Epochs to plot")
+
+# bench
+def pack_sizes(packs: str | None) -> list[int] | None:
+    """--packs 1,8,32 as numbers; None when not given."""
+    if not packs:
+        return None
+    try:
+        sizes = [int(p) for p in packs.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise typer.BadParameter(f"--packs {packs!r}: give whole numbers ≥ 1 separated by commas")
+    return sizes
+
+
+Subset = typer.Option(None, "--subset", min=0,
+                      help="Training images; the 10k test images are evaluated each epoch "
+                           + default("all on a GPU, 10000 on a CPU"))
+Packs = typer.Option(None, "--packs", help="Pack sizes, e.g. 1,8,32 "
+                                           + default("1,8,32,128 on a GPU, 1,2,4,8,16,32 on a CPU"))
+BenchEpochs = typer.Option(3, "--epochs", min=1,
+                           help="Epochs per configuration; the first is warm-up")
+Chapter = typer.Option(True, "--chapter/--no-chapter", help="Also time the chapter's own loop")
+BenchOut = typer.Option(None, "--out",
+                        help="JSON record " + default("results/benchmarks/bench-DEVICE-DATE.json"))

@@ -1,0 +1,219 @@
+"""What the terminal shows, read as text at 80 and 120 columns (no screenshots): tables that fit
+without cutting a header, the metric named, a live display that keeps its count and clock, and
+suggested commands that paste as they are."""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from rich.console import Console
+
+from lrsweep import progress, tables
+from lrsweep.cli_options import suggest
+
+REPO = Path(__file__).resolve().parents[1]
+JOINT = REPO / "results" / "joint" / "joint.db"  # committed: 40 trials of four parameters
+EX1 = REPO / "results" / "ex1-fixed-lr" / "ex1-fixed-lr.db"
+
+
+def joint_like(n: int = 12) -> pd.DataFrame:
+    """A frame shaped as report.read.trials_frame makes it for the joint study: conditional
+    parameters, SGLD columns empty in an SGD study, a 30-epoch curve."""
+    rows = []
+    for i in range(n):
+        factor = i % 3 == 1
+        rows.append({"trial": i, "state": "diverged (collapsed)" if i == 5 else "complete",
+                     "value": 0.8 + i / 1000, "scheduler": "factor" if factor else "constant",
+                     "base_lr": 0.1 + i / 97, "warmup_steps": i % 7, "seed": 0,
+                     "train_loss": 0.3, "train_acc": 0.88, "val_loss": 0.4,
+                     "val_acc": 0.8 + i / 1000, "test_acc": 0.85, "test_nll": 0.41,
+                     "test_ece": 0.0293, "avg_test_acc": None, "avg_test_nll": None,
+                     "avg_test_ece": None, "val_acc_curve": [0.1 + e / 40 for e in range(30)],
+                     "classes": 10, "epochs": 30, "seconds": 28.15,
+                     "factor": 0.87 if factor else None, "exponent": None})
+    frame = pd.DataFrame(rows)
+    frame.attrs["direction"] = "maximize"
+    return frame
+
+
+def render(renderable, width: int) -> list[str]:
+    buffer = io.StringIO()
+    Console(file=buffer, width=width, force_terminal=False).print(renderable)
+    return buffer.getvalue().splitlines()
+
+
+def header(lines: list[str]) -> list[str]:
+    """The header row's names (the row above the rule)."""
+    rule = next(i for i, line in enumerate(lines) if set(line.strip()) == {"─"})
+    return lines[rule - 1].split()
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_trials_table_fits_and_names_the_metric(width):
+    console = Console(width=width, file=io.StringIO())
+    fitted = tables.trials(joint_like(), "joint: top 10", 10, console, metric="val_acc")
+    lines = render(fitted.table, width)
+    assert max(map(len, lines)) <= width
+    names = header(lines)
+    # The default: trial, metric, outcome, the parameters that vary; never the seed that does not.
+    assert names == ["trial", "state", "val_acc", "scheduler", "base_lr", "warmup_steps",
+                     "factor"]
+    assert "value" not in names and "…" not in " ".join(lines)
+    note = tables.not_shown(fitted, width, dropped_how="pick", hidden_how="--all")
+    assert note.startswith("not shown: seed, train_loss") and len(note) <= width
+    assert "avg_test_acc" not in note  # empty in every shown trial: nothing to see
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_all_columns_drop_whole_columns_never_letters(width):
+    console = Console(width=width, file=io.StringIO())
+    fitted = tables.trials(joint_like(), "t", 10, console, metric="val_acc", show_all=True)
+    lines = render(fitted.table, width)
+    assert max(map(len, lines)) <= width
+    names = header(lines)
+    assert all(len(name) > 2 for name in names) and names[:3] == ["trial", "state", "val_acc"]
+    assert fitted.dropped and not set(fitted.dropped) & set(names)
+    assert set(names) | set(fitted.dropped) == {
+        "trial", "state", "val_acc", "scheduler", "base_lr", "warmup_steps", "seed",
+        "train_loss", "train_acc", "val_loss", "test_acc", "test_nll", "test_ece", "epochs",
+        "seconds", "factor", "val_acc_curve"}
+    note = tables.not_shown(fitted, width, dropped_how="pick with --columns", hidden_how="")
+    assert note.startswith(f"no room for: {fitted.dropped[0]}") and len(note) <= width
+
+
+def test_wider_terminal_shows_more_columns():
+    shown = {w: len(header(render(tables.trials(joint_like(), "t", 10, Console(
+        width=w, file=io.StringIO()), metric="val_acc", show_all=True).table, w)))
+        for w in (80, 120, 250)}
+    assert shown[80] < shown[120] < shown[250] == 17
+
+
+def test_chosen_columns_in_their_order_and_unknown_ones_named():
+    console = Console(width=80, file=io.StringIO())
+    fitted = tables.trials(joint_like(), "t", 3, console, metric="val_acc",
+                           columns=["test_acc", "value", "trial"])
+    assert header(render(fitted.table, 80)) == ["test_acc", "val_acc", "trial"]
+    with pytest.raises(tables.UnknownColumn, match="no column 'lr'.*base_lr"):
+        tables.trials(joint_like(), "t", 3, console, metric="val_acc", columns=["lr"])
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_studies_table_names_metric_and_keeps_the_date(width):
+    frame = pd.DataFrame([{"study": "ex2-decay-exponent", "complete": 70, "pruned": 0,
+                           "failed": 0, "running": 0, "diverged": 2, "best": 0.90658,
+                           "direction": "maximize", "last": "2026-11-29 21:48:07.123"},
+                          {"study": "loss", "complete": 3, "pruned": 1, "failed": 1,
+                           "running": 0, "diverged": 0, "best": 0.25, "direction": "minimize",
+                           "last": None}])
+    console = Console(width=width, file=io.StringIO())
+    fitted = tables.studies(frame, "sqlite:///results/lrsweep.db",
+                            {"ex2-decay-exponent": "val_acc", "loss": "val_loss"}, console)
+    text = render(fitted.table, width)
+    assert max(map(len, text)) <= width
+    assert "val_acc 0.9066 (max)" in text[3] and "2026-11-29 21:48" in text[3]
+    assert "val_loss 0.25 (min)" in text[4]
+    names = header(text)
+    # By priority: the counts least asked for go first when there is no room.
+    assert names == {80: ["study", "complete", "pruned", "best", "last", "started"],
+                     120: ["study", "complete", "pruned", "failed", "diverged", "best", "last",
+                           "started"]}[width]
+    assert fitted.dropped == {80: ["failed", "diverged"], 120: []}[width]
+    assert fitted.hidden == ["running"]  # 0 for every study
+
+
+@pytest.mark.parametrize("width", [60, 80, 120])
+def test_live_display_keeps_count_and_clock(width):
+    view = progress.LiveView()
+    view.total, view.done, view.best = 40, 13, 0.8652
+    view.started = time.monotonic() - 312
+    view.epoch, view.epochs = 3, 30
+    view.slots = "trial 7 epoch 9/30, trials 12–19 epoch 3/30"
+    view.summary = "val_acc 0.5200–0.5900 (best: trial 19), 8 training (1.5 s)"
+    lines = render(view, width)
+    assert len(lines) == 2 and max(map(len, lines)) <= width
+    assert re.match(r"trials ━+─+ 13/40 0:05:12 best 0\.8652$", lines[0])
+    assert re.match(r"epoch  ━+─+ 3/30  trial 7 epoch 9/30", lines[1])
+    assert lines[0].index("13/40") == lines[1].index("3/30")  # the bars line up
+    if width >= 120:
+        assert "epoch 3/30: val_acc 0.5200" in lines[1]
+
+
+def test_live_display_narrower_than_60_still_counts():
+    view = progress.LiveView()
+    view.total, view.done = 40, 13
+    view.started = time.monotonic() - 5
+    lines = render(view, 30)
+    assert lines == ["trials 13/40 0:00:05 best –"]
+    assert render(view, 14) == ["13/40 0:00:05"]
+
+
+def test_suggested_commands_carry_the_storage(monkeypatch):
+    monkeypatch.delenv("LRSWEEP_STORAGE", raising=False)
+    assert suggest(None, "report", "joint") == "lrsweep report joint"
+    assert suggest("sqlite:///a b.db", "report", "x") == "lrsweep report x --storage 'sqlite:///a b.db'"
+    monkeypatch.setenv("LRSWEEP_STORAGE", "postgresql://u:secret@h/db")  # pastes in this shell
+    assert suggest("postgresql://u:secret@h/db", "report", "x") == "lrsweep report x"
+
+
+@pytest.fixture
+def stores(tmp_path):
+    """Copies of two committed stores (readers must never touch results/)."""
+    if not (JOINT.is_file() and EX1.is_file()):
+        pytest.skip("the committed stores are not in this checkout")
+    shutil.copy(JOINT, tmp_path / "joint.db")
+    shutil.copy(EX1, tmp_path / "ex1.db")
+    return {"joint": f"sqlite:///{tmp_path / 'joint.db'}", "ex1": f"sqlite:///{tmp_path / 'ex1.db'}"}
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_show_and_ls_fit_the_terminal(lrsweep_cli, stores, monkeypatch, width):
+    monkeypatch.setenv("COLUMNS", str(width))
+    shown = lrsweep_cli("show", "joint", "--storage", stores["joint"])
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    # All but the suggested command, one line the terminal wraps (so that it pastes whole).
+    assert max(len(line) for line in lines if not line.startswith("no report yet")) <= width
+    assert header(lines)[:5] == ["trial", "state", "val_acc", "scheduler", "base_lr"]
+    assert f"no report yet: lrsweep report joint --storage {stores['joint']}" in lines
+    listed = lrsweep_cli("ls", "--storage", stores["joint"])
+    assert listed.returncode == 0 and max(map(len, listed.stdout.splitlines())) <= width
+    assert re.search(r"joint +18 +22 +2 +val_acc 0\.8652 \(max\) +2026-11-21 15:17 ", listed.stdout)
+
+
+def test_unknown_column_is_one_line_exit_2(lrsweep_cli, stores):
+    proc = lrsweep_cli("show", "joint", "--storage", stores["joint"], "--columns", "trial,lr")
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1
+    assert "no column 'lr'" in proc.stderr and "base_lr" in proc.stderr
+    both = lrsweep_cli("show", "joint", "--storage", stores["joint"], "--all", "--columns", "seed")
+    assert both.returncode == 2 and both.stderr.startswith("lrsweep: error: --all and --columns")
+
+
+def test_rerun_suggests_commands_that_paste(lrsweep_cli, stores, tmp_path):
+    proc = lrsweep_cli("rerun", "ex1-fixed-lr", "--storage", stores["ex1"], "--out", "best.toml")
+    assert proc.returncode == 0, proc.stderr
+    assert f"`lrsweep run best.toml --storage {stores['ex1']}`" in proc.stdout
+    assert f"`lrsweep report ex1-fixed-lr-best --storage {stores['ex1']}`" in proc.stdout
+
+
+def test_help_shows_defaults_and_flags_as_flags(lrsweep_cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    text = lrsweep_cli("run", "--help").stdout
+    assert "[default: sqlite:///results/lrsweep.db]" in text
+    assert "[default: 4 on a CPU, from free memory on a GPU]" in text
+    assert "<bool>" not in text and re.search(r"--allow-changed +Continue", text)
+    bench = lrsweep_cli("bench", "--help").stdout
+    assert "[default: all on a GPU, 10000 on a CPU]" in bench and "<bool>" not in bench
+
+
+def test_export_from_a_store_without_its_artifacts(lrsweep_cli, stores, tmp_path):
+    """The committed stores travel without their weights: one line, exit 2, no folder."""
+    proc = lrsweep_cli("export", "ex1-fixed-lr", "--storage", stores["ex1"], "--trial", "0")
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert "artifact" in proc.stderr.lower() and "ArtifactNotFound" not in proc.stderr
+    assert not (tmp_path / "results").exists()
