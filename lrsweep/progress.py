@@ -51,7 +51,8 @@ class PlainProgress(Progress):
         self._print(f"trial {number} was interrupted: continuing from {where}")
 
     def stopping(self) -> None:
-        self._print("Ctrl-C: stopping once this epoch is checkpointed (Ctrl-C again: now)")
+        self._print("Ctrl-C: stopping at the next safe point, the epoch in flight checkpointed "
+                    "(Ctrl-C again: now)")
 
     def waiting(self, running: int) -> None:
         if running != self._waiting_for:  # once per change, not once per poll

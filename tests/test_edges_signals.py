@@ -248,3 +248,23 @@ def test_told_trials_are_no_longer_heartbeaten(tmp_path, fashion_dir, monkeypatc
     study = run(tmp_path, fashion_dir, text, pack=1)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     assert beaten_finished == []
+
+
+def test_a_full_store_while_a_pack_trains_stops_it_resumable_not_failed():
+    # What ends a pack decides its trials' fate: a signal, a file not written and a full
+    # store leave them resumable (interrupt.resumable); anything else is a crash (FAIL).
+    import sqlite3
+    from lrsweep.search.interrupt import NotWritten, StoreFull, resumable
+    stop = KeyboardInterrupt()
+    assert resumable(stop) is stop
+    unwritten = NotWritten("the checkpoint", OSError(28, "No space left on device"))
+    assert resumable(unwritten) is unwritten
+    try:  # as Optuna raises it: SQLite's error as the cause of its own
+        try:
+            raise sqlite3.OperationalError("database or disk is full")
+        except sqlite3.OperationalError as cause:
+            raise RuntimeError("invalid data ... exceeding max length") from cause
+    except RuntimeError as full:
+        assert isinstance(resumable(full), StoreFull)
+        assert "the disk is full" in str(resumable(full))
+    assert resumable(RuntimeError("a bug")) is None

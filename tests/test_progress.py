@@ -44,7 +44,7 @@ def test_display_shows_progress_and_best(terminal):
     assert "trial 0 was interrupted: continuing from its checkpoint after epoch 2" in text
     assert "trial 1 complete val_acc 0.5000" in text and "[2/3 done, best 0.5]" in text
     assert "trial 2 pruned" in text and "[3/3 done" in text
-    assert "Ctrl-C: stopping once this epoch is checkpointed" in text
+    assert "Ctrl-C: stopping at the next safe point, the epoch in flight checkpointed" in text
     assert "trial 3 started: scheduler=sqrt" in text
     if not terminal:
         assert "trials 1–2 epoch 2/2: val_acc 0.5000–0.6000 (best: trial 2)" in text

@@ -50,7 +50,9 @@ def fixed_rate(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | Non
         "train − test gap": [pm_row(r, "gap") for _, r in table.iterrows()],
         "peak val_acc": [pm_row(r, "peak_val_acc") for _, r in table.iterrows()],
         "peak epoch": [f"{r['peak_epoch_mean'] + 1:.1f}" for _, r in table.iterrows()]})
-    figure = _fixed_rate_figure(table, rows, metric, chance(done)[1], folder)
+    # Rates at which some seed learned: its best epoch above chance.
+    learned = sorted(done.loc[done["peak_val_acc"] > chance(done)[1], "base_lr"].unique())
+    figure = _fixed_rate_figure(table, rows, metric, learned, folder)
     return Section("Exercise 1: a fixed learning rate", [text], shown, [figure])
 
 
@@ -81,8 +83,9 @@ def _answer(table: pd.DataFrame, healthy: pd.DataFrame, best: pd.Series, done: p
     guess, at_chance = chance(done)
     stuck = table[table["never_learned"] == table["n"]]
     if len(stuck):
+        highest = done.loc[done["base_lr"].isin(stuck["base_lr"]), "peak_val_acc"].max()
         text += (" At η = " + ", ".join(f"{r:g}" for r in stuck["base_lr"]) + " no seed "
-                 f"learns: {metric} never rises above {stuck['peak_val_acc_mean'].max():.3f} "
+                 f"learns: no seed's {metric} ever rises above {highest:.3f} "
                  f"(chance is {guess:.3f}).")
     early = min(4, last)
     gap_early = rows[(rows["base_lr"] == rate) & (rows["epoch"] == early)]["gap"]
@@ -99,7 +102,7 @@ def _answer(table: pd.DataFrame, healthy: pd.DataFrame, best: pd.Series, done: p
             "fixed rate gives at this scale."))
 
 
-def _fixed_rate_figure(table, rows, metric, at_chance, folder) -> Path:
+def _fixed_rate_figure(table, rows, metric, learned, folder) -> Path:
     plt, _ = plotting()
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
     for name in dict.fromkeys([metric, "test_acc", "train_acc"]):
@@ -109,7 +112,6 @@ def _fixed_rate_figure(table, rows, metric, at_chance, folder) -> Path:
     left.set(xscale="log", xlabel="learning rate (constant)", ylabel="final accuracy",
              ylim=(0, 1), title="final accuracy vs rate (mean, 95% t-interval over seeds)")
     left.legend()
-    learned = sorted(table.loc[table["peak_val_acc_mean"] > at_chance, "base_lr"])
     # Every seed of the rates at which some seed learned; a failed one at the value it reached.
     shown = carry_forward(rows[rows["base_lr"].isin(learned)], ["gap"])
     mean_band(right, shown, "gap", "base_lr", learned, label=lambda r: f"η = {r:g}")

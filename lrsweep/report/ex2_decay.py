@@ -73,7 +73,8 @@ def _steps_to_constant(done, rows, keys, table, steps) -> list[str]:
     cells = []
     for _, row in table.iterrows():
         same = done[done["scheduler"] == row["scheduler"]] if "scheduler" in keys else done
-        goal = same.loc[same["exponent"] == 0, "train_loss"].mean()
+        losses = pd.to_numeric(same.loc[same["exponent"] == 0, "train_loss"], errors="coerce")
+        goal = losses[losses.abs() != math.inf].mean()  # a failed seed's infinite loss out
         mine = rows
         for key in keys:
             mine = mine[mine[key] == row[key]]

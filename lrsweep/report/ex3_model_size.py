@@ -10,6 +10,7 @@ import pandas as pd
 
 from lrsweep.report.figures import clipped_err, plotting, save
 from lrsweep.report.outcome_counts import failed_text
+from lrsweep.report.paired import seed_values
 from lrsweep.report.sections import Section, by_config, pm_row, varies
 from lrsweep.report.stats import finished, format_ci, lower_is_better, mean_ci
 from lrsweep.search.spec import StudySpec
@@ -45,14 +46,16 @@ def model_size(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | Non
         if cosine.empty or others.empty:
             continue
         cosine, rival = cosine.iloc[0], others.iloc[0]
-        lead = (_seed_values(done, model, cosine, rate_key)
-                - _seed_values(done, model, rival, rate_key)).dropna()
+        keys = ["model", "scheduler", *rate_key]
+        lead = (seed_values(done, keys, cosine, "test_acc")
+                - seed_values(done, keys, rival, "test_acc")).dropna()
         leads[model] = lead
         mean, ci, n = mean_ci(lead)
         size = f"{sizes[model]:,} parameters" if sizes[model] else "parameters not recorded"
         lines.append(f"{_model_name(model)} ({size}): cosine "
                      f"{pm_row(cosine, 'test_acc')} vs {rival['scheduler']} "
-                     f"{pm_row(rival, 'test_acc')}, lead {format_ci(mean, ci)} (n = {n})")
+                     f"{pm_row(rival, 'test_acc')}, lead {format_ci(mean, ci, bounds=(-1, 1))} "
+                     f"(n = {n})")
         for _, row in mine.iterrows():
             rows.append({"model": model, "scheduler": row["scheduler"],
                          **({"best base_lr": f"{row['base_lr']:g}"} if rate_key else {}),
@@ -106,15 +109,6 @@ def parameter_count(done: pd.DataFrame, model: str) -> int | None:
 
 def _model_name(model: str) -> str:
     return {"lenet": "LeNet", "resnet18": "ResNet-18"}.get(model, model)
-
-
-def _seed_values(done: pd.DataFrame, model: str, config: pd.Series, rate_key: list[str]
-                 ) -> pd.Series:
-    """Test accuracy by seed of one (model, scheduler, rate) configuration."""
-    mask = (done["model"] == model) & (done["scheduler"] == config["scheduler"])
-    for key in rate_key:
-        mask &= done[key] == config[key]
-    return done[mask].groupby("seed")["test_acc"].mean()
 
 
 def _model_size_figure(tuned, models, folder) -> Path:

@@ -41,7 +41,7 @@ class Paired:
         """"paired by seed, Δ val_acc +0.013 ± 0.004 (n = 3): the seeds separate them"."""
         if self.n == 0:
             return "no seed in common: they cannot be compared seed by seed"
-        if math.isinf(self.mean):
+        if math.isinf(self.mean) or math.isnan(self.mean):  # an infinite loss on some seed
             return f"paired by seed (n = {self.n}): one of them failed where the other did not"
         if self.separated is None:
             return f"one seed in common (Δ {metric} {self.mean:+.3f}): no interval"

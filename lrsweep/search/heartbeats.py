@@ -31,7 +31,9 @@ def _clock() -> tuple[float, float]:
 
 def _since(then: tuple[float, float]) -> float:
     now = _clock()
-    return max(now[0] - then[0], now[1] - then[1])  # a wall clock set back counts no less
+    if hasattr(time, "CLOCK_BOOTTIME"):  # counts suspend; the wall clock would only add an
+        return now[0] - then[0]          # NTP step forward, a false lapse
+    return max(now[0] - then[0], now[1] - then[1])  # elsewhere the wall clock sees a sleep
 
 
 class Leases:
@@ -96,6 +98,11 @@ class Leases:
                 began = _clock()
                 try:
                     record_heartbeats(self._study, list(self._beating))
+                    if _since(self._renewed) > LAPSE_SECONDS:
+                        # The write itself outlasted the margin (a store locked for long):
+                        # another worker may have taken the trials over meanwhile.
+                        self._silent = _since(self._renewed)
+                        return
                     self._renewed, self._failing = began, False
                 except Exception as error:
                     # A locked SQLite file, a PostgreSQL reconnect: the next beat tries again

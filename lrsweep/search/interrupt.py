@@ -5,11 +5,12 @@ leases lapsed drops its trials and goes on."""
 
 from __future__ import annotations
 
+import errno
 import signal
 import threading
 from typing import TYPE_CHECKING, Any
 
-from lrsweep.store.storage import GRACE_SECONDS
+from lrsweep.store.storage import GRACE_SECONDS, disk_full
 
 if TYPE_CHECKING:
     from lrsweep.search.pack_run import Progress
@@ -29,9 +30,26 @@ class NotWritten(StoppedResumable):
     def __init__(self, what: str, error: OSError) -> None:
         why = error.strerror or str(error)
         where = f" ({error.filename})" if error.filename else ""
+        fix = ("free space" if error.errno in (errno.ENOSPC, errno.EDQUOT)
+               else "make the folder writable (or point LRSWEEP_CHECKPOINTS elsewhere)")
         super().__init__(f"{what} could not be written: {why}{where}; its trials stay "
-                         "running, to be continued from their last checkpoint: free space, "
+                         f"running, to be continued from their last checkpoint: {fix}, "
                          "then run the same command again")
+
+
+class StoreFull(StoppedResumable):
+    """The store's disk filled up while a pack trained: its trials stay running, resumable from
+    the pack's last checkpoint, rather than failed."""
+
+
+def resumable(error: BaseException) -> BaseException | None:
+    """What to stop with, leases handed back and the trials resumable, when `error` ends a
+    pack: a signal or a StoppedResumable as it is, a full store as StoreFull; None for a
+    crash (the pack's trials fail)."""
+    if isinstance(error, (KeyboardInterrupt, StoppedResumable)):
+        return error
+    full = disk_full(error) if isinstance(error, Exception) else None
+    return StoreFull(full) if full else None
 
 
 class LeaseLapsed(Exception):
@@ -47,7 +65,8 @@ class LeaseLapsed(Exception):
 
 
 class Interrupted(KeyboardInterrupt):
-    """A stop asked by a signal: handled as Ctrl-C is (the command exits 130)."""
+    """A stop asked by a signal: handled as Ctrl-C is (the command exits 130, or 143 after
+    SIGTERM)."""
 
 
 class StopAfterEpoch:
@@ -83,5 +102,5 @@ class StopAfterEpoch:
         if signum == signal.SIGINT:
             self._progress.stopping()
         else:
-            self._progress.note(f"{self.requested}: stopping once this epoch is checkpointed, "
+            self._progress.note(f"{self.requested}: stopping at the next safe point, "
                                 "its trials handed back to be continued (again: now)")

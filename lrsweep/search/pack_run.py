@@ -3,10 +3,9 @@
 every trial told so far), their epochs reported to the pruner in lockstep, each trial stored
 and told as it leaves its slot, and the slot table checkpointed after every epoch.
 
-A pack stops with its trials resumable (leases handed back, checkpoint kept) on a signal
-(`interrupt`) and on a checkpoint or weights file it cannot write (a full disk); it drops its
-trials, untold, when its leases lapsed (`interrupt.LeaseLapsed`) or another worker finished
-one of them.
+A pack stops with its trials resumable (leases handed back, checkpoint kept) on a signal, a
+file it cannot write or a full store (`interrupt.resumable`); it drops its trials, untold,
+when its leases lapsed (`interrupt.LeaseLapsed`) or another worker finished one of them.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from optuna.trial import TrialState
 
 from lrsweep.search.ask import ask_pack
 from lrsweep.search.heartbeats import Leases
-from lrsweep.search.interrupt import LeaseLapsed, NotWritten, StopAfterEpoch, StoppedResumable
+from lrsweep.search.interrupt import LeaseLapsed, NotWritten, StopAfterEpoch, resumable
 from lrsweep.search.pruning import judge, judged_from
 from lrsweep.search.sampling import in_flight
 from lrsweep.search.space import suggest, trial_config
@@ -278,20 +277,21 @@ class PackRun:
         try:
             engine.train_slots(width, self.work.splits, self.admit, on_finish=self.on_finish,
                                on_epoch=self.on_epoch, on_states=on_states)
-        except (KeyboardInterrupt, StoppedResumable):
-            # A second signal mid-epoch, or a write failed: the last epoch's write still lands
-            # (should it fail, the epoch before it is on disk); the next run continues there.
+        except BaseException as error:
+            stop = resumable(error)
+            if stop is None:  # a crash: the pack's trials fail, and a re-run trains them anew
+                for trial in [*(e.trial for e in [*self.slots.values(), *self.waiting]),
+                              *self.deferred]:
+                    self.work.study.tell(trial, state=TrialState.FAIL)
+                self.checkpoint.remove()
+                raise
+            # A second signal mid-epoch, a write failed, the store's disk is full: the last
+            # epoch's write still lands (should it fail, the epoch before it is on disk).
             with contextlib.suppress(Exception):
                 self.checkpoint.wait()
-            raise
-        except BaseException:
-            # A crash is no interruption: the pack's trials fail, and a re-run trains them anew.
-            for entry in [*self.slots.values(), *self.waiting]:
-                self.work.study.tell(entry.trial, state=TrialState.FAIL)
-            for trial in self.deferred:
-                self.work.study.tell(trial, state=TrialState.FAIL)
-            self.checkpoint.remove()
-            raise
+            if stop is error:
+                raise
+            raise stop from error
         with contextlib.suppress(Exception):
             self.checkpoint.wait()  # every trial has left: a failed last write is moot
         if self.lapsed is not None:
