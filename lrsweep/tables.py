@@ -59,6 +59,9 @@ def trials(frame: Any, title: str, top: int, console: Console, *, metric: str = 
     """The `top` best trials, best first. By default the trial, its objective (headed by the
     metric's name), its outcome and the parameters that vary; `show_all` every column,
     `columns` those named, in that order."""
+    if "outcome" not in frame.columns and len(frame):  # a store from before outcomes
+        from lrsweep.report.outcome_counts import outcome_column
+        frame = frame.assign(outcome=outcome_column(frame)).__finalize__(frame)
     ranked = frame.assign(_missing=frame["value"].isna()).sort_values(
         ["_missing", "value"], ascending=[True, frame.attrs.get("direction") == "minimize"])
     shown = ranked.head(top)
@@ -119,6 +122,9 @@ def _default(frame: Any, metric: str, filled: list[str]) -> list[str]:
     from lrsweep.report.read import TRIAL_COLUMNS
     varying = [p for p in [*parameters(frame, TRIAL_COLUMNS), "seed"] if p in frame.columns
                and frame[p].astype(str).nunique(dropna=False) > 1]
+    # The outcome where the state does not say it: a complete trial that never learned.
+    if "outcome" in frame.columns and (frame["outcome"] == "never learned").any():
+        varying.append("outcome")
     return [c for c in filled if c in ("trial", "state", metric, *varying)]
 
 

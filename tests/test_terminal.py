@@ -82,7 +82,7 @@ def test_all_columns_drop_whole_columns_never_letters(width):
     assert set(names) | set(fitted.dropped) == {
         "trial", "state", "val_acc", "scheduler", "base_lr", "warmup_steps", "seed",
         "train_loss", "train_acc", "val_loss", "test_acc", "test_nll", "test_ece", "epochs",
-        "seconds", "factor", "val_acc_curve"}
+        "seconds", "factor", "val_acc_curve", "outcome"}
     note = tables.not_shown(fitted, width, dropped_how="pick with --columns", hidden_how="")
     assert note.startswith(f"no room for: {fitted.dropped[0]}") and len(note) <= width
 
@@ -91,7 +91,7 @@ def test_wider_terminal_shows_more_columns():
     shown = {w: len(header(render(tables.trials(joint_like(), "t", 10, Console(
         width=w, file=io.StringIO()), metric="val_acc", show_all=True).table, w)))
         for w in (80, 120, 250)}
-    assert shown[80] < shown[120] < shown[250] == 17
+    assert shown[80] < shown[120] < shown[250] == 18
 
 
 def test_chosen_columns_in_their_order_and_unknown_ones_named():
@@ -217,3 +217,18 @@ def test_export_from_a_store_without_its_artifacts(lrsweep_cli, stores, tmp_path
     assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
     assert "artifact" in proc.stderr.lower() and "ArtifactNotFound" not in proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_a_trial_that_never_learned_shows_its_outcome():
+    # "complete" says nothing of a trial that ended at chance: the outcome column appears
+    # when some trial never learned (derived from its last train accuracy in older stores).
+    frame = joint_like()
+    frame.loc[3, "train_acc"] = 0.1
+    fitted = tables.trials(frame, "joint: top 12", 12, Console(width=120, file=io.StringIO()),
+                           metric="val_acc")
+    lines = render(fitted.table, 120)
+    assert "outcome" in header(lines)
+    assert any("never learned" in line for line in lines)
+    plain = tables.trials(joint_like(), "joint: top 12", 12,
+                          Console(width=120, file=io.StringIO()), metric="val_acc")
+    assert "outcome" not in header(render(plain.table, 120))

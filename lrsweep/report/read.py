@@ -69,8 +69,8 @@ def trials_frame(name: str, url: str, *, study: optuna.Study | None = None) -> p
     return frame
 
 
-TRIAL_COLUMNS = ("trial", "state", "value", "seed", *FINAL_CURVES, "val_acc_curve", "classes",
-                 "epochs", "seconds")
+TRIAL_COLUMNS = ("trial", "state", "outcome", "value", "seed", *FINAL_CURVES, "val_acc_curve",
+                 "classes", "epochs", "seconds")
 
 
 def curves_frame(name: str, url: str, *, study: optuna.Study | None = None) -> pd.DataFrame:
