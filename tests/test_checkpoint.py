@@ -42,9 +42,11 @@ def test_round_trip_keeps_weights_curves_and_status(tmp_path, pack):
     members = {7: Resume(None, curve(2)), 8: Resume(lenet(5).state_dict(), curve(1)),
                9: Resume(None, curve(2), "diverged", "collapsed")}
     ckpts.save("my study/1", "pack-7", PackState(net.LAYOUT, net.pack_state(), {7: 0, 9: 2},
-                                                 members))
+                                                 members, 3))
     back = ckpts.load("my study/1", "pack-7")
     assert list(back) == [7, 8, 9]
+    # where each trained, so that a takeover rebuilds the pack as it was
+    assert [(back[k].slot, back[k].width) for k in (7, 8, 9)] == [(0, 3), (None, 3), (2, 3)]
     assert back[7].epochs == curve(2) and back[8].epochs == curve(1)
     assert (back[9].status, back[9].diverged) == ("diverged", "collapsed")
     for trial_id, seed in ((7, 0), (8, 5), (9, 2)):

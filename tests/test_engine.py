@@ -675,3 +675,39 @@ def test_more_trials_than_free_slots_are_refused(two_steps):
         engine.train_slots(2, two_steps, lambda n: [engine.Admission(i, config(epochs=1))
                                                     for i in range(3)],
                            on_finish=lambda key, result: None)
+
+
+# --- a pack taken over is rebuilt as it was ---------------------------------------------------
+
+def test_continued_trials_take_the_slots_they_trained_in():
+    def admission(key, slot=None):
+        resume = engine.Resume(None, [], slot=slot) if slot is not None else None
+        return engine.Admission(key, config(), resume)
+    # a continued trial its own slot, when free; the others the free slots left, in order
+    assert engine._places([0, 1, 2, 3], [admission("a", 2), admission("b"),
+                                         admission("c", 0)]) == [2, 1, 0]
+    # its slot taken (or two naming one): the first free slot left
+    assert engine._places([1, 3], [admission("a", 0), admission("b", 3)]) == [1, 3]
+    assert engine._places([0, 1], [admission("a", 1), admission("b", 1)]) == [1, 0]
+
+
+def test_a_pack_continued_from_its_slot_table_puts_each_trial_back_in_its_slot(
+        two_steps, monkeypatch):
+    # Four trials train an epoch; the slot table of that epoch is continued with the
+    # admissions in another order: each trial goes back to its slot, in a pack as wide.
+    configs = [config(seed=s, epochs=2, base_lr=0.05 * (s + 1)) for s in range(4)]
+    states = []
+    given = iter([[engine.Admission(k, c) for k, c in enumerate(configs)]])
+    engine.train_slots(4, two_steps, lambda n: next(given, []), on_finish=lambda k, r: None,
+                       on_epoch=lambda m: [], on_states=states.append)
+    first = states[0]
+    placed = {}
+    load = pack.Pack.load
+    monkeypatch.setattr(pack.Pack, "load", lambda self, i, c, r=None: (
+        placed.__setitem__(c.seed, (i, self.width)), load(self, i, c, r))[1])
+    resumes = first.resumes()
+    order = [3, 1, 0, 2]
+    given = iter([[engine.Admission(k, configs[k], resumes[k]) for k in order]])
+    engine.train_slots(first.width, two_steps, lambda n: next(given, []),
+                       on_finish=lambda k, r: None, on_epoch=lambda m: [])
+    assert placed == {k: (first.slots[k], 4) for k in range(4)}

@@ -173,8 +173,11 @@ TURNOVER = study_toml("crash", scheduler='"constant"', base_lr="[0.1, 10000.0, 0
 
 def by_rate(tmp_path, store):
     study = optuna.load_study(study_name="crash", storage=f"sqlite:///{tmp_path / store}")
+    # pack_size: the width of the pack it trained in, which a takeover rebuilds as it was
+    # (on a GPU a trial's rounding depends on it), asking into it as the pack would have.
     return study, {t.params["base_lr"]: (t.number, t.state, t.value, trial_curves(t)["val_acc"],
-                                         trial_curves(t)["train_loss"], t.user_attrs["status"])
+                                         trial_curves(t)["train_loss"], t.user_attrs["status"],
+                                         t.user_attrs["pack_size"])
                    for t in study.trials}
 
 

@@ -114,10 +114,14 @@ def _turn(work: Work) -> int | None:
     # First the trials of dead processes (or of our own Ctrl-C), from their checkpoints.
     claimed = claim_stale_trials(study, PACK_ATTR)
     if claimed:
+        asked = 0
         with Leases(study, claimed) as leases:
             for name, trials, resumes in resume_groups(work, claimed, work.size, work.looped):
-                PackRun(work, leases, name=name, waiting=list(zip(trials, resumes))).run()
-        return 0
+                # Asking as the pack did, its freed slots take new trials when they would have:
+                # the pack goes on as an uninterrupted run's would.
+                asked += _train_packs(work, leases, PackRun(
+                    work, leases, name=name, waiting=list(zip(trials, resumes)), asking=True))
+        return asked
     done, running = count(study, DONE), count(study, (TrialState.RUNNING,))
     progress.study_done(done)
     if done + running >= spec.study.trials:
@@ -134,15 +138,20 @@ def _turn(work: Work) -> int | None:
 def _ask_and_train(work: Work) -> int:
     """Packs that ask their trials as their slots free up, until the total is reached.
     Returns how many trials they asked."""
-    asked = 0
     with Leases(work.study, []) as leases:
-        deferred: list[optuna.Trial] = []
-        while True:  # trials of another kind than their pack's make the next pack
-            packed = PackRun(work, leases, waiting=[(t, None) for t in deferred], asking=True)
-            deferred = packed.run()
-            asked += packed.asked
-            if not deferred:
-                return asked
+        return _train_packs(work, leases, PackRun(work, leases, asking=True))
+
+
+def _train_packs(work: Work, leases: Leases, pack: PackRun) -> int:
+    """`pack`, then packs of the trials it asked of another kind than its own. Returns how
+    many trials they asked."""
+    asked = 0
+    while True:
+        deferred = pack.run()
+        asked += pack.asked
+        if not deferred:
+            return asked
+        pack = PackRun(work, leases, waiting=[(t, None) for t in deferred], asking=True)
 
 
 def load_data(spec: StudySpec, device: Any, data_dir: str | None) -> data.Splits:

@@ -85,10 +85,9 @@ class _Trial:
 
 
 class PackRun:
-    """A pack's life. `waiting` trials (taken over, or asked earlier but of another kind than
-    their pack) go first; with `asking`, new trials are asked as slots free up, up to the
-    study's total and to the sampler's `in_flight` trials at once. `name` is the checkpoint
-    name of a pack taken over (None: a new pack, named after its first trial)."""
+    """A pack's life. `waiting` trials (taken over, or of another kind than their pack) go
+    first; with `asking`, new ones are asked as slots free up, within the study's total and
+    the sampler's `in_flight`. `name`: a taken-over pack's checkpoint (None: a new pack)."""
 
     def __init__(self, work: Work, leases: Leases, *, name: str | None = None,
                  waiting: list[tuple[optuna.Trial, Resume | None]] = (),
@@ -106,8 +105,7 @@ class PackRun:
         self.dropped: list[int] = []              # trial numbers left untold on a lapse
 
     def run(self) -> list[optuna.Trial]:
-        """Train until nothing is left to admit and every slot is empty. Returns the trials
-        asked for it that belong in a pack of another kind (model or optimizer)."""
+        """Train until no slot is busy; returns trials asked of another kind: the next pack's."""
         self.work.stop.check()
         if self._lapse():
             raise self._lapsed_error()
@@ -118,9 +116,11 @@ class PackRun:
         self.waiting.insert(0, first)
         work = self.work
         width = work.size if first.config.model == "lenet" else work.looped
-        # No more slots than trials it may hold at once: an empty slot costs a full one's time.
+        # No more slots than trials it may hold at once: an empty slot costs a full one's time;
+        # a pack taken over as wide as it was (on a GPU a trial's rounding depends on it).
         self.cap = in_flight(work.spec, width) if self.asking else width
-        width = min(self.cap, len(self.waiting) + (self._room() if self.asking else 0))
+        width = max([min(self.cap, len(self.waiting) + (self._room() if self.asking else 0)),
+                     *(e.resume.width or 0 for e in self.waiting if e.resume is not None)])
         first_id = optuna_private.trial_id(first.trial)
         if self.name is None:
             self.name = pack_name(optuna_private.frozen_trial(work.study, first_id))
@@ -269,7 +269,7 @@ class PackRun:
             waiting = {optuna_private.trial_id(e.trial): e.resume
                        for e in self.waiting if e.resume is not None}
             self._save(PackState(state.layout, state.weights, state.slots,
-                                 {**waiting, **state.members}))
+                                 {**waiting, **state.members}, state.width))
             if self.work.stop.requested and (state.members or self.waiting):
                 self._save(None)  # the epoch is safe on disk: now stop
                 self.work.stop.check()

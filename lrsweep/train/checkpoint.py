@@ -89,7 +89,7 @@ class Checkpoints:
         buffer = io.BytesIO()
         # vars(), not dataclasses.asdict: asdict deep-copies field by field, and a pack of 100
         # trials × 30 epochs spent seconds in it (results/benchmarks/store-cost.py).
-        torch.save({"layout": state.layout, "weights": state.weights,
+        torch.save({"layout": state.layout, "weights": state.weights, "width": state.width,
                     "trials": {key: {"slot": state.slots.get(key), "state_dict": r.state_dict,
                                      "status": r.status, "diverged": r.diverged,
                                      "epochs": [dict(vars(m)) for m in r.epochs],
@@ -136,7 +136,8 @@ class Checkpoints:
                                       status=r["status"], diverged=r["diverged"],
                                       sampler=r.get("sampler"))
                 slots[key] = r.get("slot", position)
-            return PackState(raw["layout"], raw["weights"], slots, members).resumes()
+            return PackState(raw["layout"], raw["weights"], slots, members,
+                             raw.get("width")).resumes()
         except Exception as error:  # damaged: costs the pack's progress, never the study
             return _start_over(path, f"cannot be read ({type(error).__name__})")
 

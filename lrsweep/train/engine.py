@@ -136,7 +136,7 @@ def _fill(pack: Pack, slots: list[_Slot | None], admitted: list[Admission], admi
             return
         if len(admitted) > len(free):
             raise ValueError(f"{len(admitted)} trials admitted into {len(free)} free slots")
-        for i, a in zip(free, admitted):
+        for i, a in zip(_places(free, admitted), admitted):
             result = TrialResult(a.config, device=str(pack.device), pack_size=pack.width,
                                  parameters=pack.parameters)
             r = a.resume
@@ -153,6 +153,17 @@ def _fill(pack: Pack, slots: list[_Slot | None], admitted: list[Admission], admi
             best = max((m.train_acc for m in result.epochs), default=0.0)
             slots[i] = _Slot(a.key, result, best)
         admitted = []
+
+
+def _places(free: list[int], admitted: list[Admission]) -> list[int]:
+    """The slot each admitted trial takes: a continued trial the one it trained in, when free
+    (a pack taken over is rebuilt as it was); the others the free slots left, in order."""
+    wanted = [a.resume.slot if a.resume is not None and a.resume.slot in free else None
+              for a in admitted]
+    wanted = [w if w is not None and wanted.index(w) == n else None
+              for n, w in enumerate(wanted)]  # one trial a slot, should two name the same
+    rest = iter(i for i in free if i not in wanted)
+    return [w if w is not None else next(rest) for w in wanted]
 
 
 def _train_epoch(pack: Pack, splits: Splits) -> tuple[list[float], list[float], list[float]]:
@@ -242,7 +253,7 @@ def _state(pack: Pack, slots: list[_Slot | None], posterior: sgld.PosteriorAvera
         weights = {}
     elif weights is None:
         weights = pack.net.pack_state()
-    return PackState(pack.net.LAYOUT, weights, training, members)
+    return PackState(pack.net.LAYOUT, weights, training, members, pack.width)
 
 
 def _sampler_state(pack: Pack, posterior: sgld.PosteriorAverage, i: int) -> dict:

@@ -88,6 +88,11 @@ class Resume:
     diverged: Literal["nonfinite", "collapsed"] | None = None
     # sgld: its noise generator's state and its share of the posterior average.
     sampler: dict | None = None
+    # Where it trained: its slot and its pack's width (a checkpoint's; None before they were
+    # kept). A takeover rebuilds the pack as it was: on a GPU, a trial's rounding depends on
+    # its pack's width (results/benchmarks/invariance-gpu-2026-11-30.txt).
+    slot: int | None = None
+    width: int | None = None
 
 
 @dataclass(frozen=True)
@@ -111,11 +116,14 @@ class PackState:
     weights: dict[str, torch.Tensor]  # its pack_state(); empty when no slot is training
     slots: dict[Hashable, int]
     members: dict[Hashable, Resume]
+    width: int | None = None          # the pack's slots (None: a checkpoint before it was kept)
 
     def resumes(self) -> dict[Hashable, Resume]:
-        """Each trial's Resume with its own state_dict, to continue from."""
-        return {key: m if m.state_dict is not None else
-                replace(m, state_dict=unpack(self.layout, self.weights, self.slots[key]))
+        """Each trial's Resume with its own state_dict, slot and pack width, to continue
+        from."""
+        return {key: replace(m, slot=self.slots.get(key), width=self.width,
+                             state_dict=m.state_dict if m.state_dict is not None else
+                             unpack(self.layout, self.weights, self.slots[key]))
                 for key, m in self.members.items()}
 
 
