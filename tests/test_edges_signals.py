@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 from conftest import REPO, study_toml
 from lrsweep.search import heartbeats, interrupt, loop, pack_run, spec
 from lrsweep.store import leases, optuna_private
+from lrsweep.store.records import trial_curves
 from lrsweep.train import checkpoint
 
 GRACE = 2  # seconds of silence before a trial is taken over (SQLite's clock ticks in seconds)
@@ -61,7 +62,7 @@ def stored(tmp_path, name="edge"):
 
 
 def outcomes(study):
-    return {t.number: (t.state, t.value, t.user_attrs.get("val_acc")) for t in study.trials}
+    return {t.number: (t.state, t.value, trial_curves(t).get("val_acc")) for t in study.trials}
 
 
 # --- SIGTERM, and a signal while asking --------------------------------------------------------

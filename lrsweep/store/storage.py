@@ -44,6 +44,17 @@ class StorageError(Exception):
     """The storage URL cannot be opened, or holds no study of the asked name."""
 
 
+def fold_journal(url: str) -> None:
+    """Fold a SQLite store's write-ahead log into its file (`wal_checkpoint(TRUNCATE)`), so a
+    finished store is one file that can be copied or committed alone (its `-wal` beside it may
+    hold every trial). Best effort: another process still writing keeps its part."""
+    if not url.startswith("sqlite:///"):
+        return
+    with contextlib.suppress(sqlite3.Error, OSError):
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"), timeout=5)) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
 def default_storage() -> str:
     """`LRSWEEP_STORAGE` when set, else the SQLite file under results/."""
     return os.environ.get("LRSWEEP_STORAGE") or DEFAULT_STORAGE

@@ -27,7 +27,7 @@ def search(url: str) -> list[str]:
     study = optuna.load_study(study_name="joint", storage=url)
     trials = study.get_trials(deepcopy=False)
     states = Counter(t.state.name.lower() for t in trials)
-    epochs = sum(len(t.user_attrs.get("val_acc", [])) for t in trials)
+    epochs = sum(len(trial_curves(t).get("val_acc", [])) for t in trials)
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
 
     def warmup_end(t: optuna.trial.FrozenTrial) -> int:
