@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from lrsweep.report.figures import carry_forward, clipped_err, mean_band, plotting, save
-from lrsweep.report.paired import against, paired
+from lrsweep.report.paired import against_zero, paired
 from lrsweep.report.sections import Section, by_config, grid_axis, pm_row, varies
 from lrsweep.report.stats import finished, lower_is_better
 from lrsweep.search.spec import StudySpec
@@ -41,7 +41,8 @@ def decay_exponent(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec |
     shown = table[keys].copy()
     shown["seeds"] = table["n"]
     shown[metric] = [pm_row(r, metric) for _, r in table.iterrows()]
-    shown[f"Δ {metric} vs exponent 0 (paired)"] = _against_constant(done, keys, table, metric)
+    shown[f"Δ {metric} vs exponent 0 (paired)"] = against_zero(done, keys, table, "exponent",
+                                                               "scheduler", metric)
     shown["test_acc"] = [pm_row(r, "test_acc") for _, r in table.iterrows()]
     shown[f"epochs to {target:.2f}"] = [f"{r['mean']:.1f} ({int(r['count'])}/{int(r['n'])})"
                                         if r["count"] else f"never (0/{int(r['n'])})"
@@ -107,16 +108,6 @@ def _scheduler_line(scheduler, group, done, keys, metric, target) -> str:
         line += (" Never reached it: exponent " +
                  ", ".join(f"{e:g}" for e in never["exponent"]) + ".")
     return line
-
-
-def _against_constant(done, keys, table, metric) -> list[str]:
-    """Each exponent minus exponent 0 (the constant rate) of its scheduler, seed by seed."""
-    cells = pd.Series("–", index=table.index, dtype=object)
-    for _, group in table.groupby("scheduler") if "scheduler" in table else [("", table)]:
-        constant = group[group["exponent"] == 0]
-        if len(constant):
-            cells[group.index] = against(done, keys, group, constant.iloc[0], metric)
-    return list(cells)
 
 
 def _decay_figure(table, rows, keys, metric, folder) -> Path:

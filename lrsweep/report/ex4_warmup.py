@@ -9,7 +9,7 @@ import pandas as pd
 
 from lrsweep.report.figures import carry_forward, clipped_err, mean_band, plotting, save
 from lrsweep.report.outcome_counts import failed_text, failed_words
-from lrsweep.report.paired import Paired, against, paired
+from lrsweep.report.paired import Paired, against_zero, paired
 from lrsweep.report.sections import Section, by_config, chance, grid_axis, pm_row, span, varies
 from lrsweep.report.stats import finished, lower_is_better, metric_bounds
 from lrsweep.search.spec import StudySpec
@@ -47,20 +47,11 @@ def warmup(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
     shown[f"{metric} at epoch {early_epoch + 1}"] = [pm_row(r, "early", metric_bounds(metric))
                                                       for _, r in table.iterrows()]
     shown[f"final {metric}"] = [pm_row(r, metric) for _, r in table.iterrows()]
-    shown[f"Δ {metric} vs no warmup (paired)"] = _against_no_warmup(done, keys, table, metric)
+    shown[f"Δ {metric} vs no warmup (paired)"] = against_zero(done, keys, table, "warmup_steps",
+                                                              "base_lr", metric)
     shown["test_acc"] = [pm_row(r, "test_acc") for _, r in table.iterrows()]
     figure = _warmup_figure(table, rows, keys, metric, folder)
     return Section("Exercise 4: how long should warmup be?", parts + [answer], shown, [figure])
-
-
-def _against_no_warmup(done, keys, table, metric) -> list[str]:
-    """Each warmup minus none at the same base rate, seed by seed."""
-    cells = pd.Series("–", index=table.index, dtype=object)
-    for _, group in table.groupby("base_lr") if "base_lr" in keys else [(None, table)]:
-        none = group[group["warmup_steps"] == 0]
-        if len(none):
-            cells[group.index] = against(done, keys, group, none.iloc[0], metric)
-    return list(cells)
 
 
 def _rate_line(rate: float | None, group: pd.DataFrame, metric: str, unit: str,

@@ -84,3 +84,16 @@ def against(done: pd.DataFrame, keys: list[str], table: pd.DataFrame, reference:
                    for k in keys)
     return ["reference" if same(row) else paired(done, keys, row, reference, metric).cell()
             for _, row in table.iterrows()]
+
+
+def against_zero(done: pd.DataFrame, keys: list[str], table: pd.DataFrame, reference: str,
+                 within: str, metric: str) -> list[str]:
+    """`against` the row whose `reference` key is 0 (exponent 0, no warmup) in each group of
+    the same `within` value (scheduler, base rate) when `keys` hold it; "–" in a group
+    without such a row."""
+    cells = pd.Series("–", index=table.index, dtype=object)
+    for _, group in table.groupby(within) if within in keys else [(None, table)]:
+        zero = group[group[reference] == 0]
+        if len(zero):
+            cells[group.index] = against(done, keys, group, zero.iloc[0], metric)
+    return list(cells)
