@@ -27,8 +27,9 @@ import torch
 from torch import nn
 
 from lrsweep import __version__, schedules
-from lrsweep.train import data, engine
+from lrsweep.train import data, engine, graphs
 from lrsweep.train.device import describe_device, resolve_device
+from lrsweep.train.precision import describe as describe_precision
 from lrsweep.train.model import lenet
 
 CHAPTER_LR = 0.3  # the chapter's constant-rate run
@@ -37,8 +38,10 @@ BATCH = 256
 
 def run(device: str = "auto", *, subset: int = 0, packs: list[int] | None = None,
         epochs: int = 3, data_dir: str | None = None, chapter: bool = True,
-        log=print) -> dict[str, Any]:
-    """Measure and return a JSON-able record: hardware, settings, one row per configuration."""
+        precision: str = "fp32", log=print) -> dict[str, Any]:
+    """Measure and return a JSON-able record: hardware, settings, one row per configuration.
+    The packs train at `precision` (a study's `[train] precision`); the chapter's loop as
+    PyTorch runs it by default."""
     dev = resolve_device(device)
     packs = packs or ([1, 8, 32, 128] if dev.type == "cuda" else [1, 2, 4, 8, 16, 32])
     folder = data.locate(data_dir)
@@ -58,7 +61,8 @@ def run(device: str = "auto", *, subset: int = 0, packs: list[int] | None = None
             _reset_peak(dev)
             configs = [engine.TrialConfig(schedules.build("constant", base_lr=CHAPTER_LR),
                                           seed=0 if shared else i, epochs=epochs,
-                                          batch_size=BATCH) for i in range(k)]
+                                          batch_size=BATCH, precision=precision)
+                       for i in range(k)]
             try:
                 results = engine.train_pack(configs, splits)
             except torch.cuda.OutOfMemoryError:
@@ -72,12 +76,15 @@ def run(device: str = "auto", *, subset: int = 0, packs: list[int] | None = None
     store = storage_cost()
     log(f"  {store['batched_ms_per_trial']:.1f} ms per trial batched, "
         f"{store['per_value_ms_per_trial']:.1f} ms through Optuna's per-value API")
+    graphed = graphs.enabled(dev)  # the LeNet SGD packs timed here
     base = rows[0]["trial_epochs_per_second"] if chapter else None
     for row in rows:
         row["vs_chapter"] = row["trial_epochs_per_second"] / base if base else None
     return {"lrsweep": __version__, "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "hardware": describe_device(dev), "torch": torch.__version__,
             "images_per_epoch": n, "test_images": len(splits.test_y), "epochs": epochs,
+            "precision": describe_precision(precision, dev),
+            "steps": "CUDA graphs" if graphed else "eager",
             "timing": "median epoch after the first (all epochs if fewer than 2)",
             "rows": rows, "storage": store}
 

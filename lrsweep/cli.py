@@ -235,16 +235,18 @@ def schedules(out_file: Path = opt.SchedulesOut, epochs: int = opt.SchedulesEpoc
 def bench(device: str = opt.Device, data_dir: Optional[str] = opt.DataDir,
           subset: Optional[int] = opt.Subset, packs: Optional[str] = opt.Packs,
           epochs: int = opt.BenchEpochs, chapter: bool = opt.Chapter,
-          out_file: Optional[Path] = opt.BenchOut) -> None:
+          precision: str = opt.Precision, out_file: Optional[Path] = opt.BenchOut) -> None:
     """Trial-epochs per second: the chapter's loop vs lrsweep's engine at several pack sizes."""
     from lrsweep import bench as bench_mod
     from lrsweep.train.device import resolve_device
+    opt.check_precision(precision)
     sizes = opt.pack_sizes(packs)
     dev = resolve_device(device)
     if subset is None:
         subset = 0 if dev.type == "cuda" else 10_000
     record = bench_mod.run(device, subset=subset, packs=sizes, epochs=epochs, data_dir=data_dir,
-                           chapter=chapter, log=lambda line: err.print(line, markup=False))
+                           chapter=chapter, precision=precision,
+                           log=lambda line: err.print(line, markup=False))
     record["command"] = " ".join(["lrsweep", *sys.argv[1:]])  # how to make it again
     out.print(tables.bench(record))
     store = record["storage"]

@@ -86,6 +86,14 @@ SchedulesOut = typer.Option(Path("results/schedules.png"), "--out", help="Where 
 SchedulesEpochs = typer.Option(30, "--epochs", min=1, help="Epochs to plot")
 
 # bench
+def check_precision(precision: str) -> None:
+    """--precision as a study's [train] precision takes it."""
+    from lrsweep.search.spec_types import PRECISIONS  # no torch before training
+    if precision not in PRECISIONS:
+        raise typer.BadParameter(f"--precision {precision!r}: give one of "
+                                 f"{', '.join(PRECISIONS)}")
+
+
 def pack_sizes(packs: str | None) -> list[int] | None:
     """--packs 1,8,32 as numbers; None when not given."""
     if not packs:
@@ -107,5 +115,8 @@ Packs = typer.Option(None, "--packs", help="Pack sizes, e.g. 1,8,32 "
 BenchEpochs = typer.Option(3, "--epochs", min=1,
                            help="Epochs per configuration; the first is warm-up")
 Chapter = typer.Option(True, "--chapter/--no-chapter", help="Also time the chapter's own loop")
+Precision = typer.Option("fp32", "--precision",
+                         help="The packs' arithmetic, as a study's [train] precision: fp32, "
+                              "tf32 or bf16")
 BenchOut = typer.Option(None, "--out",
                         help="JSON record " + default("results/benchmarks/bench-DEVICE-DATE.json"))

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from lrsweep.numbers import short
+from lrsweep.numbers import bars, short
 
 CURVE = "val_acc_curve"  # the sparkline's column: every trial's validation accuracy by epoch
 _COUNTS = ("complete", "pruned", "failed", "running", "diverged")
@@ -67,7 +67,7 @@ def trials(frame: Any, title: str, top: int, console: Console, *, metric: str = 
     shown = ranked.head(top)
     cells = {name: [short(v) for v in shown[source]]
              for name, source in _sources(frame, metric).items()}
-    cells[CURVE] = [sparkline(v) for v in shown["val_acc_curve"]]
+    cells[CURVE] = [bars(v) for v in shown["val_acc_curve"]]  # as the dashboard's, no numbers
     everything = list(cells)
     if columns:
         aliases = {"value": metric}
@@ -208,19 +208,11 @@ def study_metrics(url: str) -> dict[str, str]:
 
 def bench(record: dict[str, Any]) -> Table:
     from lrsweep import bench as bench_module  # torch: only for the command that trains
+    how = "".join(f"; {record[key]}" for key in ("precision", "steps") if key in record)
     table = Table(title=f"lrsweep bench — {record['hardware']}, {record['images_per_epoch']} "
-                        f"training + {record['test_images']} test images per epoch")
+                        f"training + {record['test_images']} test images per epoch{how}")
     for col in ("configuration", "s / epoch", "trial-epochs / s", "vs chapter", "peak MiB"):
         table.add_column(col, justify="left" if col == "configuration" else "right")
     for row in bench_module.table(record):
         table.add_row(*row)
     return table
-
-
-def sparkline(values: list) -> str:
-    values = [v for v in values or [] if v is not None]
-    if not values:
-        return ""
-    low, high = min(values), max(values)
-    bars = "▁▂▃▄▅▆▇█"
-    return "".join(bars[int((v - low) / (high - low) * 7) if high > low else 0] for v in values)

@@ -3,6 +3,7 @@ them. Speed itself is never asserted here (targets live in the benchmark records
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -55,11 +56,25 @@ def test_bench_command_writes_its_json(lrsweep_cli, tmp_path):
     assert record["command"] == ("lrsweep bench --subset 256 --packs 1,2 --epochs 1 "
                                  "--no-chapter --out b.json")
     assert "trial-epochs / s" in proc.stdout
+    assert record["precision"].startswith("fp32") and record["steps"] == "eager"  # the CPU's
 
 
-def test_bench_refuses_bad_pack_sizes(lrsweep_cli, tmp_path):
-    proc = lrsweep_cli("bench", "--packs", "1,x", "--out", "b.json")
-    assert proc.returncode == 2 and "--packs" in proc.stderr
+def test_bench_times_packs_at_the_precision_asked(lrsweep_cli, tmp_path, monkeypatch):
+    # What trains is the engine's (tests/test_precision.py): here, that bench asks for it.
+    trained = []
+    real = bench.engine.train_pack
+    monkeypatch.setattr(bench.engine, "train_pack", lambda configs, splits: trained.extend(
+        configs) or real([dataclasses.replace(c, precision="fp32") for c in configs], splits))
+    record = bench.run("cpu", subset=256, packs=[2], epochs=1, chapter=False,
+                       precision="bf16", log=lambda line: None)
+    assert {c.precision for c in trained} == {"bf16"} and record["precision"].startswith("bf16")
+
+
+@pytest.mark.parametrize("args, where", [(("--packs", "1,x"), "--packs"),
+                                         (("--precision", "fp16"), "--precision")])
+def test_bench_refuses_bad_input_before_it_measures(lrsweep_cli, tmp_path, args, where):
+    proc = lrsweep_cli("bench", *args, "--out", "b.json")
+    assert proc.returncode == 2 and where in proc.stderr
     assert not (tmp_path / "b.json").exists()
 
 

@@ -11,6 +11,7 @@ import sqlite3
 import optuna
 import pytest
 
+from lrsweep import numbers
 from lrsweep.report import importance, read
 from lrsweep.search import spec
 from lrsweep.store import records, storage
@@ -80,12 +81,12 @@ def test_the_committed_ex1_store_reads_as_before():
 
 
 def test_a_long_curve_is_shown_in_thirty_bars_and_a_flat_one_mid_height():
-    shown = records.sparkline([float(e) for e in range(200)])
+    shown = numbers.sparkline([float(e) for e in range(200)])
     first, bars, last = shown.split("\u00a0")
     assert (first, len(bars), last) == ("0", 30, "199")
     assert bars[0] == "▁" and bars[-1] == "█" and list(bars) == sorted(bars)
-    assert records.sparkline([0.01] * 4) == "0.01\u00a0▄▄▄▄\u00a00.01"
-    assert records.sparkline([]) == ""
+    assert numbers.sparkline([0.01] * 4) == "0.01\u00a0▄▄▄▄\u00a00.01"
+    assert numbers.sparkline([]) == ""
     assert records.split_curves({"seed": 1}) == ({"seed": 1}, {})  # no curve, no attribute
 
 

@@ -67,9 +67,9 @@ def test_step_unit_moves_the_rate_within_an_epoch(splits, monkeypatch):
     seen = []
     real_step = pack._sgd_step
 
-    def spy(params, rates, k):
+    def spy(params, grads, rates, k):
         seen.append(rates[0].item())
-        return real_step(params, rates, k)
+        return real_step(params, grads, rates, k)
 
     monkeypatch.setattr(pack, "_sgd_step", spy)
     steps = engine.steps_per_epoch(len(splits.train_y), 64)

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from lrsweep import bench
-from lrsweep.train import data, engine
+from lrsweep.train import data, engine, graphs
 from lrsweep.train.model import lenet
 from test_engine import (PACK, WEIGHTS_ATOL, assert_each_epoch_is_alone_and_plain_sgd, curves,
-                         member_weights, config as engine_config)
+                         member_weights, same_numbers, config as engine_config)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="no CUDA device: the GPU path is tested on a GPU machine")
@@ -22,10 +22,10 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
 
 @pytest.fixture
 def exact_fp32(monkeypatch):
-    # cuDNN convolutions default to TF32 on Ampere and later (matmuls to full FP32): 10-bit
-    # mantissas would swamp the float-reordering differences these comparisons allow; and
-    # cuDNN's nondeterministic backward kernels would make two identical runs differ.
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    # The engine trains in IEEE FP32 by default (lrsweep.train.precision; PyTorch's own
+    # default would run cuDNN's convolutions in TF32, whose 10-bit mantissas would swamp the
+    # float-reordering differences these comparisons allow). cuDNN's nondeterministic
+    # backward kernels would make two identical runs differ.
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
 
 
@@ -94,3 +94,28 @@ def test_bench_on_cuda_records_gpu_memory(fashion_dir):
     assert record["hardware"].startswith("cuda")
     assert [row["pack"] for row in record["rows"]] == [1, 4, 4]
     assert all(row["peak_mib"] > 0 for row in record["rows"])
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["own-orders", "shared-batch"])
+def test_graph_replay_is_the_eager_step_on_cuda(fashion_dir, exact_fp32, monkeypatch, shared):
+    # The same kernels on the same inputs: bit for bit, the partial last batch included.
+    splits = load("cuda", fashion_dir)
+    configs = [config(epochs=3, **{**p, **({"seed": 4} if shared else {})}) for p in PACK]
+    captured = []
+    record = graphs._record
+    monkeypatch.setattr(graphs, "_record", lambda *a: captured.append(a) or record(*a))
+    monkeypatch.delenv(graphs.ENV, raising=False)
+    graphed = engine.train_pack(configs, splits)
+    assert len(captured) == 2  # the full batch and the partial one, captured once each
+    monkeypatch.setenv(graphs.ENV, "0")
+    eager = engine.train_pack(configs, splits)
+    for g, e in zip(graphed, eager):
+        assert all(same_numbers(a, b) for a, b in zip(g.epochs, e.epochs))
+        assert all(torch.equal(g.state_dict[key], e.state_dict[key]) for key in e.state_dict)
+
+
+def test_a_graphed_pack_still_equals_its_trials_alone_and_plain_sgd_on_cuda(
+        fashion_dir, exact_fp32, monkeypatch):
+    monkeypatch.delenv(graphs.ENV, raising=False)
+    splits = data.load("cuda", data_dir=fashion_dir, validation=200, subset=600)
+    assert_each_epoch_is_alone_and_plain_sgd([config(**p) for p in PACK], splits)

@@ -85,6 +85,9 @@ def _sections(name, url, study, study_spec, trials, configs, metric) -> list[Sec
     source = study.user_attrs.get("study_file_source", f"studies/{name}.toml")
     first = study.get_trials(deepcopy=False)
     device = next((t.user_attrs.get("device") for t in first if t.user_attrs.get("device")), "–")
+    # The arithmetic (precision.describe), recorded with each trial from [train] precision on.
+    arithmetic = next((t.user_attrs["precision"] for t in first if t.user_attrs.get("precision")),
+                      None)
     versions = study.user_attrs.get("versions", {})
     scale = "–"
     if study_spec:
@@ -100,7 +103,8 @@ def _sections(name, url, study, study_spec, trials, configs, metric) -> list[Sec
         study_spec.study.description if study_spec and study_spec.study.description else "",
         f"Scale: {scale}.",
         f"Trials: {status}. Outcomes: " + _outcomes_line(trials) + ".",
-        f"Hardware: {device}. Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items())
+        f"Hardware: {device}" + (f", {arithmetic}" if arithmetic else "") + ". Versions: "
+        + ", ".join(f"{k} {v}" for k, v in versions.items())
         + f"; git commit {study.user_attrs.get('git_commit') or '–'}.",
         f"Reproduce: `lrsweep run {source}{study_spec.set_options if study_spec else ''} "
         f"--storage {url} && lrsweep report {name} --storage {url}`.",

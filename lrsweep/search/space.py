@@ -30,7 +30,7 @@ def trial_config(spec: StudySpec, params: dict[str, Any]) -> TrialConfig:
                               model=values.get("model", train.model),
                               optimizer=values.get("optimizer", "sgd"),
                               prior_precision=train.prior_precision, burn_in=train.burn_in,
-                              thin=train.thin)
+                              thin=train.thin, precision=train.precision)
 
 
 def suggest(spec: StudySpec, trial: optuna.Trial) -> dict[str, Any]:

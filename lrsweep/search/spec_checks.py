@@ -12,9 +12,9 @@ from lrsweep import names as study_names
 from lrsweep import schedules
 from lrsweep.search.spec_types import (FASHION_MNIST_TRAIN, GENERIC_KEYS, INTEGER_KEYS, MAX_RATE,
                                        MAX_SAMPLER_SEED, MAX_SEED, METRICS, MODELS, OPTIMIZERS,
-                                       PRUNERS, RATE_KEYS, SAMPLERS, SCHEDULE_KEYS, UNITS, Choice,
-                                       Dimension, Fixed, Range, SpecError, StudySettings,
-                                       StudySpec, TrainSettings)
+                                       PRECISIONS, PRUNERS, RATE_KEYS, SAMPLERS, SCHEDULE_KEYS,
+                                       UNITS, Choice, Dimension, Fixed, Range, SpecError,
+                                       StudySettings, StudySpec, TrainSettings)
 
 
 def read_study(table: dict, train: TrainSettings, source: str) -> StudySettings:
@@ -47,6 +47,7 @@ def read_train(table: dict, source: str) -> TrainSettings:
     _whole(settings.subset, f"{where} subset", minimum=0)
     _whole(settings.test_subset, f"{where} test_subset", minimum=0)
     _one_of(settings.unit, UNITS, f"{where} unit")
+    _one_of(settings.precision, PRECISIONS, f"{where} precision")
     _whole(settings.burn_in, f"{where} burn_in", minimum=0)
     _whole(settings.thin, f"{where} thin", minimum=1)
     if not schedules.is_number(settings.prior_precision) or settings.prior_precision < 0:

@@ -19,6 +19,8 @@ METRICS = {"val_acc": "maximize", "val_loss": "minimize",
 SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes")
 PRUNERS = ("none", "median", "hyperband")
 UNITS = ("epoch", "step")
+# The arithmetic of training: lrsweep.train.precision.PRECISIONS (that module imports torch).
+PRECISIONS = ("fp32", "tf32", "bf16")
 # Search-space keys every schedule takes; the rest belong to the schedules that use them.
 GENERIC_KEYS = ("scheduler", "base_lr", "warmup_steps", "warmup_begin_lr", "lag", "optimizer",
                 "model", "seed")
@@ -108,6 +110,7 @@ class TrainSettings:
     prior_precision: float = 1.0  # sgld trials: a Gaussian prior N(0, 1/λ) on every weight
     burn_in: int = 0             # sgld trials: epochs before the first posterior sample
     thin: int = 1                # sgld trials: epochs between posterior samples
+    precision: str = "fp32"      # fp32 | tf32 (TF32 tensor cores) | bf16 (forward autocast)
 
     @property
     def folder(self) -> str | None:

@@ -17,6 +17,7 @@ from lrsweep.outcomes import outcome
 from lrsweep.store.records import AVERAGED_CURVES, CURVES, record_trial, split_curves
 from lrsweep.train.checkpoint import state_dict_bytes
 from lrsweep.train.device import describe_device
+from lrsweep.train.precision import describe as describe_precision
 from lrsweep.train.trials import AVERAGING, TrialResult
 
 
@@ -82,5 +83,6 @@ def user_attrs(result: TrialResult, device: Any, classes: int) -> dict[str, Any]
     attrs.update(seed=result.config.seed, diverged=result.diverged, status=result.status,
                  outcome=outcome(result.status, result.diverged, last_acc, classes),
                  schedule=result.config.schedule.as_dict(), device=describe_device(device),
-                 pack_size=result.pack_size, classes=classes, parameters=result.parameters)
+                 pack_size=result.pack_size, classes=classes, parameters=result.parameters,
+                 precision=describe_precision(result.config.precision, device))
     return attrs

@@ -5,12 +5,12 @@ for reports, one short line each for optuna-dashboard) and read back in either f
 from __future__ import annotations
 
 import json
-import math
 from typing import Any, Callable
 
 import optuna
 import sqlalchemy
 
+from lrsweep.numbers import sparkline
 from lrsweep.store import optuna_private
 
 # The per-epoch curves a trial stores (one value an epoch), in this order;
@@ -29,10 +29,7 @@ CURVES_ATTR = "lrsweep_curves"
 # 3,192 x 22,252 px table for ex1's 35 trials at 1920 px); a string of rounded values joined
 # by spaces still wraps at each space (rows 493-633 px). A sparkline whose parts are joined by
 # no-break spaces stays on one line: 40 characters, 434 px; rows 153 px (now set by `schedule`
-# and `device`), a 5,487 x 5,439 px table.
-SPARK_BARS = "▁▂▃▄▅▆▇█"
-SPARK_WIDTH = 30  # bars at most: longer curves are shown at evenly spaced epochs
-NO_BREAK = "\u00a0"
+# and `device`), a 5,487 x 5,439 px table (numbers.sparkline).
 
 
 def split_curves(attrs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -51,35 +48,6 @@ def trial_curves(trial: optuna.trial.FrozenTrial) -> dict[str, list]:
         return stored
     return {k: v for k, v in trial.user_attrs.items()
             if k in STORED_CURVES and isinstance(v, list)}
-
-
-def sparkline(values: list[float | None]) -> str:
-    """A curve in one short line, e.g. "0.1 ▁▃▆▇█ 0.805": its first value, a bar an epoch
-    scaled from its smallest value to its largest ("·" where it is missing), its last value;
-    numbers to 3 significant digits."""
-    if not values:
-        return ""
-    n = len(values)
-    picked = values if n <= SPARK_WIDTH else [
-        values[round(i * (n - 1) / (SPARK_WIDTH - 1))] for i in range(SPARK_WIDTH)]
-    finite = [v for v in picked if _finite(v)]
-    low, high = (min(finite), max(finite)) if finite else (0.0, 0.0)
-    top = len(SPARK_BARS) - 1
-
-    def bar(v: float | None) -> str:
-        if not _finite(v):
-            return "·"
-        return SPARK_BARS[top // 2 if high == low else round((v - low) / (high - low) * top)]
-
-    return NO_BREAK.join((_short(values[0]), "".join(map(bar, picked)), _short(values[-1])))
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and math.isfinite(v)
-
-
-def _short(v: Any) -> str:
-    return f"{v:.3g}" if _finite(v) else "–"
 
 
 def record_trial(study: optuna.Study, trial: optuna.Trial, user_attrs: dict[str, Any],

@@ -28,7 +28,7 @@ from typing import Callable, Hashable, Mapping, Sequence
 import torch
 
 from lrsweep.outcomes import chance_levels, loss_bound
-from lrsweep.train import sgld
+from lrsweep.train import graphs, precision, sgld
 from lrsweep.train.data import Splits
 from lrsweep.train.evaluate import calibration, evaluate
 from lrsweep.train.pack import Pack, steps_per_epoch
@@ -90,6 +90,7 @@ def train_slots(width: int, splits: Splits, admit: Admit, *, on_finish: FinishCa
     if not admitted:
         return
     pack = Pack(width, splits, admitted[0].config)
+    pack.graphs = graphs.for_pack(pack, splits)
     slots: list[_Slot | None] = [None] * width
     posterior = None
     if pack.like.optimizer in AVERAGING:
@@ -101,8 +102,11 @@ def train_slots(width: int, splits: Splits, admit: Admit, *, on_finish: FinishCa
     bound = loss_bound(splits.classes)
     while any(slots):
         start = time.perf_counter()
-        lr, train_loss, train_acc = _train_epoch(pack, splits)
-        measured = _measure(pack, splits, posterior)
+        # The study's precision (lrsweep.train.precision): FP32 unless it asks for TF32/bf16.
+        with precision.applied(pack.like.precision, pack.device):
+            lr, train_loss, train_acc = _train_epoch(pack, splits)
+            with precision.autocast(pack.like.precision, pack.device):
+                measured = _measure(pack, splits, posterior)
         seconds = time.perf_counter() - start
         metrics = {}
         for i, slot in enumerate(slots):
@@ -173,14 +177,17 @@ def _train_epoch(pack: Pack, splits: Splits) -> tuple[list[float], list[float], 
     device = pack.device
     rates_on_device = torch.tensor(rates, dtype=torch.float32).mul_(
         torch.tensor(pack.active, dtype=torch.float32)).to(device)
-    loss_sum = torch.zeros(pack.k, device=device)
-    correct = torch.zeros(pack.k, device=device, dtype=torch.long)
     keep = torch.tensor(pack.active, device=device)
     pack.net.train()  # BatchNorm (ResNet) normalises with batch statistics while training
-    for step, (x, y) in enumerate(pack.batches(splits, orders)):
-        losses, right = pack.step(x, y, rates_on_device[step], keep, rates[step])
-        loss_sum += losses * y.shape[1]
-        correct += right
+    sums = graphs.train_epoch(pack, orders, rates_on_device, keep)  # None: eager
+    if sums is None:
+        sums = torch.zeros(pack.k, device=device), torch.zeros(pack.k, device=device,
+                                                               dtype=torch.long)
+        for step, (x, y) in enumerate(pack.batches(splits, orders)):
+            losses, right = pack.step(x, y, rates_on_device[step], keep, rates[step])
+            sums[0].add_(losses * y.shape[1])
+            sums[1].add_(right)
+    loss_sum, correct = sums
     return rates[0], (loss_sum / pack.n_train).tolist(), (correct / pack.n_train).tolist()
 
 

@@ -22,6 +22,11 @@ from lrsweep.train.model import CONV1_CHANNELS, LoopedPack, PackedLeNet
 # 28 px weighs about ten. On a GPU a pass holds as many images as the budget allows.
 LENET_IMAGE_BYTES = CONV1_CHANNELS * 28 * 28 * 4
 CUDA_BUDGET = 32_768 * LENET_IMAGE_BYTES
+# Passes on a GPU take up to this share of its free memory, at least CUDA_BUDGET: a pack of
+# 128 evaluated 256 images a pass within CUDA_BUDGET alone (40 passes of the 10k test set, each
+# K small kernels), ~14,000 within a quarter of an idle H200's. A pass holds the widest
+# activation, the next one being made from it, and the images; the share leaves room for that.
+CUDA_FREE_SHARE = 0.25
 # A looped pack (ResNet-18) on the CPU: one network at a time, within 1000 LeNet images' bytes
 # (1000 images at K = 1 was the fastest LeNet pass measured; whole-set passes were 7× slower).
 CPU_LOOPED_BUDGET = 1_000 * LENET_IMAGE_BYTES
@@ -49,7 +54,7 @@ def evaluate(net: PackedLeNet | LoopedPack, x: torch.Tensor, y: torch.Tensor, k:
         xb = x[i:i + chunk]
         if x.device.type == "cpu":
             xb = xb.contiguous(memory_format=torch.channels_last)
-        logits = net(xb)                                                     # (K, b, 10)
+        logits = net(xb).float()       # (K, b, 10); FP32 also where the forward ran in bf16
         yb = y[i:i + chunk].expand(k, -1)
         losses.append(F.cross_entropy(logits.transpose(1, 2), yb, reduction="none"))
         correct += (logits.argmax(2) == yb).sum(1)
@@ -66,7 +71,11 @@ def evaluate(net: PackedLeNet | LoopedPack, x: torch.Tensor, y: torch.Tensor, k:
 def _pass_images(net: PackedLeNet | LoopedPack, x: torch.Tensor) -> int:
     if x.device.type == "cpu" and isinstance(net, PackedLeNet):
         return CPU_PASS_IMAGES
-    budget = CUDA_BUDGET if x.device.type == "cuda" else CPU_LOOPED_BUDGET
+    if x.device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(x.device)
+        budget = max(CUDA_BUDGET, int(free * CUDA_FREE_SHARE))
+    else:
+        budget = CPU_LOOPED_BUDGET
     return max(1, budget // net.widest_activation_bytes(tuple(x.shape[1:])))
 
 

@@ -27,7 +27,7 @@ from typing import Iterator, Sequence
 import torch
 from torch.nn import functional as F
 
-from lrsweep.train import sgld
+from lrsweep.train import precision, sgld
 from lrsweep.train.data import Splits
 from lrsweep.train.model import LoopedPack, PackedLeNet, lenet
 from lrsweep.train.trials import AVERAGING, Resume, TrialConfig
@@ -73,6 +73,7 @@ class Pack:
         with torch.no_grad():
             for p in self.params:
                 p.zero_()
+        self.graphs = None  # its steps as CUDA graphs, where the engine sets them up
         self.noise = (sgld.TrialNoise([like.seed] * self.k, self.device)
                       if like.optimizer == "sgld" else None)
 
@@ -113,12 +114,16 @@ class Pack:
         live = [i for i in range(self.k) if self.active[i]] or [0]
         plans = [(self.configs[i].seed, self.epochs[i]) for i in range(self.k)]
         if len({plans[i] for i in live}) == 1:
-            orders = _order(*plans[live[0]], self.n_train)[None]
-        else:
-            # An empty slot's rows are never used: it borrows a training slot's order.
-            own = {plans[i]: _order(*plans[i], self.n_train) for i in live}
-            orders = torch.stack([own.get(plan, own[plans[live[0]]]) for plan in plans])
-        return rates, orders.to(self.device)
+            return rates, _to_device(_order(*plans[live[0]], self.n_train)[None], self.device)
+        # Each distinct order is drawn and sent once, as int32 (a 17-seed pack of 128 sends
+        # 17 rows of 4 bytes, not 128 of 8), and spread to the slots on the device. An empty
+        # slot's rows are never used: it borrows a training slot's order.
+        distinct = list(dict.fromkeys(plans[i] for i in live))
+        row = {plan: n for n, plan in enumerate(distinct)}
+        orders = _to_device(torch.stack([_order(*plan, self.n_train) for plan in distinct]),
+                            self.device)
+        rows = torch.tensor([row.get(plan, 0) for plan in plans], device=self.device)
+        return rates, orders[rows]
 
     def advance(self) -> None:
         """An epoch was trained: every training slot's counter moves on."""
@@ -139,21 +144,40 @@ class Pack:
         before the step and the counts of correct predictions, on the device. The loss is the
         sum of the per-trial means, so each trial's gradient is its solo gradient. A looped
         pack's update takes `host_rates` (that step's rates as floats) instead."""
-        logits = self.net(x)                                                 # (K, B, 10)
-        losses = F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(1)
+        like = self.like
+        if self.fused and like.optimizer == "sgd":
+            return fused_sgd_step(self, x, y, rates, keep)
+        with precision.autocast(like.precision, self.device):
+            logits = self.net(x)                                             # (K, B, 10)
+        losses = _losses(logits, y)
         for p in self.params:
             p.grad = None
         torch.where(keep, losses, 0.0).sum().backward()
-        like = self.like
         if like.optimizer in AVERAGING:
             sgld.sgld_step(self.params, rates * (2.0 / self.n_train), self.k,
                            n_data=self.n_train, prior_precision=like.prior_precision,
                            noise=self.noise)
-        elif self.fused:
-            _sgd_step(self.params, rates, self.k)
         else:
             _looped_sgd_step(self.net, host_rates, self.active)
         return losses.detach(), (logits.detach().argmax(2) == y).sum(1)
+
+
+def fused_sgd_step(pack: Pack, x: torch.Tensor, y: torch.Tensor, rates: torch.Tensor,
+                   keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`Pack.step` for fused LeNets and SGD, as a pure function of device tensors (nothing
+    read back, no shapes that change): what a CUDA graph captures (`graphs.GraphedEpoch`), and
+    the eager step on every device, so that replay and eager run the same kernels."""
+    with precision.autocast(pack.like.precision, pack.device):
+        logits = pack.net(x)                                                 # (K, B, 10)
+    losses = _losses(logits, y)
+    grads = torch.autograd.grad(torch.where(keep, losses, 0.0).sum(), pack.params)
+    _sgd_step(pack.params, grads, rates, pack.k)
+    return losses.detach(), (logits.detach().argmax(2) == y).sum(1)
+
+
+def _losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-trial mean cross-entropy, in FP32 whatever the forward's precision."""
+    return F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none").mean(1)
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -204,12 +228,21 @@ def _batch(splits: Splits, idx: torch.Tensor, k: int, device: torch.device,
     return x, y
 
 
+def _to_device(orders: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host permutations on the device as int64 indices. To a GPU they go as int32 from pinned
+    memory, without waiting: the copy is queued behind the work already sent."""
+    if device.type != "cuda":
+        return orders
+    return orders.to(torch.int32).pin_memory().to(device, non_blocking=True).long()
+
+
 @torch.no_grad()
-def _sgd_step(params: list[torch.Tensor], rates: torch.Tensor, k: int) -> None:
+def _sgd_step(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor],
+              rates: torch.Tensor, k: int) -> None:
     """p ← p − lr_k · g for each trial k, on every parameter, in one kernel per parameter."""
-    for p in params:
+    for p, g in zip(params, grads):
         view = p.unflatten(0, (k, -1))
-        view.addcmul_(p.grad.unflatten(0, (k, -1)),
+        view.addcmul_(g.unflatten(0, (k, -1)),
                       rates.view([k] + [1] * (view.dim() - 1)), value=-1.0)
 
 

@@ -3,7 +3,7 @@ result, and the state a trial (or a whole pack) resumes from after an interrupti
 
     >>> from lrsweep import schedules
     >>> TrialConfig(schedules.build("constant", base_lr=0.3), seed=1, epochs=2).pack_key
-    (2, 256, 'epoch', 'lenet', 'sgd', 1.0, 0, 1)
+    (2, 256, 'epoch', 'lenet', 'sgd', 1.0, 0, 1, 'fp32')
 """
 
 from __future__ import annotations
@@ -39,12 +39,14 @@ class TrialConfig:
     prior_precision: float = 1.0  # sgld: a Gaussian prior N(0, 1/λ) on every weight
     burn_in: int = 0              # sgld: epochs before the first posterior sample
     thin: int = 1                 # sgld: epochs between posterior samples
+    # The arithmetic (precision.py): IEEE FP32, TF32 tensor cores, or a bf16 autocast forward.
+    precision: Literal["fp32", "tf32", "bf16"] = "fp32"
 
     @property
     def pack_key(self) -> tuple:
         """What the trials of one pack must share."""
         return (self.epochs, self.batch_size, self.unit, self.model, self.optimizer,
-                self.prior_precision, self.burn_in, self.thin)
+                self.prior_precision, self.burn_in, self.thin, self.precision)
 
 
 @dataclass(frozen=True)

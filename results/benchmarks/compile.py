@@ -62,7 +62,7 @@ def epoch_seconds(k: int, mode: str, splits: data.Splits) -> list[float]:
             for p in params:
                 p.grad = None
             losses.sum().backward()
-            pack._sgd_step(params, rates, k)
+            pack._sgd_step(params, [p.grad for p in params], rates, k)
         sync()
         seconds.append(time.perf_counter() - start)
     return seconds

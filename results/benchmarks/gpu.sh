@@ -20,6 +20,12 @@
 #           each into its own store in the records folder (NAME.db), timed; and ex1's η = 0.3
 #           seeds again as a pack of their own (ex1-pack5.db): how far a trial moves with its
 #           company. (The chapter's runs are full-scale on a CPU already; 3 and 5 are not here.)
+#   eager  `lrsweep bench` with CUDA graphs turned off (LRSWEEP_CUDA_GRAPHS=0): the eager
+#           step beside bench's graphed one, same GPU, same run of this script
+#   precision  studies/chapter.toml (9 runs × 5 seeds, the chapter's scale) at fp32, tf32 and
+#           bf16 (`--set train.precision=…`), each timed into a store of its own; then
+#           results/benchmarks/precision-compare.py: each run's 5-seed interval at fp32, and
+#           the others' paired differences from it
 #   joint  results/benchmarks/joint-compare.sh: studies/joint.toml at the chapter's scale with
 #           slotted packs, and with BEFORE=DIR (an earlier commit's lrsweep/ package) with
 #           that code; each study's best configuration re-run over 5 fresh seeds
@@ -30,7 +36,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 device=${1:-cuda}
 shift || true
-steps=${*:-tests bench target profile store compile fusion device formulations invariance}
+steps=${*:-tests bench eager target profile store compile fusion device formulations invariance}
 if [ -z "${PYTHON:-}" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
@@ -46,6 +52,7 @@ if [ "${SCALE:-full}" = smoke ]; then
               --set train.validation=500 --set 'space.warmup_steps={ low = 0, high = 1 }')
   exercise_args=(--set train.epochs=1 --set train.subset=1000 --set train.validation=500
                  --set space.warmup_steps=0)
+  chapter_args=(--set train.epochs=1 --set train.subset=1000 --set 'space.seed=[0, 1]')
 else
   out=${OUT_DIR:-results/benchmarks}
   bench_args=(); images=60000; packs=(1 8 32 128); fusion_args=(8 128)
@@ -53,6 +60,7 @@ else
   store_args=(--repeat 3); formulation_packs=()
   joint_args=()  # studies/joint.toml as it is
   exercise_args=()  # the study files as they are: the chapter's scale
+  chapter_args=()  # studies/chapter.toml as it is
 fi
 mkdir -p "$out"
 
@@ -63,6 +71,27 @@ tests() {
 bench() {
   "$PYTHON" -m lrsweep bench --device "$device" "${bench_args[@]}" --out "$out/bench-gpu-$day.json" \
     | tee "$out/bench-gpu-$day.txt"
+}
+
+eager() {
+  LRSWEEP_CUDA_GRAPHS=0 "$PYTHON" -m lrsweep bench --device "$device" "${bench_args[@]}" \
+    --out "$out/bench-eager-gpu-$day.json" | tee "$out/bench-eager-gpu-$day.txt"
+}
+
+precision() {
+  local p start stores=() seconds=()
+  export LRSWEEP_CHECKPOINTS="$work/checkpoints" LRSWEEP_ARTIFACTS="$work/artifacts"
+  for p in fp32 tf32 bf16; do
+    start=$(date +%s.%N)
+    "$PYTHON" -m lrsweep run studies/chapter.toml --device "$device" "${chapter_args[@]}" \
+      --set "study.name=chapter-$p" --set "train.precision=$p" \
+      --storage "sqlite:///$out/chapter-$p.db" > "$work/chapter-$p.log" 2>&1
+    seconds+=("$p=$("$PYTHON" -c "print($(date +%s.%N) - $start)")")
+    stores+=("$p=sqlite:///$out/chapter-$p.db")
+  done
+  { echo "lrsweep run studies/chapter.toml --device $device ${chapter_args[*]} --set train.precision=P"
+    "$PYTHON" results/benchmarks/precision-compare.py "${stores[@]}" --seconds "${seconds[@]}"
+  } | tee "$out/precision-gpu-$day.txt"
 }
 
 target() {
@@ -155,9 +184,9 @@ joint() {
 
 for step in $steps; do
   case $step in
-    tests|bench|target|profile|store|compile|fusion|device|formulations|invariance|exercises|joint)
+    tests|bench|eager|target|profile|store|compile|fusion|device|formulations|invariance|exercises|precision|joint)
       echo "== $step"; "$step" ;;
-    *) echo "gpu.sh: unknown step '$step' (tests bench target profile store compile fusion device formulations invariance exercises joint)" >&2
+    *) echo "gpu.sh: unknown step '$step' (tests bench eager target profile store compile fusion device formulations invariance exercises precision joint)" >&2
        exit 2 ;;
   esac
 done

@@ -3,8 +3,8 @@ the first warms caches and allocators), on the bench's images (the first N train
 no validation split, the full 10k test set evaluated every epoch), constant rate, own orders.
 
 Prints, per pack size K: the epoch's wall time split into the engine's phases (batch gather,
-forward, backward, the fused SGD step, evaluation; "other" is the loss, the metric sums and
-Python between them), then the operators with the most self time. On CUDA the phases also get
+forward, backward, the fused SGD step, or on CUDA the graphed steps' replay; evaluation;
+"other" is the loss, the metric sums and Python between them), then the operators with the most self time. On CUDA the phases also get
 their GPU time (the CPU side only launches kernels there).
 
     .venv/bin/python results/benchmarks/profile.py [cpu|cuda] [images] [K ...]
@@ -19,14 +19,15 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from lrsweep import schedules
-from lrsweep.train import data, engine, pack
+from lrsweep.train import data, engine, graphs, pack
 from lrsweep.train.device import describe_device
 from lrsweep.train.model import PackedLeNet
 
 device = torch.device(sys.argv[1] if len(sys.argv) > 1 else "cpu")
 IMAGES = int(sys.argv[2]) if len(sys.argv) > 2 else 10_000
 PACKS = [int(k) for k in sys.argv[3:]] or [1, 4, 8]
-PHASES = ["batch gather", "forward", "backward", "SGD step", "evaluation (val + test)"]
+PHASES = ["batch gather", "forward", "backward", "SGD step", "graphed steps (replay)",
+          "evaluation (val + test)"]
 _in_evaluation = False
 
 
@@ -61,7 +62,11 @@ pack._batch = _phase("batch gather", pack._batch)
 pack._sgd_step = _phase("SGD step", pack._sgd_step)
 engine.evaluate = _evaluation(engine.evaluate)  # as the engine calls it
 PackedLeNet.forward = _forward(PackedLeNet.forward)
-torch.Tensor.backward = _phase("backward", torch.Tensor.backward)
+torch.Tensor.backward = _phase("backward", torch.Tensor.backward)  # SGLD, looped packs
+torch.autograd.grad = _phase("backward", torch.autograd.grad)      # fused SGD's step
+# On CUDA the fused SGD pack's steps are replayed graphs (LRSWEEP_CUDA_GRAPHS=0: eager): one
+# phase, whose kernels the operator table lists; the phases above then show capture only.
+graphs.GraphedEpoch.epoch = _phase("graphed steps (replay)", graphs.GraphedEpoch.epoch)
 
 
 def _device_us(event) -> float:
