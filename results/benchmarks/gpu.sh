@@ -52,7 +52,8 @@ if [ "${SCALE:-full}" = smoke ]; then
               --set train.validation=500 --set 'space.warmup_steps={ low = 0, high = 1 }')
   exercise_args=(--set train.epochs=1 --set train.subset=1000 --set train.validation=500
                  --set space.warmup_steps=0)
-  chapter_args=(--set train.epochs=1 --set train.subset=1000 --set 'space.seed=[0, 1]')
+  chapter_args=(--set train.epochs=6 --set train.subset=512 --set train.test_subset=200
+                --set 'space.seed=[0, 1]')
 else
   out=${OUT_DIR:-results/benchmarks}
   bench_args=(); images=60000; packs=(1 8 32 128); fusion_args=(8 128)
