@@ -104,6 +104,8 @@ def test_sigterm_stops_as_ctrl_c_does_and_hands_the_trials_back(tmp_path, fashio
     assert again.returncode == 0, again.stderr
     assert "continuing from its checkpoint after epoch" in again.stderr
     assert [t.state for t in stored(tmp_path).trials] == [TrialState.COMPLETE] * 2
+    # The continued trials are this run's work: its summary counts them (it said 0).
+    assert "2/2 trials finished (2 in this run" in again.stdout
 
 
 def test_ctrl_c_while_a_trial_is_asked_hands_it_back(tmp_path, fashion_dir, monkeypatch):

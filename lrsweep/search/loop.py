@@ -47,7 +47,7 @@ class RunSummary:
     storage: str
     total: int              # trials the study file asks for
     finished: int           # COMPLETE + PRUNED now in the store
-    new: int                # of which this run finished
+    new: int                # of which this run finished (new and continued trials)
     seconds: float
 
 
@@ -75,7 +75,7 @@ def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
 def _run(spec: StudySpec, storage: str, where: Any, data_dir: str | None, allow_changed: bool,
          pack: int | None, progress: Progress, stop: StopAfterEpoch
          ) -> tuple[int, optuna.Study]:
-    """`run` under the signal handlers: (new trials asked, the study)."""
+    """`run` under the signal handlers: (trials this run finished, the study)."""
     # Data first: a missing dataset must fail before anything is written to the store.
     splits = load_data(spec, where, data_dir)
     rdb = open_storage(storage)
@@ -87,27 +87,23 @@ def _run(spec: StudySpec, storage: str, where: Any, data_dir: str | None, allow_
                     if "lenet" in spec.models else 1)
     work = Work(spec, study, splits, where, progress, checkpoints_for(storage),
                 artifact_store(storage), size, looped, stop)
-    new = 0
     try:
         progress.start(spec, count(study, DONE))
         while True:
             stop.check()  # a signal that came outside a pack: nothing of ours is in flight
             try:
-                asked = _turn(work)
+                if not _turn(work):
+                    break
             except LeaseLapsed as lapse:  # its trials: another worker's, or ours to take over
                 progress.note(f"{lapse}; going on with the study")
-                continue
-            if asked is None:
-                break
-            new += asked
     finally:
         progress.close()
-    return new, study
+    return len(work.finished), study
 
 
-def _turn(work: Work) -> int | None:
+def _turn(work: Work) -> bool:
     """One turn of the loop: take over trials, or wait for other workers, or ask and train.
-    Returns how many trials it asked; None once the study is done."""
+    Returns False once the study is done."""
     spec, study, progress = work.spec, work.study, work.progress
     # The study file's sampler before anything suggests: a claimed trial killed before its
     # first suggestion gets its parameters (its grid point) from it too.
@@ -115,43 +111,39 @@ def _turn(work: Work) -> int | None:
     # First the trials of dead processes (or of our own Ctrl-C), from their checkpoints.
     claimed = claim_stale_trials(study, PACK_ATTR)
     if claimed:
-        asked = 0
         with Leases(study, claimed) as leases:
             for name, trials, resumes in resume_groups(work, claimed, work.size, work.looped):
                 # Asking as the pack did, its freed slots take new trials when they would have:
                 # the pack goes on as an uninterrupted run's would.
-                asked += _train_packs(work, leases, PackRun(
+                _train_packs(work, leases, PackRun(
                     work, leases, name=name, waiting=list(zip(trials, resumes)), asking=True))
-        return asked
+        return True
     done, running = count(study, DONE), count(study, (TrialState.RUNNING,))
     progress.study_done(done)
     if done + running >= spec.study.trials:
         if not running:
-            return None
+            return False
         # The rest run in other workers. Stay until they end: should a worker die, its lease
         # expires and its trials are taken over here, never left RUNNING.
         progress.waiting(running)
         time.sleep(min(HEARTBEAT_SECONDS, 2.0))
-        return 0
-    return _ask_and_train(work)
+        return True
+    _ask_and_train(work)
+    return True
 
 
-def _ask_and_train(work: Work) -> int:
-    """Packs that ask their trials as their slots free up, until the total is reached.
-    Returns how many trials they asked."""
+def _ask_and_train(work: Work) -> None:
+    """Packs that ask their trials as their slots free up, until the total is reached."""
     with Leases(work.study, []) as leases:
-        return _train_packs(work, leases, PackRun(work, leases, asking=True))
+        _train_packs(work, leases, PackRun(work, leases, asking=True))
 
 
-def _train_packs(work: Work, leases: Leases, pack: PackRun) -> int:
-    """`pack`, then packs of the trials it asked of another kind than its own. Returns how
-    many trials they asked."""
-    asked = 0
+def _train_packs(work: Work, leases: Leases, pack: PackRun) -> None:
+    """`pack`, then packs of the trials it asked of another kind than its own."""
     while True:
         deferred = pack.run()
-        asked += pack.asked
         if not deferred:
-            return asked
+            return
         pack = PackRun(work, leases, waiting=[(t, None) for t in deferred], asking=True)
 
 

@@ -14,7 +14,7 @@ import contextlib
 import math
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -75,6 +75,9 @@ class Work:
     size: int                        # slots in a LeNet pack
     looped: int                      # slots in a pack of other models (one at a time)
     stop: StopAfterEpoch             # whether a signal asked the run to stop
+    # Trials this run finished (told complete or pruned), by number: the run's summary. New
+    # and continued ones alike; none that a lapse dropped or another worker finished.
+    finished: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -100,7 +103,6 @@ class PackRun:
         self.gone: set[int] = set()               # trial ids another worker finished
         self.pack_key: tuple | None = None
         self.pack_id: int | None = None
-        self.asked = 0                            # new trials asked, for the run's summary
         self.lapsed: float | None = None          # seconds silent, once the leases lapsed
         self.dropped: list[int] = []              # trial numbers left untold on a lapse
 
@@ -193,6 +195,7 @@ class PackRun:
             self.work.progress.note(f"trial {number} was taken over and finished by another "
                                     "worker: dropped here")
             return
+        self.work.finished.append(number)  # told complete (or diverged) or pruned
         self.work.progress.trial_finished(number, state, value, self.teller.best)
 
     # --- helpers ---------------------------------------------------------------------------
@@ -227,7 +230,6 @@ class PackRun:
             trials = within_total(study, asked, spec.study.trials)
             self.leases.drop([optuna_private.trial_id(t) for t in asked if t not in trials])
             if trials:
-                self.asked += len(trials)
                 self.waiting += [_Trial(t, trial_config(spec, suggest(spec, t)), None)
                                  for t in trials]
                 return True
