@@ -89,3 +89,21 @@ def test_cpu_peak_memory_is_each_rows_own():
     assert peak > before + 250
     bench._reset_peak(cpu)  # the next row starts from what the process holds now
     assert bench._peak_mib(cpu) < peak - 250
+
+
+def test_a_failed_capture_is_recorded_as_eager_steps(monkeypatch):
+    from lrsweep.train import graphs
+
+    def failing(step, device, pool):
+        raise RuntimeError("capture refused")
+
+    monkeypatch.setattr(graphs, "enabled", lambda device, *a: True)  # as on CUDA
+    monkeypatch.setattr(graphs, "wanted", lambda pack: True)
+    monkeypatch.setattr(graphs, "_record", failing)
+    record = bench.run("cpu", subset=256, packs=[1], epochs=1, chapter=False,
+                       log=lambda line: None)
+    assert record["steps"] == "eager (CUDA graph capture failed)"
+    monkeypatch.setattr(graphs, "_record", lambda step, device, pool: (step, pool))
+    record = bench.run("cpu", subset=256, packs=[1], epochs=1, chapter=False,
+                       log=lambda line: None)
+    assert record["steps"] == "CUDA graphs"

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lrsweep import bench
-from lrsweep.train import data, engine, graphs
+from lrsweep.train import data, engine, graphs, precision
 from lrsweep.train.model import lenet
 from test_engine import (PACK, WEIGHTS_ATOL, assert_each_epoch_is_alone_and_plain_sgd, curves,
                          member_weights, same_numbers, config as engine_config)
@@ -22,11 +22,14 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
 
 @pytest.fixture
 def exact_fp32(monkeypatch):
-    # The engine trains in IEEE FP32 by default (lrsweep.train.precision; PyTorch's own
-    # default would run cuDNN's convolutions in TF32, whose 10-bit mantissas would swamp the
-    # float-reordering differences these comparisons allow). cuDNN's nondeterministic
+    # The engine trains in IEEE FP32 by default (lrsweep.train.precision); the references
+    # here (plain LeNet and torch.optim.SGD) run outside it, where PyTorch's own default
+    # would run cuDNN's convolutions in TF32, whose 10-bit mantissas would swamp the
+    # float-reordering differences these comparisons allow. cuDNN's nondeterministic
     # backward kernels would make two identical runs differ.
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    with precision.applied("fp32", torch.device("cuda")):
+        yield
 
 
 def load(device, fashion_dir):
@@ -114,8 +117,25 @@ def test_graph_replay_is_the_eager_step_on_cuda(fashion_dir, exact_fp32, monkeyp
         assert all(torch.equal(g.state_dict[key], e.state_dict[key]) for key in e.state_dict)
 
 
-def test_a_graphed_pack_still_equals_its_trials_alone_and_plain_sgd_on_cuda(
+def test_a_graphed_pack_with_a_partial_batch_still_equals_its_trials_alone_and_plain_sgd(
         fashion_dir, exact_fp32, monkeypatch):
+    captured = []
+    record = graphs._record
+    monkeypatch.setattr(graphs, "_record", lambda *a: captured.append(a) or record(*a))
     monkeypatch.delenv(graphs.ENV, raising=False)
     splits = data.load("cuda", data_dir=fashion_dir, validation=200, subset=600)
     assert_each_epoch_is_alone_and_plain_sgd([config(**p) for p in PACK], splits)
+    assert captured  # it trained through graphs
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_graphs_train_a_pack_on_a_device_that_is_not_the_current_one(fashion_dir, exact_fp32):
+    # Captured on the current device's stream, a pack on another device would record nothing
+    # and replay nothing: weights unchanged, loss 0.
+    splits = data.load("cuda:1", data_dir=fashion_dir, validation=200, subset=600)
+    configs = [config(epochs=2, **p) for p in PACK]
+    assert torch.cuda.current_device() == 0
+    on_1 = engine.train_pack(configs, splits)
+    on_0 = engine.train_pack(configs, load("cuda", fashion_dir))
+    for a, b in zip(on_1, on_0):
+        assert curves(a) == pytest.approx(curves(b), rel=1e-5, abs=1e-5)

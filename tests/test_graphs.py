@@ -29,10 +29,10 @@ def recorded(monkeypatch):
     """Graphs on the CPU: each captured shape recorded, warm-ups run for real."""
     shapes = []
 
-    def record(step, device):
+    def record(step, device, pool):
         for _ in range(graphs.WARM_UP_STEPS):
             step()
-        return step
+        return step, pool
 
     real_capture = graphs.GraphedEpoch._capture
 
@@ -115,6 +115,20 @@ def test_graphs_follow_a_pack_whose_slots_turn_over_and_mask(splits, recorded, m
         assert identical(g.state_dict, e.state_dict)
 
 
+def test_a_pack_whose_slots_come_to_share_one_batch_captures_that_shape_too(
+        splits, recorded, monkeypatch):
+    # Three trials of one seed beside a fourth that diverges and leaves after epoch 1: from
+    # then on one row of indices serves the pack, a shape of its own.
+    cfgs = [config("constant", seed=5, base_lr=lr, batch_size=256, epochs=3)
+            for lr in (0.05, 0.1, 0.2)]
+    cfgs.insert(1, config("constant", seed=1, base_lr=1e4, batch_size=256, epochs=3))
+    graphed = run(cfgs, splits)
+    monkeypatch.setattr(graphs, "wanted", lambda pack: False)
+    assert_same(graphed, run(cfgs, splits))
+    assert graphed[0][1].status == "diverged"
+    assert sorted(recorded) == [(1, 88), (1, 256), (4, 88), (4, 256)]
+
+
 def test_warm_ups_that_meet_an_infinite_gradient_leave_no_trace(splits, recorded, monkeypatch):
     # Rates are 0 during warm-up, but 0 · ∞ is NaN: whatever the warm-ups did is undone.
     real_step = graphs.GraphedEpoch.__init__
@@ -141,7 +155,7 @@ def test_warm_ups_that_meet_an_infinite_gradient_leave_no_trace(splits, recorded
 
 def test_a_failed_capture_says_so_and_trains_eagerly_with_the_same_numbers(
         splits, recorded, monkeypatch):
-    def failing(step, device):
+    def failing(step, device, pool):
         step()  # a warm-up ran, then capture failed
         raise RuntimeError("operation not permitted when stream is capturing")
 

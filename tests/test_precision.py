@@ -290,3 +290,27 @@ def test_a_bf16_trials_numbers_do_not_depend_on_its_pack_on_the_cpu(tiny):
     assert all(torch.equal(alone.state_dict[k], packed.state_dict[k]) for k in alone.state_dict)
     assert str(alone.epochs[0].__dict__ | {"seconds": 0}) == str(
         packed.epochs[0].__dict__ | {"seconds": 0})
+
+
+@pytest.mark.parametrize("name, expected", [("fp32", (False, False)), ("tf32", (True, True)),
+                                            ("bf16", (False, False))])
+def test_the_engine_trains_and_evaluates_inside_its_precision(tiny, monkeypatch, name, expected):
+    from lrsweep.train import engine, pack
+    seen = []
+    step, evaluate = pack.fused_sgd_step, engine.evaluate
+
+    def spy_step(*args):  # the step enters autocast itself (the bf16 test above shows it)
+        seen.append(("step", tf32_enabled(), name == "bf16"))
+        return step(*args)
+
+    def spy_evaluate(*args, **kwargs):
+        seen.append(("evaluate", tf32_enabled(), torch.is_autocast_enabled("cpu")))
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(pack, "fused_sgd_step", spy_step)
+    monkeypatch.setattr(engine, "evaluate", spy_evaluate)
+    before = tf32_enabled()
+    engine.train(engine_config(0, 0.1, name), tiny)
+    assert {kind for kind, _, _ in seen} == {"step", "evaluate"}
+    assert {(tf32, autocast) for _, tf32, autocast in seen} == {(expected, name == "bf16")}
+    assert tf32_enabled() == before  # and given back after

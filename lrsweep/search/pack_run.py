@@ -75,9 +75,7 @@ class Work:
     size: int                        # slots in a LeNet pack
     looped: int                      # slots in a pack of other models (one at a time)
     stop: StopAfterEpoch             # whether a signal asked the run to stop
-    # Trials this run finished (told complete or pruned), by number: the run's summary. New
-    # and continued ones alike; none that a lapse dropped or another worker finished.
-    finished: list[int] = field(default_factory=list)
+    finished: list[int] = field(default_factory=list)  # trials this run told, new or continued
 
 
 @dataclass

@@ -125,6 +125,7 @@ def train_slots(width: int, splits: Splits, admit: Admit, *, on_finish: FinishCa
         if on_states:
             on_states(_state(pack, slots, posterior, weights))
         _fill(pack, slots, [], admit, posterior, on_finish)
+    pack.graphs = None  # its graphs' memory back now, not when a cycle collection comes
 
 
 def _fill(pack: Pack, slots: list[_Slot | None], admitted: list[Admission], admit: Admit,

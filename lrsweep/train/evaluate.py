@@ -22,11 +22,14 @@ from lrsweep.train.model import CONV1_CHANNELS, LoopedPack, PackedLeNet
 # 28 px weighs about ten. On a GPU a pass holds as many images as the budget allows.
 LENET_IMAGE_BYTES = CONV1_CHANNELS * 28 * 28 * 4
 CUDA_BUDGET = 32_768 * LENET_IMAGE_BYTES
-# Passes on a GPU take up to this share of its free memory, at least CUDA_BUDGET: a pack of
+# Passes on a GPU take up to this share of its total memory, at least CUDA_BUDGET: a pack of
 # 128 evaluated 256 images a pass within CUDA_BUDGET alone (40 passes of the 10k test set, each
-# K small kernels), ~14,000 within a quarter of an idle H200's. A pass holds the widest
-# activation, the next one being made from it, and the images; the share leaves room for that.
-CUDA_FREE_SHARE = 0.25
+# K small kernels). A pass holds the widest activation, the next one being made from it, and
+# the images; the share leaves room for that. Total, not free, memory: the pass size (and with
+# it the kernels cuDNN picks) is then the same on every run on the same GPU kind. And no pass
+# makes a tensor of 2³¹ elements or more, where some CUDA kernels (max pooling) have failed.
+CUDA_TOTAL_SHARE = 0.125
+INT32_ELEMENTS = 2**31 - 1
 # A looped pack (ResNet-18) on the CPU: one network at a time, within 1000 LeNet images' bytes
 # (1000 images at K = 1 was the fastest LeNet pass measured; whole-set passes were 7× slower).
 CPU_LOOPED_BUDGET = 1_000 * LENET_IMAGE_BYTES
@@ -71,12 +74,12 @@ def evaluate(net: PackedLeNet | LoopedPack, x: torch.Tensor, y: torch.Tensor, k:
 def _pass_images(net: PackedLeNet | LoopedPack, x: torch.Tensor) -> int:
     if x.device.type == "cpu" and isinstance(net, PackedLeNet):
         return CPU_PASS_IMAGES
-    if x.device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(x.device)
-        budget = max(CUDA_BUDGET, int(free * CUDA_FREE_SHARE))
-    else:
-        budget = CPU_LOOPED_BUDGET
-    return max(1, budget // net.widest_activation_bytes(tuple(x.shape[1:])))
+    widest = net.widest_activation_bytes(tuple(x.shape[1:]))
+    if x.device.type != "cuda":
+        return max(1, CPU_LOOPED_BUDGET // widest)
+    total = torch.cuda.get_device_properties(x.device).total_memory
+    images = max(CUDA_BUDGET, int(total * CUDA_TOTAL_SHARE)) // widest
+    return max(1, min(images, INT32_ELEMENTS * 4 // widest))  # widest: float32 elements × 4
 
 
 def calibration(probs: torch.Tensor, y: torch.Tensor, *, accuracy: bool = False

@@ -1,21 +1,25 @@
 """A fused SGD pack's training epoch on a CUDA device as replayed CUDA graphs.
 
 Eagerly, each step of a LeNet pack is ~60 kernel launches and the Python that issues them:
-at K = 1 on an H200 the GPU was busy 15 ms of a 171 ms epoch. `pack.fused_sgd_step` is a pure
+on an H200 the step alone at K = 1 took 2.57 ms eagerly and 0.37 ms replayed
+(results/benchmarks/formulations-gpu-2026-11-29.txt). `pack.fused_sgd_step` is a pure
 function of device tensors, so it is captured once per batch shape (the full batch and the
 epoch's last, partial one; one row of indices when every slot shares its batch, K rows when
 they do not) and replayed: each step writes its indices and rates into the graph's input
 buffers and launches the whole step at once. The per-trial loss and accuracy sums accumulate
 in device buffers inside the graph; nothing is read back until the epoch ends.
 
-Replay runs the very kernels the eager step runs, on the same inputs: the numbers are those of
-the eager step (`tests/test_gpu.py` compares them). Eager remains the path on the CPU, for
+Replay runs the very kernels the eager step runs, on the same inputs: with deterministic
+kernels (`torch.backends.cudnn.deterministic`) the numbers are the eager step's to the bit
+(`tests/test_gpu.py` compares them); without, cuDNN may pick nondeterministic backward kernels,
+and then not even two eager runs agree to the bit. Eager remains the path on the CPU, for
 SGLD (its noise draws from per-trial generators) and for looped packs (ResNet-18), and
 wherever capture fails (one warning, then eager). `LRSWEEP_CUDA_GRAPHS=0` turns graphs off.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from typing import Callable
@@ -56,6 +60,7 @@ class GraphedEpoch:
         self.loss_sum = torch.zeros(pack.k, device=device)
         self.correct = torch.zeros(pack.k, dtype=torch.long, device=device)
         self.graphs: dict[tuple[int, int], tuple[Callable[[], None], torch.Tensor]] = {}
+        self.pool = None  # one memory pool for all the pack's graphs (`_record`)
 
     def epoch(self, orders: torch.Tensor, rates: torch.Tensor, keep: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,18 +68,21 @@ class GraphedEpoch:
         the device, `keep` (K) booleans. Returns the sums of per-trial losses (each step's
         mean times its images) and of correct predictions, on the device."""
         batch, n = self.pack.like.batch_size, self.pack.n_train
-        for images in {batch, n - (self.pack.steps - 1) * batch}:
-            self._graph((orders.shape[0], images))  # captured before any step is taken
-        self.loss_sum.zero_()
-        self.correct.zero_()
-        self.keep.copy_(keep)
-        for step in range(self.pack.steps):
-            indices = orders[:, step * batch:(step + 1) * batch]
-            replay, inputs = self._graph(tuple(indices.shape))
-            inputs.copy_(indices)
-            self.rates.copy_(rates[step])
-            replay()
-        return self.loss_sum.clone(), self.correct.clone()
+        # A graph replays on the current device's stream: the pack's device, whatever the
+        # process's current one (--device cuda:1).
+        with _on(self.pack.device):
+            for images in {min(batch, n), n - (self.pack.steps - 1) * batch}:
+                self._graph((orders.shape[0], images))  # captured before any step is taken
+            self.loss_sum.zero_()
+            self.correct.zero_()
+            self.keep.copy_(keep)
+            for step in range(self.pack.steps):
+                indices = orders[:, step * batch:(step + 1) * batch]
+                replay, inputs = self._graph(tuple(indices.shape))
+                inputs.copy_(indices)
+                self.rates.copy_(rates[step])
+                replay()
+            return self.loss_sum.clone(), self.correct.clone()
 
     def _graph(self, shape: tuple[int, int]) -> tuple[Callable[[], None], torch.Tensor]:
         if shape not in self.graphs:
@@ -101,7 +109,7 @@ class GraphedEpoch:
         saved = [t.detach().clone() for t in touched]
         self.rates.zero_()
         try:
-            replay = _record(step, pack.device)
+            replay, self.pool = _record(step, pack.device, self.pool)
         finally:
             with torch.no_grad():
                 for tensor, value in zip(touched, saved):
@@ -109,10 +117,13 @@ class GraphedEpoch:
         return replay, inputs
 
 
-def _record(step: Callable[[], None], device: torch.device) -> Callable[[], None]:
-    """`step` captured as a CUDA graph, after the eager warm-up runs capture needs (cuDNN and
-    cuBLAS set up their workspaces outside the graph); returns its replay. Tests on the CPU
-    put an eager stand-in here."""
+def _record(step: Callable[[], None], device: torch.device, pool
+            ) -> tuple[Callable[[], None], object]:
+    """`step` captured as a CUDA graph in memory pool `pool` (None: a new one), after the
+    eager warm-up runs capture needs (cuDNN and cuBLAS set up their workspaces outside the
+    graph); returns its replay and the pool. The pack's graphs share one pool: nothing a graph
+    allocates outlives its replay (its results go to buffers made outside it), and replays
+    never overlap (one stream). Tests on the CPU put an eager stand-in here."""
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(side):
@@ -120,11 +131,26 @@ def _record(step: Callable[[], None], device: torch.device) -> Callable[[], None
             step()
     torch.cuda.current_stream(device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
+    # Our own capture stream on the pack's device, entered by us as well: should capture fail,
+    # torch.cuda.graph's exit may raise before it restores the stream, and this one restores
+    # it; the device is synchronised so that eager steps start after whatever was queued.
     # thread_local: the checkpoint writer and the heartbeats run on threads of their own;
     # what they do is no part of the step, and must not fail its capture.
-    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-        step()
-    return graph.replay
+    capture = torch.cuda.Stream(device)
+    try:
+        with torch.cuda.stream(capture):
+            with torch.cuda.graph(graph, pool=pool, stream=capture,
+                                  capture_error_mode="thread_local"):
+                step()
+    except RuntimeError:
+        torch.cuda.synchronize(device)
+        raise
+    return graph.replay, graph.pool()
+
+
+def _on(device: torch.device):
+    """The pack's CUDA device as the current one, for as long as its graphs run."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def for_pack(pack, splits: Splits) -> GraphedEpoch | None:

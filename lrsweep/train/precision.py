@@ -49,17 +49,22 @@ def _get() -> tuple:
     """The settings as they are, in the API's own values, to restore exactly."""
     if NEW_API:
         return (torch.backends.cudnn.conv.fp32_precision,
+                torch.backends.cudnn.rnn.fp32_precision,
                 torch.backends.cuda.matmul.fp32_precision)
     return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
 
 
-def _set(conv, matmul) -> None:
+def _set(*values) -> None:
+    """(cuDNN, cuBLAS) settings in the old API; (conv, rnn, matmul) in the new, cuDNN's RNN
+    setting following its convolutions' (nothing here has an RNN). With the new settings
+    other than torch's defaults, torch 2.14 refuses to read the old `cudnn.allow_tf32` flag
+    (RuntimeError, whatever the values); nothing in lrsweep reads it, and the old flags are
+    left alone where the new settings exist, as torch asks."""
     if NEW_API:
-        torch.backends.cudnn.conv.fp32_precision = conv
-        torch.backends.cuda.matmul.fp32_precision = matmul
+        (torch.backends.cudnn.conv.fp32_precision, torch.backends.cudnn.rnn.fp32_precision,
+         torch.backends.cuda.matmul.fp32_precision) = values
     else:
-        torch.backends.cudnn.allow_tf32 = conv
-        torch.backends.cuda.matmul.allow_tf32 = matmul
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = values
 
 
 def tf32_enabled() -> tuple[bool, bool]:
@@ -83,7 +88,7 @@ def applied(precision: str, device: torch.device) -> Iterator[None]:
     tf32 = precision == "tf32"
     value = ("tf32" if tf32 else "ieee") if NEW_API else tf32
     before = _get()
-    _set(value, value)
+    _set(*[value] * len(before))
     try:
         yield
     finally:
