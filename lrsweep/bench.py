@@ -68,7 +68,9 @@ def run(device: str = "auto", *, subset: int = 0, packs: list[int] | None = None
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
                     results = engine.train_pack(configs, splits)
-                failed_capture |= any(graphs.ENV in str(w.message) for w in caught)
+                for w in caught:  # seen, and still shown
+                    failed_capture |= issubclass(w.category, graphs.CaptureWarning)
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
             except torch.cuda.OutOfMemoryError:
                 log("  out of memory: skipped")
                 break

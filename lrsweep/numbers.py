@@ -21,6 +21,7 @@ def short(value: Any) -> str:
         return f"{value:.4g}"
     return str(value)
 
+
 SPARK_BARS = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 30  # bars at most: longer curves are shown at evenly spaced epochs
 NO_BREAK = "\u00a0"

@@ -99,15 +99,22 @@ def test_bench_on_cuda_records_gpu_memory(fashion_dir):
     assert all(row["peak_mib"] > 0 for row in record["rows"])
 
 
+@pytest.fixture
+def captured(monkeypatch):
+    """Graphs on (whatever the environment says), each capture recorded."""
+    calls = []
+    record = graphs._record
+    monkeypatch.setattr(graphs, "_record", lambda *a: calls.append(a) or record(*a))
+    monkeypatch.delenv(graphs.ENV, raising=False)
+    return calls
+
+
 @pytest.mark.parametrize("shared", [False, True], ids=["own-orders", "shared-batch"])
-def test_graph_replay_is_the_eager_step_on_cuda(fashion_dir, exact_fp32, monkeypatch, shared):
+def test_graph_replay_is_the_eager_step_on_cuda(fashion_dir, exact_fp32, monkeypatch, captured,
+                                                shared):
     # The same kernels on the same inputs: bit for bit, the partial last batch included.
     splits = load("cuda", fashion_dir)
     configs = [config(epochs=3, **{**p, **({"seed": 4} if shared else {})}) for p in PACK]
-    captured = []
-    record = graphs._record
-    monkeypatch.setattr(graphs, "_record", lambda *a: captured.append(a) or record(*a))
-    monkeypatch.delenv(graphs.ENV, raising=False)
     graphed = engine.train_pack(configs, splits)
     assert len(captured) == 2  # the full batch and the partial one, captured once each
     monkeypatch.setenv(graphs.ENV, "0")
@@ -118,11 +125,7 @@ def test_graph_replay_is_the_eager_step_on_cuda(fashion_dir, exact_fp32, monkeyp
 
 
 def test_a_graphed_pack_with_a_partial_batch_still_equals_its_trials_alone_and_plain_sgd(
-        fashion_dir, exact_fp32, monkeypatch):
-    captured = []
-    record = graphs._record
-    monkeypatch.setattr(graphs, "_record", lambda *a: captured.append(a) or record(*a))
-    monkeypatch.delenv(graphs.ENV, raising=False)
+        fashion_dir, exact_fp32, captured):
     splits = data.load("cuda", data_dir=fashion_dir, validation=200, subset=600)
     assert_each_epoch_is_alone_and_plain_sgd([config(**p) for p in PACK], splits)
     assert captured  # it trained through graphs

@@ -182,12 +182,7 @@ def _train_epoch(pack: Pack, splits: Splits) -> tuple[list[float], list[float], 
     pack.net.train()  # BatchNorm (ResNet) normalises with batch statistics while training
     sums = graphs.train_epoch(pack, orders, rates_on_device, keep)  # None: eager
     if sums is None:
-        sums = torch.zeros(pack.k, device=device), torch.zeros(pack.k, device=device,
-                                                               dtype=torch.long)
-        for step, (x, y) in enumerate(pack.batches(splits, orders)):
-            losses, right = pack.step(x, y, rates_on_device[step], keep, rates[step])
-            sums[0].add_(losses * y.shape[1])
-            sums[1].add_(right)
+        sums = pack.eager_epoch(splits, orders, rates_on_device, keep, rates)
     loss_sum, correct = sums
     return rates[0], (loss_sum / pack.n_train).tolist(), (correct / pack.n_train).tolist()
 

@@ -42,6 +42,10 @@ def enabled(device: torch.device, fused: bool = True, optimizer: str = "sgd") ->
             and os.environ.get(ENV, "1") != "0")
 
 
+class CaptureWarning(UserWarning):
+    """A pack's step could not be captured: it trains eagerly (bench records it)."""
+
+
 class CaptureFailed(RuntimeError):
     """A step could not be captured; nothing was trained and the weights are as they were."""
 
@@ -171,5 +175,5 @@ def train_epoch(pack, orders: torch.Tensor, rates: torch.Tensor, keep: torch.Ten
         pack.graphs = None
         warnings.warn(f"CUDA graph capture failed ({error}); this pack trains eagerly (the "
                       f"same numbers, more launches). Set {ENV}=0 to skip the attempt",
-                      stacklevel=2)
+                      CaptureWarning, stacklevel=2)
         return None

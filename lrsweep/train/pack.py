@@ -137,6 +137,20 @@ class Pack:
             yield _batch(splits, orders[:, step * batch:(step + 1) * batch], self.k,
                          self.device, self.fused)
 
+    def eager_epoch(self, splits: Splits, orders: torch.Tensor, rates: torch.Tensor,
+                    keep: torch.Tensor, host_rates: Sequence[Sequence[float]]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every step of one epoch, one `step` after another: the device sums of per-trial
+        losses (each step's mean times its images) and of correct predictions, as
+        `graphs.GraphedEpoch.epoch` gives them replayed. `rates`: (steps, K) on the device."""
+        loss_sum = torch.zeros(self.k, device=self.device)
+        correct = torch.zeros(self.k, device=self.device, dtype=torch.long)
+        for step, (x, y) in enumerate(self.batches(splits, orders)):
+            losses, right = self.step(x, y, rates[step], keep, host_rates[step])
+            loss_sum += losses * y.shape[1]
+            correct += right
+        return loss_sum, correct
+
     def step(self, x: torch.Tensor, y: torch.Tensor, rates: torch.Tensor, keep: torch.Tensor,
              host_rates: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step for every trial, with rates (K, on the device, 0 for stopped
