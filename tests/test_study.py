@@ -67,7 +67,7 @@ def test_grid_runs_every_distinct_point_once_across_packs(tmp_path, fashion_dir)
 
 
 def test_pruning_inside_a_pack_masks_only_the_pruned_trial(tmp_path, fashion_dir, monkeypatch):
-    def prune_trial_1_when_asked(self, direction, trial, everyone):
+    def prune_trial_1_when_asked(self, study, trial, everyone):
         return trial.number == 1
 
     monkeypatch.setattr(pruning.LockstepMedianPruner, "decide", prune_trial_1_when_asked)
@@ -88,7 +88,7 @@ def test_pruning_inside_a_pack_masks_only_the_pruned_trial(tmp_path, fashion_dir
 def test_no_trial_is_pruned_inside_its_own_warmup(tmp_path, fashion_dir, monkeypatch):
     asked = {}
 
-    def prune_whenever_asked(self, direction, trial, everyone):
+    def prune_whenever_asked(self, study, trial, everyone):
         asked.setdefault(trial.number, []).append(trial.last_step)
         return True
 
@@ -111,6 +111,39 @@ def test_pack_mates_are_each_others_peers_when_none_has_completed(tmp_path, fash
     slow = next(t for t in stored.trials if t.params["base_lr"] == 1e-5)
     assert slow.state == TrialState.PRUNED and max(slow.intermediate_values) == 1
     assert sum(t.state == TrialState.COMPLETE for t in stored.trials) >= 3
+
+
+def test_hyperband_in_a_pack_prunes_at_its_rungs_from_the_epochs_values(tmp_path, fashion_dir):
+    # Six trials in one pack, two brackets (rungs at epochs 1 and 3, and 3): each verdict is
+    # the pruner's reading of the store at that epoch, made once every pack-mate reported.
+    text = study_toml("hyperband", scheduler='"constant"', pruner="hyperband", epochs=4,
+                      base_lr="[1e-5, 0.1, 0.2, 0.3, 0.4, 0.5]")
+    pruner = pruning.make_pruner(spec.parse(text, source="test.toml"))
+    assert isinstance(pruner, pruning.LockstepHyperbandPruner) and pruner.max_resource == 4
+    _, stored = run(tmp_path, fashion_dir, text, pack=6)
+    everyone = stored.get_trials(deepcopy=False)
+    for t in everyone:
+        verdicts = [pruner.decide(stored, _until(t, step), everyone)
+                    for step in sorted(t.intermediate_values)]
+        expected = TrialState.PRUNED if any(verdicts) else TrialState.COMPLETE
+        assert t.state == expected, (t.number, verdicts)
+        assert verdicts[-1] == (t.state == TrialState.PRUNED)  # it stopped at its first "prune"
+        if t.state == TrialState.PRUNED:
+            bracket = pruner.bracket(stored.study_name, t.number)
+            assert pruner.is_rung(bracket, max(t.intermediate_values))
+    slow = next(t for t in everyone if t.params["base_lr"] == 1e-5)
+    assert slow.state == TrialState.PRUNED
+    assert sum(t.state == TrialState.PRUNED for t in everyone) >= 2
+
+
+def _until(trial, step):
+    """The trial as it stood after reporting `step`."""
+    values = {s: v for s, v in trial.intermediate_values.items() if s <= step}
+    return optuna.trial.FrozenTrial(
+        number=trial.number, state=TrialState.RUNNING, value=None, values=None,
+        datetime_start=None, datetime_complete=None, params=trial.params,
+        distributions=trial.distributions, user_attrs={}, system_attrs={},
+        intermediate_values=values, trial_id=optuna_private.trial_id(trial))
 
 
 def test_continuing_a_random_study_does_not_replay_its_draws(tmp_path, fashion_dir):

@@ -21,6 +21,12 @@ Cases (≥ 20 repeats each, sampler seeds 0…R−1):
   them), Optuna's MedianPruner (complete trials only: none is, so it never prunes);
 - slotted, N in flight: a pack whose slots turn over, N trials running at once, the lockstep
   median pruner after each trial's warmup (N = 8, 32, 100).
+The "hyperband" set runs the study with `pruner = "hyperband"` instead:
+- sequential: one trial at a time, where our lockstep Hyperband decides as Optuna's does
+  (tests/test_pruning.py);
+- slotted, 32 in flight, with Optuna's HyperbandPruner (a rung's rivals are the trials judged
+  there before, each with the value of the step it was judged at) and with ours (every
+  trial's value at the rung's own step), both after each trial's warmup.
 
 For each: the true final accuracy of the configuration the study reports as best (what a user
 would pick; its observed value is biased upwards by the noise), mean and 95% t-interval over
@@ -28,7 +34,7 @@ repeats; the trial-epochs spent; trials pruned, and pruned inside their own warm
 case's difference from the first (sequential), seed by seed (the same sampler seeds ran every
 case), with its t-interval.
 
-    .venv/bin/python results/benchmarks/search-quality.py [REPEATS]
+    .venv/bin/python results/benchmarks/search-quality.py [REPEATS] [median|hyperband]
 """
 
 from __future__ import annotations
@@ -94,20 +100,24 @@ engine.train_slots = slots_engine(curve_metrics)
 loop.load_data = no_images
 
 
-def run_case(folder: str, seed: int, pack: int, in_flight: int, static: bool) -> dict:
+def run_case(folder: str, seed: int, pack: int, in_flight: int, pruner: str) -> dict:
     sampling.ADAPTIVE_IN_FLIGHT = in_flight
-    if static:
+    pack_run.judged_from = REAL["judged_from"]
+    provenance.make_pruner = REAL["make_pruner"]
+    if pruner == "static":
         # The code before slots asked Optuna's MedianPruner, which compares with COMPLETE
         # trials only: in one pack of all 100 none is complete when any is judged, so it
         # never pruned. A NopPruner decides the same, without its cost (each of its 3,000
         # calls re-read the 100 running trials: 0.13 s each here).
         pack_run.judged_from = lambda config, steps: 1
         provenance.make_pruner = lambda spec_: optuna.pruners.NopPruner()
-    else:
-        pack_run.judged_from = REAL["judged_from"]
-        provenance.make_pruner = REAL["make_pruner"]
+    elif pruner == "optuna-hyperband":
+        provenance.make_pruner = lambda spec_: optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=spec_.train.epochs)
     name = f"quality-{uuid.uuid4().hex[:8]}"
-    spec_ = spec.load(STUDY, [f"study.name={name}", f"study.sampler_seed={seed}"])
+    study_pruner = "hyperband" if pruner.endswith("hyperband") else "median"
+    spec_ = spec.load(STUDY, [f"study.name={name}", f"study.sampler_seed={seed}",
+                              f"study.pruner={study_pruner}"])
     url = f"sqlite:///{folder}/{name}.db"
     loop.run(spec_, storage=url, device="cpu", pack=pack)
     study = optuna.load_study(study_name=name, storage=url)
@@ -129,9 +139,15 @@ def loop_trial_config(spec_, params):
 
 
 REAL = {"judged_from": pack_run.judged_from, "make_pruner": provenance.make_pruner}
-CASES = [("sequential (pack of 1)", 1, 1, False), ("static pack of 100 (before)", 100, 100, True),
-         ("slotted, 8 in flight", 100, 8, False), ("slotted, 32 in flight", 100, 32, False),
-         ("slotted, 100 in flight", 100, 100, False)]
+CASES = {  # (label, pack, trials in flight, pruner)
+    "median": [("sequential (pack of 1)", 1, 1, "median"),
+               ("static pack of 100 (before)", 100, 100, "static"),
+               ("slotted, 8 in flight", 100, 8, "median"),
+               ("slotted, 32 in flight", 100, 32, "median"),
+               ("slotted, 100 in flight", 100, 100, "median")],
+    "hyperband": [("sequential, hyperband", 1, 1, "hyperband"),
+                  ("slotted 32, Optuna's hyperband", 100, 32, "optuna-hyperband"),
+                  ("slotted 32, lockstep hyperband", 100, 32, "hyperband")]}
 
 
 def interval(values: list[float]) -> str:
@@ -155,12 +171,15 @@ def main() -> None:
           f"best possible final accuracy {BEST:.4f}")
     print(f"{'case':30} {'true final acc. of the best trial':>34} {'observed best':>26} "
           f"{'trial-epochs':>12} {'pruned':>7} {'in warmup':>9} {'s/run':>6}")
-    cases = [c for c in CASES if len(sys.argv) < 3 or c[0].startswith(sys.argv[2])]
+    chosen = sys.argv[2] if len(sys.argv) > 2 else "median"
+    if chosen not in CASES:
+        sys.exit(f"search-quality.py: no case set {chosen!r}; choose one of {', '.join(CASES)}")
+    cases = CASES[chosen]
     true = {}
     try:
-        for label, pack, in_flight, static in cases:
+        for label, pack, in_flight, pruner in cases:
             start = time.perf_counter()
-            runs = [run_case(folder, seed, pack, in_flight, static) for seed in range(repeats)]
+            runs = [run_case(folder, seed, pack, in_flight, pruner) for seed in range(repeats)]
             seconds = (time.perf_counter() - start) / repeats
             true[label] = [r["true"] for r in runs]
             print(f"{label:30} {interval(true[label]):>34} "
