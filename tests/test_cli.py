@@ -13,7 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import study_toml
+from conftest import TEST_IMAGES, study_toml
 from lrsweep.store.records import trial_curves
 
 CURVES = ("lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "epoch_seconds")
@@ -271,7 +271,8 @@ def test_export_writes_weights_for_the_plain_lenet_and_the_curves(lrsweep_cli, t
     assert proc.returncode == 0, proc.stderr
     net = lenet()
     net.load_state_dict(torch.load(tmp_path / "w.pt", weights_only=True))
-    test = data.load("cpu", data_dir=fashion_dir, validation=200, subset=400)
+    test = data.load("cpu", data_dir=fashion_dir, validation=200, subset=400,
+                     test_subset=TEST_IMAGES)
     with torch.no_grad():
         acc = (net(test.test_x).argmax(1) == test.test_y).float().mean().item()
     trial = load(tmp_path, "exported").trials[1]

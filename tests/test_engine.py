@@ -9,15 +9,17 @@ import math
 import pytest
 import torch
 
+from conftest import TEST_IMAGES
 from lrsweep import schedules
 from lrsweep.train import data, device, engine, evaluate, pack
 from lrsweep.outcomes import chance_levels, loss_bound
-from lrsweep.train.model import lenet, unpack
+from lrsweep.train.model import PackedLeNet, lenet, unpack
 
 
 @pytest.fixture(scope="module")
 def splits(fashion_dir):
-    return data.load("cpu", data_dir=fashion_dir, validation=200, subset=600)
+    return data.load("cpu", data_dir=fashion_dir, validation=200, subset=600,
+                     test_subset=TEST_IMAGES)
 
 
 def config(name="constant", seed=0, epochs=3, unit="epoch", batch_size=64, **params):
@@ -199,7 +201,8 @@ LOSS_RTOL = 1e-5
 def two_steps(fashion_dir):
     """128 training images in batches of 64: two steps an epoch, so an epoch's data order
     (which images share a step) and its rate both show."""
-    return data.load("cpu", data_dir=fashion_dir, validation=200, subset=128)
+    return data.load("cpu", data_dir=fashion_dir, validation=200, subset=128,
+                     test_subset=TEST_IMAGES)
 
 
 def plain_sgd_epoch(state_dict, cfg, splits, epoch, weight_decay=0.0):
@@ -600,6 +603,36 @@ def test_a_trials_numbers_do_not_depend_on_its_pack(two_steps, optimizer):
         assert all(same_numbers(a, b) for a, b in zip(result.epochs, alone.epochs)), name
         assert all(torch.equal(result.state_dict[key], value)
                    for key, value in alone.state_dict.items()), name
+
+
+def test_a_trials_evaluation_does_not_depend_on_its_pack(fashion_dir):
+    # On the whole test set (10,000 images on the real data: 40 passes, the last partial),
+    # the same bits for a trial's loss, accuracy and probabilities whatever the pack's width
+    # and the trial's place in it. (The training tests evaluate on a few hundred images.)
+    full = data.load("cpu", data_dir=fashion_dir, validation=200, subset=128)
+
+    def net(seed):
+        # Weights ×3: logits, and so losses, that differ from image to image as a trained
+        # network's do (an untrained LeNet's are near uniform, and hide a summation order).
+        plain = lenet(seed=seed)
+        with torch.no_grad():
+            for p in plain.parameters():
+                p.mul_(3)
+        return plain
+
+    trial, others = net(5), [net(s) for s in range(7)]
+    packs = {"2, first": [trial] + others[:1], "4, last": others[:3] + [trial],
+             "8, 6th": others[:5] + [trial] + others[5:]}
+    seen = {}
+    for name, nets in packs.items():
+        packed = PackedLeNet(nets).to(memory_format=torch.channels_last)  # as a CPU pack's
+        losses, accs, probs = evaluate.evaluate(packed, full.test_x, full.test_y, len(nets),
+                                                keep_probs=True)
+        k = nets.index(trial)
+        seen[name] = (losses[k], accs[k], probs[k])
+    first = seen.pop("2, first")
+    for name, (loss, acc, probs) in seen.items():
+        assert (loss, acc) == first[:2] and torch.equal(probs, first[2]), name
 
 
 # --- slots: trials come and go at epoch boundaries ----------------------------------------

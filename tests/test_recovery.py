@@ -22,10 +22,14 @@ GRACE = 2  # seconds of silence before a trial is taken over (SQLite's clock tic
 TEXT = study_toml("crash", scheduler='["constant", "sqrt", "cosine", "poly"]', epochs=4)
 
 
-@pytest.fixture
-def env(fashion_dir):
+def environment(fashion_dir):
     return {**os.environ, "LRSWEEP_DATA": str(fashion_dir), "PYTHONPATH": str(REPO),
             "LRSWEEP_GRACE_SECONDS": str(GRACE), "LRSWEEP_HEARTBEAT_SECONDS": "0.5"}
+
+
+@pytest.fixture
+def env(fashion_dir):
+    return environment(fashion_dir)
 
 
 def command(tmp_path, store):
@@ -40,13 +44,28 @@ def outcome(tmp_path, store):
                    for t in study.trials if t.state == TrialState.COMPLETE}
 
 
-@pytest.fixture
-def reference(tmp_path, env):
-    (tmp_path / "s.toml").write_text(TEXT)
-    proc = subprocess.run(command(tmp_path, "ref.db"), env=env, capture_output=True, text=True,
-                          timeout=300)
+def run_uninterrupted(folder, fashion_dir, text) -> subprocess.CompletedProcess:
+    """The study `text` run once in `folder` (ref.db), start to end."""
+    (folder / "s.toml").write_text(text)
+    proc = subprocess.run(command(folder, "ref.db"), env=environment(fashion_dir),
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    return outcome(tmp_path, "ref.db")[1]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, fashion_dir):
+    """What the study ends with uninterrupted: run once for all the tests that compare."""
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    run_uninterrupted(folder, fashion_dir, TEXT)
+    return outcome(folder, "ref.db")[1]
+
+
+@pytest.fixture
+def reference(tmp_path, uninterrupted):
+    """The study file in tmp_path, and what it ends with uninterrupted."""
+    (tmp_path / "s.toml").write_text(TEXT)
+    return uninterrupted
 
 
 def interrupt(tmp_path, env, trigger: str, sig: int, printed: list[str] | None = None) -> int:
@@ -181,17 +200,23 @@ def by_rate(tmp_path, store):
                    for t in study.trials}
 
 
+@pytest.fixture(scope="module")
+def turnover(tmp_path_factory, fashion_dir):
+    """TURNOVER run uninterrupted: what it printed, and its trials (`by_rate`)."""
+    folder = tmp_path_factory.mktemp("turnover")
+    printed = run_uninterrupted(folder, fashion_dir, TURNOVER).stderr
+    return printed, by_rate(folder, "ref.db")[1]
+
+
 @pytest.mark.parametrize("trigger", ["trial 2 started", "trial 0 epoch 3/4, trial 2 epoch 2/4"])
-def test_kill_9_while_a_slot_turns_over_resumes_exactly(tmp_path, env, trigger):
+def test_kill_9_while_a_slot_turns_over_resumes_exactly(tmp_path, env, turnover, trigger):
     (tmp_path / "s.toml").write_text(TURNOVER)
-    ref = subprocess.run(command(tmp_path, "ref.db"), env=env, capture_output=True, text=True,
-                         timeout=300)
-    assert ref.returncode == 0, ref.stderr
-    assert "trial 1 diverged" in ref.stderr and trigger in ref.stderr  # the turnover happened
+    printed, expected = turnover
+    assert "trial 1 diverged" in printed and trigger in printed  # the turnover happened
     assert interrupt(tmp_path, env, trigger, signal.SIGKILL) == -signal.SIGKILL
     time.sleep(GRACE + 1.5)
     again = subprocess.run(command(tmp_path, "s.db"), env=env, capture_output=True, text=True,
                            timeout=300)
     assert again.returncode == 0, again.stderr
     study, results = by_rate(tmp_path, "s.db")
-    assert len(study.trials) == 4 and results == by_rate(tmp_path, "ref.db")[1]
+    assert len(study.trials) == 4 and results == expected

@@ -12,7 +12,7 @@ import sqlalchemy
 import torch
 from optuna.trial import TrialState
 
-from conftest import study_toml
+from conftest import TEST_IMAGES, study_toml
 from lrsweep.search import (ask, heartbeats, loop, pack_run, provenance, pruning, sampling,
                             spec, takeover)
 from lrsweep.store import leases, optuna_private, storage
@@ -300,7 +300,8 @@ def test_lenet_on_a_colour_folder_is_refused_before_the_store(tmp_path):
     folder = write_folder(tmp_path / "images")
     text = study_toml("colour", scheduler='"constant"').replace(
         "[train]", f'[train]\ndataset = "imagefolder:{folder}"').replace(
-        "validation = 200", "validation = 3").replace("subset = 400", "subset = 0")
+        "validation = 200", "validation = 3").replace("subset = 400", "subset = 0").replace(
+        f"test_subset = {TEST_IMAGES}", "test_subset = 0")
     url = f"sqlite:///{tmp_path / 'store.db'}"
     with pytest.raises(Exception, match="LeNet takes 10 classes of 1×28×28"):
         loop.run(spec.parse(text, source="c.toml"), storage=url, device="cpu")
