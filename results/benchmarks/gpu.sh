@@ -22,6 +22,9 @@
 #           company. (The chapter's runs are full-scale on a CPU already; 3 and 5 are not here.)
 #   eager  `lrsweep bench` with CUDA graphs turned off (LRSWEEP_CUDA_GRAPHS=0): the eager
 #           step beside bench's graphed one, same GPU, same run of this script
+#   tf32   `lrsweep bench --precision tf32`: the packs with TF32 convolutions and matrix
+#           products, as every H200 record before the precision setting ran its convolutions
+#           (PyTorch's default), so that new and old records compare at one precision
 #   precision  studies/chapter.toml (9 runs × 5 seeds, the chapter's scale) at fp32, tf32 and
 #           bf16 (`--set train.precision=…`), each timed into a store of its own; then
 #           results/benchmarks/precision-compare.py: each run's 5-seed interval at fp32, and
@@ -77,6 +80,11 @@ bench() {
 eager() {
   LRSWEEP_CUDA_GRAPHS=0 "$PYTHON" -m lrsweep bench --device "$device" "${bench_args[@]}" \
     --out "$out/bench-eager-gpu-$day.json" | tee "$out/bench-eager-gpu-$day.txt"
+}
+
+tf32() {
+  "$PYTHON" -m lrsweep bench --device "$device" "${bench_args[@]}" --precision tf32 \
+    --out "$out/bench-tf32-gpu-$day.json" | tee "$out/bench-tf32-gpu-$day.txt"
 }
 
 precision() {
@@ -185,9 +193,9 @@ joint() {
 
 for step in $steps; do
   case $step in
-    tests|bench|eager|target|profile|store|compile|fusion|device|formulations|invariance|exercises|precision|joint)
+    tests|bench|eager|tf32|target|profile|store|compile|fusion|device|formulations|invariance|exercises|precision|joint)
       echo "== $step"; "$step" ;;
-    *) echo "gpu.sh: unknown step '$step' (tests bench eager target profile store compile fusion device formulations invariance exercises precision joint)" >&2
+    *) echo "gpu.sh: unknown step '$step' (tests bench eager tf32 target profile store compile fusion device formulations invariance exercises precision joint)" >&2
        exit 2 ;;
   esac
 done
