@@ -31,7 +31,7 @@ The "hyperband" set runs the study with `pruner = "hyperband"` instead:
 For each: the true final accuracy of the configuration the study reports as best (what a user
 would pick; its observed value is biased upwards by the noise), mean and 95% t-interval over
 repeats; the trial-epochs spent; trials pruned, and pruned inside their own warmup. Then each
-case's difference from the first (sequential), seed by seed (the same sampler seeds ran every
+case's difference from each case before it, seed by seed (the same sampler seeds ran every
 case), with its t-interval.
 
     .venv/bin/python results/benchmarks/search-quality.py [REPEATS] [median|hyperband]
@@ -114,11 +114,16 @@ def run_case(folder: str, seed: int, pack: int, in_flight: int, pruner: str) -> 
     elif pruner == "optuna-hyperband":
         provenance.make_pruner = lambda spec_: optuna.pruners.HyperbandPruner(
             min_resource=1, max_resource=spec_.train.epochs)
-    name = f"quality-{uuid.uuid4().hex[:8]}"
+    # The same study name for a seed in every case: Hyperband's brackets hash it (with the
+    # trial's number), so paired cases put the same trials in the same brackets.
+    name = f"quality-{seed}"
     study_pruner = "hyperband" if pruner.endswith("hyperband") else "median"
     spec_ = spec.load(STUDY, [f"study.name={name}", f"study.sampler_seed={seed}",
                               f"study.pruner={study_pruner}"])
-    url = f"sqlite:///{folder}/{name}.db"
+    run_folder = f"{folder}/{uuid.uuid4().hex[:8]}"  # its store, checkpoints and weights
+    os.environ["LRSWEEP_CHECKPOINTS"] = f"{run_folder}/checkpoints"
+    os.environ["LRSWEEP_ARTIFACTS"] = f"{run_folder}/artifacts"
+    url = f"sqlite:///{run_folder}.db"
     loop.run(spec_, storage=url, device="cpu", pack=pack)
     study = optuna.load_study(study_name=name, storage=url)
     trials = study.get_trials(deepcopy=False)
@@ -164,8 +169,6 @@ def main() -> None:
     # In memory where there is room (/dev/shm): the loop's checkpoints and store are fsync'd
     # each epoch, which would otherwise be most of a run's time here.
     folder = tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-    os.environ.setdefault("LRSWEEP_CHECKPOINTS", f"{folder}/checkpoints")
-    os.environ.setdefault("LRSWEEP_ARTIFACTS", f"{folder}/artifacts")
     print(f"# {STUDY} on the response surface of results/benchmarks/search-quality.py; "
           f"optuna {optuna.__version__}; {repeats} repeats (sampler seeds 0–{repeats - 1}); "
           f"best possible final accuracy {BEST:.4f}")
@@ -189,12 +192,14 @@ def main() -> None:
                   f"{sum(r['inside'] for r in runs):9d} {seconds:6.1f}", flush=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    # Paired: a case and the first one ran with the same sampler seeds, and so with the same
-    # random start-up trials; their difference seed by seed is the sharper comparison.
-    first = cases[0][0]
-    print(f"\n# true final accuracy minus {first}'s, seed by seed: mean [95% t-interval]")
-    for label in list(true)[1:]:
-        print(f"{label:30} {interval([a - b for a, b in zip(true[label], true[first])]):>34}")
+    # Paired: every case ran with the same sampler seeds, and so with the same random
+    # start-up trials; their difference seed by seed is the sharper comparison.
+    labels = list(true)
+    for i, earlier in enumerate(labels[:-1]):
+        print(f"\n# true final accuracy minus {earlier}'s, seed by seed: mean [95% t-interval]")
+        for label in labels[i + 1:]:
+            differences = [a - b for a, b in zip(true[label], true[earlier])]
+            print(f"{label:30} {interval(differences):>34}")
 
 
 if __name__ == "__main__":
