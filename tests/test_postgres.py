@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-from conftest import REPO, study_toml
+from conftest import REPO, TEST_IMAGES, study_toml
 from lrsweep.report import read
 from lrsweep.store.records import trial_curves
 
@@ -150,12 +150,18 @@ def test_a_killed_workers_trials_are_finished_by_another(tmp_path, env, name):
 
 def test_a_worker_that_dies_while_another_works_has_its_trials_finished_by_it(tmp_path, env,
                                                                              name):
-    # Two workers start together and take a pack each. One is killed near the end of its
+    # Two workers start together and take a pack each. One is killed halfway through its
     # pack; the other, done with its own pack before the dead one's lease expires, must not
     # exit leaving those trials RUNNING: it waits, takes them over, finishes them.
+    # Timing: epochs that evaluate the whole test set (about a second each here), so that
+    # both workers, which start seconds apart, are inside their packs at the kill; and a
+    # grace longer than the survivor's remaining six epochs, so that it finishes its pack
+    # while the dead worker's lease still holds. (With 300 test images and a 5 s grace the
+    # first worker could finish before the second reached the kill's epoch.)
     (tmp_path / "s.toml").write_text(study_toml(
-        name, scheduler='["constant", "sqrt", "cosine", "poly"]', epochs=12))
-    env = {**env, "LRSWEEP_GRACE_SECONDS": "5"}
+        name, scheduler='["constant", "sqrt", "cosine", "poly"]', epochs=12).replace(
+        f"test_subset = {TEST_IMAGES}", "test_subset = 0"))
+    env = {**env, "LRSWEEP_GRACE_SECONDS": "20"}
     procs = [subprocess.Popen(lrsweep("run", str(tmp_path / "s.toml"), "--pack", "2"), env=env,
                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True) for _ in range(2)]
@@ -166,7 +172,7 @@ def test_a_worker_that_dies_while_another_works_has_its_trials_finished_by_it(tm
         reader.start()
     deadline = time.time() + 120
     while time.time() < deadline and not all(
-            any("epoch 10/12" in line for line in log) for log in logs):
+            any("epoch 6/12" in line for line in log) for log in logs):
         time.sleep(0.05)
     procs[0].send_signal(signal.SIGKILL)
     assert procs[1].wait(timeout=300) == 0, "".join(logs[1])
