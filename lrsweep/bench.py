@@ -28,6 +28,7 @@ from torch import nn
 
 from lrsweep import __version__, schedules
 from lrsweep.train import data, engine, graphs
+from lrsweep.train.device import convolutions as chosen_convolutions
 from lrsweep.train.device import describe_device, resolve_device
 from lrsweep.train.precision import describe as describe_precision
 from lrsweep.train.model import lenet
@@ -43,6 +44,7 @@ def run(device: str = "auto", *, subset: int = 0, packs: list[int] | None = None
     The packs train at `precision` (a study's `[train] precision`); the chapter's loop as
     PyTorch runs it by default."""
     dev = resolve_device(device)
+    convolutions = f"{chosen_convolutions()} convolutions"
     packs = packs or ([1, 8, 32, 128] if dev.type == "cuda" else [1, 2, 4, 8, 16, 32])
     folder = data.locate(data_dir)
     splits = data.load(dev, data_dir=folder, validation=0, subset=subset)
@@ -89,7 +91,7 @@ def run(device: str = "auto", *, subset: int = 0, packs: list[int] | None = None
     return {"lrsweep": __version__, "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "hardware": describe_device(dev), "torch": torch.__version__,
             "images_per_epoch": n, "test_images": len(splits.test_y), "epochs": epochs,
-            "precision": describe_precision(precision, dev),
+            "precision": describe_precision(precision, dev), "convolutions": convolutions,
             "steps": ("CUDA graphs" if graphed else
                       "eager (CUDA graph capture failed)" if failed_capture else "eager"),
             "timing": "median epoch after the first (all epochs if fewer than 2)",

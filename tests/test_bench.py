@@ -70,6 +70,20 @@ def test_bench_times_packs_at_the_precision_asked(lrsweep_cli, tmp_path, monkeyp
     assert {c.precision for c in trained} == {"bf16"} and record["precision"].startswith("bf16")
 
 
+@pytest.mark.parametrize("formulation", ["grouped", "patches"])
+def test_bench_trains_and_records_the_convolutions_the_environment_asks(monkeypatch,
+                                                                         formulation):
+    from lrsweep.train import patches
+    calls = []
+    real = patches.convolutions
+    monkeypatch.setattr(patches, "convolutions", lambda *a: calls.append(a) or real(*a))
+    monkeypatch.setenv("LRSWEEP_CONVOLUTIONS", formulation)
+    record = bench.run("cpu", subset=256, packs=[2], epochs=1, chapter=False,
+                       log=lambda line: None)
+    assert record["convolutions"] == f"{formulation} convolutions"
+    assert bool(calls) == (formulation == "patches")
+
+
 @pytest.mark.parametrize("args, where", [(("--packs", "1,x"), "--packs"),
                                          (("--precision", "fp16"), "--precision")])
 def test_bench_refuses_bad_input_before_it_measures(lrsweep_cli, tmp_path, args, where):

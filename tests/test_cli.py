@@ -202,6 +202,26 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(lrsweep_cli, tmp_path, 
     assert (tmp_path / "store.db").read_bytes() == before
 
 
+@pytest.mark.parametrize("command", ["run", "bench"])
+def test_an_unknown_formulation_of_the_convolutions_is_one_line_exit_2_and_writes_nothing(
+        lrsweep_cli, tmp_path, monkeypatch, command):
+    url = storage_url(tmp_path)
+    optuna.create_study(study_name="other", storage=url)
+    before = (tmp_path / "store.db").read_bytes()
+    write(tmp_path, "good.toml", study_toml("convolutions"))
+    monkeypatch.setenv("LRSWEEP_CONVOLUTIONS", "gemm")
+    args = (("run", "good.toml", "--storage", url) if command == "run" else
+            ("bench", "--packs", "1", "--no-chapter", "--out", "bench.json"))
+    proc = lrsweep_cli(*args)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "lrsweep: error: LRSWEEP_CONVOLUTIONS='gemm' is not a formulation of the convolutions; "
+        "use grouped or patches"]
+    assert optuna.study.get_all_study_names(url) == ["other"]
+    assert (tmp_path / "store.db").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.toml", "store.db"]
+
+
 def test_a_changed_study_file_leaves_the_store_byte_for_byte(lrsweep_cli, tmp_path):
     path = write(tmp_path, "s.toml", study_toml("frozen", sampler="random", trials=1))
     url = storage_url(tmp_path)

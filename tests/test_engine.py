@@ -13,7 +13,7 @@ from conftest import TEST_IMAGES
 from lrsweep import schedules
 from lrsweep.train import data, device, engine, evaluate, pack
 from lrsweep.outcomes import chance_levels, loss_bound
-from lrsweep.train.model import PackedLeNet, lenet, unpack
+from lrsweep.train.model import CONVOLUTIONS, PackedLeNet, lenet, unpack
 
 
 @pytest.fixture(scope="module")
@@ -288,8 +288,16 @@ def assert_each_epoch_is_alone_and_plain_sgd(configs, splits):
                 start, done, sampler = after, done + [ours], state.members[k].sampler
 
 
+@pytest.fixture(params=CONVOLUTIONS)
+def convolutions(request, monkeypatch):
+    """Each formulation of a LeNet pack's convolutions, chosen as a user chooses it."""
+    monkeypatch.setenv(device.CONVOLUTIONS_ENV, request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("same_seed", [False, True], ids=["own-orders", "shared-batch"])
-def test_every_epoch_of_a_pack_is_its_trials_epoch_alone_and_plain_sgds(two_steps, same_seed):
+def test_every_epoch_of_a_pack_is_its_trials_epoch_alone_and_plain_sgds(two_steps, same_seed,
+                                                                        convolutions):
     configs = [config(epochs=3, **{**p, "seed": 7 if same_seed else p["seed"]}) for p in PACK]
     assert_each_epoch_is_alone_and_plain_sgd(configs, two_steps)
 
@@ -583,7 +591,7 @@ def company(trial, others):
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "sgld"])
-def test_a_trials_numbers_do_not_depend_on_its_pack(two_steps, optimizer):
+def test_a_trials_numbers_do_not_depend_on_its_pack(two_steps, optimizer, convolutions):
     # On the CPU, bit for bit: every epoch's metrics and the final weights, whatever the
     # pack's size, the trial's position in it and the trials beside it.
     def make(name, seed, **params):
@@ -605,7 +613,8 @@ def test_a_trials_numbers_do_not_depend_on_its_pack(two_steps, optimizer):
                    for key, value in alone.state_dict.items()), name
 
 
-def test_a_trials_evaluation_does_not_depend_on_its_pack(fashion_dir):
+@pytest.mark.parametrize("formulation", CONVOLUTIONS)
+def test_a_trials_evaluation_does_not_depend_on_its_pack(fashion_dir, formulation):
     # On the whole test set (10,000 images on the real data: 40 passes, the last partial),
     # the same bits for a trial's loss, accuracy and probabilities whatever the pack's width
     # and the trial's place in it. (The training tests evaluate on a few hundred images.)
@@ -625,7 +634,8 @@ def test_a_trials_evaluation_does_not_depend_on_its_pack(fashion_dir):
              "8, 6th": others[:5] + [trial] + others[5:]}
     seen = {}
     for name, nets in packs.items():
-        packed = PackedLeNet(nets).to(memory_format=torch.channels_last)  # as a CPU pack's
+        # In channels-last memory, as a CPU pack's.
+        packed = PackedLeNet(nets, formulation).to(memory_format=torch.channels_last)
         losses, accs, probs = evaluate.evaluate(packed, full.test_x, full.test_y, len(nets),
                                                 keep_probs=True)
         k = nets.index(trial)

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from lrsweep import bench
-from lrsweep.train import data, engine, graphs, precision
-from lrsweep.train.model import lenet
+from lrsweep.train import data, device, engine, graphs, precision
+from lrsweep.train.model import CONVOLUTIONS, lenet
 from test_engine import (PACK, WEIGHTS_ATOL, assert_each_epoch_is_alone_and_plain_sgd, curves,
                          member_weights, same_numbers, config as engine_config)
 
@@ -32,8 +32,16 @@ def exact_fp32(monkeypatch):
         yield
 
 
-def load(device, fashion_dir):
-    return data.load(device, data_dir=fashion_dir, validation=200, subset=600)
+@pytest.fixture(params=CONVOLUTIONS)
+def convolutions(request, monkeypatch):
+    """Each formulation of a LeNet pack's convolutions (grouped cuDNN kernels, or batched
+    products over patches), chosen as a user chooses it."""
+    monkeypatch.setenv(device.CONVOLUTIONS_ENV, request.param)
+    return request.param
+
+
+def load(where, fashion_dir):
+    return data.load(where, data_dir=fashion_dir, validation=200, subset=600)
 
 
 def config(epochs=2, **params):
@@ -50,13 +58,14 @@ def test_data_and_results_live_where_they_should(fashion_dir):
 
 
 def test_every_epoch_of_a_pack_is_its_trials_epoch_alone_and_plain_sgds_on_cuda(
-        fashion_dir, exact_fp32):
+        fashion_dir, exact_fp32, convolutions):
     # Epoch by epoch from the same weights, as on the CPU (test_engine says why not whole runs).
     splits = data.load("cuda", data_dir=fashion_dir, validation=200, subset=512)
     assert_each_epoch_is_alone_and_plain_sgd([config(**p) for p in PACK], splits)
 
 
-def test_every_cuda_epoch_is_the_cpu_epoch_from_the_same_weights(fashion_dir, exact_fp32):
+def test_every_cuda_epoch_is_the_cpu_epoch_from_the_same_weights(fashion_dir, exact_fp32,
+                                                                  convolutions):
     # Same images, weights and batch orders on both devices: only the kernels' sums differ.
     configs = [config(**p) for p in PACK]
     on_cpu = []
@@ -111,7 +120,7 @@ def captured(monkeypatch):
 
 @pytest.mark.parametrize("shared", [False, True], ids=["own-orders", "shared-batch"])
 def test_graph_replay_is_the_eager_step_on_cuda(fashion_dir, exact_fp32, monkeypatch, captured,
-                                                shared):
+                                                shared, convolutions):
     # The same kernels on the same inputs: bit for bit, the partial last batch included.
     splits = load("cuda", fashion_dir)
     configs = [config(epochs=3, **{**p, **({"seed": 4} if shared else {})}) for p in PACK]
@@ -125,7 +134,7 @@ def test_graph_replay_is_the_eager_step_on_cuda(fashion_dir, exact_fp32, monkeyp
 
 
 def test_a_graphed_pack_with_a_partial_batch_still_equals_its_trials_alone_and_plain_sgd(
-        fashion_dir, exact_fp32, captured):
+        fashion_dir, exact_fp32, captured, convolutions):
     splits = data.load("cuda", data_dir=fashion_dir, validation=200, subset=600)
     assert_each_epoch_is_alone_and_plain_sgd([config(**p) for p in PACK], splits)
     assert captured  # it trained through graphs

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from lrsweep.train.model import PackedLeNet, lenet
+from lrsweep.train.model import CONVOLUTIONS, PackedLeNet, lenet
 
 SEEDS = (0, 1, 2, 5)
 
@@ -25,30 +25,44 @@ def test_plain_lenet_has_the_chapters_layers():
                       "11.bias": (10,)}
 
 
+@pytest.mark.parametrize("convolutions", CONVOLUTIONS)
 @pytest.mark.parametrize("shared", [False, True])
-def test_packed_outputs_equal_each_plain_net(nets, shared):
+def test_packed_outputs_equal_each_plain_net(nets, shared, convolutions):
     torch.manual_seed(0)
     x = torch.rand(9, 1 if shared else len(nets), 28, 28)
-    out = PackedLeNet(nets)(x)
+    out = PackedLeNet(nets, convolutions)(x)
     assert out.shape == (len(nets), 9, 10)
     for k, net in enumerate(nets):
         own = x if shared else x[:, k:k + 1]
         torch.testing.assert_close(out[k], net(own), rtol=1e-5, atol=1e-6)
 
 
-def test_gradient_of_summed_losses_is_each_trials_solo_gradient(nets):
+@pytest.mark.parametrize("convolutions", CONVOLUTIONS)
+@pytest.mark.parametrize("shared", [False, True])
+def test_gradient_of_summed_losses_is_each_trials_solo_gradient(nets, shared, convolutions):
     torch.manual_seed(1)
-    x = torch.rand(16, len(nets), 28, 28)
+    x = torch.rand(16, 1 if shared else len(nets), 28, 28)
     y = torch.randint(0, 10, (len(nets), 16))
-    packed = PackedLeNet(nets)
+    packed = PackedLeNet(nets, convolutions)
     losses = F.cross_entropy(packed(x).transpose(1, 2), y, reduction="none").mean(1)
     losses.sum().backward()
+    grads = {name: p.grad for name, p in packed.named_parameters()}
     for k, net in enumerate(nets):
-        F.cross_entropy(net(x[:, k:k + 1]), y[k]).backward()
-        packed_grad = packed.conv1_w.grad.unflatten(0, (len(nets), -1))[k]
-        torch.testing.assert_close(packed_grad, net[0].weight.grad, rtol=1e-4, atol=1e-6)
-        torch.testing.assert_close(packed.fc1_w.grad[k].t(), net[7].weight.grad,
-                                   rtol=1e-4, atol=1e-6)
+        F.cross_entropy(net(x if shared else x[:, k:k + 1]), y[k]).backward()
+        ours = PackedLeNet.unpack(grads, k)  # trial k's gradients in the plain layout
+        for key, p in net.named_parameters():
+            torch.testing.assert_close(ours[key], p.grad, rtol=1e-4, atol=1e-6, msg=key)
+
+
+def test_the_patches_formulation_computes_with_the_same_weights_in_more_memory(nets):
+    grouped, patches = PackedLeNet(nets), PackedLeNet(nets, "patches")
+    assert all(torch.equal(a, b) for a, b in zip(grouped.parameters(), patches.parameters()))
+    # Its widest tensor: 32 values (a 5×5 patch and padding) per pixel and trial, not 6.
+    assert patches.widest_activation_bytes((1, 28, 28)) == len(nets) * 28 * 28 * 32 * 4
+    assert grouped.widest_activation_bytes((1, 28, 28)) == len(nets) * 28 * 28 * 6 * 4
+    with pytest.raises(ValueError, match="unknown convolutions 'gemm'; use one of grouped, "
+                                         "patches"):
+        PackedLeNet(nets, "gemm")
 
 
 def test_trial_state_dict_round_trips_into_the_plain_lenet(nets):

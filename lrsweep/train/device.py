@@ -13,14 +13,23 @@ from pathlib import Path
 
 import torch
 
-# One trial's share of GPU memory at batch 256: its forward saves 12 MiB for backward
-# (counted with saved-tensor hooks on the CPU); the margin is for backward's transients and
-# evaluation, unmeasured on a GPU.
-PACK_BYTES_PER_TRIAL = 80 * 2**20
+from lrsweep.train.model import CONVOLUTIONS
+
+# One trial's share of GPU memory at batch 256, by formulation of the convolutions: its
+# forward saves 11–12 MiB for backward with grouped convolutions and 50.5 MiB with patches
+# (counted with saved-tensor hooks on the CPU); each is given the grouped estimate's margin
+# (80 MiB for 12 saved: ×6.7) for backward's transients and evaluation, unmeasured on a GPU.
+PACK_BYTES_PER_TRIAL = {"grouped": 80 * 2**20, "patches": 340 * 2**20}
+# How a LeNet pack computes its convolutions (model.CONVOLUTIONS), for every device alike.
+# "grouped" wherever it has been measured: on the 2-core CPU the patches formulation took
+# 3.5–8× as long a step (K = 1 to 8, results/benchmarks/formulations-cpu-2026-11-30.txt);
+# on a GPU it is not measured yet.
+CONVOLUTIONS_ENV = "LRSWEEP_CONVOLUTIONS"
+DEFAULT_CONVOLUTIONS = "grouped"
 
 
 class DeviceError(ValueError):
-    """The asked device does not exist here."""
+    """The asked device, or the asked way of computing on it, does not exist here."""
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -71,8 +80,19 @@ def default_pack_size(device: torch.device, batch_size: int = 256) -> int:
     if device.type != "cuda":
         return 4
     free, _ = torch.cuda.mem_get_info(device)
-    per_trial = PACK_BYTES_PER_TRIAL * max(batch_size, 256) / 256
+    per_trial = PACK_BYTES_PER_TRIAL[convolutions()] * max(batch_size, 256) / 256
     return max(1, min(256, int(free * 0.25 // per_trial)))
+
+
+def convolutions() -> str:
+    """The formulation of a LeNet pack's convolutions: $LRSWEEP_CONVOLUTIONS, else the
+    default. Its numbers agree with the other's to rounding, not to the bit: a study's trials
+    should all be trained with one."""
+    chosen = os.environ.get(CONVOLUTIONS_ENV) or DEFAULT_CONVOLUTIONS
+    if chosen not in CONVOLUTIONS:
+        raise DeviceError(f"{CONVOLUTIONS_ENV}={chosen!r} is not a formulation of the "
+                          f"convolutions; use {' or '.join(CONVOLUTIONS)}")
+    return chosen
 
 
 def torch_version() -> str:

@@ -12,8 +12,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lrsweep.train import patches
+
 
 CONV1_CHANNELS = 6  # the first convolution's output channels: LeNet's widest activation
+CONVOLUTIONS = ("grouped", "patches")  # PackedLeNet's formulations of its convolutions
 
 
 def lenet(seed: int | None = None) -> nn.Sequential:
@@ -44,7 +47,9 @@ class PackedLeNet(nn.Module):
     products, so one kernel launch serves every trial of the pack.
 
     Trial k's layers are exactly those of the plain LeNet it was built from; `trial_state_dict`
-    hands them back in the plain layout.
+    hands them back in the plain layout. `convolutions` chooses how the two convolutions are
+    computed: "grouped" (cuDNN's / oneDNN's grouped kernels) or "patches" (batched matrix
+    products over image patches, `patches.convolutions`); the weights are the same tensors.
 
         >>> import torch
         >>> packed = PackedLeNet([lenet(seed=s) for s in (0, 1, 2)])
@@ -54,9 +59,13 @@ class PackedLeNet(nn.Module):
         torch.Size([3, 5, 10])
     """
 
-    def __init__(self, nets: list[nn.Sequential]) -> None:
+    def __init__(self, nets: list[nn.Sequential], convolutions: str = "grouped") -> None:
         super().__init__()
+        if convolutions not in CONVOLUTIONS:
+            raise ValueError(f"unknown convolutions {convolutions!r}; use one of "
+                             f"{', '.join(CONVOLUTIONS)}")
         self.k = len(nets)
+        self.convolutions = convolutions
         states = [net.state_dict() for net in nets]
         # Conv weights stacked along output channels: group k holds trial k's filters.
         self.conv1_w = nn.Parameter(torch.cat([s["0.weight"] for s in states]))
@@ -73,6 +82,18 @@ class PackedLeNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, K, 28, 28), trial k's images in channel k, or (B, 1, 28, 28) shared by all.
         Returns logits (K, B, 10)."""
+        k = self.k
+        if self.convolutions == "patches":
+            h = patches.convolutions(x, self.conv1_w, self.conv1_b, self.conv2_w, self.conv2_b,
+                                     k)                                 # (K, B, 400)
+        else:
+            h = self._grouped_convolutions(x)
+        h = F.relu(torch.baddbmm(self.fc1_b, h, self.fc1_w))
+        h = F.relu(torch.baddbmm(self.fc2_b, h, self.fc2_w))
+        return torch.baddbmm(self.fc3_b, h, self.fc3_w)
+
+    def _grouped_convolutions(self, x: torch.Tensor) -> torch.Tensor:
+        """Both convolutions as grouped ones, each trial a group: (K, B, 400) features."""
         k = self.k
         groups = k
         if x.shape[1] == 1 and k > 1:
@@ -91,16 +112,16 @@ class PackedLeNet(nn.Module):
         # values; ReLU's backward was 18% of a CPU step in the plain order.
         h = F.relu(F.max_pool2d(h, 2))
         h = F.relu(F.max_pool2d(F.conv2d(h, self.conv2_w, self.conv2_b, groups=k), 2))
-        h = h.reshape(h.shape[0], k, 16 * 5 * 5).transpose(0, 1)  # (K, B, 400), per-trial order
-        h = F.relu(torch.baddbmm(self.fc1_b, h, self.fc1_w))
-        h = F.relu(torch.baddbmm(self.fc2_b, h, self.fc2_w))
-        return torch.baddbmm(self.fc3_b, h, self.fc3_w)
+        return h.reshape(h.shape[0], k, 16 * 5 * 5).transpose(0, 1)  # per-trial order
 
     def widest_activation_bytes(self, image_shape: tuple[int, ...]) -> int:
         """Bytes of the widest activation one image makes in the whole pack at once: the
-        first convolution's output, every trial's channels at full size."""
-        return (self.conv1_w.shape[0] * image_shape[-2] * image_shape[-1]
-                * self.conv1_w.element_size())
+        first convolution's output, every trial's channels at full size (its patches, with
+        the patches formulation)."""
+        size = self.conv1_w.element_size()
+        if self.convolutions == "patches":
+            return patches.widest_bytes_per_image(self.k, image_shape, size)
+        return self.conv1_w.shape[0] * image_shape[-2] * image_shape[-1] * size
 
     @torch.no_grad()
     def trial_state_dict(self, k: int) -> dict[str, torch.Tensor]:

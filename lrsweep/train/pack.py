@@ -27,6 +27,7 @@ from typing import Iterator, Sequence
 import torch
 from torch.nn import functional as F
 
+from lrsweep.train import device as devices
 from lrsweep.train import precision, sgld
 from lrsweep.train.data import Splits
 from lrsweep.train.model import LoopedPack, PackedLeNet, lenet
@@ -60,7 +61,7 @@ class Pack:
         self.epochs = [0] * self.k
         net0 = _initial_net(like, self.shape, self.classes)
         self.fused = like.model == "lenet"
-        net = (PackedLeNet([net0] * self.k) if self.fused else
+        net = (PackedLeNet([net0] * self.k, devices.convolutions()) if self.fused else
                LoopedPack([copy.deepcopy(net0) for _ in range(self.k)])).to(self.device)
         if self.device.type == "cpu":
             # Measured on the 2-core CPU: channels_last is 1.5–2× faster for packs.

@@ -9,6 +9,9 @@ every study with several seeds takes), for pack sizes K:
                  batched matrix products for the linear layers
   gemm           each convolution as unfold + one batched matrix product over the pack,
                  (K, B·784, 25) @ (K, 25, 6) and (K, B·100, 150) @ (K, 150, 16)
+  patches        the engine's LRSWEEP_CONVOLUTIONS=patches (lrsweep/train/patches.py): the same
+                 products, the patches taken by Tensor.unfold (a strided view, copied once)
+                 instead of F.unfold, whose CUDA im2col launches a kernel per image
   *+graph        the same step captured once as a CUDA graph and replayed (CUDA only)
   *+benchmark    cudnn.benchmark = True (CUDA only)
   *+tf32         TF32 tensor cores for convolutions and matrix products (CUDA only)
@@ -36,6 +39,7 @@ import time
 import torch
 from torch.nn import functional as F
 
+from lrsweep.train import patches
 from lrsweep.train.model import PackedLeNet, lenet
 
 ARGS, _, CHOSEN = " ".join(sys.argv[1:]).partition("--")
@@ -111,8 +115,21 @@ def gemm_forward(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     return torch.baddbmm(f3b, h, f3w)
 
 
+def patches_forward(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """The engine's patches formulation (lrsweep.train.patches) on PackedLeNet's parameters."""
+    c1w, c1b, c2w, c2b, f1w, f1b, f2w, f2b, f3w, f3b = params
+    x = x.transpose(0, 1)
+    if "channels_last" in OPTIONS:
+        x = x.contiguous(memory_format=torch.channels_last)
+    h = patches.convolutions(x, c1w, c1b, c2w, c2b, x.shape[1])         # (K, B, 400)
+    h = F.relu(torch.baddbmm(f1b, h, f1w))
+    h = F.relu(torch.baddbmm(f2b, h, f2w))
+    return torch.baddbmm(f3b, h, f3w)
+
+
 FORMULATIONS = {"grouped": (grouped_params, grouped_forward),
-                "gemm": (gemm_params, gemm_forward)}
+                "gemm": (gemm_params, gemm_forward),
+                "patches": (grouped_params, patches_forward)}
 
 
 def make_step(forward, params, images, labels):
@@ -157,7 +174,7 @@ def time_steps(name: str, k: int, images, labels, graph: bool) -> float:
               for _ in range(8)]
     idx = orders[0].clone()
     rates = torch.full((k,), 0.05, device=device)
-    run = step
+    run = step  # eager; or, with a graph, its replay
     if graph:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -169,9 +186,10 @@ def time_steps(name: str, k: int, images, labels, graph: bool) -> float:
         with torch.cuda.graph(cuda_graph):
             step(idx, rates)
 
-        def run(new_idx, rates):
+        def replay(new_idx, rates):
             idx.copy_(new_idx)
             cuda_graph.replay()
+        run = replay
     for i in range(5):
         run(orders[i % 8], rates)
     sync()
@@ -214,9 +232,10 @@ def main() -> None:
     print(f"{'formulation':<34}{'K':>5}{'ms/step':>10}{'trial-steps/s':>15}"
           f"{'train s/epoch':>15}{'drift':>10}")
     variants = CHOSEN or (
-        ["grouped", "gemm", "grouped+benchmark", "grouped+graph", "gemm+graph",
-         "gemm+graph+tf32", "grouped+benchmark+graph+tf32"] if device.type == "cuda"
-        else ["grouped", "gemm", "grouped+channels_last"])
+        ["grouped", "patches", "grouped+graph", "patches+graph", "grouped+graph+tf32",
+         "patches+graph+tf32", "grouped+bf16+graph", "patches+bf16+graph"]
+        if device.type == "cuda"
+        else ["grouped+channels_last", "patches+channels_last", "patches", "gemm"])
     for k in PACKS:
         for variant in variants:
             name, *options = variant.split("+")

@@ -25,6 +25,9 @@
 #   tf32   `lrsweep bench --precision tf32`: the packs with TF32 convolutions and matrix
 #           products, as every H200 record before the precision setting ran its convolutions
 #           (PyTorch's default), so that new and old records compare at one precision
+#   patches  `lrsweep bench` (no chapter loop) and the target study with
+#           LRSWEEP_CONVOLUTIONS=patches: the convolutions as batched products over patches
+#           (lrsweep/train/patches.py), beside the bench and target steps' grouped kernels
 #   precision  studies/chapter.toml (9 runs × 5 seeds, the chapter's scale) at fp32, tf32 and
 #           bf16 (`--set train.precision=…`), each timed into a store of its own; then
 #           results/benchmarks/precision-compare.py: each run's 5-seed interval at fp32, and
@@ -104,18 +107,25 @@ precision() {
 }
 
 target() {
-  local start end
+  # $1: a label for the records of a variant (patches), none for the plain run.
+  local start end label=${1:+-$1}
   start=$(date +%s.%N)
   "$PYTHON" -m lrsweep run results/benchmarks/gpu_target.toml --device "$device" \
-    "${target_args[@]}" --storage "sqlite:///$work/target.db" \
-    > "$work/target.log" 2>&1
+    "${target_args[@]}" --storage "sqlite:///$work/target$label.db" \
+    > "$work/target$label.log" 2>&1
   end=$(date +%s.%N)
   {
-    echo "lrsweep run results/benchmarks/gpu_target.toml --device $device ${target_args[*]}"
+    echo "${LRSWEEP_CONVOLUTIONS:+LRSWEEP_CONVOLUTIONS=$LRSWEEP_CONVOLUTIONS }lrsweep run results/benchmarks/gpu_target.toml --device $device ${target_args[*]}"
     "$PYTHON" -c "from lrsweep.train import device as d; print(d.describe_device(d.resolve_device('$device')))"
-    grep '^study ' "$work/target.log" | tail -n 1
+    grep '^study ' "$work/target$label.log" | tail -n 1
     "$PYTHON" -c "print(f'wall time, process start to exit: {$end - $start:.1f} s')"
-  } | tee "$out/target-gpu-$day.txt"
+  } | tee "$out/target$label-gpu-$day.txt"
+}
+
+patches() {
+  LRSWEEP_CONVOLUTIONS=patches "$PYTHON" -m lrsweep bench --device "$device" "${bench_args[@]}" \
+    --no-chapter --out "$out/bench-patches-gpu-$day.json" | tee "$out/bench-patches-gpu-$day.txt"
+  LRSWEEP_CONVOLUTIONS=patches target patches
 }
 
 profile() {
@@ -193,9 +203,9 @@ joint() {
 
 for step in $steps; do
   case $step in
-    tests|bench|eager|tf32|target|profile|store|compile|fusion|device|formulations|invariance|exercises|precision|joint)
+    tests|bench|eager|tf32|target|patches|profile|store|compile|fusion|device|formulations|invariance|exercises|precision|joint)
       echo "== $step"; "$step" ;;
-    *) echo "gpu.sh: unknown step '$step' (tests bench eager tf32 target profile store compile fusion device formulations invariance exercises precision joint)" >&2
+    *) echo "gpu.sh: unknown step '$step' (tests bench eager tf32 target patches profile store compile fusion device formulations invariance exercises precision joint)" >&2
        exit 2 ;;
   esac
 done
