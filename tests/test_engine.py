@@ -302,6 +302,13 @@ def test_every_epoch_of_a_pack_is_its_trials_epoch_alone_and_plain_sgds(two_step
     assert_each_epoch_is_alone_and_plain_sgd(configs, two_steps)
 
 
+def test_a_trial_records_the_convolutions_it_trained_with(two_steps, convolutions):
+    from lrsweep.search.tell import user_attrs
+    result = engine.train_pack([config(epochs=1)], two_steps)[0]
+    assert result.convolutions == convolutions
+    assert user_attrs(result, torch.device("cpu"), 10)["convolutions"] == convolutions
+
+
 def test_pruning_one_trial_leaves_the_others_unchanged(splits):
     configs = [config(epochs=3, **p) for p in PACK]
     reference = engine.train_pack(configs, splits)

@@ -240,11 +240,12 @@ def test_each_trial_records_what_it_computed_in():
     assert attrs["precision"] == "tf32 on cpu: FP32 (no TF32 on CPUs)"
 
 
-def test_the_report_names_the_recorded_precision(tmp_path):
+def test_the_report_names_the_recorded_precision_and_convolutions(tmp_path):
     url = f"sqlite:///{tmp_path / 's.db'}"
     study = optuna.create_study(study_name="r", storage=url, direction="maximize")
     study.set_user_attr("study_file", study_toml("r", scheduler='"constant"', seed="[0, 1]"))
-    for seed, value in ((0, 0.8), (1, 0.7)):
+    # The second seed trained with the other formulation (LRSWEEP_CONVOLUTIONS changed).
+    for seed, value, formulation in ((0, 0.8, "patches"), (1, 0.7, "grouped")):
         study.add_trial(create_trial(
             state=TrialState.COMPLETE, value=value, params={"seed": seed},
             distributions={"seed": CategoricalDistribution([0, 1])},
@@ -252,10 +253,10 @@ def test_the_report_names_the_recorded_precision(tmp_path):
                         "val_loss": [1.5, 1.2], "val_acc": [0.5, value],
                         "test_acc": [0.5, value], "epoch_seconds": [1.0, 1.0], "seed": seed,
                         "diverged": None, "pack_size": 1, "device": "cpu (test)",
-                        "precision": describe("fp32", CPU)}))
+                        "precision": describe("fp32", CPU), "convolutions": formulation}))
     text = render.write_report("r", url, tmp_path / "out").markdown.read_text()
-    assert ("Hardware: cpu (test), fp32 (IEEE FP32 convolutions and matrix products). "
-            "Versions:") in text
+    assert ("Hardware: cpu (test), fp32 (IEEE FP32 convolutions and matrix products), grouped "
+            "and patches convolutions. Versions:") in text
 
 
 # --- the engine at each precision (CPU) -----------------------------------------------------

@@ -88,6 +88,13 @@ def _sections(name, url, study, study_spec, trials, configs, metric) -> list[Sec
     # The arithmetic (precision.describe), recorded with each trial from [train] precision on.
     arithmetic = next((t.user_attrs["precision"] for t in first if t.user_attrs.get("precision")),
                       None)
+    # How LeNet packs computed their convolutions (model.CONVOLUTIONS; LRSWEEP_CONVOLUTIONS, so
+    # a study continued under another setting holds both: each is named).
+    formulations = sorted({t.user_attrs["convolutions"] for t in first
+                           if t.user_attrs.get("convolutions")})
+    if formulations:
+        arithmetic = ", ".join(filter(None, [arithmetic,
+                                             f"{' and '.join(formulations)} convolutions"]))
     versions = study.user_attrs.get("versions", {})
     scale = "–"
     if study_spec:

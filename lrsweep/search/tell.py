@@ -84,5 +84,6 @@ def user_attrs(result: TrialResult, device: Any, classes: int) -> dict[str, Any]
                  outcome=outcome(result.status, result.diverged, last_acc, classes),
                  schedule=result.config.schedule.as_dict(), device=describe_device(device),
                  pack_size=result.pack_size, classes=classes, parameters=result.parameters,
-                 precision=describe_precision(result.config.precision, device))
+                 precision=describe_precision(result.config.precision, device),
+                 convolutions=result.convolutions)
     return attrs

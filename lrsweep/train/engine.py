@@ -143,7 +143,8 @@ def _fill(pack: Pack, slots: list[_Slot | None], admitted: list[Admission], admi
             raise ValueError(f"{len(admitted)} trials admitted into {len(free)} free slots")
         for i, a in zip(_places(free, admitted), admitted):
             result = TrialResult(a.config, device=str(pack.device), pack_size=pack.width,
-                                 parameters=pack.parameters)
+                                 parameters=pack.parameters,
+                                 convolutions=getattr(pack.net, "convolutions", None))
             r = a.resume
             if r is not None:
                 result.epochs = list(r.epochs)

@@ -77,6 +77,7 @@ class TrialResult:
     device: str = "cpu"
     pack_size: int = 1
     parameters: int = 0  # trainable parameters of the trial's network (reports show them)
+    convolutions: str | None = None  # a fused LeNet pack's formulation; None: a looped pack
 
 
 @dataclass(frozen=True)
