@@ -22,7 +22,7 @@ from lrsweep.train.model import CONVOLUTIONS
 PACK_BYTES_PER_TRIAL = {"grouped": 80 * 2**20, "patches": 340 * 2**20}
 # How a LeNet pack computes its convolutions (model.CONVOLUTIONS), for every device alike.
 # "grouped" wherever it has been measured: on the 2-core CPU the patches formulation took
-# 3.5–8× as long a step (K = 1 to 8, results/benchmarks/formulations-cpu-2026-11-30.txt);
+# 4.5–9× as long a step (K = 1 to 8, results/benchmarks/formulations-cpu-2026-11-30.txt);
 # on a GPU it is not measured yet.
 CONVOLUTIONS_ENV = "LRSWEEP_CONVOLUTIONS"
 DEFAULT_CONVOLUTIONS = "grouped"

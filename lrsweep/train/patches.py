@@ -5,8 +5,9 @@ cuDNN runs a pack's grouped convolutions as one small kernel per trial (K = 128:
 step forward, more backward; results/benchmarks/profile.py), and a trial with its own images
 sends the first convolution through a depthwise kernel. Here each convolution is one strided
 copy that gathers every 5×5 patch (`Tensor.unfold`, a view) and one batched product over the
-pack: (K, B·784, 25) @ (K, 25, 6) (padded to 32, below) and (K, B·100, 150) @ (K, 150, 16), whatever K. The weights
-are PackedLeNet's own, seen as matrices, so checkpoints do not depend on the formulation.
+pack, whatever K: (K, B·784, 25) @ (K, 25, 6), its 25 padded to 32 (below), and
+(K, B·100, 150) @ (K, 150, 16). The weights are PackedLeNet's own, seen as matrices, so
+checkpoints do not depend on the formulation.
 
 (An earlier attempt built the patches with `F.unfold`, whose CUDA im2col launches a kernel per
 image, K·B for each convolution: 17× slower than cuDNN on an H200. `Tensor.unfold` is a view,
@@ -70,13 +71,15 @@ def _image_patches(x: torch.Tensor) -> torch.Tensor:
     pad = KERNEL // 2
     view = F.pad(x, (pad, pad, pad, pad)).unfold(2, KERNEL, 1).unfold(3, KERNEL, 1)
     cols = x.new_empty(rows, b, height, width, PATCH_WIDTH)
-    cols[..., :KERNEL * KERNEL].copy_(view.transpose(0, 1).flatten(-2))
+    # Into a (5, 5) view of each row's first 25 values: one copy (flattening the unfolded
+    # windows first would copy them once more).
+    cols[..., :KERNEL * KERNEL].unflatten(-1, (KERNEL, KERNEL)).copy_(view.transpose(0, 1))
     cols[..., KERNEL * KERNEL:].zero_()
     return cols.view(rows, b * height * width, PATCH_WIDTH)
 
 
 def widest_bytes_per_image(k: int, image_shape: tuple[int, ...], element_size: int) -> int:
     """The widest tensor one image makes in a pass: the first convolution's patches,
-    PATCH_WIDTH values per pixel for every trial (a shared batch's are counted K times too: a batched product may
-    copy an expanded operand)."""
+    PATCH_WIDTH values per pixel for every trial (a shared batch's are counted K times too: a
+    batched product may copy an expanded operand)."""
     return k * image_shape[-2] * image_shape[-1] * PATCH_WIDTH * element_size
