@@ -39,28 +39,40 @@ def convolutions(x: torch.Tensor, conv1_w: torch.Tensor, conv1_b: torch.Tensor,
     The conv weights as PackedLeNet holds them (trial k's filters in output group k).
     Returns each trial's pooled second-convolution features, (K, B, 16·5·5) for 28×28 images,
     in the plain LeNet's flattening order (channel, row, column)."""
+    # Pool before ReLU, as PackedLeNet does: the same numbers, ReLU on 4× fewer values.
+    h = F.relu(F.max_pool2d(first(x, conv1_w, conv1_b, k), 2))      # (K·B, 6, 14, 14)
+    h = F.relu(F.max_pool2d(second(h, conv2_w, conv2_b, k), 2))     # (K·B, 16, 5, 5)
+    return h.reshape(k, x.shape[0], -1)
+
+
+def first(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, k: int) -> torch.Tensor:
+    """The first convolution (5×5, padding 2) of x (B, K or 1, H, W): (K·B, 6, H, W), trial k's
+    images at rows k·B to k·B + B − 1, an NCHW view of NHWC memory."""
     b, _, height, width = x.shape
-    c1 = conv1_w.shape[0] // k
-    c2, c_in = conv2_w.shape[0] // k, conv2_w.shape[1]
-    cols = _image_patches(x)                                        # (rows, B·H·W, 32)
+    channels = weight.shape[0] // k
+    cols = _image_patches(x)                                        # (K or 1, B·H·W, 32)
     # The filters padded with zero rows to match: each trial's weight gradient is then a
     # (32, 6) block, 768 bytes, and starts 64-byte aligned. As (25, 6) blocks, 600 bytes, the
     # CPU's batched product summed the odd slots' gradients in another order than the even
     # ones', and a trial's numbers depended on its slot (tested).
-    weights = F.pad(conv1_w.reshape(k, c1, KERNEL * KERNEL), (0, PATCH_WIDTH - KERNEL * KERNEL))
-    h = torch.baddbmm(conv1_b.view(k, 1, c1), cols.expand(k, -1, -1), weights.transpose(1, 2))
-    h = h.view(k * b, height, width, c1).permute(0, 3, 1, 2)      # NCHW view, NHWC memory
-    # Pool before ReLU, as PackedLeNet does: the same numbers, ReLU on 4× fewer values.
-    h = F.relu(F.max_pool2d(h, 2))                                  # (K·B, 6, 14, 14)
-    out_h, out_w = h.shape[2] - KERNEL + 1, h.shape[3] - KERNEL + 1
+    weights = F.pad(weight.reshape(k, channels, KERNEL * KERNEL),
+                    (0, PATCH_WIDTH - KERNEL * KERNEL))
+    h = torch.baddbmm(bias.view(k, 1, channels), cols.expand(k, -1, -1), weights.transpose(1, 2))
+    return h.view(k * b, height, width, channels).permute(0, 3, 1, 2)
+
+
+def second(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, k: int) -> torch.Tensor:
+    """The second convolution (5×5, no padding) of h (K·B, 6, H, W), trial-major as `first`
+    gives it: (K·B, 16, H − 4, W − 4), an NCHW view of NHWC memory."""
+    rows, c_in, height, width = h.shape
+    b, channels = rows // k, weight.shape[0] // k
+    out_h, out_w = height - KERNEL + 1, width - KERNEL + 1
     cols = h.unfold(2, KERNEL, 1).unfold(3, KERNEL, 1)              # (K·B, 6, 10, 10, 5, 5)
     cols = cols.reshape(k, b, c_in, out_h, out_w, KERNEL, KERNEL).permute(0, 1, 3, 4, 2, 5, 6)
-    cols = cols.reshape(k, b * out_h * out_w, c_in * KERNEL * KERNEL)
-    h = torch.baddbmm(conv2_b.view(k, 1, c2), cols,
-                      conv2_w.reshape(k, c2, c_in * KERNEL * KERNEL).transpose(1, 2))
-    h = h.view(k * b, out_h, out_w, c2).permute(0, 3, 1, 2)
-    h = F.relu(F.max_pool2d(h, 2))                                  # (K·B, 16, 5, 5)
-    return h.reshape(k, b, -1)
+    cols = cols.reshape(k, b * out_h * out_w, c_in * KERNEL * KERNEL)   # the one copy
+    out = torch.baddbmm(bias.view(k, 1, channels), cols,
+                        weight.reshape(k, channels, c_in * KERNEL * KERNEL).transpose(1, 2))
+    return out.view(rows, out_h, out_w, channels).permute(0, 3, 1, 2)
 
 
 @torch.no_grad()  # images: nothing to differentiate

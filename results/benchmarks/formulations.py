@@ -12,6 +12,8 @@ every study with several seeds takes), for pack sizes K:
   patches        the engine's LRSWEEP_CONVOLUTIONS=patches (lrsweep/train/patches.py): the same
                  products, the patches taken by Tensor.unfold (a strided view, copied once)
                  instead of F.unfold, whose CUDA im2col launches a kernel per image
+  patches1, patches2  only the first (second) convolution by patches, the other grouped:
+                 which of the two gains
   *+graph        the same step captured once as a CUDA graph and replayed (CUDA only)
   *+benchmark    cudnn.benchmark = True (CUDA only)
   *+tf32         TF32 tensor cores for convolutions and matrix products (CUDA only)
@@ -32,6 +34,7 @@ is below (`variants`).
 
 from __future__ import annotations
 
+import functools
 import statistics
 import sys
 import time
@@ -115,13 +118,26 @@ def gemm_forward(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     return torch.baddbmm(f3b, h, f3w)
 
 
-def patches_forward(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """The engine's patches formulation (lrsweep.train.patches) on PackedLeNet's parameters."""
+def patches_forward(params: list[torch.Tensor], x: torch.Tensor, only: int | None = None
+                    ) -> torch.Tensor:
+    """The engine's patches formulation (lrsweep.train.patches) on PackedLeNet's parameters;
+    with `only` 1 or 2, only that convolution by patches, the other grouped."""
     c1w, c1b, c2w, c2b, f1w, f1b, f2w, f2b, f3w, f3b = params
-    x = x.transpose(0, 1)
+    k, b = x.shape[:2]
+    x = x.transpose(0, 1)                                               # (B, K, 28, 28)
     if "channels_last" in OPTIONS:
         x = x.contiguous(memory_format=torch.channels_last)
-    h = patches.convolutions(x, c1w, c1b, c2w, c2b, x.shape[1])         # (K, B, 400)
+    if only == 2:  # grouped first convolution, batch-major → trial-major
+        h = F.relu(F.max_pool2d(F.conv2d(x, c1w, c1b, padding=2, groups=k), 2))
+        h = h.view(b, k, 6, 14, 14).transpose(0, 1).reshape(k * b, 6, 14, 14)
+    else:
+        h = F.relu(F.max_pool2d(patches.first(x, c1w, c1b, k), 2))     # (K·B, 6, 14, 14)
+    if only == 1:  # trial-major → batch-major, grouped second convolution
+        h = h.view(k, b, 6, 14, 14).transpose(0, 1).reshape(b, k * 6, 14, 14)
+        h = F.relu(F.max_pool2d(F.conv2d(h, c2w, c2b, groups=k), 2))
+        h = h.reshape(b, k, 400).transpose(0, 1)
+    else:
+        h = F.relu(F.max_pool2d(patches.second(h, c2w, c2b, k), 2)).reshape(k, b, 400)
     h = F.relu(torch.baddbmm(f1b, h, f1w))
     h = F.relu(torch.baddbmm(f2b, h, f2w))
     return torch.baddbmm(f3b, h, f3w)
@@ -129,7 +145,9 @@ def patches_forward(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor
 
 FORMULATIONS = {"grouped": (grouped_params, grouped_forward),
                 "gemm": (gemm_params, gemm_forward),
-                "patches": (grouped_params, patches_forward)}
+                "patches": (grouped_params, patches_forward),
+                "patches1": (grouped_params, functools.partial(patches_forward, only=1)),
+                "patches2": (grouped_params, functools.partial(patches_forward, only=2))}
 
 
 def make_step(forward, params, images, labels):
@@ -232,8 +250,9 @@ def main() -> None:
     print(f"{'formulation':<34}{'K':>5}{'ms/step':>10}{'trial-steps/s':>15}"
           f"{'train s/epoch':>15}{'drift':>10}")
     variants = CHOSEN or (
-        ["grouped", "patches", "grouped+graph", "patches+graph", "grouped+graph+tf32",
-         "patches+graph+tf32", "grouped+bf16+graph", "patches+bf16+graph"]
+        ["grouped", "patches", "grouped+graph", "patches+graph", "patches1+graph",
+         "patches2+graph", "grouped+graph+tf32", "patches+graph+tf32", "grouped+bf16+graph",
+         "patches+bf16+graph"]
         if device.type == "cuda"
         else ["grouped+channels_last", "patches+channels_last", "patches", "gemm"])
     for k in PACKS:
