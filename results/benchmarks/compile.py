@@ -6,8 +6,9 @@ how many epochs compiling pays off.
 
     .venv/bin/python results/benchmarks/compile.py [cpu|cuda] [images] [K ...]
 
-CPU modes: eager, default. CUDA adds reduce-overhead (CUDA graphs). The CPU
-record beside it came from
+CPU modes: eager, default. CUDA adds reduce-overhead (CUDA graphs). The convolutions are
+the engine's choice (LRSWEEP_CONVOLUTIONS: grouped, or patches). The CPU record beside it
+came from
     OMP_NUM_THREADS=2 .venv/bin/python results/benchmarks/compile.py cpu 10000 1 4 16
 """
 
@@ -24,7 +25,7 @@ import torch
 from torch.nn import functional as F
 
 from lrsweep.train import data, pack
-from lrsweep.train.device import describe_device
+from lrsweep.train.device import convolutions, describe_device
 from lrsweep.train.model import PackedLeNet, lenet
 
 device = torch.device(sys.argv[1] if len(sys.argv) > 1 else "cpu")
@@ -43,7 +44,7 @@ def sync() -> None:
 
 def epoch_seconds(k: int, mode: str, splits: data.Splits) -> list[float]:
     torch._dynamo.reset()  # every configuration compiles from scratch
-    net = PackedLeNet([lenet(seed) for seed in range(k)]).to(device)
+    net = PackedLeNet([lenet(seed) for seed in range(k)], convolutions()).to(device)
     if device.type == "cpu":
         net = net.to(memory_format=torch.channels_last)  # as the engine trains on the CPU
     params = list(net.parameters())
@@ -70,7 +71,7 @@ def epoch_seconds(k: int, mode: str, splits: data.Splits) -> list[float]:
 
 splits = data.load(device, subset=IMAGES, validation=0)
 print(f"device {describe_device(device)}, {IMAGES} images, batch {BATCH}, "
-      f"torch {torch.__version__}")
+      f"torch {torch.__version__}, {convolutions()} convolutions")
 print(f"{'K':>4} {'mode':>16} {'first epoch':>12} {'steady':>9} {'vs eager':>9}  pays after")
 for k in PACKS:
     eager_steady = None

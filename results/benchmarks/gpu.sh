@@ -6,7 +6,7 @@
 #   bench   `lrsweep bench`: the chapter's loop vs packs of 1, 8, 32 and 128 on the full data
 #   target  results/benchmarks/gpu_target.toml: 100 trials × 30 epochs on the full data,
 #           timed end to end with its SQLite store
-#   profile results/benchmarks/profile.py: where an epoch goes (phases, top operators)
+#   profile results/benchmarks/epoch-profile.py: where an epoch goes (phases, top operators)
 #   store   results/benchmarks/store-cost.py: the study's bookkeeping, training instant or paced
 #   compile results/benchmarks/compile.py: eager vs torch.compile vs CUDA graphs
 #   fusion  results/benchmarks/resnet-fusion.py: would fusing ResNet-18 packs pay here
@@ -129,7 +129,7 @@ patches() {
 }
 
 profile() {
-  "$PYTHON" results/benchmarks/profile.py "$device" "$images" "${packs[@]}" \
+  "$PYTHON" results/benchmarks/epoch-profile.py "$device" "$images" "${packs[@]}" \
     2>"$work/profile.err" | tee "$out/profile-gpu-$day.txt"
 }
 

@@ -7,10 +7,10 @@ forward, backward, the fused SGD step, or on CUDA the graphed steps' replay; eva
 "other" is the loss, the metric sums and Python between them), then the operators with the most self time. On CUDA the phases also get
 their GPU time (the CPU side only launches kernels there).
 
-    .venv/bin/python results/benchmarks/profile.py [cpu|cuda] [images] [K ...]
+    .venv/bin/python results/benchmarks/epoch-profile.py [cpu|cuda] [images] [K ...]
 
 The CPU record beside it came from
-    OMP_NUM_THREADS=2 .venv/bin/python results/benchmarks/profile.py cpu 10000 1 4 8
+    OMP_NUM_THREADS=2 .venv/bin/python results/benchmarks/epoch-profile.py cpu 10000 1 4 8
 """
 
 import sys
