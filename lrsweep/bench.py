@@ -28,8 +28,8 @@ from torch import nn
 
 from lrsweep import __version__, schedules
 from lrsweep.train import data, engine, graphs
-from lrsweep.train.device import convolutions as chosen_convolutions
-from lrsweep.train.device import describe_device, resolve_device
+from lrsweep.train.device import (convolutions as chosen_convolutions, describe_device,
+                                  resolve_device)
 from lrsweep.train.precision import describe as describe_precision
 from lrsweep.train.model import lenet
 

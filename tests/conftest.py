@@ -1,5 +1,6 @@
 """Shared fixtures: a Fashion-MNIST folder (Debian's real files, else a small generated one),
-study files on a tiny subset, and a way to run the `lrsweep` command."""
+study files on a tiny subset, a way to run the `lrsweep` command, and each formulation of a
+pack's convolutions in turn."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from lrsweep.train.device import CONVOLUTIONS_ENV
+from lrsweep.train.model import CONVOLUTIONS
 
 REAL_DATA = Path("/usr/share/datasets/fashion-mnist")
 HAVE_REAL_DATA = all((REAL_DATA / f"{n}.gz").is_file() for n in (
@@ -91,3 +95,11 @@ def lrsweep_cli(fashion_dir, tmp_path):
         return subprocess.run([sys.executable, "-m", "lrsweep", *args], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=timeout, **kwargs)
     return run
+
+
+@pytest.fixture(params=CONVOLUTIONS)
+def convolutions(request, monkeypatch):
+    """Each formulation of a LeNet pack's convolutions in turn, chosen as a user chooses it
+    (LRSWEEP_CONVOLUTIONS): the engine's tests on the CPU and on a GPU run with both."""
+    monkeypatch.setenv(CONVOLUTIONS_ENV, request.param)
+    return request.param

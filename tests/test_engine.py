@@ -288,13 +288,6 @@ def assert_each_epoch_is_alone_and_plain_sgd(configs, splits):
                 start, done, sampler = after, done + [ours], state.members[k].sampler
 
 
-@pytest.fixture(params=CONVOLUTIONS)
-def convolutions(request, monkeypatch):
-    """Each formulation of a LeNet pack's convolutions, chosen as a user chooses it."""
-    monkeypatch.setenv(device.CONVOLUTIONS_ENV, request.param)
-    return request.param
-
-
 @pytest.mark.parametrize("same_seed", [False, True], ids=["own-orders", "shared-batch"])
 def test_every_epoch_of_a_pack_is_its_trials_epoch_alone_and_plain_sgds(two_steps, same_seed,
                                                                         convolutions):

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from lrsweep import bench
-from lrsweep.train import data, device, engine, graphs, precision
-from lrsweep.train.model import CONVOLUTIONS, lenet
+from lrsweep.train import data, engine, graphs, precision
+from lrsweep.train.model import lenet
 from test_engine import (PACK, WEIGHTS_ATOL, assert_each_epoch_is_alone_and_plain_sgd, curves,
                          member_weights, same_numbers, config as engine_config)
 
@@ -30,14 +30,6 @@ def exact_fp32(monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
     with precision.applied("fp32", torch.device("cuda")):
         yield
-
-
-@pytest.fixture(params=CONVOLUTIONS)
-def convolutions(request, monkeypatch):
-    """Each formulation of a LeNet pack's convolutions (grouped cuDNN kernels, or batched
-    products over patches), chosen as a user chooses it."""
-    monkeypatch.setenv(device.CONVOLUTIONS_ENV, request.param)
-    return request.param
 
 
 def load(where, fashion_dir):

@@ -3,9 +3,9 @@
 
 cuDNN runs a pack's grouped convolutions as one small kernel per trial (K = 128: 256 of them a
 step forward, more backward; results/benchmarks/epoch-profile.py), and a trial with its own
-images sends the first convolution through a depthwise kernel. Here each convolution is one strided
-copy that gathers every 5×5 patch (`Tensor.unfold`, a view) and one batched product over the
-pack, whatever K: (K, B·784, 25) @ (K, 25, 6), its 25 padded to 32 (below), and
+images sends the first convolution through a depthwise kernel. Here each convolution is one
+strided copy that gathers every 5×5 patch (`Tensor.unfold`, a view) and one batched product
+over the pack, whatever K: (K, B·784, 25) @ (K, 25, 6), its 25 padded to 32 (below), and
 (K, B·100, 150) @ (K, 150, 16). The weights are PackedLeNet's own, seen as matrices, so
 checkpoints do not depend on the formulation.
 
