@@ -9,7 +9,7 @@ their GPU time (the CPU side only launches kernels there).
 
     .venv/bin/python results/benchmarks/epoch-profile.py [cpu|cuda] [images] [K ...]
 
-The CPU record beside it came from
+The CPU records beside it (profile-cpu-DATE.txt) came from
     OMP_NUM_THREADS=2 .venv/bin/python results/benchmarks/epoch-profile.py cpu 10000 1 4 8
 """
 

@@ -1,0 +1,104 @@
+"""A CPU pack keeps the memory its steps free (host_memory): large blocks come from malloc's
+heap and stay there, a trial's numbers are the same bit for bit either way, and
+LRSWEEP_KEEP_HOST_MEMORY=0 leaves the allocator alone. Each case runs in a fresh Python: the
+setting lasts as long as its process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+BLOCK = 256 * 2**20
+
+from lrsweep.train import host_memory
+
+pytestmark = pytest.mark.skipif(host_memory._glibc() is None,
+                                reason="the allocator setting is glibc's")
+
+# What malloc maps for a held 256 MiB tensor, and what its heap keeps free once it is freed
+# (glibc's mallinfo2: hblkhd, fordblks), before and after host_memory.keep(). 256 MiB is above
+# any trim threshold glibc sets by itself (64 MiB at most), so only keep()'s keeps it.
+ALLOCATOR = r"""
+import ctypes, ctypes.util, json, torch
+from lrsweep.train import host_memory
+
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                "usmblks", "fsmblks", "uordblks", "fordblks",
+                                                "keepcost")]
+
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.mallinfo2.restype = Mallinfo2
+BLOCK = 256 * 2**20
+
+def allocate():
+    x = torch.ones(BLOCK, dtype=torch.uint8)
+    mapped = libc.mallinfo2().hblkhd
+    del x
+    return {"mapped": mapped, "free": libc.mallinfo2().fordblks}
+
+before = allocate()
+kept = host_memory.keep()
+print(json.dumps({"before": before, "kept": kept, "after": allocate()}))
+"""
+
+# A pack of 6 trials (mixed seeds and rates) for three epochs of batches of 256, whose first
+# convolution's output (29 MiB) malloc maps afresh each step unless kept: whether memory is
+# kept, the page faults of a second run like the first, and the final weights and metrics.
+PACK = r"""
+import resource, sys, torch
+from lrsweep import schedules
+from lrsweep.train import data, engine, host_memory
+from lrsweep.train.trials import TrialConfig
+
+splits = data.load("cpu", data_dir=sys.argv[1], validation=200, subset=768, test_subset=300)
+configs = [TrialConfig(schedules.build("constant", base_lr=lr), seed=seed, epochs=3)
+           for seed, lr in ((0, 0.1), (1, 0.2), (0, 0.3), (2, 0.1), (1, 0.05), (3, 0.4))]
+engine.train_pack(configs, splits)  # the allocator's first steps: its heap grows once
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+results = engine.train_pack(configs, splits)
+print(host_memory._kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
+torch.set_printoptions(precision=10, profile="full")
+for result in results:
+    print([(m.train_loss, m.train_acc, m.test_acc) for m in result.epochs])
+    print({key: value.flatten()[::97] for key, value in result.state_dict.items()})
+"""
+
+
+def run(script: str, *args: str, keep: bool = True) -> str:
+    env = dict(os.environ)
+    env.pop(host_memory.ENV, None)
+    if not keep:
+        env[host_memory.ENV] = "0"
+    done = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_large_blocks_come_from_the_heap_and_stay_there_once_kept():
+    out = json.loads(run(ALLOCATOR))
+    assert out["before"]["mapped"] >= BLOCK       # glibc's default: a mapping of its own
+    assert out["kept"] is True
+    assert out["after"]["mapped"] < BLOCK          # served by the heap
+    assert out["after"]["free"] >= BLOCK           # and kept there when freed
+
+
+def test_the_environment_can_leave_the_allocator_alone():
+    out = json.loads(run(ALLOCATOR, keep=False))
+    assert out["kept"] is False
+    assert out["after"]["mapped"] >= BLOCK
+
+
+def test_a_packs_numbers_are_the_same_whether_memory_is_kept_or_not(fashion_dir):
+    kept = run(PACK, str(fashion_dir)).splitlines()
+    alone = run(PACK, str(fashion_dir), keep=False).splitlines()
+    (kept_flag, kept_faults), (alone_flag, alone_faults) = (
+        (line.split()[0], int(line.split()[1])) for line in (kept[0], alone[0]))
+    assert kept_flag == "True" and alone_flag == "False"  # the CPU pack asked for it
+    assert kept_faults * 10 < alone_faults                 # and its steps reuse memory
+    assert kept[1:] == alone[1:]
