@@ -216,8 +216,9 @@ def _reset_peak(device: torch.device) -> None:
 
 def _peak_mib(device: torch.device) -> float:
     """CUDA: the most tensor memory allocated since the reset. CPU: the process's peak resident
-    memory since the reset (Linux; elsewhere since it started), libraries and images included;
-    the chapter loop's DataLoader workers are processes of their own and not counted."""
+    memory since the reset (Linux; elsewhere since it started), libraries and images included,
+    and what earlier rows freed that malloc keeps for reuse (host_memory); the chapter loop's
+    DataLoader workers are processes of their own and not counted."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     try:

@@ -12,16 +12,16 @@ import sys
 
 import pytest
 
-BLOCK = 256 * 2**20
-
 from lrsweep.train import host_memory
 
-pytestmark = pytest.mark.skipif(host_memory._glibc() is None,
-                                reason="the allocator setting is glibc's")
+LIBC = host_memory._glibc()
+pytestmark = pytest.mark.skipif(LIBC is None or not hasattr(LIBC, "mallinfo2"),
+                                reason="the allocator setting is glibc's (mallinfo2: 2.33 on)")
+BLOCK = 256 * 2**20
 
 # What malloc maps for a held 256 MiB tensor, and what its heap keeps free once it is freed
 # (glibc's mallinfo2: hblkhd, fordblks), before and after host_memory.keep(). 256 MiB is above
-# any trim threshold glibc sets by itself (64 MiB at most), so only keep()'s keeps it.
+# any trim threshold glibc sets by itself (64 MiB at most): only keep()'s keeps it free.
 ALLOCATOR = r"""
 import ctypes, ctypes.util, json, torch
 from lrsweep.train import host_memory
