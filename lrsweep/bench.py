@@ -28,8 +28,8 @@ from torch import nn
 
 from lrsweep import __version__, schedules
 from lrsweep.train import data, engine, graphs
-from lrsweep.train.device import (convolutions as chosen_convolutions, describe_device,
-                                  resolve_device)
+from lrsweep.train.device import (check_environment, convolutions as chosen_convolutions,
+                                  describe_device, resolve_device)
 from lrsweep.train.precision import describe as describe_precision
 from lrsweep.train.model import lenet
 
@@ -44,6 +44,7 @@ def run(device: str = "auto", *, subset: int = 0, packs: list[int] | None = None
     The packs train at `precision` (a study's `[train] precision`); the chapter's loop as
     PyTorch runs it by default."""
     dev = resolve_device(device)
+    check_environment()  # a bad LRSWEEP_* setting fails before anything is measured
     convolutions = f"{chosen_convolutions()} convolutions"
     packs = packs or ([1, 8, 32, 128] if dev.type == "cuda" else [1, 2, 4, 8, 16, 32])
     folder = data.locate(data_dir)

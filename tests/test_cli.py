@@ -203,20 +203,27 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(lrsweep_cli, tmp_path, 
 
 
 @pytest.mark.parametrize("command", ["run", "bench"])
-def test_an_unknown_formulation_of_the_convolutions_is_one_line_exit_2_and_writes_nothing(
-        lrsweep_cli, tmp_path, monkeypatch, command):
+@pytest.mark.parametrize("name, value, message", [
+    ("LRSWEEP_CONVOLUTIONS", "gemm",
+     "LRSWEEP_CONVOLUTIONS='gemm' is not a formulation of the convolutions; use grouped or "
+     "patches"),
+    ("LRSWEEP_CUDA_GRAPHS", "false",
+     "LRSWEEP_CUDA_GRAPHS='false' is not an on/off setting; use 1 (on) or 0 (off)"),
+    ("LRSWEEP_KEEP_HOST_MEMORY", "no",
+     "LRSWEEP_KEEP_HOST_MEMORY='no' is not an on/off setting; use 1 (on) or 0 (off)"),
+])
+def test_a_bad_engine_setting_in_the_environment_is_one_line_exit_2_and_writes_nothing(
+        lrsweep_cli, tmp_path, monkeypatch, command, name, value, message):
     url = storage_url(tmp_path)
     optuna.create_study(study_name="other", storage=url)
     before = (tmp_path / "store.db").read_bytes()
-    write(tmp_path, "good.toml", study_toml("convolutions"))
-    monkeypatch.setenv("LRSWEEP_CONVOLUTIONS", "gemm")
+    write(tmp_path, "good.toml", study_toml("settings"))
+    monkeypatch.setenv(name, value)
     args = (("run", "good.toml", "--storage", url) if command == "run" else
             ("bench", "--packs", "1", "--no-chapter", "--out", "bench.json"))
     proc = lrsweep_cli(*args)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        "lrsweep: error: LRSWEEP_CONVOLUTIONS='gemm' is not a formulation of the convolutions; "
-        "use grouped or patches"]
+    assert proc.stderr.strip().splitlines() == [f"lrsweep: error: {message}"]
     assert optuna.study.get_all_study_names(url) == ["other"]
     assert (tmp_path / "store.db").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.toml", "store.db"]

@@ -164,6 +164,23 @@ def test_devices_lrsweep_does_not_train_on_are_refused(name):
         device.resolve_device(name)
 
 
+@pytest.mark.parametrize("value, on", [(None, True), ("", True), ("1", True), ("0", False),
+                                       (" 0 ", False), ("false", None), ("off", None),
+                                       ("2", None)])
+def test_an_on_off_setting_is_0_or_1_and_anything_else_is_refused(monkeypatch, value, on):
+    name = device.KEEP_HOST_MEMORY_ENV
+    if value is None:
+        monkeypatch.delenv(name, raising=False)
+    else:
+        monkeypatch.setenv(name, value)
+    if on is None:
+        with pytest.raises(device.DeviceError, match=f"{name}='{value}' is not an on/off"):
+            device.check_environment()
+    else:
+        device.check_environment()
+        assert device.switch(name) is on
+
+
 # --- packs ---------------------------------------------------------------------------------
 
 PACK = [  # different schedules, seeds and rates in one pack

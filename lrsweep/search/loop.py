@@ -62,7 +62,7 @@ def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
     if not optuna_private.AVAILABLE:  # leases and claims work on Optuna's tables: say so now
         raise optuna_private.unsupported("running a study")
     where = devices.resolve_device(device)
-    devices.convolutions()  # a bad LRSWEEP_CONVOLUTIONS fails here, before anything is written
+    devices.check_environment()  # a bad LRSWEEP_* setting fails here, before anything is written
     if pack is not None and pack < 1:
         raise SpecError(f"--pack {pack}: a pack holds at least one trial")
     progress = progress or Progress()

@@ -26,6 +26,10 @@ PACK_BYTES_PER_TRIAL = {"grouped": 80 * 2**20, "patches": 340 * 2**20}
 # on a GPU it is not measured yet.
 CONVOLUTIONS_ENV = "LRSWEEP_CONVOLUTIONS"
 DEFAULT_CONVOLUTIONS = "grouped"
+# The engine's on/off settings, each on unless set to 0 (`switch`).
+CUDA_GRAPHS_ENV = "LRSWEEP_CUDA_GRAPHS"            # graphs.py: a GPU step replayed as a graph
+KEEP_HOST_MEMORY_ENV = "LRSWEEP_KEEP_HOST_MEMORY"  # host_memory.py: malloc keeps what it frees
+SWITCHES = (CUDA_GRAPHS_ENV, KEEP_HOST_MEMORY_ENV)
 
 
 class DeviceError(ValueError):
@@ -93,6 +97,23 @@ def convolutions() -> str:
         raise DeviceError(f"{CONVOLUTIONS_ENV}={chosen!r} is not a formulation of the "
                           f"convolutions; use {' or '.join(CONVOLUTIONS)}")
     return chosen
+
+
+def switch(name: str) -> bool:
+    """One of the engine's on/off settings: off when $name is 0, on when it is 1, empty or
+    unset; any other value (a "false" meant as off, say) is refused, not read as on."""
+    value = os.environ.get(name, "").strip()
+    if value not in ("", "0", "1"):
+        raise DeviceError(f"{name}={value!r} is not an on/off setting; use 1 (on) or 0 (off)")
+    return value != "0"
+
+
+def check_environment() -> None:
+    """Every engine setting the environment holds, checked before a command writes
+    anything: a bad one raises DeviceError naming it."""
+    convolutions()
+    for name in SWITCHES:
+        switch(name)
 
 
 def torch_version() -> str:

@@ -20,15 +20,14 @@ wherever capture fails (one warning, then eager). `LRSWEEP_CUDA_GRAPHS=0` turns 
 from __future__ import annotations
 
 import contextlib
-import os
 import warnings
 from typing import Callable
 
 import torch
 
 from lrsweep.train.data import Splits
-
-ENV = "LRSWEEP_CUDA_GRAPHS"
+from lrsweep.train.device import CUDA_GRAPHS_ENV as ENV
+from lrsweep.train.device import switch
 WARM_UP_STEPS = 3  # eager runs on a side stream before capture, as torch.cuda.graph asks
 
 
@@ -38,8 +37,7 @@ def wanted(pack) -> bool:
 
 
 def enabled(device: torch.device, fused: bool = True, optimizer: str = "sgd") -> bool:
-    return (device.type == "cuda" and fused and optimizer == "sgd"
-            and os.environ.get(ENV, "1") != "0")
+    return device.type == "cuda" and fused and optimizer == "sgd" and switch(ENV)
 
 
 class CaptureWarning(UserWarning):

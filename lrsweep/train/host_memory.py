@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 
-ENV = "LRSWEEP_KEEP_HOST_MEMORY"
+from lrsweep.train.device import KEEP_HOST_MEMORY_ENV as ENV
+from lrsweep.train.device import switch
+
 # mallopt's parameters (glibc's malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
@@ -35,11 +36,12 @@ _kept = False
 def keep() -> bool:
     """Serve every allocation from malloc's heap (no mapping per large block) and keep freed
     memory in it, for the rest of the process. True once set (by this or an earlier call);
-    False where `$LRSWEEP_KEEP_HOST_MEMORY` is 0 or the C library has no glibc mallopt."""
+    False where `$LRSWEEP_KEEP_HOST_MEMORY` is 0 or the C library has no glibc mallopt
+    (another value raises `device.DeviceError`)."""
     global _kept
     if _kept:
         return True
-    if os.environ.get(ENV, "1") == "0":
+    if not switch(ENV):
         return False
     libc = _glibc()
     if libc is None:
