@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from lrsweep import __version__, schedules
-from lrsweep.train import data, engine, graphs
+from lrsweep.train import data, engine, graphs, host_memory
 from lrsweep.train.device import (check_environment, convolutions as chosen_convolutions,
                                   describe_device, resolve_device)
 from lrsweep.train.precision import describe as describe_precision
@@ -60,27 +60,11 @@ def run(device: str = "auto", *, subset: int = 0, packs: list[int] | None = None
         log(f"  {rows[-1]['seconds_per_epoch']:.2f} s per epoch")
     for k in packs:
         for shared in ([True, False] if k > 1 else [True]):
-            mode = "shared batch" if shared else "own orders"
-            log(f"lrsweep pack K={k} ({mode}) ...")
-            _reset_peak(dev)
-            configs = [engine.TrialConfig(schedules.build("constant", base_lr=CHAPTER_LR),
-                                          seed=0 if shared else i, epochs=epochs,
-                                          batch_size=BATCH, precision=precision)
-                       for i in range(k)]
-            try:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    results = engine.train_pack(configs, splits)
-                for w in caught:  # seen, and still shown
-                    failed_capture |= issubclass(w.category, graphs.CaptureWarning)
-                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-            except torch.cuda.OutOfMemoryError:
-                log("  out of memory: skipped")
-                break
-            seconds = [m.seconds for m in results[0].epochs]
-            rows.append(_row(f"lrsweep K={k}, {mode}", k, seconds, dev))
-            log(f"  {rows[-1]['seconds_per_epoch']:.2f} s per epoch, "
-                f"{rows[-1]['trial_epochs_per_second']:.2f} trial-epochs/s")
+            row, failed = _time_pack(k, shared, splits, epochs, precision, dev, log)
+            if row is None:
+                break  # out of memory: not its other mode either
+            rows.append(row)
+            failed_capture |= failed
     log("storage: 100 trials of 30 epochs into a fresh SQLite file ...")
     store = storage_cost()
     log(f"  {store['batched_ms_per_trial']:.1f} ms per trial batched, "
@@ -95,8 +79,39 @@ def run(device: str = "auto", *, subset: int = 0, packs: list[int] | None = None
             "precision": describe_precision(precision, dev), "convolutions": convolutions,
             "steps": ("CUDA graphs" if graphed else
                       "eager (CUDA graph capture failed)" if failed_capture else "eager"),
+            "host_memory": (None if dev.type == "cuda" else "malloc keeps freed memory"
+                            if host_memory.kept() else "malloc as it is"),
             "timing": "median epoch after the first (all epochs if fewer than 2)",
             "rows": rows, "storage": store}
+
+
+def _time_pack(k: int, shared: bool, splits: data.Splits, epochs: int, precision: str,
+               dev: torch.device, log) -> tuple[dict[str, Any] | None, bool]:
+    """One pack of k trials at the chapter's constant rate, all on seed 0's batches or each on
+    its own: its row (None when it ran out of memory), and whether its capture failed."""
+    mode = "shared batch" if shared else "own orders"
+    log(f"lrsweep pack K={k} ({mode}) ...")
+    _reset_peak(dev)
+    configs = [engine.TrialConfig(schedules.build("constant", base_lr=CHAPTER_LR),
+                                  seed=0 if shared else i, epochs=epochs, batch_size=BATCH,
+                                  precision=precision)
+               for i in range(k)]
+    failed_capture = False  # the pack fell back to eager steps (graphs.train_epoch)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            results = engine.train_pack(configs, splits)
+        for w in caught:  # seen, and still shown
+            failed_capture |= issubclass(w.category, graphs.CaptureWarning)
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    except torch.cuda.OutOfMemoryError:
+        log("  out of memory: skipped")
+        return None, False
+    seconds = [m.seconds for m in results[0].epochs]
+    row = _row(f"lrsweep K={k}, {mode}", k, seconds, dev)
+    log(f"  {row['seconds_per_epoch']:.2f} s per epoch, "
+        f"{row['trial_epochs_per_second']:.2f} trial-epochs/s")
+    return row, failed_capture
 
 
 def chapter_loop(folder: Path, device: torch.device, subset: int, epochs: int) -> list[float]:
@@ -209,6 +224,7 @@ def _reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return
+    host_memory.release()  # what earlier rows freed and malloc kept is not this row's
     try:  # Linux: "5" resets the process's peak resident set size (VmHWM) to the current one
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
@@ -217,9 +233,9 @@ def _reset_peak(device: torch.device) -> None:
 
 def _peak_mib(device: torch.device) -> float:
     """CUDA: the most tensor memory allocated since the reset. CPU: the process's peak resident
-    memory since the reset (Linux; elsewhere since it started), libraries and images included,
-    and what earlier rows freed that malloc keeps for reuse (host_memory); the chapter loop's
-    DataLoader workers are processes of their own and not counted."""
+    memory since the reset (Linux; elsewhere since it started), libraries and images included
+    (the reset first hands back what earlier rows freed and malloc kept: host_memory); the
+    chapter loop's DataLoader workers are processes of their own and not counted."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     try:

@@ -26,7 +26,7 @@ PACK_BYTES_PER_TRIAL = {"grouped": 80 * 2**20, "patches": 340 * 2**20}
 # on a GPU it is not measured yet.
 CONVOLUTIONS_ENV = "LRSWEEP_CONVOLUTIONS"
 DEFAULT_CONVOLUTIONS = "grouped"
-# The engine's on/off settings, each on unless set to 0 (`switch`).
+# The engine's on/off settings, each on unless set to 0 (`setting_on`).
 CUDA_GRAPHS_ENV = "LRSWEEP_CUDA_GRAPHS"            # graphs.py: a GPU step replayed as a graph
 KEEP_HOST_MEMORY_ENV = "LRSWEEP_KEEP_HOST_MEMORY"  # host_memory.py: malloc keeps what it frees
 SWITCHES = (CUDA_GRAPHS_ENV, KEEP_HOST_MEMORY_ENV)
@@ -77,8 +77,9 @@ def describe_device(device: torch.device) -> str:
 
 
 def default_pack_size(device: torch.device, batch_size: int = 256) -> int:
-    """Trials trained together. CPU: 4, the fastest per trial-epoch measured on 2 cores
-    (`lrsweep bench`); CUDA: as many as keep the GPU's memory under a quarter full, with the
+    """Trials trained together. CPU: 4 (on 2 cores K = 8 to 32 were at most ~10% faster
+    per trial, in one run, within the machine's noise, for 2–8× the activations:
+    results/benchmarks/bench-cpu-2026-11-30-all-packs.txt); CUDA: as many as keep the GPU's memory under a quarter full, with the
     activations growing with batches above 256 (below, the estimate stays: evaluation's share
     does not shrink)."""
     if device.type != "cuda":
@@ -99,10 +100,10 @@ def convolutions() -> str:
     return chosen
 
 
-def switch(name: str) -> bool:
+def setting_on(name: str) -> bool:
     """One of the engine's on/off settings: off when $name is 0, on when it is 1, empty or
     unset; any other value (a "false" meant as off, say) is refused, not read as on."""
-    value = os.environ.get(name, "").strip()
+    value = os.environ.get(name, "")
     if value not in ("", "0", "1"):
         raise DeviceError(f"{name}={value!r} is not an on/off setting; use 1 (on) or 0 (off)")
     return value != "0"
@@ -113,7 +114,7 @@ def check_environment() -> None:
     anything: a bad one raises DeviceError naming it."""
     convolutions()
     for name in SWITCHES:
-        switch(name)
+        setting_on(name)
 
 
 def torch_version() -> str:

@@ -26,8 +26,8 @@ from typing import Callable
 import torch
 
 from lrsweep.train.data import Splits
-from lrsweep.train.device import CUDA_GRAPHS_ENV as ENV
-from lrsweep.train.device import switch
+from lrsweep.train.device import CUDA_GRAPHS_ENV as ENV, setting_on
+
 WARM_UP_STEPS = 3  # eager runs on a side stream before capture, as torch.cuda.graph asks
 
 
@@ -37,7 +37,7 @@ def wanted(pack) -> bool:
 
 
 def enabled(device: torch.device, fused: bool = True, optimizer: str = "sgd") -> bool:
-    return device.type == "cuda" and fused and optimizer == "sgd" and switch(ENV)
+    return device.type == "cuda" and fused and optimizer == "sgd" and setting_on(ENV)
 
 
 class CaptureWarning(UserWarning):

@@ -1,7 +1,8 @@
-"""What keeping freed memory (lrsweep/train/host_memory.py) costs a long CPU run: the resident
-memory after each epoch of three packs of 8 trials run one after another (12 epochs each,
-mixed seeds and rates, 5,000 training, 2,000 validation and 2,000 test images), with the
-allocator kept and left alone, each in a fresh process; and each run's time.
+"""What keeping freed memory (lrsweep/train/host_memory.py) does over a long CPU run: three
+packs of 8 trials run one after another (12 epochs each, mixed seeds and rates, 5,000
+training, 2,000 validation and 2,000 test images), with the allocator kept and left alone,
+each in a fresh process: each pack's minor page faults, the resident memory at the end of each
+epoch (between steps: a step's own peak is not seen), and the process's time.
 
     .venv/bin/python results/benchmarks/host-memory.py [training images]
 
@@ -20,7 +21,7 @@ import torch
 from lrsweep.train.device import describe_device
 
 RUN = r"""
-import os, sys, torch
+import os, resource, sys, torch
 from lrsweep import schedules
 from lrsweep.train import data, engine, host_memory
 from lrsweep.train.trials import TrialConfig
@@ -28,16 +29,18 @@ from lrsweep.train.trials import TrialConfig
 splits = data.load("cpu", validation=2000, subset=int(sys.argv[1]), test_subset=2000)
 configs = [TrialConfig(schedules.build("cosine", base_lr=0.1 * (1 + s % 3), max_update=12),
                        seed=s % 3, epochs=12) for s in range(8)]
-resident = []
+resident, faults = [], []
 
 def on_epoch(metrics):
-    resident.append(int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-                    >> 20)
+    with open("/proc/self/statm") as statm:
+        resident.append(int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") >> 20)
     return []
 
 for _ in range(3):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     engine.train_pack(configs, splits, on_epoch=on_epoch)
-print(host_memory._kept, resident)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(host_memory.kept(), faults, resident)
 """
 
 images = sys.argv[1] if len(sys.argv) > 1 else "5000"
@@ -49,6 +52,8 @@ for keep in ("1", "0"):
     done = subprocess.run([sys.executable, "-c", RUN, images], env=env, check=True,
                           capture_output=True, text=True)
     seconds = time.perf_counter() - start
-    kept, resident = done.stdout.split(maxsplit=1)
-    print(f"LRSWEEP_KEEP_HOST_MEMORY={keep} (kept: {kept}), {seconds:.1f} s, resident MiB after "
-          f"each of 36 epochs:\n  {resident.strip()}")
+    kept, rest = done.stdout.split(maxsplit=1)
+    faults, resident = rest.split("] ", 1)
+    print(f"LRSWEEP_KEEP_HOST_MEMORY={keep} (kept: {kept}), {seconds:.1f} s (process start and "
+          f"data loading included)\n  minor page faults in each of the 3 runs: {faults}]\n"
+          f"  resident MiB at the end of each of the 36 epochs: {resident.strip()}")
