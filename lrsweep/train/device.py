@@ -79,9 +79,9 @@ def describe_device(device: torch.device) -> str:
 def default_pack_size(device: torch.device, batch_size: int = 256) -> int:
     """Trials trained together. CPU: 4 (on 2 cores K = 8 to 32 were at most ~10% faster
     per trial, in one run, within the machine's noise, for 2–8× the activations:
-    results/benchmarks/bench-cpu-2026-11-30-all-packs.txt); CUDA: as many as keep the GPU's memory under a quarter full, with the
-    activations growing with batches above 256 (below, the estimate stays: evaluation's share
-    does not shrink)."""
+    results/benchmarks/bench-cpu-2026-11-30-all-packs.txt); CUDA: as many as keep the GPU's
+    memory under a quarter full, with the activations growing with batches above 256 (below,
+    the estimate stays: evaluation's share does not shrink)."""
     if device.type != "cuda":
         return 4
     free, _ = torch.cuda.mem_get_info(device)
