@@ -1,3 +1,5 @@
+import sys
+
 from lrsweep.cli import main
 
-main()
+sys.exit(main())

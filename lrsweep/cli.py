@@ -1,8 +1,5 @@
 """The `lrsweep` command: thin commands over the study loop (`search.loop`) and the reports
-(`report.render`).
-
-Exit codes: 0 success, 2 bad input (one line saying what and where), 1 failure, 130 Ctrl-C,
-143 SIGTERM (128 + the signal, as shells report it).
+(`report.render`). How they fail (one line, exit codes) is `cli_errors`.
 Commands that only read the store import neither torch nor the engine, so they start fast.
 """
 
@@ -13,14 +10,16 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
 
 from lrsweep import cli_options as opt
 from lrsweep import tables
+from lrsweep.cli_errors import err, handle_errors, run_app
 from lrsweep.names import folder_name
+from lrsweep.store.storage import hide_passwords
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode="rich",  # help text escapes its brackets: cli_options.default
@@ -30,54 +29,13 @@ command = functools.partial(app.command, cls=opt.Command)
 out = Console(highlight=False)
 if not out.is_terminal and "COLUMNS" not in os.environ:
     out = Console(highlight=False, width=200)  # logs and pipes: no 80-column tables
-err = Console(stderr=True, highlight=False)
 # A warning for a user (a damaged checkpoint, a late heartbeat) is one line, not a source
 # location and a line of lrsweep's code.
 warnings.formatwarning = lambda message, category, *_, **__: f"lrsweep: warning: {message}\n"
 
 
-def _handle_errors(command: Callable) -> Callable:
-    """Bad input → one line and exit 2; Ctrl-C → exit 130; anything else → one line, exit 1."""
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except typer.Exit:
-            raise
-        except KeyboardInterrupt as stop:
-            err.print("lrsweep: interrupted; finished trials are stored — run the same command "
-                      "again to continue", markup=False, soft_wrap=True)
-            raise typer.Exit(143 if str(stop) == "SIGTERM" else 130)  # search.interrupt
-        except Exception as exc:
-            if _is_bad_input(exc):
-                err.print(f"lrsweep: error: {exc}", markup=False, soft_wrap=True)
-                raise typer.Exit(2)
-            if os.environ.get("LRSWEEP_DEBUG"):
-                raise
-            from lrsweep.store.storage import default_storage, disk_full
-            full = disk_full(exc, kwargs.get("storage") or default_storage())
-            if full is not None:  # no bug: the machine ran out of space
-                err.print(f"lrsweep: failed: {full}", markup=False, soft_wrap=True)
-                raise typer.Exit(1)
-            err.print(f"lrsweep: failed: {type(exc).__name__}: {exc} "
-                      "(set LRSWEEP_DEBUG=1 for the traceback)", markup=False, soft_wrap=True)
-            raise typer.Exit(1)
-    return wrapper
-
-
-def _is_bad_input(exc: Exception) -> bool:
-    from lrsweep.train.data import DataError
-    from lrsweep.search.spec import SpecError
-    from lrsweep.store.storage import StorageError
-    if isinstance(exc, (SpecError, StorageError, DataError, typer.BadParameter)):
-        return True
-    # The engine (and torch with it) is imported only by the commands that train.
-    devices = sys.modules.get("lrsweep.train.device")
-    return devices is not None and isinstance(exc, devices.DeviceError)
-
-
 @command()
-@_handle_errors
+@handle_errors(trains=True)
 def run(study_file: Path = typer.Argument(..., help="A study file, e.g. studies/quickstart.toml"),
         storage: Optional[str] = opt.Storage, device: str = opt.Device,
         data_dir: Optional[str] = opt.DataDir, pack: Optional[int] = opt.Pack,
@@ -88,7 +46,7 @@ def run(study_file: Path = typer.Argument(..., help="A study file, e.g. studies/
 
 
 @command()
-@_handle_errors
+@handle_errors(trains=True)
 def resume(name: str = typer.Argument(..., help="The study's name"),
            storage: Optional[str] = opt.Storage, device: str = opt.Device,
            data_dir: Optional[str] = opt.DataDir, pack: Optional[int] = opt.Pack) -> None:
@@ -100,7 +58,7 @@ def resume(name: str = typer.Argument(..., help="The study's name"),
 
 
 @command()
-@_handle_errors
+@handle_errors(trains=True)
 def worker(name: str = typer.Argument(..., help="The study's name"),
            storage: Optional[str] = opt.Storage, device: str = opt.Device,
            data_dir: Optional[str] = opt.DataDir, pack: Optional[int] = opt.Pack) -> None:
@@ -110,7 +68,7 @@ def worker(name: str = typer.Argument(..., help="The study's name"),
 
 
 @command()
-@_handle_errors
+@handle_errors()
 def rerun(name: str = typer.Argument(..., help="The study's name"),
           storage: Optional[str] = opt.Storage, top: int = opt.RerunTop,
           seeds: int = opt.Seeds, new_name: Optional[str] = opt.NewName,
@@ -123,6 +81,7 @@ def rerun(name: str = typer.Argument(..., help="The study's name"),
     path = out_file or Path("studies") / f"{folder_name(name).replace('-', '_')}_best.toml"
     if path.exists():
         raise typer.BadParameter(f"{path} exists; choose another --out")
+    opt.output_file(path, "--out")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     new = new_name or f"{name}-best"
@@ -131,7 +90,7 @@ def rerun(name: str = typer.Argument(..., help="The study's name"),
 
 
 @command("ls")
-@_handle_errors
+@handle_errors()
 def list_studies(storage: Optional[str] = opt.Storage) -> None:
     """List the studies in the store: trial states and best values."""
     from lrsweep.report.read import studies_frame
@@ -139,14 +98,14 @@ def list_studies(storage: Optional[str] = opt.Storage) -> None:
     url = storage or default_storage()
     frame = studies_frame(url)
     if frame.empty:
-        out.print(f"no studies in {url}", markup=False)
+        out.print(f"no studies in {hide_passwords(url)}", markup=False)
         return
     _print(tables.studies(frame, url, tables.study_metrics(url), out),
            dropped_how="a wider terminal shows them", hidden_how="0 in every study")
 
 
 @command()
-@_handle_errors
+@handle_errors()
 def show(name: str = typer.Argument(..., help="The study's name"),
          storage: Optional[str] = opt.Storage, top: int = opt.Top,
          columns: Optional[str] = opt.Columns, show_all: bool = opt.All) -> None:
@@ -181,21 +140,21 @@ def show(name: str = typer.Argument(..., help="The study's name"),
 
 
 @command()
-@_handle_errors
+@handle_errors()
 def report(name: str = typer.Argument(..., help="The study's name"),
            storage: Optional[str] = opt.Storage, out_dir: Optional[Path] = opt.ReportOut) -> None:
     """Write a study's report: report.md, a self-contained report.html, figures, CSV tables."""
     from lrsweep.report.render import write_report
     from lrsweep.store.storage import default_storage
-    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
-        raise typer.BadParameter(f"--out {out_dir}: a file is there; give a folder")
+    if out_dir is not None:
+        opt.output_folder(out_dir, "--out")
     written = write_report(name, storage or default_storage(), out_dir)
     out.print(f"wrote {written.markdown} and {written.html} ({len(written.figures)} figures, "
               f"{len(written.tables)} tables)", markup=False)
 
 
 @command()
-@_handle_errors
+@handle_errors()
 def export(name: str = typer.Argument(..., help="The study's name"),
            storage: Optional[str] = opt.Storage, trial: Optional[int] = opt.Trial,
            out_file: Optional[Path] = opt.WeightsOut, csv: Optional[Path] = opt.Csv) -> None:
@@ -205,6 +164,9 @@ def export(name: str = typer.Argument(..., help="The study's name"),
     url = storage or default_storage()
     if trial is None and csv is None:
         raise typer.BadParameter("say what to export: --trial N (weights) and/or --csv PATH")
+    for path, option in ((out_file, "--out"), (csv, "--csv")):
+        if path is not None:
+            opt.output_file(path, option, url)
     if trial is not None:
         # export_weights makes the folder once the weights are found (a store without its
         # artifact folder is refused before anything is written): none is made here.
@@ -222,16 +184,16 @@ def export(name: str = typer.Argument(..., help="The study's name"),
 
 
 @command()
-@_handle_errors
+@handle_errors()
 def schedules(out_file: Path = opt.SchedulesOut, epochs: int = opt.SchedulesEpochs) -> None:
     """Plot the shape of every schedule (the chapter's plots, one figure)."""
     from lrsweep.report.figures import plot_schedules
-    path = plot_schedules(out_file, epochs)
+    path = plot_schedules(opt.image_file(out_file), epochs)
     out.print(f"wrote {path}", markup=False)
 
 
 @command()
-@_handle_errors
+@handle_errors()
 def bench(device: str = opt.Device, data_dir: Optional[str] = opt.DataDir,
           subset: Optional[int] = opt.Subset, packs: Optional[str] = opt.Packs,
           epochs: int = opt.BenchEpochs, chapter: bool = opt.Chapter,
@@ -241,6 +203,8 @@ def bench(device: str = opt.Device, data_dir: Optional[str] = opt.DataDir,
     from lrsweep.train.device import resolve_device
     opt.check_precision(precision)
     sizes = opt.pack_sizes(packs)
+    if out_file is not None:
+        opt.output_file(out_file, "--out")
     dev = resolve_device(device)
     if subset is None:
         subset = 0 if dev.type == "cuda" else 10_000
@@ -271,7 +235,7 @@ def _run(spec: Any, storage: Optional[str], device: str, data_dir: Optional[str]
         _print(tables.trials(frame, title, 10, out, metric=spec.study.metric),
                dropped_how=f"{show} --columns NAME,…", hidden_how=f"{show} --all")
     out.print(f"study {summary.name}: {summary.finished}/{summary.total} trials finished "
-              f"({summary.new} in this run, {summary.seconds:.1f} s) in {summary.storage}",
+              f"({summary.new} in this run, {summary.seconds:.1f} s) in {hide_passwords(summary.storage)}",
               markup=False)
     if summary.finished > summary.total:
         out.print(f"the study already has {summary.finished} finished trials, more than the "
@@ -292,8 +256,8 @@ def _print(fitted: tables.Fitted, **how: str) -> None:
         out.print(line, markup=False, soft_wrap=True)
 
 
-def main() -> None:
-    app(prog_name="lrsweep")
+def main() -> int:
+    return run_app(app)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,15 @@ def _as_flag(param: Any) -> Any:
     return param
 
 
+def _given(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise typer.BadParameter("an empty storage URL; give one, or leave --storage out for "
+                                 "sqlite:///results/lrsweep.db")
+    return value
+
+
 Storage = typer.Option(None, "--storage", envvar="LRSWEEP_STORAGE", show_envvar=True,
+                       callback=_given,
                        help="Optuna storage URL " + default("sqlite:///results/lrsweep.db"))
 Device = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:1, …")
 Pack = typer.Option(None, "--pack", help="Trials trained together as one network "
@@ -85,6 +93,53 @@ Csv = typer.Option(None, "--csv", help="Write every trial's per-epoch curves her
 SchedulesOut = typer.Option(Path("results/schedules.png"), "--out", help="Where to write the PNG")
 SchedulesEpochs = typer.Option(30, "--epochs", min=1, help="Epochs to plot")
 
+def output_file(path: Path, option: str, storage: str | None = None) -> Path:
+    """A file a command is about to write, checked before any work: not a folder, not the
+    study's own store (nor its journal), in a folder that can be made and written."""
+    if path.is_dir():
+        raise typer.BadParameter(f"{option} {path}: a folder is there; give a file name")
+    if storage and storage.startswith("sqlite:///"):
+        store = Path(storage.removeprefix("sqlite:///")).resolve()
+        journals = {store, *(store.with_name(store.name + end)
+                             for end in ("-wal", "-shm", "-journal"))}
+        if path.resolve() in journals:
+            raise typer.BadParameter(f"{option} {path}: that is the study's store; give another "
+                                     "file")
+    _check_writable(path.parent, f"{option} {path}")
+    return path
+
+
+def output_folder(path: Path, option: str) -> Path:
+    """A folder a command is about to write into, checked before any work."""
+    if path.exists() and not path.is_dir():
+        raise typer.BadParameter(f"{option} {path}: a file is there; give a folder")
+    _check_writable(path, f"{option} {path}")
+    return path
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    """The folder, or the nearest folder above it that exists (where it would be made), must
+    be a folder this process may write in."""
+    folder = folder.absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise typer.BadParameter(f"{what}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK):
+        raise typer.BadParameter(f"{what}: {folder} cannot be written (read-only or not yours)")
+
+
+def image_file(path: Path) -> Path:
+    """`schedules --out`: a file of a format matplotlib writes, by its suffix."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    output_file(path, "--out")
+    formats = FigureCanvasAgg.get_supported_filetypes()
+    if path.suffix.lstrip(".").lower() not in formats:
+        raise typer.BadParameter(f"--out {path}: give a file ending in one of "
+                                 f"{', '.join('.' + f for f in sorted(formats))}")
+    return path
+
+
 # bench
 def check_precision(precision: str) -> None:
     """--precision as a study's [train] precision takes it."""
@@ -96,7 +151,7 @@ def check_precision(precision: str) -> None:
 
 def pack_sizes(packs: str | None) -> list[int] | None:
     """--packs 1,8,32 as numbers; None when not given."""
-    if not packs:
+    if packs is None:
         return None
     try:
         sizes = [int(p) for p in packs.split(",")]

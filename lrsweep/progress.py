@@ -16,7 +16,7 @@ from rich.text import Text
 from lrsweep.train.trials import EpochMetrics
 from lrsweep.numbers import short
 from lrsweep.search.spec import StudySpec
-from lrsweep.store.storage import GRACE_SECONDS
+from lrsweep.store.leases import GRACE_SECONDS
 from lrsweep.search.pack_run import Progress
 
 

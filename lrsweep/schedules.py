@@ -26,7 +26,7 @@ class Schedule:
     params: tuple[tuple[str, Any], ...] = ()
     warmup_steps: int = 0
     warmup_begin_lr: float = 0.0
-    lag: int = 0  # applied this many units late, as the chapter's printed runs (DESIGN.md §1)
+    lag: int = 0  # applied this many units late, as in the chapter's printed runs
 
     def __call__(self, t: int) -> float:
         if t < self.lag:

@@ -49,3 +49,13 @@ def test_the_answers_link_every_committed_report():
     linked = " ".join(answer_items())
     for report in RESULTS.glob("*/report.md"):
         assert f"{report.parent.name}/report.md" in linked, report
+
+
+def test_every_benchmark_record_is_listed():
+    """A record nobody can find is as good as lost: each file under results/benchmarks/ that
+    a run wrote (.txt, .json) is named in results/README.md, which says what made it."""
+    text = (RESULTS / "README.md").read_text()
+    records = [p for p in (RESULTS / "benchmarks").iterdir() if p.suffix in (".txt", ".json")]
+    assert records
+    unlisted = sorted(p.name for p in records if p.name not in text)
+    assert not unlisted, f"results/README.md does not list {unlisted}"

@@ -1,4 +1,4 @@
-"""Tests for lrsweep.spec, the study-file parser (DESIGN.md §3).
+"""Tests for lrsweep.spec, the study-file parser.
 
 Valid files and their defaults, the conditional grid, canonical() and sha256, one
 parametrised table of invalid files (each must give a one-line SpecError naming the file

@@ -24,7 +24,7 @@ from lrsweep.report.sections import Section
 from lrsweep.report.read import curves_frame, trials_frame
 from lrsweep.report.stats import (config_columns, config_key, config_table, finished, format_ci,
                                   intervals_overlap, lower_is_better, metric_bounds)
-from lrsweep.store.storage import load_study
+from lrsweep.store.storage import hide_passwords, load_study
 
 METRICS = ["val_acc", "test_acc", "train_loss"]
 MAX_CURVES = 12  # configurations drawn in the curve figures (the best by the objective)
@@ -74,6 +74,7 @@ def write_report(name: str, url: str, out: str | Path | None = None) -> Report:
 # --- content -------------------------------------------------------------------------------
 
 def _sections(name, url, study, study_spec, trials, configs, metric) -> list[Section]:
+    shown_url = hide_passwords(url)  # a report is shared: never a password in it
     counts = trials["state"].str.split(" ").str[0].value_counts().to_dict() if len(trials) else {}
     total = study_spec.study.trials if study_spec else len(trials)
     ended = counts.get("complete", 0) + counts.get("pruned", 0) + counts.get("diverged", 0)
@@ -114,7 +115,7 @@ def _sections(name, url, study, study_spec, trials, configs, metric) -> list[Sec
         + ", ".join(f"{k} {v}" for k, v in versions.items())
         + f"; git commit {study.user_attrs.get('git_commit') or '–'}.",
         f"Reproduce: `lrsweep run {source}{study_spec.set_options if study_spec else ''} "
-        f"--storage {url} && lrsweep report {name} --storage {url}`.",
+        f"--storage {shown_url} && lrsweep report {name} --storage {shown_url}`.",
     ], code=_study_file_text(study_spec))
     answer = Section("Answer", [_answer(configs, metric, trials)])
     shown = _config_view(configs, metric)

@@ -19,6 +19,7 @@ import math
 from dataclasses import asdict
 from typing import Any
 
+from lrsweep import names as study_names
 from lrsweep.search import spec as spec_mod
 from lrsweep.report.read import trials_frame
 from lrsweep.report.stats import config_columns, config_table, finished, lower_is_better
@@ -32,6 +33,7 @@ def best_study_file(name: str, url: str, *, top: int = 3, seeds: int = 5,
     the largest seed any of the study's trials used."""
     if top < 1 or seeds < 1:
         raise spec_mod.SpecError(f"--top {top} --seeds {seeds}: both must be at least 1")
+    _check_new_name(new_name, name)
     study = load_study(name, url)
     source = spec_mod.from_stored(study.user_attrs, source=f"{name} (stored in {url})")
     if source is None:
@@ -47,7 +49,7 @@ def best_study_file(name: str, url: str, *, top: int = 3, seeds: int = 5,
     # Ranked by the stored objective, Optuna's value: what the search itself compared.
     ranked = config_table(done, ["value"], higher_is_better=not lower_is_better(metric))
     runs = _runs(ranked.head(top), config_columns(done), source, metric, name)
-    new_name = new_name or f"{name}-best"
+    new_name = f"{name}-best" if new_name is None else new_name
     fresh = _fresh_seeds(trials, seeds)
     train = source.train
     lines = [
@@ -75,6 +77,18 @@ def best_study_file(name: str, url: str, *, top: int = 3, seeds: int = 5,
     text = "\n".join(lines) + "\n"
     spec_mod.parse(text, source="rerun")  # what is written must be a valid study file
     return text
+
+
+def _check_new_name(new_name: str | None, name: str) -> None:
+    """--name: a name a new study may have, and not the study re-run (its stored file would
+    then differ from the one written, and running it would be refused only later)."""
+    if new_name is None:
+        return
+    why = ("empty" if not new_name.strip() else
+           "the study re-run; give the new study another name" if new_name == name else
+           study_names.problem(new_name))
+    if why:
+        raise spec_mod.SpecError(f"--name {new_name!r}: {why}")
 
 
 def _runs(best: Any, columns: list[str], source: spec_mod.StudySpec, metric: str, name: str

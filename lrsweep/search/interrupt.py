@@ -10,7 +10,8 @@ import signal
 import threading
 from typing import TYPE_CHECKING, Any
 
-from lrsweep.store.storage import GRACE_SECONDS, disk_full
+from lrsweep.store.leases import GRACE_SECONDS
+from lrsweep.store.storage import disk_full
 
 if TYPE_CHECKING:
     from lrsweep.search.pack_run import Progress

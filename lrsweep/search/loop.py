@@ -34,7 +34,8 @@ from lrsweep.search.takeover import PACK_ATTR, checkpoints_for, resume_groups
 from lrsweep.store import optuna_private
 from lrsweep.store.artifacts import artifact_store
 from lrsweep.store.leases import claim_stale_trials
-from lrsweep.store.storage import HEARTBEAT_SECONDS, default_storage, fold_journal, open_storage
+from lrsweep.store.leases import HEARTBEAT_SECONDS, check_lease_settings
+from lrsweep.store.storage import check_folders, default_storage, fold_journal, open_storage
 from lrsweep.train import data
 from lrsweep.train import device as devices
 
@@ -63,6 +64,8 @@ def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
         raise optuna_private.unsupported("running a study")
     where = devices.resolve_device(device)
     devices.check_environment()  # a bad LRSWEEP_* setting fails here, before anything is written
+    check_lease_settings()
+    check_folders(storage)
     if pack is not None and pack < 1:
         raise SpecError(f"--pack {pack}: a pack holds at least one trial")
     progress = progress or Progress()

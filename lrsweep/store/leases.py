@@ -6,12 +6,49 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
+import os
 
 import optuna
 import sqlalchemy
 
 from lrsweep.store import optuna_private
-from lrsweep.store.storage import GRACE_SECONDS
+from lrsweep.store.storage import StorageError
+
+# How often a running trial says it is alive, and the silence after which another process
+# takes it over (tests shorten both; SQLite's clock ticks in whole seconds, so keep grace ≥ 2).
+# Read when imported, so that any command starts; `check_lease_settings` refuses a bad value
+# before a study is run.
+_LEASE_SETTINGS = {"LRSWEEP_HEARTBEAT_SECONDS": 10.0, "LRSWEEP_GRACE_SECONDS": 30.0}
+
+
+def _seconds(name: str) -> float | None:
+    """The environment's value for a lease setting, its default when unset; None when it is
+    not a number of seconds above 0."""
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = float(raw) if raw else _LEASE_SETTINGS[name]
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+HEARTBEAT_SECONDS = _seconds("LRSWEEP_HEARTBEAT_SECONDS") or 10.0
+GRACE_SECONDS = _seconds("LRSWEEP_GRACE_SECONDS") or 30.0
+
+
+def check_lease_settings() -> None:
+    """Refuse, before anything is written, a heartbeat or grace period that is no number of
+    seconds above 0, or a heartbeat no shorter than the grace: its worker would be taken for
+    dead between two of its own heartbeats."""
+    for name in _LEASE_SETTINGS:
+        if _seconds(name) is None:
+            raise StorageError(f"{name}={os.environ[name]!r}: give a number of seconds above 0")
+    heartbeat, grace = (_seconds(name) for name in _LEASE_SETTINGS)
+    if heartbeat >= grace:
+        raise StorageError(f"LRSWEEP_HEARTBEAT_SECONDS={heartbeat:g} must be shorter than "
+                           f"LRSWEEP_GRACE_SECONDS={grace:g}: a worker would be taken for "
+                           "dead between its own heartbeats")
 
 
 _LONG_AGO = datetime.datetime(2000, 1, 1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import sqlite3
 import time
@@ -21,14 +22,6 @@ import optuna
 import sqlalchemy
 
 DEFAULT_STORAGE = "sqlite:///results/lrsweep.db"
-
-
-# How often a running trial says it is alive, and the silence after which another process
-# takes it over (tests shorten both; SQLite's clock ticks in whole seconds, so keep grace ≥ 2).
-HEARTBEAT_SECONDS = float(os.environ.get("LRSWEEP_HEARTBEAT_SECONDS", 10))
-
-
-GRACE_SECONDS = float(os.environ.get("LRSWEEP_GRACE_SECONDS", 30))
 
 
 _CREATE_ATTEMPTS = 8
@@ -53,6 +46,19 @@ def fold_journal(url: str) -> None:
     with contextlib.suppress(sqlite3.Error, OSError):
         with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"), timeout=5)) as db:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+_PASSWORD_IN_URL = re.compile(r"(\b[a-z][\w+.-]*://[^\s:/@]*:)[^\s@/]+@", re.IGNORECASE)
+
+
+def hide_passwords(text: str) -> str:
+    """`text` with the password of every URL in it shown as ***, as SQLAlchemy shows one:
+    for messages, summaries and reports (a URL from LRSWEEP_STORAGE may hold one).
+
+        >>> hide_passwords("no study in postgresql://ann:s3cret@db/test")
+        'no study in postgresql://ann:***@db/test'
+    """
+    return _PASSWORD_IN_URL.sub(r"\1***@", text)
 
 
 def default_storage() -> str:
@@ -273,3 +279,18 @@ def folder_beside(url: str, kind: str) -> Path:
     if url.startswith("sqlite:///"):
         return Path(url.removeprefix("sqlite:///") + f".{kind}")
     return Path("results") / kind
+
+
+def check_folders(url: str) -> None:
+    """Refuse, before a study is run, a checkpoint or artifact folder that cannot be one: a
+    file where it, or a folder above it, would be (a study would otherwise be created, and
+    fail at its first checkpoint)."""
+    for kind in ("checkpoints", "artifacts"):
+        folder = folder_beside(url, kind)
+        above = folder.absolute()
+        while not above.exists() and above != above.parent:
+            above = above.parent
+        if not above.is_dir():
+            given = os.environ.get(f"LRSWEEP_{kind.upper()}")
+            where = f"LRSWEEP_{kind.upper()}={given}" if given else f"the store's {kind} folder"
+            raise StorageError(f"{where}: {above} is a file, not a folder")

@@ -1,6 +1,6 @@
 """Find Fashion-MNIST, load it once per process as tensors on the device, and split it.
 
-Look-up order (DESIGN.md §8): an explicit folder (`--data-dir` / `LRSWEEP_DATA`), then
+Look-up order: an explicit folder (`--data-dir` / `LRSWEEP_DATA`), then
 Debian's `dataset-fashion-mnist` folder, then earlier downloads in the cache folder, then a
 torchvision download into that cache folder.
 

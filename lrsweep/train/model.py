@@ -105,7 +105,8 @@ class PackedLeNet(nn.Module):
             else:
                 # On a GPU cuDNN's grouped kernels round by pack size anyway (no invariance to
                 # keep, results/benchmarks/invariance-gpu-*.txt) and the dense one is faster:
-                # K = 128 shared was 2.9 s an epoch dense, 4.6 s grouped on an H200.
+                # K = 128 shared, 4.6 s an epoch grouped on an H200 (bench-gpu-2026-11-30),
+                # about 2.9 s dense in issue #17's measurement (not kept in this repository).
                 groups = 1
         h = F.conv2d(x, self.conv1_w, self.conv1_b, padding=2, groups=groups)
         # Pool before ReLU: the same numbers (max and ReLU commute) with ReLU on 4× fewer

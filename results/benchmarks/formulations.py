@@ -22,9 +22,11 @@ every study with several seeds takes), for pack sizes K:
 
 Prints milliseconds per step, trial-steps per second, the training part of a 60k-image epoch
 that implies (235 steps; evaluation not included), and "drift": the largest difference between
-trial 0's weights after one step in the pack and after the same step alone (K = 1), 0 when
-its arithmetic did not depend on the company. Every formulation is first checked against
-the plain LeNet on a few images.
+trial 0's weights after one step in the pack and after the same step in a pack of 2 (the
+smallest the engine runs a LeNet in: it adds an empty slot to an odd pack), 0 when its
+arithmetic did not depend on the company. Every formulation is first checked against the
+plain LeNet on a few images. On the CPU freed memory is kept, as the engine's packs keep it
+(lrsweep/train/host_memory.py): otherwise a wide pack's steps time page faults.
 
     python results/benchmarks/formulations.py [cpu|cuda] [K ...] [-- VARIANT ...]
 
@@ -35,6 +37,7 @@ is below (`variants`).
 from __future__ import annotations
 
 import functools
+import math
 import statistics
 import sys
 import time
@@ -42,13 +45,13 @@ import time
 import torch
 from torch.nn import functional as F
 
-from lrsweep.train import patches
+from lrsweep.train import host_memory, patches
 from lrsweep.train.model import PackedLeNet, lenet
 
 ARGS, _, CHOSEN = " ".join(sys.argv[1:]).partition("--")
 ARGS, CHOSEN = ARGS.split(), CHOSEN.split()
 device = torch.device(ARGS[0] if ARGS else "cpu")
-PACKS = [int(k) for k in ARGS[1:]] or ([1, 32, 128] if device.type == "cuda" else [1, 4])
+PACKS = [int(k) for k in ARGS[1:]] or ([1, 32, 128] if device.type == "cuda" else [2, 4, 8])
 OPTIONS: set[str] = set()  # the variant being measured: its options
 BATCH, STEPS_PER_EPOCH, TIMED = 256, 235, 30
 IMAGES = 60_000 if device.type == "cuda" else 4_000
@@ -220,15 +223,18 @@ def time_steps(name: str, k: int, images, labels, graph: bool) -> float:
     return statistics.median(seconds)
 
 
+REFERENCE_PACK = 2  # the engine never runs a LeNet in one slot (Pack pads odd packs)
+
+
 def drift(name: str, k: int, images, labels) -> float:
     """Trial 0 after one step in a pack of K (its mates: other seeds, other images, other
-    rates) against the same trial alone."""
+    rates) against the same trial in a pack of REFERENCE_PACK."""
     make, forward = FORMULATIONS[name]
     gen = torch.Generator().manual_seed(1)
     idx = torch.randint(0, len(labels), (k, BATCH), generator=gen).to(device)
     rates = torch.linspace(0.3, 0.05, k, device=device)
     after = []
-    for size in (k, 1):
+    for size in (k, REFERENCE_PACK):
         params = make(size)
         make_step(forward, params, images, labels)(idx[:size], rates[:size])
         sync()
@@ -239,14 +245,17 @@ def drift(name: str, k: int, images, labels) -> float:
 def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    if device.type == "cpu":
+        host_memory.keep()
     gen = torch.Generator().manual_seed(0)
     images = torch.rand(IMAGES, 28, 28, generator=gen).to(device)
     labels = torch.randint(0, 10, (IMAGES,), generator=gen).to(device)
     check_against_plain_lenet(images)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"cpu, {torch.get_num_threads()} threads"
+    memory = "; malloc keeps freed memory" if host_memory.kept() else ""
     print(f"device: {name}; torch {torch.__version__}; batch {BATCH}; own orders; "
-          f"median of {TIMED} steps after 5 warm-up steps")
+          f"median of {TIMED} steps after 5 warm-up steps{memory}")
     print(f"{'formulation':<34}{'K':>5}{'ms/step':>10}{'trial-steps/s':>15}"
           f"{'train s/epoch':>15}{'drift':>10}")
     variants = CHOSEN or (
@@ -266,12 +275,14 @@ def main() -> None:
             label = "+".join([name] + sorted(options))
             try:
                 seconds = time_steps(name, k, images, labels, "graph" in OPTIONS)
-                moved = drift(name, k, images, labels) if k > 1 else 0.0
+                moved = (drift(name, k, images, labels) if k > REFERENCE_PACK
+                         else float("nan"))
             except Exception as error:  # one line, and on with the rest
                 print(f"{label:<34}{k:>5}  failed: {type(error).__name__}: {error}"[:160])
                 continue
+            moved_text = "-" if math.isnan(moved) else f"{moved:.1e}"  # - : no smaller pack
             print(f"{label:<34}{k:>5}{seconds * 1e3:>10.2f}{k / seconds:>15.0f}"
-                  f"{seconds * STEPS_PER_EPOCH:>15.3f}{moved:>10.1e}", flush=True)
+                  f"{seconds * STEPS_PER_EPOCH:>15.3f}{moved_text:>10}", flush=True)
 
 
 if __name__ == "__main__":

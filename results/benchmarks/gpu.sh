@@ -23,8 +23,9 @@
 #   eager  `lrsweep bench` with CUDA graphs turned off (LRSWEEP_CUDA_GRAPHS=0): the eager
 #           step beside bench's graphed one, same GPU, same run of this script
 #   tf32   `lrsweep bench --precision tf32`: the packs with TF32 convolutions and matrix
-#           products, as every H200 record before the precision setting ran its convolutions
-#           (PyTorch's default), so that new and old records compare at one precision
+#           products, as the H200 bench records before the precision setting ran their
+#           convolutions (PyTorch's default), so that new and old records compare at one
+#           precision
 #   patches  `lrsweep bench` (no chapter loop) and the target study with
 #           LRSWEEP_CONVOLUTIONS=patches: the convolutions as batched products over patches
 #           (lrsweep/train/patches.py), beside the bench and target steps' grouped kernels

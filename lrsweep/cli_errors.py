@@ -1,0 +1,93 @@
+"""How the `lrsweep` command fails: one line on stderr and an exit code, never a traceback
+(unless LRSWEEP_DEBUG is set), and never a password.
+
+Exit codes: 0 success, 2 bad input (one line saying what and where), 1 failure, 130 Ctrl-C,
+143 SIGTERM (128 + the signal, as shells report it).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from typing import Any, Callable
+
+import typer
+from rich.console import Console
+
+from lrsweep.store.storage import hide_passwords
+
+err = Console(stderr=True, highlight=False)
+
+
+def say(line: str) -> None:
+    """One line on stderr, as it is (no markup), with any password in a URL hidden."""
+    err.print(hide_passwords(line), markup=False, soft_wrap=True)
+
+
+def handle_errors(trains: bool = False) -> Callable[[Callable], Callable]:
+    """A command's errors: bad input → one line and exit 2; Ctrl-C → exit 130 (SIGTERM 143);
+    anything else → one line, exit 1. `trains`: the command trains trials, so an interrupted
+    run can be continued, and the line says how."""
+    def decorate(command: Callable) -> Callable:
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return command(*args, **kwargs)
+            except typer.Exit:
+                raise
+            except KeyboardInterrupt as stop:
+                say("lrsweep: interrupted; finished trials are stored — run the same command "
+                    "again to continue" if trains else "lrsweep: interrupted")
+                raise typer.Exit(143 if str(stop) == "SIGTERM" else 130)  # search.interrupt
+            except Exception as exc:
+                _fail(exc, kwargs.get("storage"))
+        return wrapper
+    return decorate
+
+
+def _fail(exc: Exception, storage: str | None) -> None:
+    if is_bad_input(exc):
+        say(f"lrsweep: error: {exc}")
+        raise typer.Exit(2)
+    if os.environ.get("LRSWEEP_DEBUG"):
+        raise exc
+    from lrsweep.store.storage import default_storage, disk_full
+    full = disk_full(exc, storage or default_storage())
+    if full is not None:  # no bug: the machine ran out of space
+        say(f"lrsweep: failed: {full}")
+        raise typer.Exit(1)
+    say(f"lrsweep: failed: {type(exc).__name__}: {exc} (set LRSWEEP_DEBUG=1 for the traceback)")
+    raise typer.Exit(1)
+
+
+def is_bad_input(exc: Exception) -> bool:
+    from lrsweep.train.data import DataError
+    from lrsweep.search.spec import SpecError
+    from lrsweep.store.storage import StorageError
+    if isinstance(exc, (SpecError, StorageError, DataError, typer.BadParameter)):
+        return True
+    # The engine (and torch with it) is imported only by the commands that train.
+    devices = sys.modules.get("lrsweep.train.device")
+    return devices is not None and isinstance(exc, devices.DeviceError)
+
+
+def run_app(app: typer.Typer) -> int:
+    """Run the command line; a usage error (an unknown option, a value out of range, a missing
+    argument) is one line too, naming the command and where its options are listed."""
+    try:
+        from typer import _click as click  # the Click that Typer vendors (Typer ≥ 0.20)
+    except ImportError:
+        import click
+    try:
+        code = app(prog_name="lrsweep", standalone_mode=False)
+    except getattr(click.exceptions, "NoArgsIsHelpError", ()):  # plain `lrsweep`: its help
+        app(prog_name="lrsweep", args=["--help"], standalone_mode=False)
+        return 2
+    except click.ClickException as error:
+        command = getattr(getattr(error, "ctx", None), "command_path", "lrsweep")
+        say(f"{command}: error: {error.format_message()} (see `{command} --help`)")
+        return error.exit_code
+    except typer.Abort:  # end of input where a prompt waited
+        return 130
+    return code if isinstance(code, int) else 0

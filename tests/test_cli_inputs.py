@@ -1,0 +1,120 @@
+"""Bad input to the command line beyond study files: where a command writes (--out, --csv),
+option values, the lease settings and folders in the environment, passwords in storage URLs.
+Each is one line, exit 2, and nothing written; nothing printed shows a password."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import typer
+
+from conftest import study_toml
+from lrsweep import cli_errors
+from lrsweep.store.storage import hide_passwords
+
+
+def store(tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    optuna.create_study(study_name="other", storage=url)
+    return url, (tmp_path / "store.db").read_bytes()
+
+
+def one_line(proc, message):
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (("export", "other", "--csv", "store.db"), "--csv store.db: that is the study's store"),
+    (("export", "other", "--csv", "store.db-wal"), "that is the study's store"),
+    (("export", "other", "--trial", "0", "--out", "store.db"), "--out store.db: that is the "
+                                                                "study's store"),
+    (("export", "other", "--csv", "."), "--csv .: a folder is there; give a file name"),
+    (("export", "other", "--csv", "a-file/curves.csv"), "a-file is a file, not a folder"),
+    (("report", "other", "--out", "a-file/report"), "a-file is a file, not a folder"),
+    (("schedules", "--out", "shapes.txt"), "--out shapes.txt: give a file ending in one of"),
+    (("schedules", "--out", "."), "--out .: a folder is there"),
+    (("bench", "--packs", "1", "--out", "."), "--out .: a folder is there"),
+    (("bench", "--packs", ""), "--packs '': give whole numbers"),
+    (("rerun", "other", "--name", ""), "--name '': empty"),
+    (("rerun", "other", "--name", "other"), "--name 'other': the study re-run"),
+    (("ls", "--storage", ""), "an empty storage URL"),
+    (("export", "other", "--trial", "-1"), "lrsweep export: error: Invalid value for '--trial'"),
+    (("show", "other", "--colour"), "lrsweep show: error: No such option: --colour"),
+    (("nosuch",), "lrsweep: error: No such command 'nosuch'"),
+], ids=lambda v: " ".join(v) if isinstance(v, tuple) else None)
+def test_bad_output_paths_and_option_values_are_one_line_and_write_nothing(
+        lrsweep_cli, tmp_path, args, message):
+    url, before = store(tmp_path)
+    (tmp_path / "a-file").write_text("not a folder")
+    storage = [] if "--storage" in args or args[0] in ("schedules", "bench", "nosuch") else [
+        "--storage", url]
+    one_line(lrsweep_cli(*args, *storage), message)
+    assert (tmp_path / "store.db").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "store.db"]
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"LRSWEEP_GRACE_SECONDS": "abc"}, "LRSWEEP_GRACE_SECONDS='abc': give a number of seconds"),
+    ({"LRSWEEP_GRACE_SECONDS": "-1"}, "LRSWEEP_GRACE_SECONDS='-1': give a number of seconds"),
+    ({"LRSWEEP_HEARTBEAT_SECONDS": "nan"}, "LRSWEEP_HEARTBEAT_SECONDS='nan'"),
+    ({"LRSWEEP_GRACE_SECONDS": "5"}, "LRSWEEP_HEARTBEAT_SECONDS=10 must be shorter than "
+                                     "LRSWEEP_GRACE_SECONDS=5"),
+    ({"LRSWEEP_CHECKPOINTS": "a-file"}, "LRSWEEP_CHECKPOINTS=a-file: "),
+    ({"LRSWEEP_ARTIFACTS": "a-file/artifacts"}, "a-file is a file, not a folder"),
+], ids=lambda v: "-".join(f"{k}={w}" for k, w in v.items()) if isinstance(v, dict) else None)
+def test_bad_lease_settings_and_folders_are_refused_before_the_store_is_made(
+        lrsweep_cli, tmp_path, monkeypatch, env, message):
+    (tmp_path / "a-file").write_text("not a folder")
+    (tmp_path / "s.toml").write_text(study_toml("leases"))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    one_line(lrsweep_cli("run", "s.toml", "--storage", f"sqlite:///{tmp_path / 'store.db'}"),
+             message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "s.toml"]
+
+
+def test_a_bad_lease_setting_does_not_stop_commands_that_do_not_run_a_study(
+        lrsweep_cli, tmp_path, monkeypatch):
+    url, _ = store(tmp_path)
+    monkeypatch.setenv("LRSWEEP_GRACE_SECONDS", "abc")  # read when imported: no crash there
+    listed = lrsweep_cli("ls", "--storage", url)
+    assert listed.returncode == 0 and "other" in listed.stdout
+
+
+def test_a_password_in_the_storage_url_is_never_printed(lrsweep_cli):
+    # Nothing listens on port 1: the error names the URL, with its password hidden.
+    proc = lrsweep_cli("ls", "--storage",
+                       "postgresql://lrsweep:s3cret@localhost:1/nosuch?connect_timeout=2")
+    assert proc.returncode == 2
+    assert "s3cret" not in proc.stderr + proc.stdout
+    assert "postgresql://lrsweep:***@localhost:1/nosuch" in proc.stderr
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("postgresql://ann:s3cret@db/test", "postgresql://ann:***@db/test"),
+    ("in postgresql+psycopg://ann:p%40ss@db:5432/x; it has: a",
+     "in postgresql+psycopg://ann:***@db:5432/x; it has: a"),
+    ("postgresql://ann@db/test and sqlite:///results/a.db", None),  # nothing to hide
+    ("postgresql://db:5432/test", None),
+])
+def test_hide_passwords(text, shown):
+    assert hide_passwords(text) == (shown or text)
+
+
+@pytest.mark.parametrize("trains, expected", [
+    (True, "lrsweep: interrupted; finished trials are stored — run the same command again to "
+           "continue"),
+    (False, "lrsweep: interrupted"),
+])
+def test_ctrl_c_says_to_run_again_only_where_a_command_trains(capsys, trains, expected):
+    @cli_errors.handle_errors(trains=trains)
+    def command() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(typer.Exit) as stopped:
+        command()
+    assert stopped.value.exit_code == 130
+    assert capsys.readouterr().err.strip() == expected
+
