@@ -19,7 +19,7 @@ from lrsweep import cli_options as opt
 from lrsweep import tables
 from lrsweep.cli_errors import err, handle_errors, run_app
 from lrsweep.names import folder_name
-from lrsweep.store.storage import hide_passwords
+from lrsweep.store.places import hide_passwords
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode="rich",  # help text escapes its brackets: cli_options.default
@@ -235,8 +235,8 @@ def _run(spec: Any, storage: Optional[str], device: str, data_dir: Optional[str]
         _print(tables.trials(frame, title, 10, out, metric=spec.study.metric),
                dropped_how=f"{show} --columns NAME,…", hidden_how=f"{show} --all")
     out.print(f"study {summary.name}: {summary.finished}/{summary.total} trials finished "
-              f"({summary.new} in this run, {summary.seconds:.1f} s) in {hide_passwords(summary.storage)}",
-              markup=False)
+              f"({summary.new} in this run, {summary.seconds:.1f} s) in "
+              f"{hide_passwords(summary.storage)}", markup=False)
     if summary.finished > summary.total:
         out.print(f"the study already has {summary.finished} finished trials, more than the "
                   f"{summary.total} its file now asks for: a lower total stops new trials, it "

@@ -12,10 +12,11 @@ import os
 import sys
 from typing import Any, Callable
 
+import optuna
 import typer
 from rich.console import Console
 
-from lrsweep.store.storage import hide_passwords
+from lrsweep.store.places import hide_passwords
 
 err = Console(stderr=True, highlight=False)
 
@@ -57,7 +58,12 @@ def _fail(exc: Exception, storage: str | None) -> None:
     if full is not None:  # no bug: the machine ran out of space
         say(f"lrsweep: failed: {full}")
         raise typer.Exit(1)
-    say(f"lrsweep: failed: {type(exc).__name__}: {exc} (set LRSWEEP_DEBUG=1 for the traceback)")
+    # Optuna wraps every failed commit in one message ("… e.g. exceeding max length"): the
+    # database's own words (a damaged file: "database disk image is malformed") say more.
+    if isinstance(exc, optuna.exceptions.StorageInternalError) and exc.__cause__:
+        exc = exc.__cause__
+    say(f"lrsweep: failed: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]} "
+        "(set LRSWEEP_DEBUG=1 for the traceback)")
     raise typer.Exit(1)
 
 

@@ -47,7 +47,8 @@ def _as_flag(param: Any) -> Any:
     return param
 
 
-def _given(value: str | None) -> str | None:
+def _storage_given(value: str | None) -> str | None:
+    """--storage '' is a mistake, not a request for the default."""
     if value is not None and not value.strip():
         raise typer.BadParameter("an empty storage URL; give one, or leave --storage out for "
                                  "sqlite:///results/lrsweep.db")
@@ -55,7 +56,7 @@ def _given(value: str | None) -> str | None:
 
 
 Storage = typer.Option(None, "--storage", envvar="LRSWEEP_STORAGE", show_envvar=True,
-                       callback=_given,
+                       callback=_storage_given,
                        help="Optuna storage URL " + default("sqlite:///results/lrsweep.db"))
 Device = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:1, …")
 Pack = typer.Option(None, "--pack", help="Trials trained together as one network "
@@ -90,9 +91,12 @@ Trial = typer.Option(None, "--trial", min=0, help="Write this trial's trained we
 WeightsOut = typer.Option(None, "--out", help="Where the weights go "
                                               + default("results/NAME/trial-N.pt"))
 Csv = typer.Option(None, "--csv", help="Write every trial's per-epoch curves here")
-SchedulesOut = typer.Option(Path("results/schedules.png"), "--out", help="Where to write the PNG")
-SchedulesEpochs = typer.Option(30, "--epochs", min=1, help="Epochs to plot")
+SchedulesOut = typer.Option(Path("results/schedules.png"), "--out",
+                            help="Where to write the figure (.png, .pdf, .svg, …)")
+SchedulesEpochs = typer.Option(30, "--epochs", min=1, max=10_000, help="Epochs to plot")
 
+
+# The files and folders a command writes, checked before it does any work.
 def output_file(path: Path, option: str, storage: str | None = None) -> Path:
     """A file a command is about to write, checked before any work: not a folder, not the
     study's own store (nor its journal), in a folder that can be made and written."""

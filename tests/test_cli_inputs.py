@@ -10,7 +10,7 @@ import typer
 
 from conftest import study_toml
 from lrsweep import cli_errors
-from lrsweep.store.storage import hide_passwords
+from lrsweep.store.places import hide_passwords
 
 
 def store(tmp_path):
@@ -118,3 +118,27 @@ def test_ctrl_c_says_to_run_again_only_where_a_command_trains(capsys, trains, ex
     assert stopped.value.exit_code == 130
     assert capsys.readouterr().err.strip() == expected
 
+
+
+def test_a_damaged_store_is_named_in_the_databases_own_words(lrsweep_cli, tmp_path):
+    """Pages in the middle of a store overwritten: one line with SQLite's own words, not the
+    message Optuna wraps every failed commit in."""
+    import os
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    study = optuna.create_study(study_name="damaged", storage=url)
+    for value in range(40):
+        trial = study.ask()
+        trial.set_user_attr("curve", [value / 7] * 30)
+        study.tell(trial, value)
+    with sqlite3.connect(tmp_path / "store.db") as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with open(tmp_path / "store.db", "r+b") as f:
+        f.seek(4096 * 5)
+        f.write(os.urandom(4096 * 3))
+    proc = lrsweep_cli("show", "damaged", "--storage", url)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert "database disk image is malformed" in lines[0]
+    assert "exceeding max length" not in lines[0]

@@ -205,3 +205,24 @@ def test_reports_read_postgresql_as_they_read_sqlite(tmp_path, env, name):
     curves_pg = read.curves_frame(name, URL).drop(columns="epoch_seconds")
     curves_sqlite = read.curves_frame(name, sqlite).drop(columns="epoch_seconds")
     assert curves_pg.to_dict("records") == curves_sqlite.to_dict("records")
+
+
+def test_readers_leave_an_empty_database_without_tables(lrsweep_cli):
+    """Optuna's storage makes its tables when it opens: a reader pointed at a database that
+    holds none (a mistyped URL, a study name asked of the wrong database) must not."""
+    schema = f"lrsweep_empty_{uuid.uuid4().hex[:10]}"
+    engine = sqlalchemy.create_engine(URL)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
+    try:
+        empty = f"{URL}?options=-csearch_path%3D{schema}"
+        for args in (("ls",), ("show", "nosuch"), ("resume", "nosuch")):
+            proc = lrsweep_cli(*args, "--storage", empty)
+            assert proc.returncode == 2, proc.stderr
+            assert "holds no lrsweep store yet" in proc.stderr
+        with engine.connect() as conn:
+            assert sqlalchemy.inspect(conn).get_table_names(schema=schema) == []
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text(f"DROP SCHEMA {schema} CASCADE"))
+        engine.dispose()

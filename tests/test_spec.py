@@ -622,6 +622,8 @@ def test_runs_change_the_canonical_form():
     ('scheduler = "constant"', 'scheduler = "multistep"', "milestones: required by scheduler"),
     ('test_acc = [0.88, 0.89]', 'test_ac = 0.9', "book: unknown metric 'test_ac'"),
     ('test_acc = [0.88, 0.89]', 'test_acc = "high"', "book test_acc: a number or a list"),
+    ('test_acc = [0.88, 0.89]', 'test_acc = [0.88, 89.0]', "book test_acc: 89.0 is not between 0 and 1"),
+    ('train_loss = 0.15', 'train_loss = -0.15', "book train_loss: -0.15 is not at least 0"),
     ('seed = [0, 1]', 'seed = { low = 0, high = 3 }', "[space] seed: with [[run]] tables"),
     ('final_lr = 0.01', 'final_lr = [0.01, 0.1]', "[space] final_lr: one value here"),
     ('name = "r"', 'name = "r"\nsampler = "tpe"', "need sampler = \"grid\""),

@@ -24,7 +24,8 @@ from lrsweep.report.sections import Section
 from lrsweep.report.read import curves_frame, trials_frame
 from lrsweep.report.stats import (config_columns, config_key, config_table, finished, format_ci,
                                   intervals_overlap, lower_is_better, metric_bounds)
-from lrsweep.store.storage import hide_passwords, load_study
+from lrsweep.store.places import hide_passwords
+from lrsweep.store.storage import load_study
 
 METRICS = ["val_acc", "test_acc", "train_loss"]
 MAX_CURVES = 12  # configurations drawn in the curve figures (the best by the objective)
@@ -82,7 +83,7 @@ def _sections(name, url, study, study_spec, trials, configs, metric) -> list[Sec
               f"**incomplete: {ended} of {total} trials finished** "
               f"({counts.get('running', 0)} running — the study is still running or was "
               "interrupted; `lrsweep resume` continues it). The numbers below cover the "
-              "finished trials only.")
+              "finished trials only")  # the sentence's full stop follows
     source = study.user_attrs.get("study_file_source", f"studies/{name}.toml")
     first = study.get_trials(deepcopy=False)
     device = next((t.user_attrs.get("device") for t in first if t.user_attrs.get("device")), "–")

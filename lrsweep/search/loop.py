@@ -35,7 +35,8 @@ from lrsweep.store import optuna_private
 from lrsweep.store.artifacts import artifact_store
 from lrsweep.store.leases import claim_stale_trials
 from lrsweep.store.leases import HEARTBEAT_SECONDS, check_lease_settings
-from lrsweep.store.storage import check_folders, default_storage, fold_journal, open_storage
+from lrsweep.store.places import check_folders
+from lrsweep.store.storage import default_storage, fold_journal, open_storage
 from lrsweep.train import data
 from lrsweep.train import device as devices
 

@@ -3,6 +3,7 @@ their own rate), each completed with every value its schedule takes."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -96,6 +97,12 @@ def _complete_run(label: str, values: dict[str, Any], own: dict[str, Any], book:
                             f"{', '.join(BOOK_METRICS)})")
         if not numbers or not all(schedules.is_number(n) for n in numbers):
             raise SpecError(f"{where} book {metric}: a number or a list of numbers")
+        # An accuracy is a fraction, a loss is not negative: a typo (93 for 0.93) is caught here.
+        low, high = (0.0, 1.0) if metric.endswith("_acc") else (0.0, math.inf)
+        wrong = [n for n in numbers if not low <= n <= high]
+        if wrong:
+            bounds = "between 0 and 1" if high == 1.0 else "at least 0"
+            raise SpecError(f"{where} book {metric}: {wrong[0]!r} is not {bounds}")
         printed.append((metric, tuple(float(n) for n in numbers)))
     order = GENERIC_KEYS + SCHEDULE_KEYS
     return Run(label, tuple(sorted(filled.items(), key=lambda kv: order.index(kv[0]))),

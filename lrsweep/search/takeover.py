@@ -9,7 +9,7 @@ import optuna
 
 from lrsweep.search.space import pack_groups
 from lrsweep.store import optuna_private
-from lrsweep.store.storage import folder_beside
+from lrsweep.store.places import folder_beside
 from lrsweep.train.checkpoint import Checkpoints
 from lrsweep.train.trials import Resume
 

@@ -20,7 +20,8 @@ import optuna
 
 from lrsweep.atomic import remove_orphans, write_atomically
 from lrsweep.store import optuna_private
-from lrsweep.store.storage import StorageError, folder_beside, load_study, open_storage
+from lrsweep.store.places import folder_beside
+from lrsweep.store.storage import StorageError, load_study, open_storage
 
 
 WEIGHTS_MIMETYPE = "application/x-pytorch"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import shutil
 import sqlite3
 import time
@@ -48,19 +47,6 @@ def fold_journal(url: str) -> None:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
-_PASSWORD_IN_URL = re.compile(r"(\b[a-z][\w+.-]*://[^\s:/@]*:)[^\s@/]+@", re.IGNORECASE)
-
-
-def hide_passwords(text: str) -> str:
-    """`text` with the password of every URL in it shown as ***, as SQLAlchemy shows one:
-    for messages, summaries and reports (a URL from LRSWEEP_STORAGE may hold one).
-
-        >>> hide_passwords("no study in postgresql://ann:s3cret@db/test")
-        'no study in postgresql://ann:***@db/test'
-    """
-    return _PASSWORD_IN_URL.sub(r"\1***@", text)
-
-
 def default_storage() -> str:
     """`LRSWEEP_STORAGE` when set, else the SQLite file under results/."""
     return os.environ.get("LRSWEEP_STORAGE") or DEFAULT_STORAGE
@@ -71,7 +57,7 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
     recorded and read by lrsweep itself (leases below), not by Optuna's optimize loop.
     With create=False, the readers' door, a SQLite file is opened read-only (see
     `_reader_url`): a missing file, or one that is no SQLite database, is an error, and
-    nothing is written, not even Optuna's tables into an empty file."""
+    nothing is written, not even Optuna's tables into an empty file or database."""
     check_url(url)
     kwargs: dict[str, Any] = {}
     target = url
@@ -91,7 +77,27 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
         if not create:
             return _open_reader(url, path, kwargs)
+    elif not create:
+        _check_server_store(url)
     return _connect(url, target, kwargs)
+
+
+def _check_server_store(url: str) -> None:
+    """A reader's database server must hold Optuna's tables already: Optuna's storage makes
+    them when it opens, and a mistyped study name must not leave a schema behind."""
+    engine = None
+    try:
+        engine = sqlalchemy.create_engine(url)
+        with engine.connect() as conn:
+            made = sqlalchemy.inspect(conn).has_table("studies")
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
+        raise _cannot_open(url, exc) from None
+    finally:
+        if engine is not None:
+            engine.dispose()
+    if not made:
+        raise StorageError(f"storage {url}: holds no lrsweep store yet (no Optuna tables); "
+                           "`lrsweep run` makes one")
 
 
 def _open_reader(url: str, path: Path, kwargs: dict[str, Any]) -> optuna.storages.RDBStorage:
@@ -268,29 +274,3 @@ def load_study(name: str, url: str) -> optuna.Study:
         known = f"; it has: {', '.join(names)}" if names else "; it holds no study yet"
         raise StorageError(f"no study named {name!r} in {url}{known}")
     return optuna.load_study(study_name=name, storage=rdb)
-
-
-def folder_beside(url: str, kind: str) -> Path:
-    """Where a store keeps its `kind` files (checkpoints, artifacts): `LRSWEEP_<KIND>` when
-    set, else `<file>.<kind>/` beside a SQLite file, else `results/<kind>/` (for a server
-    store, share that folder between machines)."""
-    if os.environ.get(f"LRSWEEP_{kind.upper()}"):
-        return Path(os.environ[f"LRSWEEP_{kind.upper()}"])
-    if url.startswith("sqlite:///"):
-        return Path(url.removeprefix("sqlite:///") + f".{kind}")
-    return Path("results") / kind
-
-
-def check_folders(url: str) -> None:
-    """Refuse, before a study is run, a checkpoint or artifact folder that cannot be one: a
-    file where it, or a folder above it, would be (a study would otherwise be created, and
-    fail at its first checkpoint)."""
-    for kind in ("checkpoints", "artifacts"):
-        folder = folder_beside(url, kind)
-        above = folder.absolute()
-        while not above.exists() and above != above.parent:
-            above = above.parent
-        if not above.is_dir():
-            given = os.environ.get(f"LRSWEEP_{kind.upper()}")
-            where = f"LRSWEEP_{kind.upper()}={given}" if given else f"the store's {kind} folder"
-            raise StorageError(f"{where}: {above} is a file, not a folder")

@@ -1,0 +1,57 @@
+"""Where a store keeps its files (checkpoints, artifacts) and how its URL is shown: the
+store's surroundings, apart from opening it (`storage`)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from lrsweep.store.storage import StorageError
+
+_PASSWORD_IN_URL = re.compile(r"(\b[a-z][\w+.-]*://[^\s:/@]*:)[^\s@/]+@", re.IGNORECASE)
+
+
+def hide_passwords(text: str) -> str:
+    """`text` with the password of every URL in it shown as ***, as SQLAlchemy shows one:
+    for messages, summaries and reports (a URL from LRSWEEP_STORAGE may hold one).
+
+        >>> hide_passwords("no study in postgresql://ann:s3cret@db/test")
+        'no study in postgresql://ann:***@db/test'
+    """
+    return _PASSWORD_IN_URL.sub(r"\1***@", text)
+
+
+def folder_beside(url: str, kind: str) -> Path:
+    """Where a store keeps its `kind` files (checkpoints, artifacts): `LRSWEEP_<KIND>` when
+    set, else `<file>.<kind>/` beside a SQLite file, else `results/<kind>/` (for a server
+    store, share that folder between machines)."""
+    if os.environ.get(f"LRSWEEP_{kind.upper()}"):
+        return Path(os.environ[f"LRSWEEP_{kind.upper()}"])
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///") + f".{kind}")
+    return Path("results") / kind
+
+
+def check_folders(url: str) -> None:
+    """Refuse, before a study is run, a checkpoint or artifact folder that cannot be one: a
+    file where it, or a folder above it, would be (a study would otherwise be created, and
+    fail at its first checkpoint). A SQLite store that cannot be made where its URL says is
+    left to `storage.open_storage`, which names the store."""
+    if url.startswith("sqlite:///") and not _nearest(
+            Path(url.removeprefix("sqlite:///")).parent).is_dir():
+        return
+    for kind in ("checkpoints", "artifacts"):
+        above = _nearest(folder_beside(url, kind))
+        if not above.is_dir():
+            given = os.environ.get(f"LRSWEEP_{kind.upper()}")
+            where = f"LRSWEEP_{kind.upper()}={given}" if given else f"the store's {kind} folder"
+            raise StorageError(f"{where}: {above} is a file, not a folder")
+
+
+def _nearest(path: Path) -> Path:
+    """The path itself, or the nearest folder above it that exists: where it would be made."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
