@@ -19,7 +19,6 @@ from lrsweep import cli_options as opt
 from lrsweep import tables
 from lrsweep.cli_errors import err, handle_errors, run_app
 from lrsweep.names import folder_name
-from lrsweep.store.places import hide_passwords
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode="rich",  # help text escapes its brackets: cli_options.default
@@ -98,6 +97,7 @@ def list_studies(storage: Optional[str] = opt.Storage) -> None:
     url = storage or default_storage()
     frame = studies_frame(url)
     if frame.empty:
+        from lrsweep.store.places import hide_passwords
         out.print(f"no studies in {hide_passwords(url)}", markup=False)
         return
     _print(tables.studies(frame, url, tables.study_metrics(url), out),
@@ -225,6 +225,7 @@ def _run(spec: Any, storage: Optional[str], device: str, data_dir: Optional[str]
     from lrsweep import progress
     from lrsweep.search import loop
     from lrsweep.report.read import trials_frame
+    from lrsweep.store.places import hide_passwords
     summary = loop.run(spec, storage=storage, device=device, data_dir=data_dir,
                        allow_changed=allow_changed, pack=pack,
                        progress=progress.for_console(err))

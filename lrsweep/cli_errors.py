@@ -12,17 +12,15 @@ import os
 import sys
 from typing import Any, Callable
 
-import optuna
 import typer
 from rich.console import Console
-
-from lrsweep.store.places import hide_passwords
 
 err = Console(stderr=True, highlight=False)
 
 
 def say(line: str) -> None:
     """One line on stderr, as it is (no markup), with any password in a URL hidden."""
+    from lrsweep.store.places import hide_passwords  # Optuna's world: only when there is a line
     err.print(hide_passwords(line), markup=False, soft_wrap=True)
 
 
@@ -53,6 +51,7 @@ def _fail(exc: Exception, storage: str | None) -> None:
         raise typer.Exit(2)
     if os.environ.get("LRSWEEP_DEBUG"):
         raise exc
+    import optuna
     from lrsweep.store.storage import default_storage, disk_full
     full = disk_full(exc, storage or default_storage())
     if full is not None:  # no bug: the machine ran out of space

@@ -124,9 +124,8 @@ def output_folder(path: Path, option: str) -> Path:
 def _check_writable(folder: Path, what: str) -> None:
     """The folder, or the nearest folder above it that exists (where it would be made), must
     be a folder this process may write in."""
-    folder = folder.absolute()
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    from lrsweep.store.places import nearest_existing
+    folder = nearest_existing(folder)
     if not folder.is_dir():
         raise typer.BadParameter(f"{what}: {folder} is a file, not a folder")
     if not os.access(folder, os.W_OK):

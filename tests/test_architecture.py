@@ -93,3 +93,16 @@ def test_modules_and_functions_stay_small(path):
     for node in ast.walk(ast.parse(text)):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             assert node.end_lineno - node.lineno + 1 <= MAX_FUNCTION_LINES, node.name
+
+
+def test_the_command_line_starts_without_the_heavy_packages():
+    """`lrsweep --help`, a mistyped option and every command's first line come before torch,
+    Optuna or pandas are imported: each command imports what it needs when it runs."""
+    import subprocess
+    import sys
+
+    code = ("import sys, lrsweep.cli; print(sorted(m for m in ('torch', 'optuna', 'sqlalchemy', "
+            "'pandas', 'matplotlib') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=PACKAGE.parent, timeout=120)
+    assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr

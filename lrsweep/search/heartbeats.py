@@ -12,7 +12,8 @@ from typing import Any
 import optuna
 
 from lrsweep.search.interrupt import StoppedResumable
-from lrsweep.store.leases import GRACE_SECONDS, HEARTBEAT_SECONDS, record_heartbeats, release_trials
+from lrsweep.store.leases import (GRACE_SECONDS, HEARTBEAT_SECONDS, record_heartbeats,
+                                  release_trials)
 
 # Silent this long, a worker may have lost its trials: another worker takes a trial whose beat
 # is older than the grace period. The margin covers the moment between looking at the clock

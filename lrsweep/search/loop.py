@@ -33,8 +33,7 @@ from lrsweep.search.spec import SpecError, StudySpec
 from lrsweep.search.takeover import PACK_ATTR, checkpoints_for, resume_groups
 from lrsweep.store import optuna_private
 from lrsweep.store.artifacts import artifact_store
-from lrsweep.store.leases import claim_stale_trials
-from lrsweep.store.leases import HEARTBEAT_SECONDS, check_lease_settings
+from lrsweep.store.leases import HEARTBEAT_SECONDS, check_lease_settings, claim_stale_trials
 from lrsweep.store.places import check_folders
 from lrsweep.store.storage import default_storage, fold_journal, open_storage
 from lrsweep.train import data

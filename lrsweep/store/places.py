@@ -38,19 +38,20 @@ def check_folders(url: str) -> None:
     file where it, or a folder above it, would be (a study would otherwise be created, and
     fail at its first checkpoint). A SQLite store that cannot be made where its URL says is
     left to `storage.open_storage`, which names the store."""
-    if url.startswith("sqlite:///") and not _nearest(
+    if url.startswith("sqlite:///") and not nearest_existing(
             Path(url.removeprefix("sqlite:///")).parent).is_dir():
         return
     for kind in ("checkpoints", "artifacts"):
-        above = _nearest(folder_beside(url, kind))
+        above = nearest_existing(folder_beside(url, kind))
         if not above.is_dir():
             given = os.environ.get(f"LRSWEEP_{kind.upper()}")
             where = f"LRSWEEP_{kind.upper()}={given}" if given else f"the store's {kind} folder"
             raise StorageError(f"{where}: {above} is a file, not a folder")
 
 
-def _nearest(path: Path) -> Path:
-    """The path itself, or the nearest folder above it that exists: where it would be made."""
+def nearest_existing(path: Path) -> Path:
+    """The path itself when it exists, else the nearest folder above it that does: where it
+    would be made, and what decides whether it can be."""
     path = path.absolute()
     while not path.exists() and path != path.parent:
         path = path.parent
