@@ -196,6 +196,26 @@ def test_a_study_without_trials_gets_a_report_that_says_so(tmp_path):
     assert "No trial has finished yet" in written.markdown.read_text()
 
 
+def test_a_study_of_pruned_trials_only_gets_no_empty_optuna_views(tmp_path, capsys):
+    """Pruned trials carry a value (their last report), but Optuna's history and slice views
+    plot complete ones only: with none, no empty figure and no warning from Optuna."""
+    url = f"sqlite:///{tmp_path / 'pruned.db'}"
+    study = optuna.create_study(study_name="pruned", storage=url, direction="maximize")
+    study.set_user_attr("study_file", study_toml("pruned", sampler="random", trials=3,
+                                                 scheduler='["constant", "cosine"]',
+                                                 seed="[0, 1, 2, 3]"))
+    for seed in range(3):
+        trial = study.ask()
+        trial.suggest_categorical("scheduler", ["constant", "cosine"])
+        trial.suggest_categorical("seed", [0, 1, 2, 3])
+        trial.report(0.3 + seed / 10, 0)
+        study.tell(trial, state=TrialState.PRUNED)
+    assert all(t.value is not None for t in study.trials)
+    written = render.write_report("pruned", url, tmp_path / "out")
+    assert not any(p.name == "history.png" for p in written.figures)
+    assert "There are no complete trials" not in capsys.readouterr().err
+
+
 def test_configurations_that_differ_past_four_digits_stay_apart():
     import pandas as pd
     trials = pd.DataFrame({"state": ["complete"] * 3, "base_lr": [0.123412, 0.123449, 0.33494],

@@ -237,9 +237,11 @@ def _figures(folder: Path, study, study_spec, curves: pd.DataFrame, configs: pd.
         fig.savefig(path, dpi=100, bbox_inches="tight")
         plt.close(fig)
         paths.append(path)
-    complete = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
     import optuna
     import warnings
+    # Optuna's history and slice views plot COMPLETE trials only (a pruned trial has a value
+    # too, its last report): with fewer, they would be empty, and Optuna logs a warning.
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(complete) >= 2:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Optuna marks its matplotlib views experimental
