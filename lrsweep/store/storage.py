@@ -24,6 +24,7 @@ DEFAULT_STORAGE = "sqlite:///results/lrsweep.db"
 
 
 _CREATE_ATTEMPTS = 8
+_BUSY_SECONDS = 60  # how long a SQLite connection waits for another process's lock
 _SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database
 _SQLITE_FULL = getattr(sqlite3, "SQLITE_FULL", 13)
 # Schemes users write for SQLite and PostgreSQL that SQLAlchemy does not take as they are.
@@ -70,11 +71,15 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
         if create:  # only writers switch the journal: reading leaves the file as it was
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                with sqlite3.connect(path) as conn:  # WAL persists in the file
+                # WAL persists in the file. The switch waits for the database's lock as long as
+                # Optuna's own connections do: another worker may be making the tables (with
+                # SQLite's default 5 s, a worker started beside another on a busy machine
+                # failed with "database is locked").
+                with sqlite3.connect(path, timeout=_BUSY_SECONDS) as conn:
                     conn.execute("PRAGMA journal_mode=WAL")
             except (OSError, sqlite3.Error) as exc:
                 raise _cannot_open(url, exc, f"cannot open {path}") from None
-        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": _BUSY_SECONDS}}
         if not create:
             return _open_reader(url, path, kwargs)
     elif not create:
