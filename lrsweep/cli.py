@@ -196,7 +196,8 @@ def schedules(out_file: Path = opt.SchedulesOut, epochs: int = opt.SchedulesEpoc
 @handle_errors()
 def bench(device: str = opt.Device, data_dir: Optional[str] = opt.DataDir,
           subset: Optional[int] = opt.Subset, packs: Optional[str] = opt.Packs,
-          epochs: int = opt.BenchEpochs, chapter: bool = opt.Chapter,
+          epochs: int = opt.BenchEpochs, repeats: int = opt.Repeats,
+          chapter: bool = opt.Chapter,
           precision: str = opt.Precision, out_file: Optional[Path] = opt.BenchOut) -> None:
     """Trial-epochs per second: the chapter's loop vs lrsweep's engine at several pack sizes."""
     from lrsweep import bench as bench_mod
@@ -208,8 +209,8 @@ def bench(device: str = opt.Device, data_dir: Optional[str] = opt.DataDir,
     dev = resolve_device(device)
     if subset is None:
         subset = 0 if dev.type == "cuda" else 10_000
-    record = bench_mod.run(device, subset=subset, packs=sizes, epochs=epochs, data_dir=data_dir,
-                           chapter=chapter, precision=precision,
+    record = bench_mod.run(device, subset=subset, packs=sizes, epochs=epochs, repeats=repeats,
+                           data_dir=data_dir, chapter=chapter, precision=precision,
                            log=lambda line: err.print(line, markup=False))
     record["command"] = " ".join(["lrsweep", *sys.argv[1:]])  # how to make it again
     out.print(tables.bench(record))

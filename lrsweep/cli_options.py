@@ -172,6 +172,10 @@ Packs = typer.Option(None, "--packs", help="Pack sizes, e.g. 1,8,32 "
                                            + default("1,8,32,128 on a GPU, 1,2,4,8,16,32 on a CPU"))
 BenchEpochs = typer.Option(3, "--epochs", min=1,
                            help="Epochs per configuration; the first is warm-up")
+Repeats = typer.Option(1, "--repeats", min=1, max=100,
+                       help="Rounds: every configuration timed once a round, in turn; from 2, "
+                            "each pack's speed against the chapter is a paired ratio with a "
+                            "95% interval")
 Chapter = typer.Option(True, "--chapter/--no-chapter", help="Also time the chapter's own loop")
 Precision = typer.Option("fp32", "--precision",
                          help="The packs' arithmetic, as a study's [train] precision: fp32, "

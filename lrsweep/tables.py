@@ -210,6 +210,8 @@ def bench(record: dict[str, Any]) -> Table:
     from lrsweep import bench as bench_module  # torch: only for the command that trains
     how = "".join(f"; {record[key]}" for key in ("precision", "convolutions", "steps",
                                                    "host_memory") if record.get(key))
+    rounds = record.get("repeats", 1)
+    how += f"; {rounds} rounds, vs chapter: paired, 95% interval" if rounds > 1 else ""
     table = Table(title=f"lrsweep bench — {record['hardware']}, {record['images_per_epoch']} "
                         f"training + {record['test_images']} test images per epoch{how}")
     for col in ("configuration", "s / epoch", "trial-epochs / s", "vs chapter", "peak MiB"):

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from lrsweep import bench
+from lrsweep.bench import rows
 from lrsweep.train import host_memory
 
 
@@ -29,11 +30,13 @@ def test_record_has_one_row_per_configuration_with_consistent_ratios(fashion_dir
                      "lrsweep K=2, shared batch", "lrsweep K=2, own orders"]
     chapter = record["rows"][0]
     for row in record["rows"]:
-        assert len(row["epoch_seconds"]) == 2
-        assert row["seconds_per_epoch"] == row["epoch_seconds"][1]  # the warm-up is dropped
+        (seconds,) = row["epoch_seconds"]  # one round of two epochs
+        assert len(seconds) == 2 and row["rounds"] == [0]
+        assert row["seconds_per_epoch"] == seconds[1]  # the warm-up is dropped
         assert row["trial_epochs_per_second"] == pytest.approx(row["pack"] / row["seconds_per_epoch"])
         assert row["vs_chapter"] == pytest.approx(row["trial_epochs_per_second"]
                                                   / chapter["trial_epochs_per_second"])
+        assert row["vs_chapter_interval"] is None  # one round: no interval
     threads = torch.get_num_threads()  # "1 thread", "2 threads": the record names how many
     assert record["images_per_epoch"] == 300
     assert f", {threads} thread{'s' if threads != 1 else ''})" in record["hardware"]
@@ -43,6 +46,65 @@ def test_record_has_one_row_per_configuration_with_consistent_ratios(fashion_dir
     store = record["storage"]
     assert store["trials"] == 100 and store["batched_ms_per_trial"] > 0
     assert store["per_value_ms_per_trial"] > 0
+
+
+def test_rounds_take_turns_and_compare_each_pack_with_the_chapter_round_by_round(
+        fashion_dir):
+    said = []
+    record = bench.run("cpu", subset=300, packs=[2], epochs=2, repeats=3,
+                       data_dir=str(fashion_dir), log=said.append)
+    started = [line.split(" ...")[0].split(":")[0] for line in said if line.endswith("...")
+               and "storage" not in line]
+    assert started == ["chapter loop (DataLoader, 4 workers)", "lrsweep K=2, shared batch",
+                       "lrsweep K=2, own orders"] * 3  # in turn, not one configuration's rounds
+    assert [line for line in said if line.startswith("round")] == [
+        "round 1 of 3", "round 2 of 3", "round 3 of 3"]
+    chapter, *packs = record["rows"]
+    assert record["repeats"] == 3
+    for row in record["rows"]:
+        assert row["rounds"] == [0, 1, 2] and len(row["epoch_seconds"]) == 3
+        assert row["round_seconds_per_epoch"] == [s[1] for s in row["epoch_seconds"]]
+        assert row["seconds_per_epoch"] == sorted(row["round_seconds_per_epoch"])[1]
+    for row in packs:  # each round's pack against the same round's chapter loop
+        ratios = [2 * c / p for c, p in zip(chapter["round_seconds_per_epoch"],
+                                             row["round_seconds_per_epoch"])]
+        assert row["vs_chapter"] == pytest.approx((ratios[0] * ratios[1] * ratios[2]) ** (1 / 3))
+        low, high = row["vs_chapter_interval"]
+        assert low < row["vs_chapter"] < high
+    assert "[" in bench.table(record)[1][3]  # the interval is printed beside the ratio
+
+
+def test_paired_ratio_interval_is_the_t_interval_of_the_log_ratios():
+    import math
+    from scipy import stats
+    pack = rows.summarise("K=4", 4, {0: [1.0, 1.0], 1: [1.0, 2.0], 2: [0.0, 1.0]}, 0.0)
+    chapter = rows.summarise("chapter", 1, {0: [0.0, 2.0], 1: [0.0, 4.0], 2: [0.0, 2.5],
+                                            3: [0.0, 9.0]}, 0.0)
+    ratio, (low, high) = rows.paired_ratio(pack, chapter)  # round 3: the chapter's alone
+    logs = [math.log(8), math.log(8), math.log(10)]
+    mean = sum(logs) / 3
+    sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / 2)
+    half = stats.t.ppf(0.975, 2) * sd / math.sqrt(3)
+    assert ratio == pytest.approx(math.exp(mean))
+    assert (low, high) == pytest.approx((math.exp(mean - half), math.exp(mean + half)))
+
+
+def test_a_pack_out_of_memory_is_skipped_in_every_mode_and_round(monkeypatch):
+    real = bench.engine.train_pack
+
+    def four_too_many(configs, splits):
+        if len(configs) == 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return real(configs, splits)
+
+    monkeypatch.setattr(bench.engine, "train_pack", four_too_many)
+    said = []
+    record = bench.run("cpu", subset=256, packs=[2, 4], epochs=1, repeats=2, chapter=False,
+                       log=said.append)
+    assert [row["name"] for row in record["rows"]] == ["lrsweep K=2, shared batch",
+                                                       "lrsweep K=2, own orders"]
+    assert said.count("  out of memory: skipped") == 1
+    assert all(row["vs_chapter"] is None for row in record["rows"])
 
 
 def test_storage_cost_writes_what_a_real_trial_writes():
@@ -89,7 +151,8 @@ def test_bench_trains_and_records_the_convolutions_the_environment_asks(monkeypa
 
 
 @pytest.mark.parametrize("args, where", [(("--packs", "1,x"), "--packs"),
-                                         (("--precision", "fp16"), "--precision")])
+                                         (("--precision", "fp16"), "--precision"),
+                                         (("--repeats", "0"), "--repeats")])
 def test_bench_refuses_bad_input_before_it_measures(lrsweep_cli, tmp_path, args, where):
     proc = lrsweep_cli("bench", *args, "--out", "b.json")
     assert proc.returncode == 2 and where in proc.stderr
@@ -99,17 +162,17 @@ def test_bench_refuses_bad_input_before_it_measures(lrsweep_cli, tmp_path, args,
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc")
 def test_cpu_peak_memory_is_each_rows_own():
     cpu = torch.device("cpu")
-    bench._reset_peak(cpu)
-    before = bench._peak_mib(cpu)
+    rows.reset_peak(cpu)
+    before = rows.peak_mib(cpu)
     # 300 MiB mapped and touched by hand: new resident memory whatever malloc keeps.
     big = mmap.mmap(-1, 300 * 2**20)
     for page in range(0, len(big), mmap.PAGESIZE):
         big[page] = 1
     big.close()
-    peak = bench._peak_mib(cpu)
+    peak = rows.peak_mib(cpu)
     assert peak > before + 250
-    bench._reset_peak(cpu)  # the next row starts from what the process holds now
-    assert bench._peak_mib(cpu) < peak - 250
+    rows.reset_peak(cpu)  # the next row starts from what the process holds now
+    assert rows.peak_mib(cpu) < peak - 250
 
 
 def test_a_failed_capture_is_recorded_as_eager_steps(monkeypatch):
