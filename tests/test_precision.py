@@ -124,6 +124,23 @@ def test_autocast_is_enabled_for_bf16_only(name):
     assert dtypes == {torch.bfloat16 if name == "bf16" else torch.float32}
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_without_bf16_kernels_warns_once_and_says_so_in_records(monkeypatch, native):
+    from lrsweep.train import precision
+    monkeypatch.setattr(precision, "native_bf16", lambda device: native)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # Python's own: once per place and message
+        for _ in range(3):  # as a study's packs enter it, one after another
+            for asked in PRECISIONS:
+                with applied(asked, CPU):
+                    pass
+    slow = [w for w in caught if issubclass(w.category, precision.EmulatedPrecisionWarning)]
+    assert len(slow) == (0 if native else 1)
+    assert native or ("bf16" in str(slow[0].message) and "fp32" in str(slow[0].message))
+    assert describe("bf16", CPU).endswith("; emulated: no bf16 kernels on this cpu") != native
+    assert "emulated" not in describe("fp32", CPU) + describe("tf32", CPU)
+
+
 def test_describe_says_what_each_precision_computes_in():
     assert describe("fp32", CUDA) == "fp32 (IEEE FP32 convolutions and matrix products)"
     assert describe("tf32", CPU) == "tf32 on cpu: FP32 (no TF32 on CPUs)"

@@ -29,10 +29,9 @@
 #   patches  `lrsweep bench` (no chapter loop) and the target study with
 #           LRSWEEP_CONVOLUTIONS=patches: the convolutions as batched products over patches
 #           (lrsweep/train/patches.py), beside the bench and target steps' grouped kernels
-#   precision  studies/chapter.toml (9 runs × 5 seeds, the chapter's scale) at fp32, tf32 and
-#           bf16 (`--set train.precision=…`), each timed into a store of its own; then
-#           results/benchmarks/precision-compare.py: each run's 5-seed interval at fp32, and
-#           the others' paired differences from it
+#   precision  results/benchmarks/precision.sh: studies/chapter.toml (9 runs × 5 seeds, the
+#           chapter's scale) at fp32, tf32 and bf16, each timed into a store of its own; each
+#           run's 5-seed interval at fp32, and the others' paired differences from it
 #   joint  results/benchmarks/joint-compare.sh: studies/joint.toml at the chapter's scale with
 #           slotted packs, and with BEFORE=DIR (an earlier commit's lrsweep/ package) with
 #           that code; each study's best configuration re-run over 5 fresh seeds
@@ -92,19 +91,8 @@ tf32() {
 }
 
 precision() {
-  local p start stores=() seconds=()
-  export LRSWEEP_CHECKPOINTS="$work/checkpoints" LRSWEEP_ARTIFACTS="$work/artifacts"
-  for p in fp32 tf32 bf16; do
-    start=$(date +%s.%N)
-    "$PYTHON" -m lrsweep run studies/chapter.toml --device "$device" "${chapter_args[@]}" \
-      --set "study.name=chapter-$p" --set "train.precision=$p" \
-      --storage "sqlite:///$out/chapter-$p.db" > "$work/chapter-$p.log" 2>&1
-    seconds+=("$p=$("$PYTHON" -c "print($(date +%s.%N) - $start)")")
-    stores+=("$p=sqlite:///$out/chapter-$p.db")
-  done
-  { echo "lrsweep run studies/chapter.toml --device $device ${chapter_args[*]} --set train.precision=P"
-    "$PYTHON" results/benchmarks/precision-compare.py "${stores[@]}" --seconds "${seconds[@]}"
-  } | tee "$out/precision-gpu-$day.txt"
+  bash results/benchmarks/precision.sh "$device" "$out" fp32 tf32 bf16 -- "${chapter_args[@]}"
+  mv "$out/precision.txt" "$out/precision-gpu-$day.txt"
 }
 
 target() {
