@@ -74,6 +74,16 @@ def test_rounds_take_turns_and_compare_each_pack_with_the_chapter_round_by_round
     assert "[" in bench.table(record)[1][3]  # the interval is printed beside the ratio
 
 
+def test_every_round_times_the_chapter_loop_with_the_allocator_as_the_packs_have_it(
+        monkeypatch):
+    monkeypatch.setattr(host_memory, "_kept", None)  # as in a fresh process: nothing asked yet
+    seen = []
+    monkeypatch.setattr(bench, "chapter_loop",
+                        lambda *args: seen.append(host_memory.kept()) or [1.0])
+    bench.run("cpu", subset=256, packs=[2], epochs=1, repeats=2, log=lambda line: None)
+    assert seen == [host_memory.glibc() is not None] * 2  # round 1 too, before any pack
+
+
 def test_paired_ratio_interval_is_the_t_interval_of_the_log_ratios():
     import math
     from scipy import stats
