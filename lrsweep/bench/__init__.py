@@ -28,6 +28,7 @@ from lrsweep.train.precision import describe as describe_precision
 
 __all__ = ["run", "table", "save", "chapter_loop", "storage_cost", "resolve_device"]
 CHAPTER = "chapter loop (DataLoader, 4 workers)"
+_SHOWN: dict = {}  # the warnings each row's pack raised and bench showed again: once a process
 
 
 def run(device: str = "auto", *, subset: int = 0, packs: list[int] | None = None,
@@ -128,7 +129,8 @@ def _time_pack(k: int, shared: bool, splits: data.Splits, epochs: int,
             results = engine.train_pack(configs, splits)
         for w in caught:  # seen, and still shown
             failed_capture |= issubclass(w.category, graphs.CaptureWarning)
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno,
+                                   registry=_SHOWN)
     except torch.cuda.OutOfMemoryError:
         return None, False
     return [m.seconds for m in results[0].epochs], failed_capture
