@@ -61,6 +61,7 @@ def test_rounds_take_turns_and_compare_each_pack_with_the_chapter_round_by_round
         "round 1 of 3", "round 2 of 3", "round 3 of 3"]
     chapter, *packs = record["rows"]
     assert record["repeats"] == 3
+    assert (chapter["vs_chapter"], chapter["vs_chapter_interval"]) == (1.0, None)
     for row in record["rows"]:
         assert row["rounds"] == [0, 1, 2] and len(row["epoch_seconds"]) == 3
         assert row["round_seconds_per_epoch"] == [s[1] for s in row["epoch_seconds"]]

@@ -75,9 +75,10 @@ def run(device: str = "auto", *, subset: int = 0, packs: list[int] | None = None
             failed_capture |= failed
             log(_said(seconds, k if shared is not None else None))
     rows = [summarise(name, k, timed[name], peaks[name]) for name, k, _ in plan if timed[name]]
-    for row in rows:
+    for row in rows:  # the chapter's loop against itself: 1, without an interval
         row["vs_chapter"], row["vs_chapter_interval"] = (
-            paired_ratio(row, rows[0]) if chapter else (None, None))
+            (None, None) if not chapter else (1.0, None) if row is rows[0]
+            else paired_ratio(row, rows[0]))
     return _record(dev, rows, splits, epochs, repeats, precision, convolutions, failed_capture,
                    log)
 
