@@ -51,17 +51,13 @@ def _fail(exc: Exception, storage: str | None) -> None:
         raise typer.Exit(2)
     if os.environ.get("LRSWEEP_DEBUG"):
         raise exc
-    import optuna
-    from lrsweep.store.storage import default_storage, disk_full
+    from lrsweep.store.storage import default_storage, disk_full, driver_error, first_line
     full = disk_full(exc, storage or default_storage())
     if full is not None:  # no bug: the machine ran out of space
         say(f"lrsweep: failed: {full}")
         raise typer.Exit(1)
-    # Optuna wraps every failed commit in one message ("… e.g. exceeding max length"): the
-    # database's own words (a damaged file: "database disk image is malformed") say more.
-    if isinstance(exc, optuna.exceptions.StorageInternalError) and exc.__cause__:
-        exc = exc.__cause__
-    say(f"lrsweep: failed: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]} "
+    exc = driver_error(exc)  # the database's own words, not Optuna's wrapper
+    say(f"lrsweep: failed: {type(exc).__name__}: {first_line(exc)} "
         "(set LRSWEEP_DEBUG=1 for the traceback)")
     raise typer.Exit(1)
 

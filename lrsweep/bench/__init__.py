@@ -19,7 +19,7 @@ import torch
 
 from lrsweep import __version__, schedules
 from lrsweep.bench.chapter import BATCH, CHAPTER_LR, chapter_loop
-from lrsweep.bench.rows import paired_ratio, peak_mib, reset_peak, summarise
+from lrsweep.bench.rows import paired_ratio, peak_mib, reset_peak, round_seconds, summarise
 from lrsweep.bench.store_cost import storage_cost
 from lrsweep.train import data, engine, graphs, host_memory
 from lrsweep.train.device import (check_environment, convolutions as chosen_convolutions,
@@ -109,7 +109,7 @@ def _record(dev: torch.device, rows: list[dict[str, Any]], splits: data.Splits, 
 
 def _said(seconds: list[float], pack: int | None) -> str:
     """One configuration's round as the log says it; trial-epochs per second for a pack."""
-    per_epoch = summarise("", 1, {0: seconds}, 0.0)["seconds_per_epoch"]
+    per_epoch = round_seconds(seconds)
     return f"  {per_epoch:.2f} s per epoch" + (
         f", {pack / per_epoch:.2f} trial-epochs/s" if pack else "")
 

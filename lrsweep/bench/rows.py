@@ -29,8 +29,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
+from lrsweep.report.stats import mean_ci
 from lrsweep.train import host_memory
 
 
@@ -38,12 +40,18 @@ def summarise(name: str, k: int, rounds: dict[int, list[float]], peak_mib: float
     """A row: the seconds of every epoch of every round (by round number), each round's
     median after its first epoch, their median, trial-epochs per second, peak memory."""
     order = sorted(rounds)
-    per_round = [statistics.median(rounds[r][1:] or rounds[r]) for r in order]
+    per_round = [round_seconds(rounds[r]) for r in order]
     per_epoch = statistics.median(per_round)
     return {"name": name, "pack": k, "epoch_seconds": [rounds[r] for r in order],
             "rounds": order, "round_seconds_per_epoch": per_round,
             "seconds_per_epoch": per_epoch, "trial_epochs_per_second": k / per_epoch,
             "peak_mib": peak_mib}
+
+
+def round_seconds(seconds: list[float]) -> float:
+    """One round's seconds per epoch: its median epoch after the first (the warm-up), or its
+    only epoch."""
+    return statistics.median(seconds[1:] or seconds)
 
 
 def paired_ratio(row: dict[str, Any], chapter: dict[str, Any]
@@ -53,11 +61,9 @@ def paired_ratio(row: dict[str, Any], chapter: dict[str, Any]
     theirs = dict(zip(chapter["rounds"], chapter["round_seconds_per_epoch"]))
     logs = [math.log(row["pack"] * theirs[r] / s)
             for r, s in zip(row["rounds"], row["round_seconds_per_epoch"]) if r in theirs]
-    centre = statistics.fmean(logs)
-    if len(logs) < 2:
+    centre, half, _ = mean_ci(pd.Series(logs))  # the reports' t interval
+    if math.isnan(half):  # one round
         return math.exp(centre), None
-    from scipy import stats
-    half = stats.t.ppf(0.975, len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
     return math.exp(centre), [math.exp(centre - half), math.exp(centre + half)]
 
 

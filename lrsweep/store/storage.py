@@ -132,9 +132,7 @@ def _connect(url: str, target: str, kwargs: dict[str, Any]) -> optuna.storages.R
             # one wins, the others find the schema made once they look again. The losers see
             # a unique violation (IntegrityError) or "already exists": a table on SQLite
             # (OperationalError), a table or an enum type on PostgreSQL (ProgrammingError).
-            # (Optuna wraps a failed commit in StorageInternalError: its cause tells.)
-            root = exc.__cause__ if isinstance(
-                exc, optuna.exceptions.StorageInternalError) and exc.__cause__ else exc
+            root = driver_error(exc)
             racing = (isinstance(root, sqlalchemy.exc.IntegrityError)
                       or (isinstance(root, sqlalchemy.exc.SQLAlchemyError)
                           and "already exists" in str(root)))
@@ -152,10 +150,23 @@ def _cannot_open(url: str, exc: BaseException, what: str = "cannot be opened") -
     full = disk_full(exc, url)
     if full is not None:
         return StorageError(f"storage {url}: {full}")
-    cause = exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) else None
     hint = ("; lrsweep takes sqlite:///FILE or postgresql://USER@HOST/DATABASE"
             if isinstance(exc, sqlalchemy.exc.NoSuchModuleError) else "")
-    return StorageError(f"storage {url}: {what} ({str(cause or exc).splitlines()[0]}){hint}")
+    return StorageError(f"storage {url}: {what} ({first_line(driver_error(exc))}){hint}")
+
+
+def driver_error(exc: BaseException) -> BaseException:
+    """The database driver's own error behind Optuna's: Optuna wraps every failed commit in a
+    StorageInternalError of one message ("… e.g. exceeding max length"), whose cause says
+    what happened (a damaged file: "database disk image is malformed")."""
+    if isinstance(exc, optuna.exceptions.StorageInternalError) and exc.__cause__:
+        return exc.__cause__
+    return exc
+
+
+def first_line(exc: BaseException) -> str:
+    """An error's message, its first line only (drivers append SQL and links)."""
+    return (str(exc).splitlines() or [""])[0]
 
 
 def _check_sqlite_file(url: str, path: Path, *, empty_ok: bool) -> None:
