@@ -43,9 +43,11 @@ def test_run_stores_what_design_section_4_lists(lrsweep_cli, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "study e2e: 2/2 trials finished (2 in this run" in proc.stdout
     assert "best" in proc.stdout and "cosine" in proc.stdout  # the summary table
-    # The finished store is one file: its write-ahead log folded in (copy it alone, lose nothing)
-    wal = [p for p in tmp_path.glob("*.db-wal") if p.stat().st_size > 0]
-    assert list(tmp_path.glob("*.db")) and not wal
+    # The finished store is one file: its write-ahead log folded in (copy it alone, lose
+    # nothing), the -wal and -shm gone, and a reader leaves it so.
+    assert list(tmp_path.glob("*.db")) and not list(tmp_path.glob("*.db-*"))
+    assert lrsweep_cli("ls", "--storage", storage_url(tmp_path)).returncode == 0
+    assert not list(tmp_path.glob("*.db-*"))
     study = load(tmp_path, "e2e")
     assert study.user_attrs["study_file"] == path.read_text()
     assert len(study.user_attrs["study_file_sha256"]) == 64

@@ -5,6 +5,7 @@ add a second weights artifact, and `export` without the artifact folder."""
 from __future__ import annotations
 
 import errno
+import gc
 import io
 import json
 import os
@@ -351,6 +352,52 @@ def test_a_store_on_read_only_media_is_read(tmp_path, keep_wal):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ("2" if keep_wal else "1")
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def read_in_a_process(folder: Path) -> str:
+    """The number of trials a reader in another process finds in the store in `folder`."""
+    proc = subprocess.run([sys.executable, "-c", READ.format(db=folder / "s.db")],
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def journal_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("s.db-*"))
+
+
+def test_a_reader_leaves_the_store_one_file(tmp_path):
+    make_store(tmp_path)
+    gc.collect()  # the writer's storage closed: SQLite removed its -wal and -shm
+    assert journal_files(tmp_path) == []
+    before = (tmp_path / "s.db").read_bytes()
+    assert read_in_a_process(tmp_path) == "1"
+    assert journal_files(tmp_path) == []  # a read-only reader alone would leave both
+    assert (tmp_path / "s.db").read_bytes() == before
+
+
+def test_a_reader_beside_a_live_writer_leaves_its_journal(tmp_path):
+    make_store(tmp_path)
+    gc.collect()
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    rdb = storage.open_storage(url)  # a worker still at work: its last trial in the -wal
+    optuna.load_study(study_name="s", storage=rdb).optimize(
+        lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    assert (tmp_path / "s.db-wal").stat().st_size > 0
+    assert read_in_a_process(tmp_path) == "2"
+    assert journal_files(tmp_path) == ["s.db-shm", "s.db-wal"]
+    assert (tmp_path / "s.db-wal").stat().st_size > 0
+    rdb.engine.dispose()  # the worker finishes: its close folds the log in and removes both
+    assert journal_files(tmp_path) == []
+    assert len(storage.load_study("s", url).trials) == 2
+
+
+def test_a_reader_leaves_a_log_that_holds_data_as_it_was(tmp_path):
+    make_store(tmp_path, keep_wal=True)  # copied while a worker wrote: no one has it open
+    before = {name: (tmp_path / name).read_bytes() for name in ("s.db", "s.db-wal")}
+    assert read_in_a_process(tmp_path) == "2"
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
 
 
 def test_a_reader_cannot_write(tmp_path):

@@ -35,7 +35,8 @@ from lrsweep.store import optuna_private
 from lrsweep.store.artifacts import artifact_store
 from lrsweep.store.leases import HEARTBEAT_SECONDS, check_lease_settings, claim_stale_trials
 from lrsweep.store.places import check_folders
-from lrsweep.store.storage import default_storage, fold_journal, open_storage
+from lrsweep.store import journal
+from lrsweep.store.storage import default_storage, open_storage
 from lrsweep.train import data
 from lrsweep.train import device as devices
 
@@ -71,7 +72,7 @@ def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
     progress = progress or Progress()
     with StopAfterEpoch(progress) as stop:
         new, study = _run(spec, storage, where, data_dir, allow_changed, pack, progress, stop)
-    fold_journal(storage)  # the finished store in one file
+    journal.fold(storage)  # the finished store in one file
     return RunSummary(spec.study.name, storage, spec.study.trials, count(study, DONE), new,
                       time.perf_counter() - started)
 

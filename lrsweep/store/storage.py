@@ -20,6 +20,8 @@ from typing import Any
 import optuna
 import sqlalchemy
 
+from lrsweep.store import journal
+
 DEFAULT_STORAGE = "sqlite:///results/lrsweep.db"
 
 
@@ -35,17 +37,6 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)  # lrsweep prints its own p
 
 class StorageError(Exception):
     """The storage URL cannot be opened, or holds no study of the asked name."""
-
-
-def fold_journal(url: str) -> None:
-    """Fold a SQLite store's write-ahead log into its file (`wal_checkpoint(TRUNCATE)`), so a
-    finished store is one file that can be copied or committed alone (its `-wal` beside it may
-    hold every trial). Best effort: another process still writing keeps its part."""
-    if not url.startswith("sqlite:///"):
-        return
-    with contextlib.suppress(sqlite3.Error, OSError):
-        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"), timeout=5)) as db:
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def default_storage() -> str:
@@ -80,9 +71,10 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
             except (OSError, sqlite3.Error) as exc:
                 raise _cannot_open(url, exc, f"cannot open {path}") from None
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": _BUSY_SECONDS}}
-        if not create:
-            return _open_reader(url, path, kwargs)
-    elif not create:
+        rdb = _open_reader(url, path, kwargs) if not create else _connect(url, target, kwargs)
+        journal.remember(path, rdb)  # closed at exit, and its -wal and -shm with it
+        return rdb
+    if not create:
         _check_server_store(url)
     return _connect(url, target, kwargs)
 
