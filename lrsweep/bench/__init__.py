@@ -22,6 +22,7 @@ from lrsweep.bench.chapter import BATCH, CHAPTER_LR, chapter_loop
 from lrsweep.bench.rows import paired_ratio, peak_mib, reset_peak, round_seconds, summarise
 from lrsweep.bench.store_cost import storage_cost
 from lrsweep.train import data, engine, graphs, host_memory
+from lrsweep.train.pack import slots
 from lrsweep.train.device import (check_environment, convolutions as chosen_convolutions,
                                   describe_device, resolve_device)
 from lrsweep.train.precision import describe as describe_precision
@@ -47,7 +48,7 @@ def run(device: str = "auto", *, subset: int = 0, packs: list[int] | None = None
     if dev.type == "cpu":  # as a CPU pack sets it, but from the first row: every round alike
         host_memory.keep()
     plan = ([(CHAPTER, 1, None)] if chapter else []) + [
-        (f"lrsweep K={k}, {'shared batch' if shared else 'own orders'}", k, shared)
+        (_pack_name(k, shared), k, shared)
         for k in packs for shared in ([True, False] if k > 1 else [True])]
     timed: dict[str, dict[int, list[float]]] = {name: {} for name, _, _ in plan}
     peaks = dict.fromkeys(timed, 0.0)
@@ -105,6 +106,13 @@ def _record(dev: torch.device, rows: list[dict[str, Any]], splits: data.Splits, 
                        "than 2); s / epoch: the median over rounds; vs chapter: the geometric "
                        "mean of each round's paired ratio, with a 95% t interval from 2 rounds"),
             "rows": rows, "storage": store}
+
+
+def _pack_name(k: int, shared: bool) -> str:
+    """A pack row's name: its trials, how they take their batches, its empty slot if any."""
+    kind = "" if k == 1 else ", shared batch" if shared else ", own orders"
+    empty = " (a masked slot beside it)" if slots(k, "lenet") > k else ""
+    return f"lrsweep K={k}{kind}{empty}"
 
 
 def _said(seconds: list[float], pack: int | None) -> str:

@@ -36,6 +36,15 @@ from lrsweep.train.trials import AVERAGING, Resume, TrialConfig
 NUM_CLASSES = 10
 
 
+def slots(width: int, model: str) -> int:
+    """How many slots a pack of `width` trials trains in. Fused LeNets train in an even number,
+    an empty slot added where needed: on the CPU a trial's arithmetic is then the same whatever
+    its pack (bit for bit, tested). oneDNN gives one slot (groups = 1) another convolution
+    kernel, and odd group counts another summation order for the bias gradients
+    (results/benchmarks/invariance.py)."""
+    return width + (1 if model == "lenet" and width % 2 else 0)
+
+
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
     return math.ceil(n_train / batch_size)  # the last, partial batch is kept, as the chapter's
 
@@ -46,11 +55,7 @@ class Pack:
 
     def __init__(self, width: int, splits: Splits, like: TrialConfig) -> None:
         self.width = width
-        # Fused LeNets train in an even number of slots, an empty one added where needed: on
-        # the CPU a trial's arithmetic is then the same whatever its pack (bit for bit, tested).
-        # oneDNN gives one slot (groups = 1) another convolution kernel, and odd group counts
-        # another summation order for the bias gradients (results/benchmarks/invariance.py).
-        self.k = width + (1 if like.model == "lenet" and width % 2 else 0)
+        self.k = slots(width, like.model)
         self.like = like
         self.device = splits.train_x.device
         self.shape = tuple(splits.train_x.shape[1:])
