@@ -34,7 +34,8 @@ def test_record_has_one_row_per_configuration_with_consistent_ratios(fashion_dir
         (seconds,) = row["epoch_seconds"]  # one round of two epochs
         assert len(seconds) == 2 and row["rounds"] == [0]
         assert row["seconds_per_epoch"] == seconds[1]  # the warm-up is dropped
-        assert row["trial_epochs_per_second"] == pytest.approx(row["pack"] / row["seconds_per_epoch"])
+        assert row["trial_epochs_per_second"] == pytest.approx(
+            row["pack"] / row["seconds_per_epoch"])
         assert row["vs_chapter"] == pytest.approx(row["trial_epochs_per_second"]
                                                   / chapter["trial_epochs_per_second"])
         assert row["vs_chapter_interval"] is None  # one round: no interval
@@ -196,8 +197,9 @@ def test_a_failed_capture_is_recorded_as_eager_steps(monkeypatch):
     monkeypatch.setattr(graphs, "enabled", lambda device, *a: True)  # as on CUDA
     monkeypatch.setattr(graphs, "wanted", lambda pack: True)
     monkeypatch.setattr(graphs, "_record", failing)
-    record = bench.run("cpu", subset=256, packs=[1], epochs=1, chapter=False,
-                       log=lambda line: None)
+    with pytest.warns(graphs.CaptureWarning, match="capture refused.*trains eagerly"):
+        record = bench.run("cpu", subset=256, packs=[1], epochs=1, chapter=False,
+                           log=lambda line: None)
     assert record["steps"] == "eager (CUDA graph capture failed)"
     monkeypatch.setattr(graphs, "_record", lambda step, device, pool: (step, pool))
     record = bench.run("cpu", subset=256, packs=[1], epochs=1, chapter=False,

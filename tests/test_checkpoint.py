@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lrsweep.search.takeover import checkpoints_for, pack_name
-from lrsweep.train.checkpoint import BackgroundWriter, Checkpoints
+from lrsweep.train.checkpoint import BackgroundWriter, Checkpoints, DamagedCheckpoint
 from lrsweep.train.trials import EpochMetrics, PackState, Resume
 from lrsweep.train.model import LoopedPack, PackedLeNet, lenet
 
@@ -83,7 +83,8 @@ def test_a_checkpoint_of_the_format_before_packed_weights_means_start_over(tmp_p
     path.parent.mkdir(parents=True)
     torch.save({1: {"state_dict": lenet(3).state_dict(), "status": "complete",
                     "diverged": None, "epochs": [dict(vars(m)) for m in curve(2)]}}, path)
-    assert ckpts.load("s", "pack-1") == {}
+    with pytest.warns(DamagedCheckpoint, match="cannot be read .*start over from epoch 1"):
+        assert ckpts.load("s", "pack-1") == {}
 
 
 def test_a_new_save_replaces_the_old_whole_and_leaves_no_temporary_file(tmp_path):
@@ -100,7 +101,8 @@ def test_missing_or_damaged_checkpoints_mean_start_over(tmp_path):
     ckpts.save("s", "pack-1", stopped({1: state(0, 1)}))
     path = ckpts.path("s", "pack-1")
     path.write_bytes(path.read_bytes()[:100])
-    assert ckpts.load("s", "pack-1") == {}
+    with pytest.warns(DamagedCheckpoint, match="fails its checksum .*start over from epoch 1"):
+        assert ckpts.load("s", "pack-1") == {}
     ckpts.remove("s", "pack-1")
     ckpts.remove("s", "pack-1")  # removing twice is fine
     assert not path.exists()

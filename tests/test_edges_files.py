@@ -4,6 +4,7 @@ add a second weights artifact, and `export` without the artifact folder."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import io
@@ -430,6 +431,23 @@ def test_ls_and_report_on_an_empty_file_write_nothing(lrsweep_cli, tmp_path):
             "lrsweep store; give the store's file, or `lrsweep run` to make one"]
     assert (tmp_path / "x.db").read_bytes() == b""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.db"]
+
+
+def test_ls_on_another_programs_database_says_so_and_leaves_it_as_it_was(lrsweep_cli, tmp_path):
+    with contextlib.closing(sqlite3.connect(tmp_path / "other.db")) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE notes (text)")
+        db.commit()
+    before = (tmp_path / "other.db").read_bytes()
+    proc = lrsweep_cli("ls", "--storage", "sqlite:///other.db")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "lrsweep: error: storage sqlite:///other.db: other.db is an SQLite "
+        "database without Optuna's tables, not an lrsweep store; give the store's file, or "
+        "`lrsweep run` to make one"]
+    # The failed read-only open made a -wal and -shm; they went at exit.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]
+    assert (tmp_path / "other.db").read_bytes() == before
 
 
 # --- 6. storage-URL typos ----------------------------------------------------------------------

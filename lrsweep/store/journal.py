@@ -1,12 +1,14 @@
-"""A SQLite store's write-ahead log (`-wal`) and its index (`-shm`): folded in when a run
-finishes, and the two files gone once this process and every other has closed the store.
+"""A SQLite store's write-ahead log (`-wal`) and its index (`-shm`): folded into the store's
+file when a run finishes, and removed when the last process that has the store open exits.
 
 SQLite removes both files when the last connection to a store closes, but only a read-write
-connection may: a reader's (`mode=ro`) leaves them, and Optuna keeps its pooled connections
-open for as long as a study object lives, past the end of a command. So every SQLite store
-this process opens is remembered here; at exit their engines are closed and, for each store
-whose log is empty, one read-write connection opens and closes. Where another process still
-has the store open SQLite keeps the files, as it must: this never deletes them itself.
+connection may: a reader's (`mode=ro`) leaves them. And a process may exit with connections
+still open: Optuna's SQLAlchemy engine can outlive its storage in a reference cycle, its
+pooled connections with it. So every SQLite store this process opens is remembered here; at
+exit the unreachable engines are collected, the live ones closed, and for each store whose
+log is empty one read-write connection opens and closes. SQLite removes the files only if no
+other process has the store open; this never deletes them itself, and a log that holds
+writes (a worker stopped or killed) is left for the next `lrsweep run` to fold in.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from pathlib import Path
 
 import optuna
 
-# Every SQLite store opened by this process, by file, with its storages (weakly: a storage
-# that is gone has closed its engine already).
+# Every SQLite store opened by this process, by file, with its live storages (weakly: one that
+# is gone leaves at most an unreachable engine, which close_all collects).
 _OPENED: dict[Path, weakref.WeakSet[optuna.storages.RDBStorage]] = {}
 
 
@@ -38,33 +40,39 @@ def fold(url: str) -> None:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
-def remember(path: Path, rdb: optuna.storages.RDBStorage) -> None:
-    """Close `rdb` and tidy the store at `path` when this process exits."""
-    _OPENED.setdefault(path.resolve(), weakref.WeakSet()).add(rdb)
+def remember(path: Path, rdb: optuna.storages.RDBStorage | None = None) -> None:
+    """Tidy the store at `path` when this process exits, closing `rdb` first. Remembered
+    before it is opened: an open that fails may have made the -wal and -shm already."""
+    storages = _OPENED.setdefault(path.resolve(), weakref.WeakSet())
+    if rdb is not None:
+        storages.add(rdb)
 
 
 @atexit.register
 def close_all() -> None:
     """Close every remembered storage's connections, then tidy each store's files."""
-    # A storage no longer referenced may still sit in a reference cycle with its engine, its
-    # connections open: collecting it closes them.
+    # An engine whose storage is gone may sit in a reference cycle, a connection still open:
+    # collecting it closes that connection (for a reader, this is what frees the store).
     gc.collect()
     opened = list(_OPENED.items())
     _OPENED.clear()
     for path, storages in opened:
-        for rdb in list(storages):
-            with contextlib.suppress(Exception):  # at exit: nothing left to report it to
+        with contextlib.suppress(Exception):  # at exit: nothing left to report it to
+            for rdb in list(storages):
                 rdb.engine.dispose()
-        tidy(path)
+            tidy(path)
 
 
 def tidy(path: Path) -> None:
     """Let SQLite remove the store's `-wal` and `-shm` if no one else has it open: a
-    read-write connection reads the schema and closes. Only when the log is empty, so that
-    closing checkpoints nothing into the file (a reader writes nothing), and only in a folder
-    that can be written (read-only media keep what they hold)."""
-    wal = Path(f"{path}-wal")
-    if not wal.is_file() or wal.stat().st_size > 0 or not os.access(path.parent, os.W_OK):
+    read-write connection reads the schema and closes. Only when the log is empty, so that a
+    reader folds no one's writes into the file (unless a writer commits and closes in the
+    instant between: its close would have folded them in), and only in a folder that can be
+    written (read-only media keep what they hold)."""
+    try:
+        if Path(f"{path}-wal").stat().st_size > 0 or not os.access(path.parent, os.W_OK):
+            return
+    except OSError:  # no log (or another process's close removed it just now)
         return
     # mode=rw: a store deleted meanwhile is not made again.
     uri = "file:" + urllib.parse.quote(str(path), safe="/") + "?mode=rw"

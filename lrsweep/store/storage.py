@@ -71,8 +71,9 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
             except (OSError, sqlite3.Error) as exc:
                 raise _cannot_open(url, exc, f"cannot open {path}") from None
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": _BUSY_SECONDS}}
+        journal.remember(path)  # at exit its -wal and -shm go, if no one else has it open
         rdb = _open_reader(url, path, kwargs) if not create else _connect(url, target, kwargs)
-        journal.remember(path, rdb)  # closed at exit, and its -wal and -shm with it
+        journal.remember(path, rdb)  # and this storage's connections are closed first
         return rdb
     if not create:
         _check_server_store(url)
