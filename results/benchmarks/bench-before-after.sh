@@ -31,17 +31,22 @@ done
 import json, statistics, sys
 from pathlib import Path
 work, rounds = Path(sys.argv[1]), int(sys.argv[2])
-rates = {}
+rates, names = {}, {}
 for which in ("before", "after"):
     for r in range(1, rounds + 1):
         for row in json.loads((work / f"{which}-{r}.json").read_text())["rows"]:
-            rates.setdefault(row["name"], {}).setdefault(which, []).append(
+            # A configuration by what it runs, not by its name, which changed over time.
+            key = (row["name"] if not row["name"].startswith("lrsweep") else
+                   (row["pack"], "own orders" in row["name"]))
+            names[key] = row["name"]  # the newer code's name
+            rates.setdefault(key, {}).setdefault(which, []).append(
                 row["trial_epochs_per_second"])
 print("\ntrial-epochs per second, median over rounds (each round's in brackets)")
 print(f"{'configuration':<40}{'before':>24}{'after':>24}{'after/before':>14}")
-for name, by in rates.items():
-    cells = [f"{statistics.median(v):.2f} [{', '.join(f'{x:.2f}' for x in v)}]"
-             for v in (by.get("before", [0]), by.get("after", [0]))]
-    ratio = statistics.median(by["after"]) / statistics.median(by["before"])
-    print(f"{name:<40}{cells[0]:>24}{cells[1]:>24}{ratio:>13.2f}×")
+for key, by in rates.items():
+    cells = [f"{statistics.median(v):.2f} [{', '.join(f'{x:.2f}' for x in v)}]" if v else "–"
+             for v in (by.get("before"), by.get("after"))]
+    ratio = (f"{statistics.median(by['after']) / statistics.median(by['before']):>13.2f}×"
+             if len(by) == 2 else f"{'–':>14}")
+    print(f"{names[key]:<40}{cells[0]:>24}{cells[1]:>24}{ratio}")
 EOF
