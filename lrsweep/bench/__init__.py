@@ -22,9 +22,9 @@ from lrsweep.bench.chapter import BATCH, CHAPTER_LR, chapter_loop
 from lrsweep.bench.rows import paired_ratio, peak_mib, reset_peak, round_seconds, summarise
 from lrsweep.bench.store_cost import storage_cost
 from lrsweep.train import data, engine, graphs, host_memory
-from lrsweep.train.pack import slots
 from lrsweep.train.device import (check_environment, convolutions as chosen_convolutions,
                                   describe_device, resolve_device)
+from lrsweep.train.pack import slots
 from lrsweep.train.precision import describe as describe_precision
 
 __all__ = ["run", "table", "save", "chapter_loop", "storage_cost", "resolve_device"]

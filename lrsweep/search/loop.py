@@ -31,11 +31,10 @@ from lrsweep.search.provenance import create_or_load
 from lrsweep.search.sampling import make_sampler
 from lrsweep.search.spec import SpecError, StudySpec
 from lrsweep.search.takeover import PACK_ATTR, checkpoints_for, resume_groups
-from lrsweep.store import optuna_private
+from lrsweep.store import journal, optuna_private
 from lrsweep.store.artifacts import artifact_store
 from lrsweep.store.leases import HEARTBEAT_SECONDS, check_lease_settings, claim_stale_trials
 from lrsweep.store.places import check_folders
-from lrsweep.store import journal
 from lrsweep.store.storage import default_storage, open_storage
 from lrsweep.train import data
 from lrsweep.train import device as devices

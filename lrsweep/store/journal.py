@@ -8,7 +8,7 @@ pooled connections with it. So every SQLite store this process opens is remember
 exit the unreachable engines are collected, the live ones closed, and for each store whose
 log is empty one read-write connection opens and closes. SQLite removes the files only if no
 other process has the store open; this never deletes them itself, and a log that holds
-writes (a worker stopped or killed) is left for the next `lrsweep run` to fold in.
+writes (a worker killed) is left for the next `lrsweep run` to fold in.
 """
 
 from __future__ import annotations
