@@ -13,7 +13,7 @@ import torch
 
 from lrsweep import bench
 from lrsweep.bench import rows
-from lrsweep.train import host_memory
+from lrsweep.train import device, host_memory
 
 
 def test_chapter_loop_runs_the_chapters_pipeline(fashion_dir):
@@ -42,6 +42,7 @@ def test_record_has_one_row_per_configuration_with_consistent_ratios(fashion_dir
     threads = torch.get_num_threads()  # "1 thread", "2 threads": the record names how many
     assert record["images_per_epoch"] == 300
     assert f", {threads} thread{'s' if threads != 1 else ''})" in record["hardware"]
+    assert f", {torch.backends.cpu.get_cpu_capability()}" in record["hardware"]
     assert len(bench.table(record)) == 4
     assert record["host_memory"] == ("malloc keeps freed memory" if host_memory.glibc() else
                                      "malloc as it is")  # it changes wide packs' speed
@@ -205,3 +206,35 @@ def test_a_failed_capture_is_recorded_as_eager_steps(monkeypatch):
     record = bench.run("cpu", subset=256, packs=[1], epochs=1, chapter=False,
                        log=lambda line: None)
     assert record["steps"] == "CUDA graphs"
+
+
+CPUINFO = """processor\t: 0
+model name\t: Intel(R) Xeon(R) Platinum
+flags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile amx_bf16
+
+processor\t: 1
+model name\t: another
+flags\t\t: fpu
+"""
+
+
+def test_a_cpu_is_named_with_the_kernels_torch_uses_and_amx(tmp_path, monkeypatch):
+    source = tmp_path / "cpuinfo"
+    source.write_text(CPUINFO)
+    assert device.cpu_info(source) == ("Intel(R) Xeon(R) Platinum",
+                                       {"fpu", "avx2", "avx512f", "avx512_bf16", "amx_tile",
+                                        "amx_bf16"})
+    assert device.cpu_info(tmp_path / "none")[1] == set()  # no /proc: the model, no flags
+    read = device.cpu_info
+    monkeypatch.setattr(device, "cpu_info", lambda: read(source))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    describe = device.describe_device.__wrapped__  # the cached one keeps this machine's
+    for text, capability, said in (
+            (CPUINFO, "AVX512", "cpu (Intel(R) Xeon(R) Platinum, AVX512 + AMX, 2 threads)"),
+            (CPUINFO.replace(" amx_tile", ""), "AVX512",
+             "cpu (Intel(R) Xeon(R) Platinum, AVX512, 2 threads)"),
+            ("model name : AMD EPYC\nflags : fpu avx2\n", "AVX2",
+             "cpu (AMD EPYC, AVX2, 2 threads)")):
+        source.write_text(text)
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        assert describe(torch.device("cpu")) == said

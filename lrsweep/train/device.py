@@ -61,19 +61,34 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 @functools.lru_cache(maxsize=None)
 def describe_device(device: torch.device) -> str:
-    """For records and reports: "cuda:0 (NVIDIA H100 …, CUDA 12.8)" or "cpu (AMD EPYC …, 2 threads)"."""
+    """For records and reports: "cuda:0 (NVIDIA H100 …, CUDA 12.8)" or "cpu (AMD EPYC, AVX512,
+    2 threads)". A CPU's entry names the vector instructions PyTorch's kernels use, and AMX
+    where the CPU has it: one model name covers CPUs whose kernels differ (bf16 emulated on
+    one AMD EPYC here, native on another)."""
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda})"
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model, flags = cpu_info()
+    vector = torch.backends.cpu.get_cpu_capability() + (" + AMX" if "amx_tile" in flags else "")
     threads = torch.get_num_threads()
-    return f"cpu ({model}, {threads} thread{'s' if threads != 1 else ''})"
+    return f"cpu ({model}, {vector}, {threads} thread{'s' if threads != 1 else ''})"
+
+
+def cpu_info(source: Path = Path("/proc/cpuinfo")) -> tuple[str, set[str]]:
+    """The CPU's model name and feature flags, from /proc/cpuinfo where there is one."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        lines = source.read_text().splitlines()
+    except OSError:
+        return model, flags
+    for line in lines:
+        if not line.strip():
+            break  # the first processor's entry is enough: the others are alike
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            model = value.strip()
+        elif key.strip() == "flags":
+            flags = set(value.split())
+    return model, flags
 
 
 def default_pack_size(device: torch.device, batch_size: int = 256) -> int:
