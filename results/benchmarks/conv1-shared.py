@@ -1,0 +1,108 @@
+"""A shared batch's first convolution on the CPU: which formulation is fastest, and which gives
+the bits of the grouped one that a pack of trials with their own data orders runs?
+
+A pack whose trials share a seed sees one batch. PackedLeNet copies it into every trial's
+channel and runs the grouped convolution that own orders run, so that a trial's numbers do not
+depend on whether its pack-mates share its seed. This script times the alternatives that
+would skip the copy, forward and weight gradient apart, at batch 256, and says whether each
+gives the grouped convolution's bits:
+
+  grouped  the images copied to K channels, one grouped convolution (what PackedLeNet runs)
+  dense    one convolution of the single channel to 6·K channels
+  loop     K convolutions of the single channel to 6 channels each
+  bmm      (weight gradient only) the output gradient as (K, 6, B·784) times one copy of the
+           image patches (B·784, 32), as `lrsweep/train/patches.py` computes it
+
+    .venv/bin/python results/benchmarks/conv1-shared.py [K ...]     (default 2 4 8)
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+from torch.nn import functional as F
+
+B = 256
+CHANNELS = 6
+CHANNELS_LAST = torch.channels_last
+
+
+def median_ms(fn: Callable[[], object], repeats: int = 30, warmup: int = 5) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2] * 1e3
+
+
+def weight_grad(grad: torch.Tensor, images: torch.Tensor, weight: torch.Tensor, groups: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight and bias gradients of a 5×5 convolution with padding 2 (no input gradient:
+    images are not differentiated)."""
+    _, dw, db = torch.ops.aten.convolution_backward(
+        grad, images, weight, [weight.shape[0]], [1, 1], [2, 2], [1, 1], False, [0, 0],
+        groups, [False, True, True])
+    return dw, db
+
+
+def compare(k: int) -> None:
+    gen = torch.Generator().manual_seed(k)
+    x = torch.rand(B, 1, 28, 28, generator=gen).contiguous(memory_format=CHANNELS_LAST)
+    w = (torch.rand(CHANNELS * k, 1, 5, 5, generator=gen) - 0.5).contiguous(
+        memory_format=CHANNELS_LAST)
+    b = torch.rand(CHANNELS * k, generator=gen) - 0.5
+    g = (torch.rand(B, CHANNELS * k, 28, 28, generator=gen) - 0.5).contiguous(
+        memory_format=CHANNELS_LAST)
+
+    def copied() -> torch.Tensor:
+        return x.expand(-1, k, -1, -1).contiguous(memory_format=CHANNELS_LAST)
+
+    def trial(t: torch.Tensor, i: int) -> torch.Tensor:
+        return t[CHANNELS * i:CHANNELS * (i + 1)]
+
+    def bmm_weight_grad() -> tuple[torch.Tensor, torch.Tensor]:
+        cols = F.pad(x, (2, 2, 2, 2)).unfold(2, 5, 1).unfold(3, 5, 1).reshape(B * 784, 25)
+        cols = F.pad(cols, (0, 7))                       # 32 wide, as patches.py pads them
+        grad = g.permute(0, 2, 3, 1).reshape(B * 784, k, CHANNELS).permute(1, 2, 0)
+        dw = torch.bmm(grad, cols.expand(k, -1, -1))[:, :, :25]
+        return dw.reshape(CHANNELS * k, 1, 5, 5), g.sum((0, 2, 3))
+
+    forwards = {
+        "grouped": lambda: F.conv2d(copied(), w, b, padding=2, groups=k),
+        "dense": lambda: F.conv2d(x, w, b, padding=2),
+        "loop": lambda: torch.cat([F.conv2d(x, trial(w, i), trial(b, i), padding=2)
+                                   for i in range(k)], 1),
+    }
+    backwards = {
+        "grouped": lambda: weight_grad(g, copied(), w, k),
+        "dense": lambda: weight_grad(g, x, w, 1),
+        "loop": lambda: tuple(torch.cat(parts) for parts in zip(*(
+            weight_grad(g[:, CHANNELS * i:CHANNELS * (i + 1)], x, trial(w, i), 1)
+            for i in range(k)))),
+        "bmm": bmm_weight_grad,
+    }
+    reference = forwards["grouped"]()
+    for name, fn in forwards.items():
+        same = torch.equal(fn(), reference)
+        print(f"K={k:<2} forward          {name:<8} {median_ms(fn):7.2f} ms   "
+              f"grouped's bits: {same}")
+    dw_ref, db_ref = backwards["grouped"]()
+    for name, fn in backwards.items():
+        dw, db = fn()
+        print(f"K={k:<2} weight gradient  {name:<8} {median_ms(fn):7.2f} ms   "
+              f"grouped's bits: weights {torch.equal(dw, dw_ref)}, "
+              f"bias {torch.equal(db, db_ref)}")
+
+
+if __name__ == "__main__":
+    print(f"# cpu, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{torch.backends.cpu.get_cpu_capability()}; batch {B}, channels-last; "
+          f"median of 30 calls after 5")
+    for k in [int(a) for a in sys.argv[1:]] or [2, 4, 8]:
+        compare(k)
