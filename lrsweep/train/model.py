@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lrsweep.train import patches
+from lrsweep.train import patches, shared_batch
 
 
 CONV1_CHANNELS = 6  # the first convolution's output channels: LeNet's widest activation
@@ -95,20 +95,19 @@ class PackedLeNet(nn.Module):
     def _grouped_convolutions(self, x: torch.Tensor) -> torch.Tensor:
         """Both convolutions as grouped ones, each trial a group: (K, B, 400) features."""
         k = self.k
-        groups = k
-        if x.shape[1] == 1 and k > 1:
-            if x.device.type == "cpu":
-                # On the CPU a shared batch goes through the grouped convolution too: a dense
-                # one (6K output channels) sums its gradients in another order, and a trial's
-                # numbers would then depend on whether its pack-mates share its seed.
-                x = x.expand(-1, k, -1, -1).contiguous(memory_format=torch.channels_last)
-            else:
-                # On a GPU cuDNN's grouped kernels round by pack size anyway (no invariance to
-                # keep, results/benchmarks/invariance-gpu-*.txt) and the dense one is faster:
-                # K = 128 shared, 4.6 s an epoch grouped on an H200 (bench-gpu-2026-11-30),
-                # about 2.9 s dense in issue #17's measurement (not kept in this repository).
-                groups = 1
-        h = F.conv2d(x, self.conv1_w, self.conv1_b, padding=2, groups=groups)
+        if x.shape[1] == 1 and k > 1 and x.device.type == "cpu":
+            # A shared batch on the CPU: each trial gets the bits of the grouped convolution
+            # that trials with their own orders run (batch invariance), without the copy
+            # where the CPU's kernels allow (shared_batch).
+            h = shared_batch.first_convolution(x, self.conv1_w, self.conv1_b, k)
+        else:
+            # On a GPU a shared batch runs one dense convolution: cuDNN's grouped kernels
+            # round by pack size anyway (no invariance to keep, results/benchmarks/
+            # invariance-gpu-*.txt) and the dense one is faster: K = 128 shared, 4.6 s an
+            # epoch grouped on an H200 (bench-gpu-2026-11-30), about 2.9 s dense in issue
+            # #17's measurement (not kept in this repository).
+            groups = 1 if x.shape[1] == 1 else k
+            h = F.conv2d(x, self.conv1_w, self.conv1_b, padding=2, groups=groups)
         # Pool before ReLU: the same numbers (max and ReLU commute) with ReLU on 4× fewer
         # values; ReLU's backward was 18% of a CPU step in the plain order.
         h = F.relu(F.max_pool2d(h, 2))
