@@ -27,11 +27,10 @@ def test_plain_lenet_has_the_chapters_layers():
 
 @pytest.mark.parametrize("convolutions", CONVOLUTIONS)
 @pytest.mark.parametrize("shared", [False, True])
-@pytest.mark.parametrize("mode", ["train", "eval"])  # evaluation runs a shared batch dense
-def test_packed_outputs_equal_each_plain_net(nets, shared, convolutions, mode):
+def test_packed_outputs_equal_each_plain_net(nets, shared, convolutions):
     torch.manual_seed(0)
     x = torch.rand(9, 1 if shared else len(nets), 28, 28)
-    out = PackedLeNet(nets, convolutions).train(mode == "train")(x)
+    out = PackedLeNet(nets, convolutions)(x)
     assert out.shape == (len(nets), 9, 10)
     for k, net in enumerate(nets):
         own = x if shared else x[:, k:k + 1]

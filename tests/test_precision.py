@@ -51,6 +51,16 @@ def settings_kept():
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
 
 
+@pytest.fixture(autouse=True)
+def bf16_kernels(settings_kept, monkeypatch):
+    """Whether the CPU has bf16 kernels is the machine's, and CI's machines differ: the tests
+    here that are not about it see one that has them, so that none warns on an AVX2-only CPU
+    (EmulatedPrecisionWarning, an error under `simplefilter("error")`). The warning's own test
+    sets it both ways. (settings_kept first: its teardown reads NEW_API, which a test may
+    patch with the same monkeypatch.)"""
+    monkeypatch.setattr(precision, "native_bf16", lambda device: True)
+
+
 # --- the settings ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name, inside, around", [
