@@ -45,17 +45,37 @@ def first_convolution(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
 
 def grouped(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, k: int) -> torch.Tensor:
     """The grouped convolution that trials with their own orders run, over k copies of x."""
-    return F.conv2d(_copies(x, k), weight, bias, padding=PADDING, groups=k)
+    return F.conv2d(copies(x, k), weight, bias, padding=PADDING, groups=k)
 
 
 def dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """One convolution of x's single channel to all of the weight's channels. A tensor with
-    one channel is as much NCHW as channels-last, and PyTorch takes such strides for NCHW,
-    where oneDNN reorders the output and sums in another order: so x is handed over with
-    explicit channels-last strides (the same memory)."""
+    """One convolution of x's single channel to all of the weight's channels, in channels-last
+    memory."""
+    return F.conv2d(channels_last(x), weight, bias, padding=PADDING)
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """x (B, 1, H, W) with explicit channels-last strides, the same memory. A tensor with one
+    channel is as much NCHW as channels-last, and PyTorch takes such strides for NCHW, where
+    oneDNN reorders a convolution's output and sums in another order."""
     _, _, height, width = x.shape
-    x = x.contiguous().as_strided(x.shape, (height * width, 1, width, 1))
-    return F.conv2d(x, weight, bias, padding=PADDING)
+    return x.contiguous().as_strided(x.shape, (height * width, 1, width, 1))
+
+
+def copies(x: torch.Tensor, k: int) -> torch.Tensor:
+    """x (B, 1, H, W) repeated in k channels, channels-last: what a grouped convolution takes."""
+    return x.expand(-1, k, -1, -1).contiguous(memory_format=torch.channels_last)
+
+
+def weight_gradients(grad: torch.Tensor, images: torch.Tensor, weight: torch.Tensor,
+                     groups: int, needed: tuple[bool, bool] = (True, True)
+                     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The first convolution's weight and bias gradients (those `needed`; images are not
+    differentiated): the call autograd makes for `F.conv2d` with these tensors."""
+    _, weight_grad, bias_grad = torch.ops.aten.convolution_backward(
+        grad, images, weight, [weight.shape[0]], [1, 1], [PADDING, PADDING], [1, 1], False,
+        [0, 0], groups, [False, *needed])
+    return weight_grad, bias_grad
 
 
 def _autocast_on() -> bool:
@@ -63,10 +83,6 @@ def _autocast_on() -> bool:
         return torch.is_autocast_enabled("cpu")
     except TypeError:  # torch < 2.4 takes no device type
         return torch.is_autocast_cpu_enabled()
-
-
-def _copies(x: torch.Tensor, k: int) -> torch.Tensor:
-    return x.expand(-1, k, -1, -1).contiguous(memory_format=torch.channels_last)
 
 
 class _DenseForwardGroupedBackward(torch.autograd.Function):
@@ -82,9 +98,8 @@ class _DenseForwardGroupedBackward(torch.autograd.Function):
         # The call autograd makes for the grouped convolution's weight and bias gradients,
         # with the same tensors: the same kernels, the same bits.
         x, weight = ctx.saved_tensors
-        _, weight_grad, bias_grad = torch.ops.aten.convolution_backward(
-            grad, _copies(x, ctx.k), weight, [weight.shape[0]], [1, 1], [PADDING, PADDING],
-            [1, 1], False, [0, 0], ctx.k, [False, *ctx.needs_input_grad[1:3]])
+        weight_grad, bias_grad = weight_gradients(grad, copies(x, ctx.k), weight, ctx.k,
+                                                  ctx.needs_input_grad[1:3])
         return None, weight_grad, bias_grad, None
 
 

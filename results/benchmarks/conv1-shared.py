@@ -37,6 +37,7 @@ from torch.nn import functional as F
 from lrsweep.train import shared_batch
 from lrsweep.train.evaluate import CPU_PASS_IMAGES
 from lrsweep.train.model import PackedLeNet, lenet
+from lrsweep.train.shared_batch import weight_gradients
 
 B = 256
 CHANNELS = 6
@@ -54,20 +55,6 @@ def median_ms(fn: Callable[[], object], repeats: int = 30, warmup: int = 5) -> f
     return sorted(times)[len(times) // 2] * 1e3
 
 
-def weight_grad(grad: torch.Tensor, images: torch.Tensor, weight: torch.Tensor, groups: int
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The weight and bias gradients of a 5×5 convolution with padding 2 (no input gradient:
-    images are not differentiated)."""
-    _, dw, db = torch.ops.aten.convolution_backward(
-        grad, images, weight, [weight.shape[0]], [1, 1], [2, 2], [1, 1], False, [0, 0],
-        groups, [False, True, True])
-    return dw, db
-
-
-def channels_last(x: torch.Tensor) -> torch.Tensor:
-    return x.as_strided(x.shape, (x.shape[2] * x.shape[3], 1, x.shape[3], 1))
-
-
 def formulations(k: int) -> None:
     gen = torch.Generator().manual_seed(k)
     x = torch.rand(B, 1, 28, 28, generator=gen)
@@ -76,9 +63,6 @@ def formulations(k: int) -> None:
     b = torch.rand(CHANNELS * k, generator=gen) - 0.5
     g = (torch.rand(B, CHANNELS * k, 28, 28, generator=gen) - 0.5).contiguous(
         memory_format=CHANNELS_LAST)
-
-    def copied() -> torch.Tensor:
-        return x.expand(-1, k, -1, -1).contiguous(memory_format=CHANNELS_LAST)
 
     def trial(t: torch.Tensor, i: int) -> torch.Tensor:
         return t[CHANNELS * i:CHANNELS * (i + 1)]
@@ -91,18 +75,18 @@ def formulations(k: int) -> None:
         return dw.reshape(CHANNELS * k, 1, 5, 5), g.sum((0, 2, 3))
 
     forwards = {
-        "grouped": lambda: F.conv2d(copied(), w, b, padding=2, groups=k),
+        "grouped": lambda: shared_batch.grouped(x, w, b, k),
         "dense": lambda: F.conv2d(x, w, b, padding=2),
         "dense-cl": lambda: shared_batch.dense(x, w, b),
         "loop": lambda: torch.cat([F.conv2d(x, trial(w, i), trial(b, i), padding=2)
                                    for i in range(k)], 1),
     }
     backwards = {
-        "grouped": lambda: weight_grad(g, copied(), w, k),
-        "dense": lambda: weight_grad(g, x, w, 1),
-        "dense-cl": lambda: weight_grad(g, channels_last(x), w, 1),
+        "grouped": lambda: weight_gradients(g, shared_batch.copies(x, k), w, k),
+        "dense": lambda: weight_gradients(g, x, w, 1),
+        "dense-cl": lambda: weight_gradients(g, shared_batch.channels_last(x), w, 1),
         "loop": lambda: tuple(torch.cat(parts) for parts in zip(*(
-            weight_grad(g[:, CHANNELS * i:CHANNELS * (i + 1)], x, trial(w, i), 1)
+            weight_gradients(g[:, CHANNELS * i:CHANNELS * (i + 1)], x, trial(w, i), 1)
             for i in range(k)))),
         "bmm": bmm_weight_grad,
     }
