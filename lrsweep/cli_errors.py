@@ -51,7 +51,8 @@ def _fail(exc: Exception, storage: str | None) -> None:
         raise typer.Exit(2)
     if os.environ.get("LRSWEEP_DEBUG"):
         raise exc
-    from lrsweep.store.storage import default_storage, disk_full, driver_error, first_line
+    from lrsweep.store.failures import disk_full, driver_error, first_line
+    from lrsweep.store.storage import default_storage
     full = disk_full(exc, storage or default_storage())
     if full is not None:  # no bug: the machine ran out of space
         say(f"lrsweep: failed: {full}")

@@ -28,7 +28,7 @@ import torch
 
 from conftest import REPO, study_toml
 from lrsweep import atomic
-from lrsweep.store import artifacts, optuna_private, records, storage
+from lrsweep.store import artifacts, failures, optuna_private, records, storage
 from lrsweep.store.records import trial_curves
 from lrsweep.train import checkpoint
 from lrsweep.train.checkpoint import Checkpoints, CheckpointWriteError, DamagedCheckpoint
@@ -137,10 +137,10 @@ def test_a_full_sqlite_store_is_said_to_be_full_and_where(tmp_path):
     with pytest.raises(Exception) as caught:
         trial.set_user_attr("curve", [0.5] * 200_000)
     assert "exceeding max length" in str(caught.value)  # what Optuna says of it
-    line = storage.disk_full(caught.value, url)
+    line = failures.disk_full(caught.value, url)
     assert line is not None and line.startswith(f"the disk is full: cannot write {path} (")
     assert "MiB free on its disk" in line and "\n" not in line
-    assert storage.disk_full(ValueError("other"), url) is None
+    assert failures.disk_full(ValueError("other"), url) is None
 
 
 def test_a_full_disk_under_a_checkpoint_or_an_opening_store_is_said_so(tmp_path, monkeypatch):
@@ -148,7 +148,7 @@ def test_a_full_disk_under_a_checkpoint_or_an_opening_store_is_said_so(tmp_path,
     try:
         raise RuntimeError("the pack's checkpoint could not be written") from error
     except RuntimeError as wrapped:
-        assert storage.disk_full(wrapped) == ("the disk is full: cannot write /ck/s/pack-1.pt; "
+        assert failures.disk_full(wrapped) == ("the disk is full: cannot write /ck/s/pack-1.pt; "
                                               "free some space (or move the store) and run "
                                               "the same command again: finished trials are "
                                               "kept")
@@ -188,7 +188,7 @@ try:
     optuna.load_study(study_name="s", storage=rdb).set_user_attr("big", "x" * 4_000_000)
 except Exception as error:
     out["write"] = str(error) if isinstance(error, storage.StorageError) else \
-        storage.disk_full(error, url)
+        failures.disk_full(error, url)
     rdb.engine.dispose()  # what the failed write took of the -wal file is given back
 try:
     Checkpoints(disk).save("s", "pack-1", packed(2))
@@ -474,6 +474,35 @@ def test_a_storage_url_typo_is_answered_with_the_right_form(url, says):
                                  "postgresql://me@host/db", "postgresql+psycopg://h/db"])
 def test_well_formed_urls_pass(url):
     storage.check_url(url)
+
+
+@pytest.mark.parametrize("name, says", [
+    ("q?x", "an SQLite store's URL takes no '?'"),
+    ("s.db?mode=ro", "an SQLite store's URL takes no '?'"),
+    ("a%41b", "a URL reads '%XX' as an escaped character, which names the file 'aAb/s.db'"),
+])
+def test_a_path_that_sqlalchemy_reads_as_another_file_is_refused_and_nothing_written(
+        lrsweep_cli, tmp_path, name, says):
+    # SQLAlchemy read sqlite:///q?x/s.db as the file q, while lrsweep kept its checkpoints
+    # and journal beside q?x/s.db: the study went to a file that lrsweep did not look after.
+    url = f"sqlite:///{name}" if name.startswith("s.db") else f"sqlite:///{name}/s.db"
+    (tmp_path / "study.toml").write_text(study_toml("s"))
+    proc = lrsweep_cli("run", "study.toml", "--storage", url)
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith(f"lrsweep: error: storage {url}: {says}")
+    assert line.endswith("rename the file or its folder)" if "?" in url else
+                         "rename the file or its folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.toml"]
+
+
+@pytest.mark.parametrize("name", ["a b", "a#b", "100%", "é"])
+def test_a_store_in_a_folder_with_url_characters_is_written_read_and_tidied(tmp_path, name):
+    folder = tmp_path / name  # quoted into SQLite's file: URIs by the reader and the tidier
+    make_store(folder)
+    gc.collect()
+    assert read_in_a_process(folder) == "1"
+    assert journal_files(folder) == []
 
 
 # --- 7. artifacts: one per trial, whole or not at all; export without them ---------------------

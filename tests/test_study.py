@@ -419,10 +419,15 @@ def test_a_failing_heartbeat_is_retried_not_given_up(tmp_path, monkeypatch):
     def flaky(store, ids):
         calls.append(list(ids))
         if len(calls) == 2:  # the first beat from the thread fails (a locked file, say)
-            raise sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("database is locked"))
+            locked = sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("database is locked"))
+            # wrapped as Optuna wraps every failed commit; the warning gives the driver's words
+            raise optuna.exceptions.StorageInternalError(
+                "An exception is raised during the commit. This typically happens due to "
+                "invalid data in the commit, e.g. exceeding max length.") from locked
 
     monkeypatch.setattr(heartbeats, "record_heartbeats", flaky)
-    with pytest.warns(UserWarning, match="heartbeat not recorded.*retrying"):
+    with pytest.warns(UserWarning, match=r"heartbeat not recorded \(OperationalError: .*database "
+                                         r"is locked.*\); retrying"):
         with heartbeats.Leases(None, [7]):
             time.sleep(0.5)
     assert len(calls) >= 4 and all(ids == [7] for ids in calls)

@@ -12,6 +12,7 @@ from typing import Any
 import optuna
 
 from lrsweep.search.interrupt import StoppedResumable
+from lrsweep.store.failures import driver_error, first_line
 from lrsweep.store.leases import (GRACE_SECONDS, HEARTBEAT_SECONDS, record_heartbeats,
                                   release_trials)
 
@@ -109,7 +110,7 @@ class Leases:
                     # (the lease lapses only if the store stays out of reach for the grace
                     # period).
                     if not self._failing:
-                        first_line = (str(error).splitlines() or [""])[0]
-                        warnings.warn(f"heartbeat not recorded ({type(error).__name__}: "
-                                      f"{first_line}); retrying", stacklevel=1)
+                        cause = driver_error(error)  # the database's words, not Optuna's
+                        warnings.warn(f"heartbeat not recorded ({type(cause).__name__}: "
+                                      f"{first_line(cause)}); retrying", stacklevel=1)
                     self._failing = True

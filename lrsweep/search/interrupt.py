@@ -11,7 +11,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from lrsweep.store.leases import GRACE_SECONDS
-from lrsweep.store.storage import disk_full
+from lrsweep.store.failures import disk_full
 
 if TYPE_CHECKING:
     from lrsweep.search.pack_run import Progress

@@ -63,6 +63,12 @@ def close_all() -> None:
             tidy(path)
 
 
+def file_uri(path: Path) -> str:
+    """SQLite's URI for the file at `path` (absolute, so that no working folder is assumed),
+    its special characters (`?`, `#`, `%`, spaces) quoted, before the query is added."""
+    return "file:" + urllib.parse.quote(str(path.resolve()), safe="/")
+
+
 def tidy(path: Path) -> None:
     """Let SQLite remove the store's `-wal` and `-shm` if no one else has it open: a
     read-write connection reads the schema and closes. Only when the log is empty, so that a
@@ -75,7 +81,7 @@ def tidy(path: Path) -> None:
     except OSError:  # no log (or another process's close removed it just now)
         return
     # mode=rw: a store deleted meanwhile is not made again.
-    uri = "file:" + urllib.parse.quote(str(path), safe="/") + "?mode=rw"
+    uri = file_uri(path) + "?mode=rw"
     with contextlib.suppress(sqlite3.Error, OSError):
         with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=1)) as db:
             db.execute("PRAGMA schema_version").fetchall()  # opens the file and its log

@@ -7,13 +7,9 @@ a URL that is mistyped, or a file that is no store, is one line saying what was 
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
-import shutil
 import sqlite3
 import time
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +17,7 @@ import optuna
 import sqlalchemy
 
 from lrsweep.store import journal
+from lrsweep.store.failures import disk_full, driver_error, first_line
 
 DEFAULT_STORAGE = "sqlite:///results/lrsweep.db"
 
@@ -28,7 +25,6 @@ DEFAULT_STORAGE = "sqlite:///results/lrsweep.db"
 _CREATE_ATTEMPTS = 8
 _BUSY_SECONDS = 60  # how long a SQLite connection waits for another process's lock
 _SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database
-_SQLITE_FULL = getattr(sqlite3, "SQLITE_FULL", 13)
 # Schemes users write for SQLite and PostgreSQL that SQLAlchemy does not take as they are.
 _SQLITE_SCHEMES = ("sqlite", "sqlite3")
 _POSTGRES_SCHEMES = ("postgres", "postgresql", "postgre", "psql", "pg")
@@ -148,20 +144,6 @@ def _cannot_open(url: str, exc: BaseException, what: str = "cannot be opened") -
     return StorageError(f"storage {url}: {what} ({first_line(driver_error(exc))}){hint}")
 
 
-def driver_error(exc: BaseException) -> BaseException:
-    """The database driver's own error behind Optuna's: Optuna wraps every failed commit in a
-    StorageInternalError of one message ("… e.g. exceeding max length"), whose cause says
-    what happened (a damaged file: "database disk image is malformed")."""
-    if isinstance(exc, optuna.exceptions.StorageInternalError) and exc.__cause__:
-        return exc.__cause__
-    return exc
-
-
-def first_line(exc: BaseException) -> str:
-    """An error's message, its first line only (drivers append SQL and links)."""
-    return (str(exc).splitlines() or [""])[0]
-
-
 def _check_sqlite_file(url: str, path: Path, *, empty_ok: bool) -> None:
     """Refuse a file that is no SQLite database before SQLite or Optuna touch it. An empty
     file is one only to a writer (SQLite makes it one); a reader must not write into it."""
@@ -193,7 +175,7 @@ def _reader_url(url: str, path: Path, *, immutable: bool = False) -> str:
                 f"storage {url}: {path}-wal holds data that a reader of this read-only folder "
                 f"cannot see without {path.name}-shm; copy the store with both files, or to a "
                 "writable folder")
-    uri = "file:" + urllib.parse.quote(str(path.resolve()), safe="/")
+    uri = journal.file_uri(path)
     return sqlalchemy.engine.URL.create("sqlite", database=uri, query=query).render_as_string(
         hide_password=False)
 
@@ -227,48 +209,28 @@ def check_url(url: str) -> None:
             raise StorageError(f"storage {url}: did you mean sqlite://{rest}?")
         raise StorageError(f"storage {url}: did you mean sqlite:///{rest}? (three slashes "
                            "before a relative path, four before an absolute one)")
+    if url.startswith("sqlite:///"):
+        _check_sqlite_path(url)
 
 
-def disk_full(error: BaseException, url: str | None = None) -> str | None:
-    """One line saying the disk is full and where, when `error` or one it came from is a full
-    disk: SQLite's "database or disk is full" (which Optuna reports as "invalid data … e.g.
-    exceeding max length"), PostgreSQL's disk_full (53100), an OSError ENOSPC or EDQUOT (a
-    checkpoint, an artifact). None for any other error. For the CLI's error handler."""
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        where = None
-        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-            where = error.filename or _store_place(url)
-        elif isinstance(error, sqlite3.Error) and (
-                getattr(error, "sqlite_errorcode", None) == _SQLITE_FULL
-                or "database or disk is full" in str(error)
-                or "disk I/O error" in str(error) and _free_bytes(url) < 2**20):
-            # A full disk refusing to grow the -wal or -shm file is a "disk I/O error".
-            where = _store_place(url)
-        elif (getattr(error, "pgcode", None) or getattr(error, "sqlstate", None)) == "53100":
-            where = f"the database server's disk ({_store_place(url)})"
-        if where is not None:
-            return (f"the disk is full: cannot write {where}; free some space (or move the "
-                    "store) and run the same command again: finished trials are kept")
-        error = error.__cause__ or error.__context__
-    return None
-
-
-def _store_place(url: str | None) -> str:
-    if url and url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        free = _free_bytes(url)
-        return f"{path} ({free / 2**20:.1f} MiB free on its disk)" if free >= 0 else str(path)
-    return url or "the store"
-
-
-def _free_bytes(url: str | None) -> int:
-    """Free bytes on the disk of a SQLite store's folder; -1 when unknown (not SQLite)."""
-    if url and url.startswith("sqlite:///"):
-        with contextlib.suppress(OSError):
-            return shutil.disk_usage(Path(url.removeprefix("sqlite:///")).parent).free
-    return -1
+def _check_sqlite_path(url: str) -> None:
+    """lrsweep takes all after sqlite:/// as the store's path (its checkpoints, artifacts and
+    journal files go beside it), while SQLAlchemy, and so Optuna, reads it as a URL, where `?`
+    begins options and `%XX` is an escaped character. Where the readings differ, Optuna would
+    write to another file than the one lrsweep looks after: refused before anything is made."""
+    path = url.removeprefix("sqlite:///")
+    if "?" in path:
+        raise StorageError(f"storage {url}: an SQLite store's URL takes no '?' (options: "
+                           "lrsweep sets its own; in the file's path: rename the file or its "
+                           "folder)")
+    try:
+        database = sqlalchemy.engine.make_url(url).database
+    except sqlalchemy.exc.ArgumentError:
+        database = None
+    if database != path:
+        raise StorageError(f"storage {url}: a URL reads '%XX' as an escaped character, which "
+                           f"names the file {database!r}, not {path!r}; rename the file or its "
+                           "folder")
 
 
 def study_names(rdb: optuna.storages.BaseStorage) -> list[str]:
