@@ -16,8 +16,13 @@ from lrsweep.train.model import lenet
 from test_engine import (PACK, WEIGHTS_ATOL, assert_each_epoch_is_alone_and_plain_sgd, curves,
                          member_weights, same_numbers, config as engine_config)
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
-                                reason="no CUDA device: the GPU path is tested on a GPU machine")
+pytestmark = [
+    pytest.mark.skipif(not torch.cuda.is_available(),
+                       reason="no CUDA device: the GPU path is tested on a GPU machine"),
+    # A capture that fails trains eagerly after one warning: here it fails the test, or every
+    # graph test would pass by comparing the eager path with itself.
+    pytest.mark.filterwarnings("error::lrsweep.train.graphs.CaptureWarning"),
+]
 
 
 @pytest.fixture
@@ -102,10 +107,16 @@ def test_bench_on_cuda_records_gpu_memory(fashion_dir):
 
 @pytest.fixture
 def captured(monkeypatch):
-    """Graphs on (whatever the environment says), each capture recorded."""
+    """Graphs on (whatever the environment says), each capture that succeeded recorded."""
     calls = []
     record = graphs._record
-    monkeypatch.setattr(graphs, "_record", lambda *a: calls.append(a) or record(*a))
+
+    def counted(*args):
+        captured = record(*args)
+        calls.append(args)
+        return captured
+
+    monkeypatch.setattr(graphs, "_record", counted)
     monkeypatch.delenv(graphs.ENV, raising=False)
     return calls
 

@@ -156,12 +156,18 @@ def test_warm_ups_that_meet_an_infinite_gradient_leave_no_trace(splits, recorded
 def test_a_failed_capture_says_so_and_trains_eagerly_with_the_same_numbers(
         splits, recorded, monkeypatch):
     def failing(step, device, pool):
-        step()  # a warm-up ran, then capture failed
-        raise RuntimeError("operation not permitted when stream is capturing")
+        step()  # a warm-up ran, then capture failed, and ending the capture failed after it
+        try:
+            raise RuntimeError("operation not permitted when stream is capturing\nmore")
+        except RuntimeError:
+            raise RuntimeError("operation failed due to a previous error during capture")
 
     monkeypatch.setattr(graphs, "_record", failing)
     cfgs = configs(epochs=2)
-    with pytest.warns(UserWarning, match="CUDA graph capture failed .*trains eagerly") as caught:
+    # The first error is named, not only the one that ending the capture raised after it.
+    with pytest.warns(UserWarning, match="CUDA graph capture failed .*previous error during "
+                      "capture; after RuntimeError: operation not permitted when stream is "
+                      r"capturing\); this pack trains eagerly") as caught:
         graphed = run(cfgs, splits)
     assert len([w for w in caught if "CUDA graph" in str(w.message)]) == 1
     monkeypatch.setattr(graphs, "wanted", lambda pack: False)

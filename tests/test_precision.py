@@ -111,6 +111,25 @@ def test_a_newer_torch_is_set_through_its_own_settings_without_warnings():
                         torch.backends.cuda.matmul.fp32_precision) == (value, value)
 
 
+@pytest.mark.skipif(not precision.NEW_API, reason="this torch has only the old allow_tf32 flags")
+@pytest.mark.parametrize("name", PRECISIONS)
+def test_torchs_checks_that_name_no_operator_agree_inside_and_after(name):
+    # cuBLAS asks allowTF32CuBLAS() and torch.compile reads allow_tf32 without naming an
+    # operator; torch raises there when the old flags disagree with the new settings.
+    def unnamed() -> tuple[bool, bool, str]:
+        return (torch._C._get_cudnn_allow_tf32(), torch._C._get_cublas_allow_tf32(),
+                torch.get_float32_matmul_precision())
+
+    around = "fp32" if name == "tf32" else "tf32"
+    with applied(around, CPU):
+        outer = unnamed()
+        assert outer == ((True, True, "high") if around == "tf32" else (False, False, "highest"))
+        with applied(name, CPU):
+            tf32 = name == "tf32"
+            assert unnamed() == (tf32, tf32, "high" if tf32 else "highest")
+        assert unnamed() == outer
+
+
 def test_the_old_flags_serve_an_older_torch(monkeypatch):
     # torch before the per-operator settings: allow_tf32, set and given back the same way.
     monkeypatch.setattr(precision, "NEW_API", False)

@@ -59,19 +59,28 @@ def test_where_the_dense_forward_gives_other_bits_the_batch_is_copied(monkeypatc
     assert list(shared_batch._KEEPS_BITS.values()) == [False]
 
 
-def test_the_check_is_made_once_a_shape(monkeypatch):
+@pytest.mark.parametrize("keeps", [True, False], ids=["dense-keeps-bits", "dense-differs"])
+def test_the_check_is_made_once_a_shape(monkeypatch, keeps):
+    # Whether this CPU's dense kernel keeps the bits is the machine's (an AMD EPYC with AVX-512
+    # differed at K = 2 where one with AVX2 did not): both outcomes are made here.
     monkeypatch.setattr(shared_batch, "_KEEPS_BITS", {})
     calls = []
     dense = shared_batch.dense
-    monkeypatch.setattr(shared_batch, "dense", lambda *a: calls.append(1) or dense(*a))
+    if keeps:
+        monkeypatch.setattr(shared_batch, "grouped", lambda x, w, b, k: dense(x, w, b))
+    perturb = 1.0 if keeps else 1 + 2**-20
+    monkeypatch.setattr(shared_batch, "dense",
+                        lambda *a: calls.append(1) or dense(*a) * perturb)
     x, w, b, _ = inputs(2, 64)
     with torch.no_grad():
         for _ in range(3):
             shared_batch.first_convolution(x, w, b, 2)
-    assert len(calls) == 1 + 3 and len(shared_batch._KEEPS_BITS) == 1   # the probe, 3 passes
+    # the probe, then the 3 passes where the dense forward is taken
+    assert len(calls) == 1 + (3 if keeps else 0)
+    assert list(shared_batch._KEEPS_BITS.values()) == [keeps]
     with torch.no_grad():
         shared_batch.first_convolution(x[:10], w, b, 2)                 # a new shape: a probe
-    assert len(shared_batch._KEEPS_BITS) == 2
+    assert len(shared_batch._KEEPS_BITS) == 2 and len(calls) == 2 + (4 if keeps else 0)
 
 
 def test_under_bf16_autocast_the_grouped_convolution_runs():

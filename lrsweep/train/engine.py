@@ -100,32 +100,35 @@ def train_slots(width: int, splits: Splits, admit: Admit, *, on_finish: FinishCa
     _fill(pack, slots, admitted, admit, posterior, on_finish)
     chance = chance_levels(splits.classes)
     bound = loss_bound(splits.classes)
-    while any(slots):
-        start = time.perf_counter()
-        # The study's precision (lrsweep.train.precision): FP32 unless it asks for TF32/bf16.
-        with precision.applied(pack.like.precision, pack.device):
-            lr, train_loss, train_acc = _train_epoch(pack, splits)
-            with precision.autocast(pack.like.precision, pack.device):
-                measured = _measure(pack, splits, posterior)
-        seconds = time.perf_counter() - start
-        metrics = {}
-        for i, slot in enumerate(slots):
-            if slot is None:
-                continue
-            m = EpochMetrics(pack.epochs[i], lr[i], train_loss[i], train_acc[i],
-                             seconds=seconds,
-                             **{key: values[i] for key, values in measured.items()})
-            slot.result.epochs.append(m)
-            _judge(slot.result, m, slot.best_train_acc, chance, bound)
-            slot.best_train_acc = max(slot.best_train_acc, m.train_acc)
-            metrics[slot.key] = m
-        pack.advance()
-        stop = set(on_epoch(metrics)) if on_epoch else set()
-        weights = _leave(pack, slots, stop, on_finish)
-        if on_states:
-            on_states(_state(pack, slots, posterior, weights))
-        _fill(pack, slots, [], admit, posterior, on_finish)
-    pack.graphs = None  # its graphs' memory back now, not when a cycle collection comes
+    try:
+        while any(slots):
+            start = time.perf_counter()
+            # The study's precision (lrsweep.train.precision): FP32 unless it asks for TF32/bf16.
+            with precision.applied(pack.like.precision, pack.device):
+                lr, train_loss, train_acc = _train_epoch(pack, splits)
+                with precision.autocast(pack.like.precision, pack.device):
+                    measured = _measure(pack, splits, posterior)
+            seconds = time.perf_counter() - start
+            metrics = {}
+            for i, slot in enumerate(slots):
+                if slot is None:
+                    continue
+                m = EpochMetrics(pack.epochs[i], lr[i], train_loss[i], train_acc[i],
+                                 seconds=seconds,
+                                 **{key: values[i] for key, values in measured.items()})
+                slot.result.epochs.append(m)
+                _judge(slot.result, m, slot.best_train_acc, chance, bound)
+                slot.best_train_acc = max(slot.best_train_acc, m.train_acc)
+                metrics[slot.key] = m
+            pack.advance()
+            stop = set(on_epoch(metrics)) if on_epoch else set()
+            weights = _leave(pack, slots, stop, on_finish)
+            if on_states:
+                on_states(_state(pack, slots, posterior, weights))
+            _fill(pack, slots, [], admit, posterior, on_finish)
+    finally:  # an error too (bench goes on after an out-of-memory pack): the graphs
+        # and their pool freed now, not by a cycle collection that may come mid-capture
+        pack.graphs = None
 
 
 def _fill(pack: Pack, slots: list[_Slot | None], admitted: list[Admission], admit: Admit,

@@ -20,6 +20,7 @@ wherever capture fails (one warning, then eager). `LRSWEEP_CUDA_GRAPHS=0` turns 
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from typing import Callable
 
@@ -91,7 +92,7 @@ class GraphedEpoch:
             try:
                 self.graphs[shape] = self._capture(shape)
             except RuntimeError as error:
-                raise CaptureFailed(f"{type(error).__name__}: {error}") from error
+                raise CaptureFailed(_cause(error)) from error
         return self.graphs[shape]
 
     def _capture(self, shape: tuple[int, int]) -> tuple[Callable[[], None], torch.Tensor]:
@@ -126,7 +127,7 @@ def _record(step: Callable[[], None], device: torch.device, pool
     graph); returns its replay and the pool. The pack's graphs share one pool: nothing a graph
     allocates outlives its replay (its results go to buffers made outside it), and replays
     never overlap (one stream). Tests on the CPU put an eager stand-in here."""
-    side = torch.cuda.Stream(device)
+    side, capture = _streams(device)
     side.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(side):
         for _ in range(WARM_UP_STEPS):
@@ -138,7 +139,6 @@ def _record(step: Callable[[], None], device: torch.device, pool
     # it; the device is synchronised so that eager steps start after whatever was queued.
     # thread_local: the checkpoint writer and the heartbeats run on threads of their own;
     # what they do is no part of the step, and must not fail its capture.
-    capture = torch.cuda.Stream(device)
     try:
         with torch.cuda.stream(capture):
             with torch.cuda.graph(graph, pool=pool, stream=capture,
@@ -148,6 +148,30 @@ def _record(step: Callable[[], None], device: torch.device, pool
         torch.cuda.synchronize(device)
         raise
     return graph.replay, graph.pool()
+
+
+@functools.cache
+def _device_streams(device: torch.device) -> tuple[torch.cuda.Stream, torch.cuda.Stream]:
+    return torch.cuda.Stream(device), torch.cuda.Stream(device)
+
+
+def _streams(device: torch.device) -> tuple[torch.cuda.Stream, torch.cuda.Stream]:
+    """The warm-up and the capture stream of `device`, the same for every capture of the
+    process, as torch.cuda.graph keeps one capture stream of its own: graphs that share a
+    memory pool are to be captured on the same stream (its docs: freed blocks belong to
+    their stream), and each new stream would get a cuBLAS workspace of its own."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return _device_streams(torch.device("cuda", index))
+
+
+def _cause(error: BaseException) -> str:
+    """What made a capture fail: the first error, not only the "operation failed due to a
+    previous error during capture" that ending an invalidated capture raises after it."""
+    chain = [error]
+    while chain[-1].__context__ is not None and chain[-1].__context__ not in chain:
+        chain.append(chain[-1].__context__)
+    return "; after ".join(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                           for e in chain)
 
 
 def _on(device: torch.device):

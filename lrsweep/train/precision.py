@@ -57,11 +57,19 @@ def _get() -> tuple:
 
 def _set(*values) -> None:
     """(cuDNN, cuBLAS) settings in the old API; (conv, rnn, matmul) in the new, cuDNN's RNN
-    setting following its convolutions' (nothing here has an RNN). With the new settings
-    other than torch's defaults, torch 2.14 refuses to read the old `cudnn.allow_tf32` flag
-    (RuntimeError, whatever the values); nothing in lrsweep reads it, and the old flags are
-    left alone where the new settings exist, as torch asks."""
+    setting following its convolutions' (nothing here has an RNN).
+
+    With the new settings, torch still checks them against the old flags wherever its code
+    asks without naming an operator (cuBLAS's `allowTF32CuBLAS`, the `allow_tf32` flags that
+    torch.compile reads) and raises if they disagree ("a mix of the legacy and new APIs"):
+    measured on torch 2.14, setting `matmul.fp32_precision = "tf32"` alone made that check
+    raise, and `conv`/`rnn` = "ieee" alone made cuDNN's. So the old flags are set first, to
+    agree (through torch's own C setters, which warn of nothing on 2.14), then the new
+    settings exactly."""
     if NEW_API:
+        conv, _, matmul = values
+        torch._C._set_cudnn_allow_tf32(conv == "tf32")
+        torch._C._set_cublas_allow_tf32(matmul == "tf32")
         (torch.backends.cudnn.conv.fp32_precision, torch.backends.cudnn.rnn.fp32_precision,
          torch.backends.cuda.matmul.fp32_precision) = values
     else:

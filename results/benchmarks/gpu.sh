@@ -35,8 +35,10 @@
 #   joint  results/benchmarks/joint-compare.sh: studies/joint.toml at the chapter's scale with
 #           slotted packs, and with BEFORE=DIR (an earlier commit's lrsweep/ package) with
 #           that code; each study's best configuration re-run over 5 fresh seeds
-# Records go to results/benchmarks/STEP-gpu-DATE.* (OUT_DIR to change). SCALE=smoke runs every
-# step at a tiny size (any device, records to a temporary folder): a check of this script.
+# Records go to results/benchmarks/STEP-gpu-DATE.* (OUT_DIR to change); a step that fails
+# leaves STEP-failed-gpu-DATE.txt, the steps after it still run, and the script exits 1.
+# SCALE=smoke runs every step at a tiny size (any device, records to a temporary folder): a
+# check of this script.
 # PYTHON (default .venv/bin/python, else python3) must import lrsweep's requirements and pytest.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -190,15 +192,39 @@ joint() {
   [ "${SCALE:-full}" = smoke ] || cp "$work/joint/"*.db "$out/"
 }
 
+known=" tests bench eager tf32 target patches profile store compile fusion device formulations invariance exercises precision joint "
 for step in $steps; do
-  case $step in
-    tests|bench|eager|tf32|target|patches|profile|store|compile|fusion|device|formulations|invariance|exercises|precision|joint)
-      echo "== $step"; "$step" ;;
-    *) echo "gpu.sh: unknown step '$step' (tests bench eager tf32 target patches profile store compile fusion device formulations invariance exercises precision joint)" >&2
-       exit 2 ;;
-  esac
+  if [[ "$known" != *" $step "* ]]; then
+    echo "gpu.sh: unknown step '$step' (${known# })" >&2
+    exit 2
+  fi
+done
+# A failed step does not cost the steps after it (a GPU session is short): it is said, with the
+# logs it left in the temporary folder, in STEP-failed-gpu-DATE.txt, and the script exits 1.
+failed=()
+for step in $steps; do
+  echo "== $step"
+  rm -f "$work"/*.log "$work"/*.err
+  set +e
+  ( set -e; "$step" )
+  code=$?
+  set -e
+  if [ "$code" -ne 0 ]; then
+    failed+=("$step")
+    { echo "gpu.sh: step $step failed (exit $code); the logs it left:"
+      for log in "$work"/*.log "$work"/*.err; do
+        if [ -s "$log" ]; then
+          echo "-- $(basename "$log"), its last 40 lines"; tail -n 40 "$log"
+        fi
+      done
+    } 2>/dev/null | tee "$out/$step-failed-gpu-$day.txt" >&2
+  fi
 done
 case $out in
   "$work"/*) echo "smoke run: its records are discarded" ;;
   *) echo "records in $out" ;;
 esac
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "gpu.sh: failed: ${failed[*]}" >&2
+  exit 1
+fi
