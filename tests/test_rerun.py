@@ -82,3 +82,13 @@ def test_cli_writes_the_file_and_refuses_to_overwrite(lrsweep_cli, tmp_path, sea
     assert spec.load(path).study.trials == 5  # one configuration × the default 5 seeds
     again = lrsweep_cli("rerun", "search", "--storage", searched)
     assert again.returncode == 2 and "exists; choose another --out" in again.stderr
+
+
+def test_a_seed_count_past_the_limit_is_one_line_and_writes_nothing(lrsweep_cli, tmp_path,
+                                                                    searched):
+    # --seeds 5000000000 had built a list of every seed and been killed for memory
+    proc = lrsweep_cli("rerun", "search", "--storage", searched, "--seeds", "5000000000")
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert "--seeds 5000000000: at most 100,000" in line
+    assert not (tmp_path / "studies").exists()

@@ -25,6 +25,8 @@ from lrsweep.report.read import trials_frame
 from lrsweep.report.stats import config_columns, config_table, finished, lower_is_better
 from lrsweep.store.storage import StorageError, load_study
 
+MAX_SEEDS = 100_000  # a re-run of 100,000 seeds a configuration is already months of training
+
 
 def best_study_file(name: str, url: str, *, top: int = 3, seeds: int = 5,
                     new_name: str | None = None) -> str:
@@ -33,6 +35,9 @@ def best_study_file(name: str, url: str, *, top: int = 3, seeds: int = 5,
     the largest seed any of the study's trials used."""
     if top < 1 or seeds < 1:
         raise spec_mod.SpecError(f"--top {top} --seeds {seeds}: both must be at least 1")
+    if seeds > MAX_SEEDS:  # the file lists every seed: 5e9 of them had filled 24 GB of memory
+        raise spec_mod.SpecError(f"--seeds {seeds}: at most {MAX_SEEDS:,} (each configuration "
+                                 "is trained once a seed)")
     _check_new_name(new_name, name)
     study = load_study(name, url)
     source = spec_mod.from_stored(study.user_attrs, source=f"{name} (stored in {url})")
