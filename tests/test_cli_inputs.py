@@ -63,6 +63,10 @@ def test_bad_output_paths_and_option_values_are_one_line_and_write_nothing(
                                      "LRSWEEP_GRACE_SECONDS=5"),
     ({"LRSWEEP_CHECKPOINTS": "a-file"}, "LRSWEEP_CHECKPOINTS=a-file: "),
     ({"LRSWEEP_ARTIFACTS": "a-file/artifacts"}, "a-file is a file, not a folder"),
+    # Not writable even by root: the check writes there, it does not read permission bits.
+    ({"LRSWEEP_CHECKPOINTS": "/sys/lrsweep"}, "LRSWEEP_CHECKPOINTS=/sys/lrsweep: cannot write "
+                                              "in /sys ("),
+    ({"LRSWEEP_ARTIFACTS": "/sys/lrsweep"}, "LRSWEEP_ARTIFACTS=/sys/lrsweep: cannot write in "),
 ], ids=lambda v: "-".join(f"{k}={w}" for k, w in v.items()) if isinstance(v, dict) else None)
 def test_bad_lease_settings_and_folders_are_refused_before_the_store_is_made(
         lrsweep_cli, tmp_path, monkeypatch, env, message):
@@ -73,6 +77,15 @@ def test_bad_lease_settings_and_folders_are_refused_before_the_store_is_made(
     one_line(lrsweep_cli("run", "s.toml", "--storage", f"sqlite:///{tmp_path / 'store.db'}"),
              message)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "s.toml"]
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_store_is_refused_before_anything_trains(lrsweep_cli, tmp_path, url):
+    # It would train every trial, then lose them all (and leave checkpoints in results/).
+    (tmp_path / "s.toml").write_text(study_toml("memory"))
+    one_line(lrsweep_cli("run", "s.toml", "--storage", url),
+             f"storage {url}: an in-memory database ends with the run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
 
 
 def test_a_bad_lease_setting_does_not_stop_commands_that_do_not_run_a_study(

@@ -20,7 +20,7 @@ from lrsweep import names
 from lrsweep.search import spec
 from lrsweep.search.provenance import create_or_load, load_stored_spec
 from lrsweep.search.sampling import make_sampler
-from lrsweep.search.space import trial_config
+from lrsweep.search.space import distributions, suggest, trial_config
 from lrsweep.search.spec import SpecError
 from lrsweep.store.storage import open_storage
 from lrsweep.train import data
@@ -188,6 +188,84 @@ def test_allow_changed_cannot_change_the_metric(tmp_path):
     assert study.user_attrs["study_overrides"] == []
     # Other changes still go through with --allow-changed.
     create_or_load(parse(study_toml("m", trials=2), "train.epochs=3"), rdb, url, True)
+
+
+LOG_RATES = "{ low = 0.01, high = 1.0, log = true }"
+
+
+def study_with_a_trial(tmp_path, text, finished=True):
+    """A study made from `text`, with one trial drawn as lrsweep draws them."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    rdb = open_storage(url)
+    study = create_or_load(parse(text), rdb, url, False)
+    trial = study.ask()
+    suggest(parse(text), trial)
+    if finished:
+        study.tell(trial, 0.5)
+    return url, rdb, study
+
+
+@pytest.mark.parametrize("old, new, refused", [
+    ({"seed": "[0, 1]"}, {"seed": "[0, 1, 2]"},
+     r"its trials drew \[space\] seed from the choices \[0, 1\], this file from the choices "
+     r"\[0, 1, 2\]; a study keeps .*even with --allow-changed: give this file a new \[study\]"),
+    ({"base_lr": LOG_RATES}, {"base_lr": LOG_RATES.replace("true", "false")},
+     r"\[space\] base_lr from numbers in \[0.01, 1.0\] on a log scale, this file from numbers "
+     r"in \[0.01, 1.0\];"),
+    ({"base_lr": LOG_RATES}, {"base_lr": "[0.1, 0.5]"},
+     r"on a log scale, this file from the choices \[0.1, 0.5\]"),
+    ({"base_lr": LOG_RATES}, {"base_lr": LOG_RATES.replace("0.01", "0.05")}, None),
+    ({"seed": "[0, 1]"}, {"seed": "1"}, None),  # a fixed value is not drawn
+], ids=["a-seed-added", "log-scale-dropped", "range-to-list", "range-narrowed", "list-to-value"])
+def test_allow_changed_refuses_what_optuna_would_refuse_before_storing_the_file(
+        tmp_path, old, new, refused):
+    # The oracle is Optuna itself: what is refused fails its first suggestion, what is allowed
+    # draws. Refused at the first suggestion, the new file had been stored and a trial left
+    # running: the study could not be continued by either file.
+    text = study_toml("c", sampler="random", trials=3, **old)
+    url, rdb, _ = study_with_a_trial(tmp_path, text)
+    changed = parse(study_toml("c", sampler="random", trials=3, **new))
+    if refused:
+        with pytest.raises(SpecError, match=refused):
+            create_or_load(changed, rdb, url, True)
+        study = optuna.load_study(study_name="c", storage=url)
+        assert study.user_attrs["study_file"] == text
+        assert "study_file_previous" not in study.user_attrs
+        with pytest.raises(ValueError, match="Cannot set different|dynamic value space"):
+            suggest(changed, study.ask())
+    else:
+        study = create_or_load(changed, rdb, url, True)
+        assert suggest(changed, study.ask())
+        assert study.user_attrs["study_file_previous"] == text
+
+
+@pytest.mark.parametrize("scheduler, seed, extra, drawn", [
+    ('["constant", "cosine"]', "[0, 1]", "", {"scheduler", "base_lr", "seed"}),
+    ('"cosine"', "{ low = 1, high = 100, log = true }", "warmup_steps = { low = 0, high = 1 }",
+     {"base_lr", "seed", "warmup_steps"}),  # whole numbers, one on a log scale
+])
+def test_the_distributions_checked_are_those_a_trial_draws(scheduler, seed, extra, drawn):
+    s = parse(study_toml("d", sampler="random", scheduler=scheduler, base_lr=LOG_RATES,
+                         seed=seed, extra=extra))
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(0)).ask()
+    suggest(s, trial)
+    assert set(trial.distributions) == drawn
+    assert trial.distributions == {k: distributions(s)[k] for k in drawn}
+
+
+def test_allow_changed_refuses_trials_begun_under_the_stored_file_until_they_finish(tmp_path):
+    # Continued under new settings, an interrupted trial was stored as if trained under them
+    # from its first epoch (its curves said otherwise).
+    text = study_toml("u", sampler="random", trials=3)
+    url, rdb, study = study_with_a_trial(tmp_path, text, finished=False)
+    changed = parse(study_toml("u", sampler="random", trials=3, epochs=3))
+    with pytest.raises(SpecError, match=r"trial #0 began under its stored file and did not "
+                                        r"finish; .*\(`lrsweep resume u`\), or give this file"):
+        create_or_load(changed, rdb, url, True)
+    assert optuna.load_study(study_name="u", storage=url).user_attrs["study_file"] == text
+    study.tell(0, 0.5)  # finished: the change goes through
+    create_or_load(changed, rdb, url, True)
+    assert optuna.load_study(study_name="u", storage=url).user_attrs["study_file"] != text
 
 
 def test_a_new_study_names_its_metric_for_optuna(tmp_path):

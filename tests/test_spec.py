@@ -612,6 +612,9 @@ def test_runs_change_the_canonical_form():
 @pytest.mark.parametrize("old, new, fragment", [
     ('label = "b"', 'label = "a"', "[[run]] 'a': two runs have this label"),
     ('label = "b"\n', "", "[[run]] #2 label: a non-empty string is required"),
+    ('label = "b"', 'label = "b\\nc"', "[[run]] #2 label: holds U+000A (a control character)"),
+    ('label = "b"', 'label = "b\\u200bc"', "label: holds U+200B (zero width space)"),
+    ('label = "b"', f'label = "{"b" * 129}"', "label: 129 characters; at most 128"),
     ('lag = 1', 'lag = 1\nexponent = 2.0', "[[run]] 'b' exponent: scheduler 'cosine' does not take it"),
     ('lag = 1', 'lag = 1\nseed = 3', "[[run]] 'b' seed: seeds are shared by every run"),
     ('lag = 1', 'lag = 1\nbase_rl = 3', "unknown key 'base_rl'; did you mean 'base_lr'?"),

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution
 
 from lrsweep import __version__
+from lrsweep.search import space
 from lrsweep.search import spec as spec_mod
 from lrsweep.search.pruning import make_pruner
 from lrsweep.search.spec import Choice, Fixed, SpecError, StudySpec
@@ -94,8 +96,51 @@ def _check_same_spec(study: optuna.Study, spec: StudySpec, url: str, allow_chang
                         f"different study file ({'; '.join(changes[:3])}); give the study a new "
                         "[study] name, or pass --allow-changed to continue it with this file")
     if changes:
+        _check_continuable(study, spec, url)
         study.set_user_attr("study_file_previous", stored_text)
     _store_spec(study, spec)  # a new total or new comments are no change of study
+
+
+def _check_continuable(study: optuna.Study, spec: StudySpec, url: str) -> None:
+    """What --allow-changed cannot change, refused before the stored file is replaced: a
+    searched dimension's kind, scale or list of choices (Optuna refuses a parameter drawn
+    otherwise than the study's trials drew it, at the first trial that draws it), and the
+    settings of trials begun under the stored file and not finished (continued under this one,
+    they would be stored as if trained under it from their first epoch)."""
+    trials = study.get_trials(deepcopy=False)
+    drawn: dict[str, BaseDistribution] = {}
+    for trial in trials:
+        for key, distribution in trial.distributions.items():
+            drawn.setdefault(key, distribution)
+    where = f"{spec.source}: study {spec.study.name!r} in {url}"
+    for key, new in space.distributions(spec).items():
+        try:
+            if key in drawn:
+                optuna.distributions.check_distribution_compatibility(drawn[key], new)
+        except ValueError:
+            what = "[[run]] labels" if key == spec_mod.RUN_KEY else f"[space] {key}"
+            raise SpecError(f"{where}: its trials drew {what} from {_drawn(drawn[key])}, this "
+                            f"file from {_drawn(new)}; a study keeps each dimension's kind, "
+                            "scale and choices, even with --allow-changed: give this file a "
+                            "new [study] name") from None
+    unfinished = [t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    if unfinished:
+        numbers = ", ".join(f"#{n}" for n in unfinished[:5]) + (", …" if len(unfinished) > 5
+                                                                else "")
+        which = f"trial {numbers} began" if len(unfinished) == 1 else f"trials {numbers} began"
+        raise SpecError(f"{where}: {which} under its stored file and did not finish; continued "
+                        "under this file, it would be stored as if trained under it: finish "
+                        f"the study first (`lrsweep resume {spec.study.name}`), or give this "
+                        "file a new [study] name")
+
+
+def _drawn(distribution: BaseDistribution) -> str:
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return f"the choices {list(distribution.choices)}"
+    kind = "whole numbers" if isinstance(distribution, optuna.distributions.IntDistribution) \
+        else "numbers"
+    scale = " on a log scale" if distribution.log else ""
+    return f"{kind} in [{distribution.low}, {distribution.high}]{scale}"
 
 
 def _store_spec(study: optuna.Study, spec: StudySpec) -> None:

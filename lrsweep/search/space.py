@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import optuna
+from optuna.distributions import (BaseDistribution, CategoricalDistribution,
+                                  FloatDistribution, IntDistribution)
 
 from lrsweep import schedules
 from lrsweep.search import spec as spec_mod
@@ -49,6 +51,21 @@ def suggest(spec: StudySpec, trial: optuna.Trial) -> dict[str, Any]:
         else:
             trial.suggest_float(key, dim.low, dim.high, log=dim.log)
     return {"scheduler": scheduler, **trial.params}
+
+
+def distributions(spec: StudySpec) -> dict[str, BaseDistribution]:
+    """The distribution `suggest` gives Optuna for each searched dimension (a listed or a
+    ranged one): what a stored study's trials must agree with (Optuna holds a study to one
+    kind, scale and list of choices per parameter name)."""
+    found: dict[str, BaseDistribution] = {}
+    for key, dim in spec.space:
+        if isinstance(dim, Choice):
+            found[key] = CategoricalDistribution(list(dim.values))
+        elif isinstance(dim, Range) and dim.integer:
+            found[key] = IntDistribution(int(dim.low), int(dim.high), log=dim.log)
+        elif isinstance(dim, Range):
+            found[key] = FloatDistribution(dim.low, dim.high, log=dim.log)
+    return found
 
 
 def pack_groups(spec: StudySpec, trials: list[optuna.Trial], looped: int

@@ -7,7 +7,7 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from lrsweep import schedules
+from lrsweep import names, schedules
 from lrsweep.search.spec_checks import (check_required, check_scheduler, check_warmup,
                                         dimension_of, fixed_value, only_keys)
 from lrsweep.search.spec_types import (BOOK_METRICS, GENERIC_DEFAULTS, GENERIC_KEYS, RUN_KEY,
@@ -36,6 +36,8 @@ def read_runs(tables: Any, space: dict, train: TrainSettings, source: str
         label = table.get("label")
         if not isinstance(label, str) or not label.strip():
             raise SpecError(f"{where} label: a non-empty string is required")
+        if names.problem(label):  # it goes on progress lines and into reports, as names do
+            raise SpecError(f"{where} label: {names.problem(label)}")
         where = f"{source}: [[run]] {label!r}"
         if any(r.label == label.strip() for r in runs):
             raise SpecError(f"{where}: two runs have this label")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 
 from lrsweep.store.storage import StorageError
@@ -34,19 +35,30 @@ def folder_beside(url: str, kind: str) -> Path:
 
 
 def check_folders(url: str) -> None:
-    """Refuse, before a study is run, a checkpoint or artifact folder that cannot be one: a
-    file where it, or a folder above it, would be (a study would otherwise be created, and
-    fail at its first checkpoint). A SQLite store that cannot be made where its URL says is
-    left to `storage.open_storage`, which names the store."""
+    """Refuse, before a study is run, a store that cannot keep its trials (an in-memory
+    database, gone when the run ends) and a checkpoint or artifact folder that cannot be one:
+    a file where it, or a folder above it, would be, or a place this process cannot write (a
+    study would otherwise be created, and fail at its first checkpoint). A SQLite store that
+    cannot be made where its URL says is left to `storage.open_storage`, which names the
+    store."""
+    if url in ("sqlite://", "sqlite:///:memory:"):
+        raise StorageError(f"storage {url}: an in-memory database ends with the run, and every "
+                           "trial with it; give a file (sqlite:///results/lrsweep.db) or a "
+                           "server (postgresql://USER@HOST/DATABASE)")
     if url.startswith("sqlite:///") and not nearest_existing(
             Path(url.removeprefix("sqlite:///")).parent).is_dir():
         return
     for kind in ("checkpoints", "artifacts"):
         above = nearest_existing(folder_beside(url, kind))
+        given = os.environ.get(f"LRSWEEP_{kind.upper()}")
+        where = f"LRSWEEP_{kind.upper()}={given}" if given else f"the store's {kind} folder"
         if not above.is_dir():
-            given = os.environ.get(f"LRSWEEP_{kind.upper()}")
-            where = f"LRSWEEP_{kind.upper()}={given}" if given else f"the store's {kind} folder"
             raise StorageError(f"{where}: {above} is a file, not a folder")
+        try:  # a folder made and removed: permissions, a read-only file system, quotas
+            tempfile.TemporaryDirectory(dir=above, prefix=".lrsweep-check-").cleanup()
+        except OSError as error:
+            raise StorageError(f"{where}: cannot write in {above} "
+                               f"({error.strerror or error})") from None
 
 
 def nearest_existing(path: Path) -> Path:
