@@ -61,8 +61,11 @@ Storage = typer.Option(None, "--storage", envvar="LRSWEEP_STORAGE", show_envvar=
 Device = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:1, …")
 Pack = typer.Option(None, "--pack", help="Trials trained together as one network "
                                          + default("4 on a CPU, from free memory on a GPU"))
-DataDir = typer.Option(None, "--data-dir", envvar="LRSWEEP_DATA", show_envvar=True,
-                       help="Folder with the four Fashion-MNIST IDX files")
+# Not typer's envvar: `data.locate` reads LRSWEEP_DATA itself, so that an error names the
+# setting the user gave (typer hands an environment value over as if it were --data-dir).
+DataDir = typer.Option(None, "--data-dir",
+                       help="Folder with the four Fashion-MNIST IDX files \\[env var: "
+                            "LRSWEEP_DATA]")
 AllowChanged = typer.Option(False, "--allow-changed",
                             help="Continue a study whose study file has changed")
 Overrides = typer.Option(

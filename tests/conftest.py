@@ -88,9 +88,12 @@ seed = {seed}
 
 @pytest.fixture
 def lrsweep_cli(fashion_dir, tmp_path):
-    """Run `python -m lrsweep ARGS` in tmp_path with the test data; returns CompletedProcess."""
-    def run(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-        env = {**os.environ, "LRSWEEP_DATA": str(fashion_dir), "PYTHONPATH": str(REPO)}
+    """Run `python -m lrsweep ARGS` in tmp_path with the test data (and `env` over the
+    environment); returns CompletedProcess."""
+    def run(*args: str, timeout: float = 300, env: dict | None = None,
+            **kwargs) -> subprocess.CompletedProcess:
+        env = {**os.environ, "LRSWEEP_DATA": str(fashion_dir), "PYTHONPATH": str(REPO),
+               **(env or {})}
         env.pop("LRSWEEP_STORAGE", None)
         return subprocess.run([sys.executable, "-m", "lrsweep", *args], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=timeout, **kwargs)

@@ -271,11 +271,15 @@ def test_a_corrupt_dataset_is_exit_2_naming_the_file(lrsweep_cli, tmp_path, fash
     assert not (tmp_path / "store.db").exists()
 
 
-def test_missing_dataset_is_exit_2_before_the_store_is_touched(lrsweep_cli, tmp_path):
+@pytest.mark.parametrize("given", ["--data-dir", "LRSWEEP_DATA"])
+def test_missing_dataset_is_exit_2_before_the_store_is_touched(lrsweep_cli, tmp_path, given):
     path = write(tmp_path, "s.toml", study_toml("nodata"))
-    proc = lrsweep_cli("run", str(path), "--data-dir", str(tmp_path / "empty"),
-                       "--storage", storage_url(tmp_path))
-    assert proc.returncode == 2 and "holds no Fashion-MNIST" in proc.stderr
+    empty = tmp_path / "empty"
+    args = ["--data-dir", str(empty)] if given == "--data-dir" else []
+    proc = lrsweep_cli("run", str(path), *args, "--storage", storage_url(tmp_path),
+                       env=None if args else {"LRSWEEP_DATA": str(empty)})
+    assert proc.returncode == 2, proc.stderr
+    assert f"{given}={empty} holds no Fashion-MNIST" in proc.stderr  # the setting the user gave
     assert not (tmp_path / "store.db").exists()
 
 

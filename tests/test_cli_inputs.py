@@ -37,6 +37,7 @@ def one_line(proc, message):
     (("schedules", "--out", "."), "--out .: a folder is there"),
     (("bench", "--packs", "1", "--out", "."), "--out .: a folder is there"),
     (("bench", "--packs", ""), "--packs '': give whole numbers"),
+    (("bench", "--packs", "1", "--subset", "70000"), "--subset 70000 exceeds the 60000 training"),
     (("rerun", "other", "--name", ""), "--name '': empty"),
     (("rerun", "other", "--name", "other"), "--name 'other': the study re-run"),
     (("ls", "--storage", ""), "an empty storage URL"),

@@ -310,8 +310,14 @@ def test_lenet_on_a_colour_folder_is_refused_before_the_store(tmp_path):
         "validation = 200", "validation = 3").replace("subset = 400", "subset = 0").replace(
         f"test_subset = {TEST_IMAGES}", "test_subset = 0")
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    with pytest.raises(Exception, match="LeNet takes 10 classes of 1×28×28"):
+    with pytest.raises(Exception, match=r"^c.toml: \[train\] dataset = 'imagefolder:.*': 3 "
+                                        "classes of 3×28×28 images; LeNet takes 10 classes of "
+                                        "1×28×28"):
         loop.run(spec.parse(text, source="c.toml"), storage=url, device="cpu")
+    missing = text.replace(str(folder), str(tmp_path / "absent"))
+    with pytest.raises(Exception, match=r"^c.toml: \[train\] dataset = 'imagefolder:.*absent'"
+                                        r": .*absent: no such folder$"):
+        loop.run(spec.parse(missing, source="c.toml"), storage=url, device="cpu")
     assert not (tmp_path / "store.db").exists()
 
 

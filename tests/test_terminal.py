@@ -190,6 +190,10 @@ def test_unknown_column_is_one_line_exit_2(lrsweep_cli, stores):
     proc = lrsweep_cli("show", "joint", "--storage", stores["joint"], "--columns", "trial,lr")
     assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1
     assert "no column 'lr'" in proc.stderr and "base_lr" in proc.stderr
+    twice = lrsweep_cli("show", "joint", "--storage", stores["joint"], "--columns",
+                        "val_acc,seed,val_acc")
+    assert twice.returncode == 2 and twice.stderr.strip().splitlines() == [
+        "lrsweep: error: --columns 'val_acc,seed,val_acc': val_acc named twice"]
     both = lrsweep_cli("show", "joint", "--storage", stores["joint"], "--all", "--columns", "seed")
     assert both.returncode == 2 and both.stderr.startswith("lrsweep: error: --all and --columns")
 

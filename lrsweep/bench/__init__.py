@@ -44,7 +44,13 @@ def run(device: str = "auto", *, subset: int = 0, packs: list[int] | None = None
     convolutions = f"{chosen_convolutions()} convolutions"
     packs = packs or ([1, 8, 32, 128] if dev.type == "cuda" else [1, 2, 4, 8, 16, 32])
     folder = data.locate(data_dir)
-    splits = data.load(dev, data_dir=folder, validation=0, subset=subset)
+    try:
+        splits = data.load(dev, data_dir=folder, validation=0, subset=subset)
+    except data.DataError as error:  # the option's name, not the study file's key
+        said = f"subset = {subset} "
+        if not str(error).startswith(said):
+            raise
+        raise data.DataError(f"--subset {subset} {str(error).removeprefix(said)}") from None
     if dev.type == "cpu":  # as a CPU pack sets it, but from the first row: every round alike
         host_memory.keep()
     plan = ([(CHAPTER, 1, None)] if chapter else []) + [

@@ -155,12 +155,16 @@ def load_data(spec: StudySpec, device: Any, data_dir: str | None) -> data.Splits
     train = spec.train
     if train.folder:
         from lrsweep.train.folders import load_imagefolder
-        splits = load_imagefolder(train.folder, device, image_size=train.image_size,
-                                  validation=train.validation, subset=train.subset,
-                                  test_subset=train.test_subset)
+        where = f"{spec.source}: [train] dataset = {train.dataset!r}"  # where to fix it
+        try:
+            splits = load_imagefolder(train.folder, device, image_size=train.image_size,
+                                      validation=train.validation, subset=train.subset,
+                                      test_subset=train.test_subset)
+        except data.DataError as error:
+            raise data.DataError(f"{where}: {error}") from None
         shape = tuple(splits.train_x.shape[1:])
         if "lenet" in spec.models and (shape != (1, 28, 28) or splits.classes != 10):
-            raise data.DataError(f"{train.folder}: {splits.classes} classes of "
+            raise data.DataError(f"{where}: {splits.classes} classes of "
                                  f"{'×'.join(map(str, shape))} images; LeNet takes 10 classes "
                                  "of 1×28×28: use model = \"resnet18\" ([train] or [space])")
         return splits
