@@ -52,7 +52,12 @@ def test_record_has_one_row_per_configuration_with_consistent_ratios(fashion_dir
 
 
 def test_rounds_take_turns_and_compare_each_pack_with_the_chapter_round_by_round(
-        fashion_dir):
+        fashion_dir, monkeypatch):
+    # The chapter's loop (timed for real in the test above) as a different time each round:
+    # each pack must be paired with its own round's.
+    calls = []
+    monkeypatch.setattr(bench, "chapter_loop",
+                        lambda *args: calls.append(args) or [9.0, 0.1 * len(calls)])
     said = []
     record = bench.run("cpu", subset=300, packs=[2], epochs=2, repeats=3,
                        data_dir=str(fashion_dir), log=said.append)
@@ -69,6 +74,7 @@ def test_rounds_take_turns_and_compare_each_pack_with_the_chapter_round_by_round
         assert row["rounds"] == [0, 1, 2] and len(row["epoch_seconds"]) == 3
         assert row["round_seconds_per_epoch"] == [s[1] for s in row["epoch_seconds"]]
         assert row["seconds_per_epoch"] == sorted(row["round_seconds_per_epoch"])[1]
+    assert chapter["round_seconds_per_epoch"] == pytest.approx([0.1, 0.2, 0.3])
     for row in packs:  # each round's pack against the same round's chapter loop
         ratios = [2 * c / p for c, p in zip(chapter["round_seconds_per_epoch"],
                                              row["round_seconds_per_epoch"])]

@@ -33,7 +33,7 @@ class NotWritten(StoppedResumable):
         where = f" ({error.filename})" if error.filename else ""
         fix = ("free space" if error.errno in (errno.ENOSPC, errno.EDQUOT)
                else "make the folder writable (or point LRSWEEP_CHECKPOINTS elsewhere)")
-        super().__init__(f"{what} could not be written: {why}{where}; its trials stay "
+        super().__init__(f"{what} could not be written: {why}{where}; its unfinished trials stay "
                          f"running, to be continued from their last checkpoint: {fix}, "
                          "then run the same command again")
 
