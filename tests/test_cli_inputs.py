@@ -80,7 +80,7 @@ def test_bad_lease_settings_and_folders_are_refused_before_the_store_is_made(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "s.toml"]
 
 
-@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite+pysqlite://"])
 def test_an_in_memory_store_is_refused_before_anything_trains(lrsweep_cli, tmp_path, url):
     # It would train every trial, then lose them all (and leave checkpoints in results/).
     (tmp_path / "s.toml").write_text(study_toml("memory"))

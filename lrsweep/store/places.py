@@ -8,6 +8,8 @@ import re
 import tempfile
 from pathlib import Path
 
+import sqlalchemy
+
 from lrsweep.store.storage import StorageError
 
 _PASSWORD_IN_URL = re.compile(r"(\b[a-z][\w+.-]*://[^\s:/@]*:)[^\s@/]+@", re.IGNORECASE)
@@ -41,7 +43,7 @@ def check_folders(url: str) -> None:
     study would otherwise be created, and fail at its first checkpoint). A SQLite store that
     cannot be made where its URL says is left to `storage.open_storage`, which names the
     store."""
-    if url in ("sqlite://", "sqlite:///:memory:"):
+    if _in_memory(url):
         raise StorageError(f"storage {url}: an in-memory database ends with the run, and every "
                            "trial with it; give a file (sqlite:///results/lrsweep.db) or a "
                            "server (postgresql://USER@HOST/DATABASE)")
@@ -59,6 +61,15 @@ def check_folders(url: str) -> None:
         except OSError as error:
             raise StorageError(f"{where}: cannot write in {above} "
                                f"({error.strerror or error})") from None
+
+
+def _in_memory(url: str) -> bool:
+    """An SQLite URL without a file: `sqlite://`, `sqlite+pysqlite://`, `sqlite:///:memory:`."""
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        return False  # not a URL: `storage.check_url` names what it should be
+    return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
 
 
 def nearest_existing(path: Path) -> Path:
