@@ -149,9 +149,9 @@ def report(name: str = typer.Argument(..., help="The study's name"),
     """Write a study's report: report.md, a self-contained report.html, figures, CSV tables."""
     from lrsweep.report.render import write_report
     from lrsweep.store.storage import default_storage
-    if out_dir is not None:
-        opt.output_folder(out_dir, "--out")
-    written = write_report(name, storage or default_storage(), out_dir)
+    folder = out_dir or Path("results") / folder_name(name)  # write_report's default
+    opt.output_folder(folder, "--out" if out_dir else "the report's folder")
+    written = write_report(name, storage or default_storage(), folder)
     out.print(f"wrote {written.markdown} and {written.html} ({len(written.figures)} figures, "
               f"{len(written.tables)} tables)", markup=False)
 
@@ -167,14 +167,15 @@ def export(name: str = typer.Argument(..., help="The study's name"),
     url = storage or default_storage()
     if trial is None and csv is None:
         raise typer.BadParameter("say what to export: --trial N (weights) and/or --csv PATH")
-    for path, option in ((out_file, "--out"), (csv, "--csv")):
+    weights = out_file or Path("results") / folder_name(name) / f"trial-{trial}.pt"
+    for path, option in ((weights if trial is not None else None,
+                          "--out" if out_file else "the weights' file"), (csv, "--csv")):
         if path is not None:
             opt.output_file(path, option, url)
     if trial is not None:
         # export_weights makes the folder once the weights are found (a store without its
         # artifact folder is refused before anything is written): none is made here.
-        path, model = export_weights(name, url, trial,
-                                     out_file or Path("results") / folder_name(name) / f"trial-{trial}.pt")
+        path, model = export_weights(name, url, trial, weights)
         builder = ("lrsweep.train.resnet.resnet18(…)" if model == "resnet18"
                    else "lrsweep.train.model.lenet()")
         out.print(f"wrote {path}  (torch.load it into {builder})", markup=False)

@@ -127,12 +127,13 @@ def output_folder(path: Path, option: str) -> Path:
 def _check_writable(folder: Path, what: str) -> None:
     """The folder, or the nearest folder above it that exists (where it would be made), must
     be a folder this process may write in."""
-    from lrsweep.store.places import nearest_existing
+    from lrsweep.store.places import cannot_write, nearest_existing
     folder = nearest_existing(folder)
     if not folder.is_dir():
         raise typer.BadParameter(f"{what}: {folder} is a file, not a folder")
-    if not os.access(folder, os.W_OK):
-        raise typer.BadParameter(f"{what}: {folder} cannot be written (read-only or not yours)")
+    why = cannot_write(folder)
+    if why:
+        raise typer.BadParameter(f"{what}: {folder} cannot be written ({why})")
 
 
 def image_file(path: Path) -> Path:

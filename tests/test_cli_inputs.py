@@ -33,6 +33,10 @@ def one_line(proc, message):
     (("export", "other", "--csv", "."), "--csv .: a folder is there; give a file name"),
     (("export", "other", "--csv", "a-file/curves.csv"), "a-file is a file, not a folder"),
     (("report", "other", "--out", "a-file/report"), "a-file is a file, not a folder"),
+    # Not writable even by root: the check writes there, it does not read permission bits.
+    (("export", "other", "--csv", "/sys/curves.csv"), "--csv /sys/curves.csv: /sys cannot be "
+                                                      "written ("),
+    (("report", "other", "--out", "/sys/lrsweep"), "--out /sys/lrsweep: /sys cannot be written"),
     (("schedules", "--out", "shapes.txt"), "--out shapes.txt: give a file ending in one of"),
     (("schedules", "--out", "."), "--out .: a folder is there"),
     (("bench", "--packs", "1", "--out", "."), "--out .: a folder is there"),

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -317,25 +318,27 @@ READ = ("from lrsweep.store import storage; "
         "print(len(storage.load_study('s', 'sqlite:///{db}').trials))")
 
 
-def read_only(folder: Path) -> subprocess.CompletedProcess:
-    """Read the store in `folder` as if the folder were on read-only media: chmod'ed when not
-    root; as root (whom chmod does not stop), in a private mount namespace where the folder
-    is bound read-only. Skips where neither can be had."""
-    code = READ.format(db=folder / "s.db")
+def read_only(folder: Path, args: list[str] | None = None) -> subprocess.CompletedProcess:
+    """Run python `args` (default: read the store in `folder`) in `folder` as if the folder
+    were on read-only media: chmod'ed when not root; as root (whom chmod does not stop), in a
+    private mount namespace where the folder is bound read-only. Skips where neither can be
+    had."""
+    args = args or ["-c", READ.format(db=folder / "s.db")]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     if os.geteuid() != 0:
         for path in folder.iterdir():
             path.chmod(0o444)
         folder.chmod(0o555)
         try:
-            return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                                  text=True, timeout=120)
+            return subprocess.run([sys.executable, *args], env=env, capture_output=True,
+                                  text=True, timeout=120, cwd=folder)
         finally:
             folder.chmod(0o755)
     if shutil.which("unshare") is None:
         pytest.skip("running as root without unshare: no way to make a folder read-only")
     script = (f"mount --bind {folder} {folder} && mount -o remount,bind,ro {folder} && "
-              f"! touch {folder}/probe 2>/dev/null && exec {sys.executable} -c \"{code}\"")
+              f"! touch {folder}/probe 2>/dev/null && cd {folder} && "
+              f"exec {shlex.join([sys.executable, *args])}")
     proc = subprocess.run(["unshare", "--mount", "sh", "-c", script], env=env,
                           capture_output=True, text=True, timeout=120)
     if "unshare failed" in proc.stderr or "mount:" in proc.stderr or proc.returncode == 1 \
@@ -353,6 +356,21 @@ def test_a_store_on_read_only_media_is_read(tmp_path, keep_wal):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ("2" if keep_wal else "1")
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (("report", "s"), "the report's folder results/s: {folder} cannot be written ("),
+    (("export", "s", "--trial", "0"), "the weights' file results/s/trial-0.pt: {folder} cannot "
+                                      "be written ("),
+], ids=["report", "export"])
+def test_a_command_in_a_read_only_folder_says_so_before_it_reads(tmp_path, args, message):
+    # The default output folder (results/ in the working folder), checked as --out is.
+    folder = tmp_path / "media"
+    make_store(folder)
+    proc = read_only(folder, ["-m", "lrsweep", *args, "--storage", f"sqlite:///{folder}/s.db"])
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message.format(folder=folder) in lines[0], proc.stderr
 
 
 def read_in_a_process(folder: Path) -> str:

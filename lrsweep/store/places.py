@@ -56,11 +56,20 @@ def check_folders(url: str) -> None:
         where = f"LRSWEEP_{kind.upper()}={given}" if given else f"the store's {kind} folder"
         if not above.is_dir():
             raise StorageError(f"{where}: {above} is a file, not a folder")
-        try:  # a folder made and removed: permissions, a read-only file system, quotas
-            tempfile.TemporaryDirectory(dir=above, prefix=".lrsweep-check-").cleanup()
-        except OSError as error:
-            raise StorageError(f"{where}: cannot write in {above} "
-                               f"({error.strerror or error})") from None
+        why = cannot_write(above)
+        if why:
+            raise StorageError(f"{where}: cannot write in {above} ({why})")
+
+
+def cannot_write(folder: Path) -> str | None:
+    """Why this process cannot write in an existing `folder` (the system's words), or None.
+    Found by making and removing a folder there: permission bits do not tell (root passes
+    them), a read-only file system or a quota does."""
+    try:
+        tempfile.TemporaryDirectory(dir=folder, prefix=".lrsweep-check-").cleanup()
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
 
 
 def _in_memory(url: str) -> bool:
