@@ -210,6 +210,8 @@ def bench(device: str = opt.Device, data_dir: Optional[str] = opt.DataDir,
     sizes = opt.pack_sizes(packs)
     if out_file is not None:
         opt.output_file(out_file, "--out")
+    else:  # checked before minutes of measuring, as --out is
+        opt.output_folder(bench_mod.RECORDS, "the records' folder")
     dev = resolve_device(device)
     if subset is None:
         subset = 0 if dev.type == "cuda" else 10_000

@@ -359,15 +359,18 @@ def test_a_store_on_read_only_media_is_read(tmp_path, keep_wal):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("report", "s"), "the report's folder results/s: {folder} cannot be written ("),
-    (("export", "s", "--trial", "0"), "the weights' file results/s/trial-0.pt: {folder} cannot "
-                                      "be written ("),
-], ids=["report", "export"])
+    (("report", "s", "--storage"), "the report's folder results/s: {folder} cannot be written ("),
+    (("export", "s", "--trial", "0", "--storage"),
+     "the weights' file results/s/trial-0.pt: {folder} cannot be written ("),
+    (("bench", "--packs", "1", "--data-dir"),
+     "the records' folder results/benchmarks: {folder} cannot be written ("),
+], ids=["report", "export", "bench"])
 def test_a_command_in_a_read_only_folder_says_so_before_it_reads(tmp_path, args, message):
     # The default output folder (results/ in the working folder), checked as --out is.
     folder = tmp_path / "media"
     make_store(folder)
-    proc = read_only(folder, ["-m", "lrsweep", *args, "--storage", f"sqlite:///{folder}/s.db"])
+    last = f"sqlite:///{folder}/s.db" if args[-1] == "--storage" else str(folder)  # no data
+    proc = read_only(folder, ["-m", "lrsweep", *args, last])
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message.format(folder=folder) in lines[0], proc.stderr

@@ -29,6 +29,7 @@ from lrsweep.train.precision import describe as describe_precision
 
 __all__ = ["run", "table", "save", "chapter_loop", "storage_cost", "resolve_device"]
 CHAPTER = "chapter loop (DataLoader, 4 workers)"
+RECORDS = Path("results/benchmarks")  # where a record goes without --out
 _SHOWN: dict = {}  # the warnings each row's pack raised and bench showed again: once a process
 
 
@@ -168,7 +169,7 @@ def save(record: dict[str, Any], out: Path | None, device_type: str) -> Path:
     """The JSON record, by default results/benchmarks/bench-{cpu,gpu}-DATE.json."""
     if out is None:
         slug = "gpu" if device_type == "cuda" else "cpu"
-        out = Path("results/benchmarks") / f"bench-{slug}-{datetime.date.today()}.json"
+        out = RECORDS / f"bench-{slug}-{datetime.date.today()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     return out
