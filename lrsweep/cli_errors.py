@@ -7,9 +7,11 @@ Exit codes: 0 success, 2 bad input (one line saying what and where), 1 failure, 
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
+import unicodedata
 from typing import Any, Callable
 
 import typer
@@ -19,9 +21,20 @@ err = Console(stderr=True, highlight=False)
 
 
 def say(line: str) -> None:
-    """One line on stderr, as it is (no markup), with any password in a URL hidden."""
+    """One line on stderr, as it is (no markup), with any password in a URL hidden and any
+    character that would break or reorder the line (a newline in a --set value or a path, a
+    bidirectional override) shown as its escape."""
     from lrsweep.store.places import hide_passwords  # Optuna's world: only when there is a line
-    err.print(hide_passwords(line), markup=False, soft_wrap=True)
+    err.print(hide_passwords(one_line(line)), markup=False, soft_wrap=True)
+
+
+def one_line(text: str) -> str:
+    """`text` with control, format and line-separating characters escaped as Python writes
+    them (`\\n`, `\\u2028`)."""
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) in _BREAKING else c for c in text)
+
+
+_BREAKING = {"Cc", "Cf", "Zl", "Zp"}
 
 
 def handle_errors(trains: bool = False) -> Callable[[Callable], Callable]:
@@ -48,6 +61,12 @@ def handle_errors(trains: bool = False) -> Callable[[Callable], Callable]:
 def _fail(exc: Exception, storage: str | None) -> None:
     if is_bad_input(exc):
         say(f"lrsweep: error: {exc}")
+        raise typer.Exit(2)
+    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:  # a path the user gave
+        name = str(exc.filename)
+        shown = name if len(name) <= 120 else f"{name[:60]}…{name[-50:]}"
+        say(f"lrsweep: error: {shown}: a name longer than the file system takes (255 bytes a "
+            "name, 4096 a path)")
         raise typer.Exit(2)
     if os.environ.get("LRSWEEP_DEBUG"):
         raise exc

@@ -166,6 +166,9 @@ def pack_sizes(packs: str | None) -> list[int] | None:
         sizes = []
     if not sizes or min(sizes) < 1:
         raise typer.BadParameter(f"--packs {packs!r}: give whole numbers ≥ 1 separated by commas")
+    twice = sorted({k for k in sizes if sizes.count(k) > 1})
+    if twice:  # each would be timed twice and recorded as two rows of one configuration
+        raise typer.BadParameter(f"--packs {packs!r}: {', '.join(map(str, twice))} given twice")
     return sizes
 
 

@@ -45,6 +45,11 @@ def one_line(proc, message):
     (("rerun", "other", "--name", ""), "--name '': empty"),
     (("rerun", "other", "--name", "other"), "--name 'other': the study re-run"),
     (("ls", "--storage", ""), "an empty storage URL"),
+    (("ls", "--storage", "postgresql://localhost:abc/test"), "the port, after the host's ':', "
+                                                             "must be a number"),
+    (("bench", "--packs", "1,8,1"), "--packs '1,8,1': 1 given twice"),
+    (("report", "other", "--out", "r" * 300), "a name longer than the file system takes"),
+    (("export", "other", "--csv", "c" * 5000 + ".csv"), "a name longer than the file system"),
     (("export", "other", "--trial", "-1"), "lrsweep export: error: Invalid value for '--trial'"),
     (("show", "other", "--colour"), "lrsweep show: error: No such option: --colour"),
     (("nosuch",), "lrsweep: error: No such command 'nosuch'"),
@@ -91,6 +96,31 @@ def test_an_in_memory_store_is_refused_before_anything_trains(lrsweep_cli, tmp_p
     one_line(lrsweep_cli("run", "s.toml", "--storage", url),
              f"storage {url}: an in-memory database ends with the run")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
+
+
+def test_the_studys_own_checkpoint_folder_is_checked_before_the_store_is_made(
+        lrsweep_cli, tmp_path, monkeypatch):
+    # Checkpoints go in a folder of the study's own, which another user of a shared folder
+    # may have made: here a file stands in its place (as root, nothing else is unwritable).
+    (tmp_path / "shared" / "leases").mkdir(parents=True)
+    (tmp_path / "shared" / "leases" / "other").write_text("")
+    (tmp_path / "shared" / "own").write_text("not a folder")
+    (tmp_path / "s.toml").write_text(study_toml("own"))
+    monkeypatch.setenv("LRSWEEP_CHECKPOINTS", "shared")
+    one_line(lrsweep_cli("run", "s.toml", "--storage", "sqlite:///store.db"),
+             "LRSWEEP_CHECKPOINTS=shared: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml", "shared"]
+
+
+@pytest.mark.parametrize("args", [("run", "s.toml", "--set", "study.name=a\nb"),
+                                  ("run", "s\u2028.toml"),
+                                  ("run", "s.toml", "--set", "study.name=a\u202eb")])
+def test_an_error_that_quotes_a_line_break_stays_one_line(lrsweep_cli, tmp_path, args):
+    # A value echoed in an error (a --set value, a path, a name) has its breaks escaped.
+    (tmp_path / "s.toml").write_text(study_toml("one"))
+    proc = lrsweep_cli(*args, "--storage", "sqlite:///store.db")
+    one_line(proc, "\\n" if "\n" in "".join(args) else "\\u")
+    assert not (tmp_path / "store.db").exists()
 
 
 def test_a_bad_lease_setting_does_not_stop_commands_that_do_not_run_a_study(

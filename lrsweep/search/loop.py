@@ -65,7 +65,7 @@ def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
     where = devices.resolve_device(device)
     devices.check_environment()  # a bad LRSWEEP_* setting fails here, before anything is written
     check_lease_settings()
-    check_folders(storage)
+    check_folders(storage, spec.study.name)
     if pack is not None and pack < 1:
         raise SpecError(f"--pack {pack}: a pack holds at least one trial")
     progress = progress or Progress()

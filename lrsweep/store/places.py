@@ -10,6 +10,7 @@ from pathlib import Path
 
 import sqlalchemy
 
+from lrsweep.names import folder_name
 from lrsweep.store.storage import StorageError
 
 _PASSWORD_IN_URL = re.compile(r"(\b[a-z][\w+.-]*://[^\s:/@]*:)[^\s@/]+@", re.IGNORECASE)
@@ -36,7 +37,7 @@ def folder_beside(url: str, kind: str) -> Path:
     return Path("results") / kind
 
 
-def check_folders(url: str) -> None:
+def check_folders(url: str, study: str | None = None) -> None:
     """Refuse, before a study is run, a store that cannot keep its trials (an in-memory
     database, gone when the run ends) and a checkpoint or artifact folder that cannot be one:
     a file where it, or a folder above it, would be, or a place this process cannot write (a
@@ -51,7 +52,10 @@ def check_folders(url: str) -> None:
             Path(url.removeprefix("sqlite:///")).parent).is_dir():
         return
     for kind in ("checkpoints", "artifacts"):
-        above = nearest_existing(folder_beside(url, kind))
+        # Checkpoints go in a folder of the study's own, which may be there already (made by
+        # another user of a shared LRSWEEP_CHECKPOINTS, or left read-only).
+        own = folder_name(study) if study is not None and kind == "checkpoints" else ""
+        above = nearest_existing(folder_beside(url, kind) / own)
         given = os.environ.get(f"LRSWEEP_{kind.upper()}")
         where = f"LRSWEEP_{kind.upper()}={given}" if given else f"the store's {kind} folder"
         if not above.is_dir():
@@ -76,8 +80,8 @@ def _in_memory(url: str) -> bool:
     """An SQLite URL without a file: `sqlite://`, `sqlite+pysqlite://`, `sqlite:///:memory:`."""
     try:
         parsed = sqlalchemy.engine.make_url(url)
-    except sqlalchemy.exc.ArgumentError:
-        return False  # not a URL: `storage.check_url` names what it should be
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return False  # not a URL (or a port that is no number): `storage.check_url` says so
     return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
 
 

@@ -209,6 +209,13 @@ def check_url(url: str) -> None:
             raise StorageError(f"storage {url}: did you mean sqlite://{rest}?")
         raise StorageError(f"storage {url}: did you mean sqlite:///{rest}? (three slashes "
                            "before a relative path, four before an absolute one)")
+    try:
+        sqlalchemy.engine.make_url(url)
+    except ValueError:  # the one thing make_url does not wrap: a port that is no number
+        raise StorageError(f"storage {url}: the port, after the host's ':', must be a number "
+                           "(postgresql://USER@HOST:5432/DATABASE)") from None
+    except sqlalchemy.exc.ArgumentError:
+        pass  # the driver's own words come when the store is opened
     if url.startswith("sqlite:///"):
         _check_sqlite_path(url)
 
