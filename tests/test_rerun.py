@@ -21,7 +21,12 @@ SEARCH = study_toml("search", sampler="random", trials=5, epochs=4,
 
 @pytest.fixture
 def searched(tmp_path):
-    url = f"sqlite:///{tmp_path / 's.db'}"
+    return search_study(f"sqlite:///{tmp_path / 's.db'}")
+
+
+def search_study(url: str, file_of=lambda value: None) -> str:
+    """A study like a search's: four trials; `file_of(value)`, the identity of the study
+    file each trial was told under (None: unrecorded, as before it was)."""
     study = optuna.create_study(study_name="search", storage=url, direction="maximize")
     study.set_user_attr("study_file", SEARCH)
     dists = {"scheduler": CategoricalDistribution(["constant", "poly"]),
@@ -39,9 +44,11 @@ def searched(tmp_path):
          TrialState.PRUNED, 3),  # pruned: not a finished configuration, but its seed trained
     ]:
         used = {k: dists[k] for k in params}
+        told = file_of(value)
         study.add_trial(create_trial(state=state, params=params, distributions=used,
                                      value=value if state == TrialState.COMPLETE else None,
-                                     user_attrs={"seed": seed}))
+                                     user_attrs={"seed": seed}, system_attrs={} if told is None
+                                     else {spec.STUDY_FILE_ATTR: told}))
     return url
 
 
@@ -66,6 +73,22 @@ def test_top_larger_than_the_study_keeps_what_there_is(searched):
     parsed = spec.parse(rerun.best_study_file("search", searched, top=10, seeds=1,
                                               new_name="again"), source="written")
     assert parsed.study.name == "again" and len(parsed.runs) == 3
+
+
+def test_trials_told_under_an_earlier_study_file_are_not_ranked(tmp_path):
+    # After --allow-changed: the best trial trained under another file (fewer epochs, say), so
+    # the [train] written (the current file's) would not re-run it.
+    current = spec.parse(SEARCH, source="s").identity
+    url = search_study(f"sqlite:///{tmp_path / 'a.db'}",
+                       lambda value: "an-older-file" if value == 0.88 else current)
+    text = rerun.best_study_file("search", url, top=1, seeds=1)
+    assert "# 1 trial(s) told under an earlier study file of search" in text
+    (best,) = spec.parse(text, source="written").runs
+    assert dict(best.values)["scheduler"] == "constant" and dict(best.values)["base_lr"] == 0.1
+    older = search_study(f"sqlite:///{tmp_path / 'b.db'}", lambda value: "an-older-file")
+    with pytest.raises(StorageError, match="every finished trial trained under an earlier "
+                                           "study file"):
+        rerun.best_study_file("search", older)
 
 
 def test_a_study_without_complete_trials_is_refused(tmp_path):

@@ -499,3 +499,26 @@ def test_a_trial_that_found_every_grid_point_taken_is_the_surplus_not_one_holdin
     states = {t.number: t.state for t in first.get_trials()}
     assert states == {0: TrialState.COMPLETE, 1: TrialState.FAIL, 2: TrialState.RUNNING}
     assert trial_b.suggest_categorical("seed", [0, 1]) == 1  # the last point, once
+
+
+def test_allow_changed_keeps_every_study_file_and_says_which_trials_trained_under_which(
+        tmp_path, fashion_dir):
+    # Two edits: the store had kept only the file before the last one, so the first file's
+    # trials said nothing of how they trained, and reports and rerun took them for the last.
+    from lrsweep.report import render, rerun
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    files = [spec.parse(study_toml("hist", scheduler='"constant"', sampler="random",
+                                   epochs=epochs, trials=trials), source="h.toml")
+             for epochs, trials in ((2, 1), (3, 2), (4, 3))]
+    for file in files:
+        loop.run(file, storage=url, device="cpu", allow_changed=True, data_dir=str(fashion_dir))
+    study = optuna.load_study(study_name="hist", storage=url)
+    assert set(study.user_attrs["study_files"]) == {f.identity for f in files}
+    assert [f"{t.number}:{t.system_attrs[spec.STUDY_FILE_ATTR]}" for t in study.trials] == [
+        f"{n}:{f.identity}" for n, f in enumerate(files)]
+    assert [len(trial_curves(t)["val_acc"]) for t in study.trials] == [2, 3, 4]
+    text = render.write_report("hist", url, tmp_path / "out").markdown.read_text()
+    assert ("4 epochs per trial" in text and "**The study file was changed during the study** "
+            "(`--allow-changed`): 2 trial(s) (#0, #1) were trained under an earlier one") in text
+    assert "# 2 trial(s) told under an earlier study file of hist" in rerun.best_study_file(
+        "hist", url)

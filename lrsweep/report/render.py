@@ -110,7 +110,7 @@ def _sections(name, url, study, study_spec, trials, configs, metric) -> list[Sec
                  f"{study_spec.study.pruner}")
     what = Section("What was studied", [
         study_spec.study.description if study_spec and study_spec.study.description else "",
-        f"Scale: {scale}.",
+        f"Scale: {scale}." + _changed_file(first, study_spec),
         f"Trials: {status}. Outcomes: " + _outcomes_line(trials) + ".",
         f"Hardware: {device}" + (f", {arithmetic}" if arithmetic else "") + ". Versions: "
         + ", ".join(f"{k} {v}" for k, v in versions.items())
@@ -129,6 +129,20 @@ def _sections(name, url, study, study_spec, trials, configs, metric) -> list[Sec
     best = best.dropna(axis=1, how="all")  # e.g. the SGLD columns of an SGD study
     top = Section("Best trials", [], best)
     return [what, answer, table, top]
+
+
+def _changed_file(trials: list, study_spec: spec_mod.StudySpec | None) -> str:
+    """A sentence for a study continued with --allow-changed: which finished trials were told
+    under an earlier study file than the one this report describes."""
+    earlier = [t.number for t in trials if study_spec is not None
+               and t.system_attrs.get(spec_mod.STUDY_FILE_ATTR) not in (None, study_spec.identity)]
+    if not earlier:
+        return ""
+    shown = ", ".join(f"#{n}" for n in earlier[:10]) + (", …" if len(earlier) > 10 else "")
+    return (f" **The study file was changed during the study** (`--allow-changed`): "
+            f"{len(earlier)} trial(s) ({shown}) were trained under an earlier one, not at this "
+            "scale, and the command below does not reproduce them (every file is stored with "
+            "the study, user attribute `study_files`).")
 
 
 def _study_file_text(study_spec: spec_mod.StudySpec | None) -> str | None:

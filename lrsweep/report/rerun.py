@@ -46,11 +46,7 @@ def best_study_file(name: str, url: str, *, top: int = 3, seeds: int = 5,
                            "file)")
     trials = trials_frame(name, url, study=study)
     metric = source.study.metric
-    # Diverged seeds count, as in the reports: a configuration that diverged on some seeds
-    # must not rank on the one that survived. Pruned trials did not finish: left out.
-    done = finished(trials) if len(trials) else trials
-    if done.empty:
-        raise StorageError(f"study {name!r} in {url} has no finished trial to re-run yet")
+    done, earlier = _rankable(study, trials, source, f"study {name!r} in {url}")
     # Ranked by the stored objective, Optuna's value: what the search itself compared.
     ranked = config_table(done, ["value"], higher_is_better=not lower_is_better(metric))
     runs = _runs(ranked.head(top), config_columns(done), source, metric, name)
@@ -63,6 +59,8 @@ def best_study_file(name: str, url: str, *, top: int = 3, seeds: int = 5,
         f"# written by `lrsweep rerun {name} --top {top} --seeds {seeds}`; none of these seeds",
         f"# trained in {name}: the seed a configuration won on would flatter it.",
         f"#   lrsweep run THIS_FILE && lrsweep report {new_name}",
+        *([f"# {earlier} trial(s) told under an earlier study file of {name} (changed "
+           "with --allow-changed) are not ranked: they trained otherwise."] if earlier else []),
         "",
         "[study]",
         f"name = {json.dumps(new_name)}",
@@ -82,6 +80,24 @@ def best_study_file(name: str, url: str, *, top: int = 3, seeds: int = 5,
     text = "\n".join(lines) + "\n"
     spec_mod.parse(text, source="rerun")  # what is written must be a valid study file
     return text
+
+
+def _rankable(study: Any, trials: Any, source: spec_mod.StudySpec, where: str
+              ) -> tuple[Any, int]:
+    """The finished trials to rank, and how many finished ones are left out: those told
+    under an earlier study file (--allow-changed), which trained otherwise than the [train]
+    written. Diverged seeds count, as in the reports: a configuration that diverged on some
+    seeds must not rank on the one that survived. Pruned trials did not finish."""
+    done = finished(trials) if len(trials) else trials
+    if done.empty:
+        raise StorageError(f"{where} has no finished trial to re-run yet")
+    earlier = {t.number for t in study.get_trials(deepcopy=False)
+               if t.system_attrs.get(spec_mod.STUDY_FILE_ATTR) not in (None, source.identity)}
+    left_out = done["trial"].isin(earlier)
+    if left_out.all():
+        raise StorageError(f"{where}: every finished trial trained under an earlier study file "
+                           "(--allow-changed); none to re-run with its current one")
+    return done[~left_out], int(left_out.sum())
 
 
 def _check_new_name(new_name: str | None, name: str) -> None:

@@ -22,6 +22,9 @@ from lrsweep.store.storage import StorageError, load_study
 from lrsweep.train.device import torch_version
 
 
+STUDY_FILES_ATTR = "study_files"  # {identity: {"text": …, "overrides": […]}}
+
+
 def load_stored_spec(name: str, storage: str) -> StudySpec:
     """The study file a stored study was started from."""
     study = load_study(name, storage)
@@ -98,6 +101,7 @@ def _check_same_spec(study: optuna.Study, spec: StudySpec, url: str, allow_chang
     if changes:
         _check_continuable(study, spec, url)
         study.set_user_attr("study_file_previous", stored_text)
+        _remember(study, stored)  # a study stored before files were remembered
     _store_spec(study, spec)  # a new total or new comments are no change of study
 
 
@@ -149,6 +153,16 @@ def _store_spec(study: optuna.Study, spec: StudySpec) -> None:
     study.set_user_attr("study_file_sha256", spec.sha256)
     study.set_user_attr("study_file_source", spec.source)
     study.set_user_attr("study_overrides", list(spec.overrides))
+    _remember(study, spec)
+
+
+def _remember(study: optuna.Study, spec: StudySpec) -> None:
+    """Every study file the study has run under, by identity (`STUDY_FILE_ATTR` names each
+    trial's): after --allow-changed, the trials told before still say what they trained."""
+    files = dict(study.user_attrs.get(STUDY_FILES_ATTR, {}))
+    if spec.identity not in files:
+        files[spec.identity] = {"text": spec.text, "overrides": list(spec.overrides)}
+        study.set_user_attr(STUDY_FILES_ATTR, files)
 
 
 def _differences(old: StudySpec, new: StudySpec) -> list[str]:

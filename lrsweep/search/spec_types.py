@@ -41,6 +41,9 @@ MAX_SAMPLER_SEED = 2**31 - 1
 MAX_RATE = 1e38
 RATE_KEYS = ("base_lr", "warmup_begin_lr", "final_lr", "stop_factor_lr")  # values that are rates
 RUN_KEY = "run"  # the label of a [[run]] table, a parameter of each of its trials
+# A finished trial's system attribute: the identity (StudySpec.identity) of the study file it
+# was told under. A study continued with --allow-changed holds trials of several files.
+STUDY_FILE_ATTR = "lrsweep_study_file"
 BOOK_METRICS = ("train_loss", "train_acc", "test_acc")  # what the chapter prints
 GENERIC_DEFAULTS = {"base_lr": 0.1, "warmup_steps": 0, "warmup_begin_lr": 0.0, "lag": 0,
                     "optimizer": "sgd"}
@@ -203,6 +206,12 @@ class StudySpec:
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.text.encode()).hexdigest()
+
+    @property
+    def identity(self) -> str:
+        """What makes two study files the same study file (its overrides applied): their
+        parsed content, but for comments, layout and the total of trials."""
+        return hashlib.sha256(self.canonical(ignore_trials=True).encode()).hexdigest()[:16]
 
     def canonical(self, *, ignore_trials: bool = False) -> str:
         """The parsed content as JSON: equal for files that differ only in layout or comments."""
