@@ -27,10 +27,11 @@ _SAFE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 _FOLDER_PREFIX = 60  # characters of the name kept in front of the hash of an unsafe one
 
 
-def problem(name: str) -> str | None:
-    """Why `name` cannot name a new study (one phrase), or None when it can."""
-    if len(name) > MAX_LENGTH:
-        return f"{len(name)} characters; at most {MAX_LENGTH}"
+def problem(name: str, limit: int = MAX_LENGTH) -> str | None:
+    """Why `name` cannot name a new study (one phrase), or None when it can; with `limit`,
+    for other names the same characters are refused (a [[run]]'s label)."""
+    if len(name) > limit:
+        return f"{len(name)} characters; at most {limit}"
     for char in name:
         if unicodedata.category(char) in _REFUSED:
             code = f"U+{ord(char):04X}"

@@ -91,6 +91,13 @@ def test_trials_told_under_an_earlier_study_file_are_not_ranked(tmp_path):
         rerun.best_study_file("search", older)
 
 
+def test_a_name_with_no_room_for_best_asks_for_one_before_reading_the_store(tmp_path):
+    with pytest.raises(spec.SpecError, match=r"the re-run's name 's{125}-best': 130 "
+                                             "characters; at most 128; give it one with --name"):
+        rerun.best_study_file("s" * 125, f"sqlite:///{tmp_path / 'absent.db'}")
+    assert not (tmp_path / "absent.db").exists()
+
+
 def test_a_study_without_complete_trials_is_refused(tmp_path):
     url = f"sqlite:///{tmp_path / 'e.db'}"
     optuna.create_study(study_name="empty", storage=url).set_user_attr("study_file", SEARCH)

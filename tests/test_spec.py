@@ -614,7 +614,7 @@ def test_runs_change_the_canonical_form():
     ('label = "b"\n', "", "[[run]] #2 label: a non-empty string is required"),
     ('label = "b"', 'label = "b\\nc"', "[[run]] #2 label: holds U+000A (a control character)"),
     ('label = "b"', 'label = "b\\u200bc"', "label: holds U+200B (zero width space)"),
-    ('label = "b"', f'label = "{"b" * 129}"', "label: 129 characters; at most 128"),
+    ('label = "b"', f'label = "{"b" * 257}"', "label: 257 characters; at most 256"),
     ('lag = 1', 'lag = 1\nexponent = 2.0', "[[run]] 'b' exponent: scheduler 'cosine' does not take it"),
     ('lag = 1', 'lag = 1\nseed = 3', "[[run]] 'b' seed: seeds are shared by every run"),
     ('lag = 1', 'lag = 1\nbase_rl = 3', "unknown key 'base_rl'; did you mean 'base_lr'?"),

@@ -103,7 +103,11 @@ def _rankable(study: Any, trials: Any, source: spec_mod.StudySpec, where: str
 def _check_new_name(new_name: str | None, name: str) -> None:
     """--name: a name a new study may have, and not the study re-run (its stored file would
     then differ from the one written, and running it would be refused only later)."""
-    if new_name is None:
+    if new_name is None:  # NAME-best: a name of 124 characters or more has no room for it
+        why = study_names.problem(f"{name}-best")
+        if why:
+            raise spec_mod.SpecError(f"the re-run's name {name + '-best'!r}: {why}; give it "
+                                     "one with --name")
         return
     why = ("empty" if not new_name.strip() else
            "the study re-run; give the new study another name" if new_name == name else

@@ -14,6 +14,10 @@ from lrsweep.search.spec_types import (BOOK_METRICS, GENERIC_DEFAULTS, GENERIC_K
                                        SCHEDULE_KEYS, Choice, Dimension, Fixed, Range, Run,
                                        SpecError, TrainSettings)
 
+# Twice a study name's: `rerun` labels its runs "#N " and the configuration (a source run's
+# label included), which must fit.
+MAX_LABEL = 2 * names.MAX_LENGTH
+
 
 def read_runs(tables: Any, space: dict, train: TrainSettings, source: str
           ) -> tuple[tuple[tuple[str, Dimension], ...], tuple[Run, ...]]:
@@ -36,8 +40,9 @@ def read_runs(tables: Any, space: dict, train: TrainSettings, source: str
         label = table.get("label")
         if not isinstance(label, str) or not label.strip():
             raise SpecError(f"{where} label: a non-empty string is required")
-        if names.problem(label):  # it goes on progress lines and into reports, as names do
-            raise SpecError(f"{where} label: {names.problem(label)}")
+        why = names.problem(label, MAX_LABEL)  # on progress lines and in reports, as names
+        if why:
+            raise SpecError(f"{where} label: {why}")
         where = f"{source}: [[run]] {label!r}"
         if any(r.label == label.strip() for r in runs):
             raise SpecError(f"{where}: two runs have this label")
