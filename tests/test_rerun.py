@@ -85,6 +85,12 @@ def test_trials_told_under_an_earlier_study_file_are_not_ranked(tmp_path):
     assert "# 1 trial(s) told under an earlier study file of search" in text
     (best,) = spec.parse(text, source="written").runs
     assert dict(best.values)["scheduler"] == "constant" and dict(best.values)["base_lr"] == 0.1
+    # A file that differs in a comment only trains alike: its trials are ranked.
+    commented = spec.parse(SEARCH + "# a comment\n", source="s")
+    url = search_study(f"sqlite:///{tmp_path / 'c.db'}", lambda value: commented.identity)
+    optuna.load_study(study_name="search", storage=url).set_user_attr(spec.STUDY_FILES_ATTR, {
+        commented.identity: {"text": commented.text, "overrides": []}})
+    assert "earlier study file" not in rerun.best_study_file("search", url, top=1, seeds=1)
     older = search_study(f"sqlite:///{tmp_path / 'b.db'}", lambda value: "an-older-file")
     with pytest.raises(StorageError, match="every finished trial trained under an earlier "
                                            "study file"):

@@ -11,6 +11,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from lrsweep.search import spec as spec_mod
 from lrsweep.store.records import CURVES, trial_curves
 from lrsweep.store.storage import load_study, open_storage, study_names
 
@@ -71,6 +72,37 @@ def trials_frame(name: str, url: str, *, study: optuna.Study | None = None) -> p
 
 TRIAL_COLUMNS = ("trial", "state", "outcome", "value", "seed", *FINAL_CURVES, "val_acc_curve",
                  "classes", "epochs", "seconds")
+
+
+def told_under_earlier_files(study: optuna.Study, current: spec_mod.StudySpec) -> set[int]:
+    """The numbers of the trials told under a study file that trains otherwise than `current`
+    (a study continued with --allow-changed): each trial's file, from the study's stored
+    files, parsed now and compared with `current` as parsed now, so that comments, the trial
+    total and a newer lrsweep's defaults make no difference. A trial told before files were
+    recorded counts as the current file's."""
+    files = study.user_attrs.get(spec_mod.STUDY_FILES_ATTR, {})
+    same = {current.identity: True}
+    earlier = set()
+    for trial in study.get_trials(deepcopy=False):
+        told = trial.system_attrs.get(spec_mod.STUDY_FILE_ATTR)
+        if told is None:
+            continue
+        if told not in same:
+            same[told] = _trains_alike(files.get(told), current)
+        if not same[told]:
+            earlier.add(trial.number)
+    return earlier
+
+
+def _trains_alike(stored: dict | None, current: spec_mod.StudySpec) -> bool:
+    if stored is None:
+        return False
+    try:
+        parsed = spec_mod.parse(stored["text"], overrides=stored.get("overrides", ()),
+                                bounds="none")
+    except spec_mod.SpecError:  # a file this version no longer reads: not the current one
+        return False
+    return parsed.canonical(ignore_trials=True) == current.canonical(ignore_trials=True)
 
 
 def curves_frame(name: str, url: str, *, study: optuna.Study | None = None) -> pd.DataFrame:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
 import pandas as pd
 
 from lrsweep.names import folder_name
@@ -21,7 +22,7 @@ from lrsweep.report.outcome_counts import count_outcomes, failed_text, failed_wo
 from lrsweep.report.figures import carry_forward, mean_band, plotting
 from lrsweep.report.paired import paired
 from lrsweep.report.sections import Section
-from lrsweep.report.read import curves_frame, trials_frame
+from lrsweep.report.read import curves_frame, told_under_earlier_files, trials_frame
 from lrsweep.report.stats import (config_columns, config_key, config_table, finished, format_ci,
                                   intervals_overlap, lower_is_better, metric_bounds)
 from lrsweep.store.places import hide_passwords
@@ -110,7 +111,7 @@ def _sections(name, url, study, study_spec, trials, configs, metric) -> list[Sec
                  f"{study_spec.study.pruner}")
     what = Section("What was studied", [
         study_spec.study.description if study_spec and study_spec.study.description else "",
-        f"Scale: {scale}." + _changed_file(first, study_spec),
+        f"Scale: {scale}." + _changed_file(study, study_spec),
         f"Trials: {status}. Outcomes: " + _outcomes_line(trials) + ".",
         f"Hardware: {device}" + (f", {arithmetic}" if arithmetic else "") + ". Versions: "
         + ", ".join(f"{k} {v}" for k, v in versions.items())
@@ -131,11 +132,10 @@ def _sections(name, url, study, study_spec, trials, configs, metric) -> list[Sec
     return [what, answer, table, top]
 
 
-def _changed_file(trials: list, study_spec: spec_mod.StudySpec | None) -> str:
+def _changed_file(study: optuna.Study, study_spec: spec_mod.StudySpec | None) -> str:
     """A sentence for a study continued with --allow-changed: which finished trials were told
     under an earlier study file than the one this report describes."""
-    earlier = [t.number for t in trials if study_spec is not None
-               and t.system_attrs.get(spec_mod.STUDY_FILE_ATTR) not in (None, study_spec.identity)]
+    earlier = sorted(told_under_earlier_files(study, study_spec)) if study_spec else []
     if not earlier:
         return ""
     shown = ", ".join(f"#{n}" for n in earlier[:10]) + (", …" if len(earlier) > 10 else "")

@@ -21,7 +21,7 @@ from typing import Any
 
 from lrsweep import names as study_names
 from lrsweep.search import spec as spec_mod
-from lrsweep.report.read import trials_frame
+from lrsweep.report.read import told_under_earlier_files, trials_frame
 from lrsweep.report.stats import config_columns, config_table, finished, lower_is_better
 from lrsweep.store.storage import StorageError, load_study
 
@@ -91,9 +91,7 @@ def _rankable(study: Any, trials: Any, source: spec_mod.StudySpec, where: str
     done = finished(trials) if len(trials) else trials
     if done.empty:
         raise StorageError(f"{where} has no finished trial to re-run yet")
-    earlier = {t.number for t in study.get_trials(deepcopy=False)
-               if t.system_attrs.get(spec_mod.STUDY_FILE_ATTR) not in (None, source.identity)}
-    left_out = done["trial"].isin(earlier)
+    left_out = done["trial"].isin(told_under_earlier_files(study, source))
     if left_out.all():
         raise StorageError(f"{where}: every finished trial trained under an earlier study file "
                            "(--allow-changed); none to re-run with its current one")

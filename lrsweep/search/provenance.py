@@ -17,12 +17,9 @@ from lrsweep import __version__
 from lrsweep.search import space
 from lrsweep.search import spec as spec_mod
 from lrsweep.search.pruning import make_pruner
-from lrsweep.search.spec import Choice, Fixed, SpecError, StudySpec
+from lrsweep.search.spec import STUDY_FILES_ATTR, Choice, Fixed, SpecError, StudySpec
 from lrsweep.store.storage import StorageError, load_study
 from lrsweep.train.device import torch_version
-
-
-STUDY_FILES_ATTR = "study_files"  # {identity: {"text": …, "overrides": […]}}
 
 
 def load_stored_spec(name: str, storage: str) -> StudySpec:
@@ -158,7 +155,8 @@ def _store_spec(study: optuna.Study, spec: StudySpec) -> None:
 
 def _remember(study: optuna.Study, spec: StudySpec) -> None:
     """Every study file the study has run under, by identity (`STUDY_FILE_ATTR` names each
-    trial's): after --allow-changed, the trials told before still say what they trained."""
+    trial's): after --allow-changed, the trials told before still say what they trained
+    (`report.read.told_under_earlier_files`)."""
     files = dict(study.user_attrs.get(STUDY_FILES_ATTR, {}))
     if spec.identity not in files:
         files[spec.identity] = {"text": spec.text, "overrides": list(spec.overrides)}

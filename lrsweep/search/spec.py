@@ -32,13 +32,15 @@ from lrsweep.search.spec_runs import read_runs
 # The study file's vocabulary, re-exported: the rest of lrsweep reads it from here.
 from lrsweep.search.spec_types import (AVERAGING_OPTIMIZERS, BOOK_METRICS, GENERIC_KEYS,
                                        INTEGER_KEYS, MAX_SEED, METRICS, NOT_SCHEDULE_KEYS,
-                                       RUN_KEY, SCHEDULE_KEYS, STUDY_FILE_ATTR, Choice,
+                                       RUN_KEY, SCHEDULE_KEYS, STUDY_FILE_ATTR, STUDY_FILES_ATTR,
+                                       Choice,
                                        Dimension, Fixed, Range, Run, SpecError, StudySettings,
                                        StudySpec, TrainSettings)
 
 __all__ = ["load", "parse", "from_stored", "AVERAGING_OPTIMIZERS", "BOOK_METRICS",
            "GENERIC_KEYS", "INTEGER_KEYS", "MAX_SEED", "METRICS", "NOT_SCHEDULE_KEYS", "RUN_KEY",
-           "SCHEDULE_KEYS", "STUDY_FILE_ATTR", "Choice", "Dimension", "Fixed", "Range", "Run",
+           "SCHEDULE_KEYS", "STUDY_FILE_ATTR", "STUDY_FILES_ATTR",
+           "Choice", "Dimension", "Fixed", "Range", "Run",
            "SpecError", "StudySettings", "StudySpec", "TrainSettings"]
 
 

@@ -42,8 +42,11 @@ MAX_RATE = 1e38
 RATE_KEYS = ("base_lr", "warmup_begin_lr", "final_lr", "stop_factor_lr")  # values that are rates
 RUN_KEY = "run"  # the label of a [[run]] table, a parameter of each of its trials
 # A finished trial's system attribute: the identity (StudySpec.identity) of the study file it
-# was told under. A study continued with --allow-changed holds trials of several files.
+# was told under; and the study's user attribute keeping every file it ran under, by identity:
+# {identity: {"text": …, "overrides": […]}}. A study continued with --allow-changed holds
+# trials of several files.
 STUDY_FILE_ATTR = "lrsweep_study_file"
+STUDY_FILES_ATTR = "study_files"
 BOOK_METRICS = ("train_loss", "train_acc", "test_acc")  # what the chapter prints
 GENERIC_DEFAULTS = {"base_lr": 0.1, "warmup_steps": 0, "warmup_begin_lr": 0.0, "lag": 0,
                     "optimizer": "sgd"}
@@ -209,9 +212,11 @@ class StudySpec:
 
     @property
     def identity(self) -> str:
-        """What makes two study files the same study file (its overrides applied): their
-        parsed content, but for comments, layout and the total of trials."""
-        return hashlib.sha256(self.canonical(ignore_trials=True).encode()).hexdigest()[:16]
+        """The file as written and overridden (its text and its --set overrides), which any
+        version of lrsweep reads the same; whether two files train alike is for their parsed
+        content to say (`canonical`), read by one version."""
+        key = "\n".join([self.text, *self.overrides])
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
 
     def canonical(self, *, ignore_trials: bool = False) -> str:
         """The parsed content as JSON: equal for files that differ only in layout or comments."""
