@@ -128,3 +128,15 @@ def test_a_seed_count_past_the_limit_is_one_line_and_writes_nothing(lrsweep_cli,
     [line] = proc.stderr.strip().splitlines()
     assert "--seeds 5000000000: at most 100,000" in line
     assert not (tmp_path / "studies").exists()
+
+
+def test_a_long_configuration_is_shortened_to_a_label_the_written_file_accepts():
+    # A search over many dimensions names a configuration past a label's limit; the rank
+    # in front keeps shortened labels apart.
+    labels = [rerun._label(rank, "base_lr=0.1, " * 40) for rank in (1, 2)]
+    assert [len(label) for label in labels] == [spec.MAX_LABEL] * 2
+    assert labels[0].startswith("#1 base_lr=0.1, ") and labels[0].endswith("…")
+    runs = "".join(f'[[run]]\nlabel = "{label}"\nscheduler = "constant"\n' for label in labels)
+    parsed = spec.parse(f'[study]\nname = "r"\nsampler = "grid"\n[space]\nseed = 0\n{runs}')
+    assert [run.label for run in parsed.runs] == labels
+    assert rerun._label(3, "constant") == "#3 constant"

@@ -127,10 +127,18 @@ def _runs(best: Any, columns: list[str], source: spec_mod.StudySpec, metric: str
         scheduler = values["scheduler"]
         chosen = {k: values[k] for k in source.keys_for(scheduler)
                   if k in values and k not in ("seed", spec_mod.RUN_KEY)}
-        label = f"#{rank} {row['config']}"  # what the search varied, as reports label it
+        label = _label(rank, row["config"])
         note = f"{metric} {row['value_mean']:.4f} over {int(row['value_n'])} trial(s) in {name}"
         runs.append((label, chosen, note))
     return runs
+
+
+def _label(rank: int, config: str) -> str:
+    """A run's label: its rank and what the search varied, as reports label it, shortened to
+    the labels' limit (a search over many dimensions); the rank keeps it unique."""
+    label = f"#{rank} {config}"
+    limit = spec_mod.MAX_LABEL
+    return label if len(label) <= limit else label[:limit - 1] + "…"
 
 
 def _fresh_seeds(trials: Any, n: int) -> list[int]:

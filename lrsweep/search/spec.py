@@ -31,17 +31,16 @@ from lrsweep.search.spec_checks import (check_bounds, only_keys, read_space, rea
 from lrsweep.search.spec_runs import read_runs
 # The study file's vocabulary, re-exported: the rest of lrsweep reads it from here.
 from lrsweep.search.spec_types import (AVERAGING_OPTIMIZERS, BOOK_METRICS, GENERIC_KEYS,
-                                       INTEGER_KEYS, MAX_SEED, METRICS, NOT_SCHEDULE_KEYS,
-                                       RUN_KEY, SCHEDULE_KEYS, STUDY_FILE_ATTR, STUDY_FILES_ATTR,
-                                       Choice,
-                                       Dimension, Fixed, Range, Run, SpecError, StudySettings,
-                                       StudySpec, TrainSettings)
+                                       INTEGER_KEYS, MAX_LABEL, MAX_SEED, METRICS,
+                                       NOT_SCHEDULE_KEYS, RUN_KEY, SCHEDULE_KEYS, STUDY_FILE_ATTR,
+                                       STUDY_FILES_ATTR, Choice, Dimension, Fixed, Range, Run,
+                                       SpecError, StudySettings, StudySpec, TrainSettings)
 
 __all__ = ["load", "parse", "from_stored", "AVERAGING_OPTIMIZERS", "BOOK_METRICS",
-           "GENERIC_KEYS", "INTEGER_KEYS", "MAX_SEED", "METRICS", "NOT_SCHEDULE_KEYS", "RUN_KEY",
-           "SCHEDULE_KEYS", "STUDY_FILE_ATTR", "STUDY_FILES_ATTR",
-           "Choice", "Dimension", "Fixed", "Range", "Run",
-           "SpecError", "StudySettings", "StudySpec", "TrainSettings"]
+           "GENERIC_KEYS", "INTEGER_KEYS", "MAX_LABEL", "MAX_SEED", "METRICS",
+           "NOT_SCHEDULE_KEYS", "RUN_KEY", "SCHEDULE_KEYS", "STUDY_FILE_ATTR", "STUDY_FILES_ATTR",
+           "Choice", "Dimension", "Fixed", "Range", "Run", "SpecError", "StudySettings",
+           "StudySpec", "TrainSettings"]
 
 
 def load(path: str | Path, overrides: Sequence[str] = ()) -> StudySpec:

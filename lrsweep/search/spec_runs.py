@@ -10,13 +10,9 @@ from typing import Any
 from lrsweep import names, schedules
 from lrsweep.search.spec_checks import (check_required, check_scheduler, check_warmup,
                                         dimension_of, fixed_value, only_keys)
-from lrsweep.search.spec_types import (BOOK_METRICS, GENERIC_DEFAULTS, GENERIC_KEYS, RUN_KEY,
-                                       SCHEDULE_KEYS, Choice, Dimension, Fixed, Range, Run,
-                                       SpecError, TrainSettings)
-
-# Twice a study name's: `rerun` labels its runs "#N " and the configuration (a source run's
-# label included), which must fit.
-MAX_LABEL = 2 * names.MAX_LENGTH
+from lrsweep.search.spec_types import (BOOK_METRICS, GENERIC_DEFAULTS, GENERIC_KEYS, MAX_LABEL,
+                                       RUN_KEY, SCHEDULE_KEYS, Choice, Dimension, Fixed, Range,
+                                       Run, SpecError, TrainSettings)
 
 
 def read_runs(tables: Any, space: dict, train: TrainSettings, source: str

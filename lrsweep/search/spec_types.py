@@ -41,6 +41,9 @@ MAX_SAMPLER_SEED = 2**31 - 1
 MAX_RATE = 1e38
 RATE_KEYS = ("base_lr", "warmup_begin_lr", "final_lr", "stop_factor_lr")  # values that are rates
 RUN_KEY = "run"  # the label of a [[run]] table, a parameter of each of its trials
+# A label's length: twice a study name's (names.MAX_LENGTH), so that `rerun`'s labels ("#N "
+# and the configuration, a source run's label included) fit.
+MAX_LABEL = 256
 # A finished trial's system attribute: the identity (StudySpec.identity) of the study file it
 # was told under; and the study's user attribute keeping every file it ran under, by identity:
 # {identity: {"text": …, "overrides": […]}}. A study continued with --allow-changed holds
