@@ -117,7 +117,7 @@ def show(name: str = typer.Argument(..., help="The study's name"),
     chosen = [c.strip() for c in (columns or "").split(",") if c.strip()]
     if columns is not None and not chosen:
         raise typer.BadParameter(f"--columns {columns!r}: name columns separated by commas")
-    twice = sorted({c for c in chosen if chosen.count(c) > 1})
+    twice = opt.given_twice(chosen)
     if twice:
         raise typer.BadParameter(f"--columns {columns!r}: {', '.join(twice)} named twice")
     if chosen and show_all:

@@ -166,10 +166,16 @@ def pack_sizes(packs: str | None) -> list[int] | None:
         sizes = []
     if not sizes or min(sizes) < 1:
         raise typer.BadParameter(f"--packs {packs!r}: give whole numbers ≥ 1 separated by commas")
-    twice = sorted({k for k in sizes if sizes.count(k) > 1})
+    twice = given_twice(sizes)
     if twice:  # each would be timed twice and recorded as two rows of one configuration
         raise typer.BadParameter(f"--packs {packs!r}: {', '.join(map(str, twice))} given twice")
     return sizes
+
+
+def given_twice(items: list) -> list:
+    """The items of a comma-separated option given more than once, sorted: a mistake, not a
+    request to repeat (--packs, show --columns)."""
+    return sorted({item for item in items if items.count(item) > 1})
 
 
 Subset = typer.Option(None, "--subset", min=0,

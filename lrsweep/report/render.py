@@ -111,7 +111,7 @@ def _sections(name, url, study, study_spec, trials, configs, metric) -> list[Sec
                  f"{study_spec.study.pruner}")
     what = Section("What was studied", [
         study_spec.study.description if study_spec and study_spec.study.description else "",
-        f"Scale: {scale}." + _changed_file(study, study_spec),
+        f"Scale: {scale}." + _changed_file(study, study_spec, first),
         f"Trials: {status}. Outcomes: " + _outcomes_line(trials) + ".",
         f"Hardware: {device}" + (f", {arithmetic}" if arithmetic else "") + ". Versions: "
         + ", ".join(f"{k} {v}" for k, v in versions.items())
@@ -132,10 +132,11 @@ def _sections(name, url, study, study_spec, trials, configs, metric) -> list[Sec
     return [what, answer, table, top]
 
 
-def _changed_file(study: optuna.Study, study_spec: spec_mod.StudySpec | None) -> str:
+def _changed_file(study: optuna.Study, study_spec: spec_mod.StudySpec | None,
+                  trials: list[optuna.trial.FrozenTrial]) -> str:
     """A sentence for a study continued with --allow-changed: which finished trials were told
     under an earlier study file than the one this report describes."""
-    earlier = sorted(told_under_earlier_files(study, study_spec)) if study_spec else []
+    earlier = sorted(told_under_earlier_files(study, study_spec, trials)) if study_spec else []
     if not earlier:
         return ""
     shown = ", ".join(f"#{n}" for n in earlier[:10]) + (", …" if len(earlier) > 10 else "")

@@ -164,7 +164,7 @@ def _remember(study: optuna.Study, spec: StudySpec) -> None:
 
 
 def _differences(old: StudySpec, new: StudySpec) -> list[str]:
-    if old.canonical(ignore_trials=True) == new.canonical(ignore_trials=True):
+    if old.trains_like(new):
         return []
     changes = []
     for section in ("study", "train"):

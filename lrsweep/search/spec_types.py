@@ -221,6 +221,11 @@ class StudySpec:
         key = "\n".join([self.text, *self.overrides])
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
+    def trains_like(self, other: "StudySpec") -> bool:
+        """Whether `other` is the same study file for training: equal but for comments,
+        layout and the total of trials (which may always be raised)."""
+        return self.canonical(ignore_trials=True) == other.canonical(ignore_trials=True)
+
     def canonical(self, *, ignore_trials: bool = False) -> str:
         """The parsed content as JSON: equal for files that differ only in layout or comments."""
         study = replace(self.study, trials=0) if ignore_trials else self.study
