@@ -17,7 +17,7 @@ from lrsweep.train.trials import EpochMetrics
 from lrsweep.numbers import short
 from lrsweep.search.spec import StudySpec
 from lrsweep.store.leases import GRACE_SECONDS
-from lrsweep.search.pack_run import Progress
+from lrsweep.search.work import Progress
 
 
 def for_console(console: Console):

@@ -17,7 +17,7 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import REPO, study_toml
-from lrsweep.search import heartbeats, interrupt, loop, pack_run, spec
+from lrsweep.search import heartbeats, interrupt, loop, spec, work
 from lrsweep.store import leases, optuna_private
 from lrsweep.store.records import trial_curves
 from lrsweep.train import checkpoint
@@ -26,7 +26,7 @@ GRACE = 2  # seconds of silence before a trial is taken over (SQLite's clock tic
 TEXT = study_toml("edge", scheduler='["constant", "sqrt"]', epochs=4)  # one pack of 2
 
 
-class Recorder(pack_run.Progress):
+class Recorder(work.Progress):
     """What the loop tells its display, with the count a display shows ("[k/N done]")."""
 
     def __init__(self):

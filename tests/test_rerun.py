@@ -26,7 +26,7 @@ def searched(tmp_path):
 
 def search_study(url: str, file_of=lambda value: None) -> str:
     """A study like a search's: four trials; `file_of(value)`, the identity of the study
-    file each trial was told under (None: unrecorded, as before it was)."""
+    file each trial trained under (None: unrecorded, as before it was)."""
     study = optuna.create_study(study_name="search", storage=url, direction="maximize")
     study.set_user_attr("study_file", SEARCH)
     dists = {"scheduler": CategoricalDistribution(["constant", "poly"]),
@@ -44,11 +44,11 @@ def search_study(url: str, file_of=lambda value: None) -> str:
          TrialState.PRUNED, 3),  # pruned: not a finished configuration, but its seed trained
     ]:
         used = {k: dists[k] for k in params}
-        told = file_of(value)
+        file = file_of(value)
         study.add_trial(create_trial(state=state, params=params, distributions=used,
                                      value=value if state == TrialState.COMPLETE else None,
-                                     user_attrs={"seed": seed}, system_attrs={} if told is None
-                                     else {spec.STUDY_FILE_ATTR: told}))
+                                     user_attrs={"seed": seed}, system_attrs={} if file is None
+                                     else {spec.STUDY_FILE_ATTR: file}))
     return url
 
 
@@ -82,7 +82,7 @@ def test_trials_told_under_an_earlier_study_file_are_not_ranked(tmp_path):
     url = search_study(f"sqlite:///{tmp_path / 'a.db'}",
                        lambda value: "an-older-file" if value == 0.88 else current)
     text = rerun.best_study_file("search", url, top=1, seeds=1)
-    assert "# 1 trial(s) told under an earlier study file of search" in text
+    assert "# 1 trial(s) trained under an earlier study file of search" in text
     (best,) = spec.parse(text, source="written").runs
     assert dict(best.values)["scheduler"] == "constant" and dict(best.values)["base_lr"] == 0.1
     # A file that differs in a comment only trains alike: its trials are ranked.

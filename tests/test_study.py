@@ -3,6 +3,8 @@ inside a pack, grid coverage, and continuing a random study without replaying it
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from optuna.trial import TrialState
 
 from conftest import TEST_IMAGES, study_toml
 from lrsweep.search import (ask, heartbeats, loop, pack_run, provenance, pruning, sampling,
-                            spec, takeover)
+                            spec, takeover, work)
 from lrsweep.store import leases, optuna_private, storage
 from lrsweep.train import device
 from lrsweep.store.records import trial_curves
@@ -397,6 +399,35 @@ def test_trials_asked_but_never_trained_are_taken_over_in_packs(tmp_path, fashio
     assert sorted(t.params["scheduler"] for t in stored.trials) == ["constant", "cosine", "sqrt"]
 
 
+def test_a_trial_asked_into_a_taken_over_pack_is_continued_with_it_after_a_second_stop(
+        tmp_path, fashion_dir):
+    # It used to be recorded in no pack: a second takeover trained it again from epoch 1, its
+    # epochs in the pack's checkpoint ignored.
+    text = study_toml("twice", scheduler='["constant", "sqrt", "cosine"]', epochs=3)
+    parsed, url = abandoned(tmp_path, text, packs=[[0]])
+
+    class StopAfterTheFirstEpoch(work.Progress):
+        def __init__(self):
+            self.resumed_at = {}
+
+        def resumed(self, number, epochs_done):
+            self.resumed_at[number] = epochs_done
+
+        def pack_epoch(self, metrics, epochs):
+            if set(metrics) == {0, 1}:
+                os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: stops once the epoch is on disk
+
+    with pytest.raises(KeyboardInterrupt):
+        loop.run(parsed, storage=url, device="cpu", data_dir=str(fashion_dir), pack=2,
+                 progress=StopAfterTheFirstEpoch())
+    again = StopAfterTheFirstEpoch()
+    again.pack_epoch = lambda metrics, epochs: None
+    loop.run(parsed, storage=url, device="cpu", data_dir=str(fashion_dir), pack=2, progress=again)
+    assert again.resumed_at == {0: 1, 1: 1}
+    trials = optuna.load_study(study_name="twice", storage=url).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+
+
 def test_every_claimed_pack_keeps_its_lease_while_another_trains(tmp_path, fashion_dir,
                                                                   monkeypatch):
     monkeypatch.setattr(leases, "GRACE_SECONDS", 2)
@@ -520,5 +551,126 @@ def test_allow_changed_keeps_every_study_file_and_says_which_trials_trained_unde
     text = render.write_report("hist", url, tmp_path / "out").markdown.read_text()
     assert ("4 epochs per trial" in text and "**The study file was changed during the study** "
             "(`--allow-changed`): 2 trial(s) (#0, #1) were trained under an earlier one") in text
-    assert "# 2 trial(s) told under an earlier study file of hist" in rerun.best_study_file(
+    assert "# 2 trial(s) trained under an earlier study file of hist" in rerun.best_study_file(
         "hist", url)
+
+
+# --- a study file changed while workers run ----------------------------------------------------
+
+def test_a_trial_names_its_study_file_from_the_moment_it_takes_a_slot(tmp_path, fashion_dir):
+    # Named only when told, a trial taken over by a worker running another file was stored
+    # as that file's, its first epochs trained under the first.
+    parsed = spec.parse(study_toml("named", scheduler='"constant"', sampler="random", epochs=1,
+                                   trials=2), source="named.toml")
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    seen = {}
+
+    class Watch(work.Progress):
+        def trial_started(self, number, params):
+            trial = optuna.load_study(study_name="named", storage=url).trials[number]
+            seen[number] = (trial.state, trial.system_attrs.get(spec.STUDY_FILE_ATTR))
+
+    loop.run(parsed, storage=url, device="cpu", data_dir=str(fashion_dir), pack=1,
+             progress=Watch())
+    assert seen == {n: (TrialState.RUNNING, parsed.identity) for n in (0, 1)}
+
+
+def begun_under_an_earlier_file(tmp_path, first, second):
+    """The race `--allow-changed` leaves open: `second` replaced the stored `first` in an
+    instant when no trial ran, then `first`'s worker asked a pack of two trials, took them
+    into its slots, and died."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    rdb = storage.open_storage(url)
+    study = provenance.create_or_load(first, rdb, url, allow_changed=False)
+    provenance.create_or_load(second, rdb, url, allow_changed=True)
+    study.sampler = sampling.make_sampler(first, 0)
+    ids = [study.ask()._trial_id for _ in range(2)]
+    for i in ids:
+        study._storage.set_trial_system_attr(i, takeover.PACK_ATTR, [ids[0]])
+        study._storage.set_trial_system_attr(i, spec.STUDY_FILE_ATTR, first.identity)
+    leases.record_heartbeats(study, ids)
+    leases.release_trials(study, ids)
+    return url, study
+
+
+def test_a_takeover_fails_trials_begun_under_a_file_that_trains_otherwise(tmp_path, fashion_dir):
+    first, second = (spec.parse(study_toml("edited", scheduler='["constant", "sqrt"]',
+                                           epochs=epochs), source=f"{epochs}.toml")
+                     for epochs in (1, 2))
+    url, study = begun_under_an_earlier_file(tmp_path, first, second)
+    checkpoints = takeover.checkpoints_for(url)
+    left = checkpoints.path("edited", takeover.pack_name(study.trials[0]))
+    left.parent.mkdir(parents=True, exist_ok=True)
+    left.write_bytes(b"their epochs under the first file")
+    summary = loop.run(second, storage=url, device="cpu", data_dir=str(fashion_dir), pack=2)
+    trials = optuna.load_study(study_name="edited", storage=url).trials
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2 + [TrialState.COMPLETE] * 2
+    assert all(second.identity in t.system_attrs[takeover.ABANDONED_ATTR] for t in trials[:2])
+    # Each grid point trained anew, under the file the study now holds.
+    assert sorted(t.params["scheduler"] for t in trials[2:]) == ["constant", "sqrt"]
+    assert [(t.system_attrs[spec.STUDY_FILE_ATTR], len(trial_curves(t)["val_acc"]))
+            for t in trials[2:]] == [(second.identity, 2)] * 2
+    assert summary.finished == 2 and not left.exists()
+    # Failed, they trained nothing a report could count under the earlier file.
+    from lrsweep.report.read import trained_under_earlier_files
+    assert trained_under_earlier_files(optuna.load_study(study_name="edited", storage=url),
+                                       second) == set()
+
+
+def test_a_trial_its_slow_worker_tells_during_the_takeover_is_left_as_told(tmp_path):
+    first, second = (spec.parse(study_toml("slow", scheduler='["constant", "sqrt"]',
+                                           epochs=epochs), source=f"{epochs}.toml")
+                     for epochs in (1, 2))
+    url, study = begun_under_an_earlier_file(tmp_path, first, second)
+    study.tell(study.trials[0].number, 0.5)  # its worker was slow, not dead
+    notes = []
+    taker = work.Work(second, study, None, "cpu", type("Notes", (work.Progress,), {
+        "note": lambda self, line: notes.append(line)})(), takeover.checkpoints_for(url),
+        None, 2, 1, None)
+    assert takeover.fail_begun_otherwise(taker, [t._trial_id for t in study.trials]) == []
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert notes == ["trial(s) #1 of another worker began under a study file that trains "
+                     "otherwise than this one (the study was continued with --allow-changed "
+                     "since): failed, and new trials take their place"]
+
+
+@pytest.mark.parametrize("listed", [True, False])
+def test_a_takeover_continues_trials_begun_under_a_file_that_trains_alike(tmp_path, fashion_dir,
+                                                                           listed):
+    # Unlisted: a study stored before lrsweep listed its files (a trial's file unknown, it is
+    # not known to have trained otherwise).
+    text = study_toml("commented", scheduler='["constant", "sqrt"]', epochs=1)
+    first = spec.parse(text, source="first.toml")
+    second = spec.parse("# only a comment added\n" + text, source="second.toml")
+    url, study = begun_under_an_earlier_file(tmp_path, first, second)
+    if not listed:
+        study.set_user_attr(spec.STUDY_FILES_ATTR, {})
+    loop.run(second, storage=url, device="cpu", data_dir=str(fashion_dir), pack=2)
+    trials = optuna.load_study(study_name="commented", storage=url).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+
+
+def test_a_run_stops_asking_once_another_run_changed_the_study_file(tmp_path, fashion_dir):
+    # The edit is refused while a trial runs, but a pack of one leaves an instant between
+    # telling a trial and asking the next: the old file's run went on asking under it.
+    first, second = (spec.parse(study_toml("moved", scheduler='"constant"', sampler="random",
+                                           epochs=epochs, trials=3), source=f"{epochs}.toml")
+                     for epochs in (1, 2))
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+
+    class EditAfterTheFirstTrial(work.Progress):
+        def trial_finished(self, number, state, value, best):
+            if number == 0:
+                provenance.create_or_load(second, storage.open_storage(url), url,
+                                          allow_changed=True)
+
+    with pytest.raises(spec.SpecError, match="another run has continued study .moved. meanwhile.*"
+                                             "`lrsweep resume moved`"):
+        loop.run(first, storage=url, device="cpu", data_dir=str(fashion_dir), pack=1,
+                 progress=EditAfterTheFirstTrial())
+    study = optuna.load_study(study_name="moved", storage=url)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]
+    loop.run(second, storage=url, device="cpu", data_dir=str(fashion_dir))
+    curves = [len(trial_curves(t)["val_acc"]) for t in optuna.load_study(
+        study_name="moved", storage=url).trials]
+    assert curves == [1, 2, 2]

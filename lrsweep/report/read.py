@@ -74,37 +74,28 @@ TRIAL_COLUMNS = ("trial", "state", "outcome", "value", "seed", *FINAL_CURVES, "v
                  "classes", "epochs", "seconds")
 
 
-def told_under_earlier_files(study: optuna.Study, current: spec_mod.StudySpec,
-                             trials: list[optuna.trial.FrozenTrial] | None = None) -> set[int]:
-    """The numbers of the trials told under a study file that trains otherwise than `current`
-    (a study continued with --allow-changed): each trial's file, from the study's stored
-    files, parsed now and compared with `current` as parsed now, so that comments, the trial
-    total and a newer lrsweep's defaults make no difference. A trial told before files were
-    recorded counts as the current file's. `trials`: the study's, when the caller has read
-    them (their system attributes hold the curves: a large study's read is not free)."""
+def trained_under_earlier_files(study: optuna.Study, current: spec_mod.StudySpec,
+                                trials: list[optuna.trial.FrozenTrial] | None = None
+                                ) -> set[int]:
+    """The numbers of the finished (complete or pruned) trials trained under a study file
+    that trains otherwise than `current` (a study continued with --allow-changed): each
+    trial's file, from the study's stored files, parsed now and compared with `current` as
+    parsed now, so that comments, the trial total and a newer lrsweep's defaults make no
+    difference. A trial stored before files were recorded counts as the current file's.
+    `trials`: the study's, when the caller has read them (their system attributes hold the
+    curves: a large study's read is not free)."""
     files = study.user_attrs.get(spec_mod.STUDY_FILES_ATTR, {})
     same = {current.identity: True}
     earlier = set()
     for trial in study.get_trials(deepcopy=False) if trials is None else trials:
-        told = trial.system_attrs.get(spec_mod.STUDY_FILE_ATTR)
-        if told is None:
+        file = trial.system_attrs.get(spec_mod.STUDY_FILE_ATTR)
+        if file is None or trial.state not in (TrialState.COMPLETE, TrialState.PRUNED):
             continue
-        if told not in same:
-            same[told] = _trains_alike(files.get(told), current)
-        if not same[told]:
+        if file not in same:
+            same[file] = spec_mod.stored_trains_like(files.get(file), current)
+        if not same[file]:
             earlier.add(trial.number)
     return earlier
-
-
-def _trains_alike(stored: dict | None, current: spec_mod.StudySpec) -> bool:
-    if stored is None:
-        return False
-    try:
-        parsed = spec_mod.parse(stored["text"], overrides=stored.get("overrides", ()),
-                                bounds="none")
-    except spec_mod.SpecError:  # a file this version no longer reads: not the current one
-        return False
-    return parsed.trains_like(current)
 
 
 def curves_frame(name: str, url: str, *, study: optuna.Study | None = None) -> pd.DataFrame:

@@ -22,7 +22,7 @@ from lrsweep.report.outcome_counts import count_outcomes, failed_text, failed_wo
 from lrsweep.report.figures import carry_forward, mean_band, plotting
 from lrsweep.report.paired import paired
 from lrsweep.report.sections import Section
-from lrsweep.report.read import curves_frame, told_under_earlier_files, trials_frame
+from lrsweep.report.read import curves_frame, trained_under_earlier_files, trials_frame
 from lrsweep.report.stats import (config_columns, config_key, config_table, finished, format_ci,
                                   intervals_overlap, lower_is_better, metric_bounds)
 from lrsweep.store.places import hide_passwords
@@ -134,9 +134,10 @@ def _sections(name, url, study, study_spec, trials, configs, metric) -> list[Sec
 
 def _changed_file(study: optuna.Study, study_spec: spec_mod.StudySpec | None,
                   trials: list[optuna.trial.FrozenTrial]) -> str:
-    """A sentence for a study continued with --allow-changed: which finished trials were told
+    """A sentence for a study continued with --allow-changed: which finished trials trained
     under an earlier study file than the one this report describes."""
-    earlier = sorted(told_under_earlier_files(study, study_spec, trials)) if study_spec else []
+    earlier = (sorted(trained_under_earlier_files(study, study_spec, trials)) if study_spec
+               else [])
     if not earlier:
         return ""
     shown = ", ".join(f"#{n}" for n in earlier[:10]) + (", …" if len(earlier) > 10 else "")

@@ -21,7 +21,7 @@ from typing import Any
 
 from lrsweep import names as study_names
 from lrsweep.search import spec as spec_mod
-from lrsweep.report.read import told_under_earlier_files, trials_frame
+from lrsweep.report.read import trained_under_earlier_files, trials_frame
 from lrsweep.report.stats import config_columns, config_table, finished, lower_is_better
 from lrsweep.store.storage import StorageError, load_study
 
@@ -59,7 +59,7 @@ def best_study_file(name: str, url: str, *, top: int = 3, seeds: int = 5,
         f"# written by `lrsweep rerun {name} --top {top} --seeds {seeds}`; none of these seeds",
         f"# trained in {name}: the seed a configuration won on would flatter it.",
         f"#   lrsweep run THIS_FILE && lrsweep report {new_name}",
-        *([f"# {earlier} trial(s) told under an earlier study file of {name} (changed "
+        *([f"# {earlier} trial(s) trained under an earlier study file of {name} (changed "
            "with --allow-changed) are not ranked: they trained otherwise."] if earlier else []),
         "",
         "[study]",
@@ -84,14 +84,14 @@ def best_study_file(name: str, url: str, *, top: int = 3, seeds: int = 5,
 
 def _rankable(study: Any, trials: Any, source: spec_mod.StudySpec, where: str
               ) -> tuple[Any, int]:
-    """The finished trials to rank, and how many finished ones are left out: those told
+    """The finished trials to rank, and how many finished ones are left out: those trained
     under an earlier study file (--allow-changed), which trained otherwise than the [train]
     written. Diverged seeds count, as in the reports: a configuration that diverged on some
     seeds must not rank on the one that survived. Pruned trials did not finish."""
     done = finished(trials) if len(trials) else trials
     if done.empty:
         raise StorageError(f"{where} has no finished trial to re-run yet")
-    left_out = done["trial"].isin(told_under_earlier_files(study, source))
+    left_out = done["trial"].isin(trained_under_earlier_files(study, source))
     if left_out.all():
         raise StorageError(f"{where}: every finished trial trained under an earlier study file "
                            "(--allow-changed); none to re-run with its current one")

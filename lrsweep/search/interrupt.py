@@ -14,7 +14,7 @@ from lrsweep.store.leases import GRACE_SECONDS
 from lrsweep.store.failures import disk_full
 
 if TYPE_CHECKING:
-    from lrsweep.search.pack_run import Progress
+    from lrsweep.search.work import Progress
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

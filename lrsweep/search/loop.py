@@ -7,8 +7,10 @@ in lockstep with the others, and tells it when it is done:
 Before asking, the trials of dead workers (or of our own Ctrl-C) are taken over from their
 checkpoints (`takeover`). Ctrl-C or SIGTERM stops at the next safe point with every trial
 resumable (`interrupt`); a worker that was silent past the grace period drops its trials and
-goes on. `trials` in a study file is the total: running the same file again continues to it,
-and `resume` continues from the study file stored in the study itself.
+goes on; one whose study file another run replaced (`--allow-changed`) by one that trains
+otherwise asks no more trials, and stops once those it holds are told. `trials` in a study
+file is the total: running the same file again continues to it, and `resume` continues from
+the study file stored in the study itself.
 
     >>> from lrsweep.search import loop, spec
     >>> s = spec.load("studies/quickstart.toml")                         # doctest: +SKIP
@@ -26,11 +28,13 @@ from optuna.trial import TrialState
 
 from lrsweep.search.heartbeats import Leases
 from lrsweep.search.interrupt import LeaseLapsed, StopAfterEpoch
-from lrsweep.search.pack_run import PackRun, Progress, Work
-from lrsweep.search.provenance import create_or_load
+from lrsweep.search.pack_run import PackRun
+from lrsweep.search.provenance import create_or_load, stored_file_changed
 from lrsweep.search.sampling import make_sampler
 from lrsweep.search.spec import SpecError, StudySpec
-from lrsweep.search.takeover import PACK_ATTR, checkpoints_for, resume_groups
+from lrsweep.search.takeover import (PACK_ATTR, checkpoints_for, fail_begun_otherwise,
+                                     resume_groups)
+from lrsweep.search.work import Progress, Work
 from lrsweep.store import journal, optuna_private
 from lrsweep.store.artifacts import artifact_store
 from lrsweep.store.leases import HEARTBEAT_SECONDS, check_lease_settings, claim_stale_trials
@@ -57,7 +61,9 @@ def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
         progress: Progress | None = None) -> RunSummary:
     """Create the study or continue it until `spec.study.trials` trials have finished,
     training `pack` trials at a time (None: the device's default, `default_pack_size`); with
-    other workers on the study, return only once none of their trials is running."""
+    other workers on the study, return only once none of their trials is running. Raises
+    SpecError, once the trials it holds are told, when another run has replaced the stored
+    study file (`--allow-changed`) with one that trains otherwise."""
     storage = storage or default_storage()
     started = time.perf_counter()
     if not optuna_private.AVAILABLE:  # leases and claims work on Optuna's tables: say so now
@@ -112,15 +118,18 @@ def _turn(work: Work) -> bool:
     # The study file's sampler before anything suggests: a claimed trial killed before its
     # first suggestion gets its parameters (its grid point) from it too.
     study.sampler = make_sampler(spec, len(study.get_trials(deepcopy=False)))
+    changed = stored_file_changed(study, spec)  # by another run, since this one began
+    if changed is not None:
+        raise changed
     # First the trials of dead processes (or of our own Ctrl-C), from their checkpoints.
-    claimed = claim_stale_trials(study, PACK_ATTR)
+    claimed = fail_begun_otherwise(work, claim_stale_trials(study, PACK_ATTR))
     if claimed:
         with Leases(study, claimed) as leases:
-            for name, trials, resumes in resume_groups(work, claimed, work.size, work.looped):
+            for pack, trials, resumes in resume_groups(work, claimed, work.size, work.looped):
                 # Asking as the pack did, its freed slots take new trials when they would have:
                 # the pack goes on as an uninterrupted run's would.
                 _train_packs(work, leases, PackRun(
-                    work, leases, name=name, waiting=list(zip(trials, resumes)), asking=True))
+                    work, leases, pack_id=pack, waiting=list(zip(trials, resumes)), asking=True))
         return True
     done, running = count(study, DONE), count(study, (TrialState.RUNNING,))
     progress.study_done(done)

@@ -14,27 +14,27 @@ import contextlib
 import math
 import os
 import platform
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import optuna
 from optuna.trial import TrialState
 
 from lrsweep.search.ask import ask_pack
 from lrsweep.search.heartbeats import Leases
-from lrsweep.search.interrupt import LeaseLapsed, NotWritten, StopAfterEpoch, resumable
+from lrsweep.search.interrupt import LeaseLapsed, NotWritten, resumable
+from lrsweep.search.provenance import stored_file_changed
 from lrsweep.search.pruning import judge, judged_from
 from lrsweep.search.sampling import in_flight
 from lrsweep.search.space import suggest, trial_config
-from lrsweep.search.spec import StudySpec
+from lrsweep.search.spec import STUDY_FILE_ATTR
 from lrsweep.search.surplus import within_total
 from lrsweep.search.takeover import PACK_ATTR, pack_name
 from lrsweep.search.tell import Teller
+from lrsweep.search.work import Work
 from lrsweep.store import optuna_private
 from lrsweep.store.records import set_system_attrs
 from lrsweep.train import engine
-from lrsweep.train.checkpoint import BackgroundWriter, Checkpoints
-from lrsweep.train.data import Splits
+from lrsweep.train.checkpoint import BackgroundWriter
 from lrsweep.train.trials import (Admission, EpochMetrics, PackState, Resume, TrialConfig,
                                   TrialResult)
 
@@ -42,40 +42,6 @@ STARTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 OWNER_ATTR = "lrsweep_owner"      # host:pid of the process that holds its lease
 _OWNER = f"{platform.node()}:{os.getpid()}"
-
-
-class Progress:
-    """What `run` tells about its work; this base shows nothing, the command line renders it."""
-
-    def start(self, spec: StudySpec, done: int) -> None: ...
-    def resumed(self, number: int, epochs_done: int) -> None: ...
-    def stopping(self) -> None: ...
-    def note(self, line: str) -> None: ...       # one line about the run (SIGTERM, a takeover)
-    def study_done(self, done: int) -> None: ...  # finished by every worker, as last read
-    def waiting(self, running: int) -> None: ...
-    def trial_started(self, number: int, params: dict[str, Any]) -> None: ...
-    # The pack's slots after an epoch: {trial number: that trial's epoch}, of `epochs`.
-    def pack_epoch(self, metrics: dict[int, EpochMetrics], epochs: int) -> None: ...
-    def trial_finished(self, number: int, state: str, value: float | None,
-                       best: float | None) -> None: ...
-    def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class Work:
-    """What every pack of one run shares."""
-
-    spec: StudySpec
-    study: optuna.Study
-    splits: Splits
-    device: Any                      # the torch.device it trains on
-    progress: Progress
-    checkpoints: Checkpoints
-    artifacts: optuna.artifacts.FileSystemArtifactStore
-    size: int                        # slots in a LeNet pack
-    looped: int                      # slots in a pack of other models (one at a time)
-    stop: StopAfterEpoch             # whether a signal asked the run to stop
-    finished: list[int] = field(default_factory=list)  # trials this run told, new or continued
 
 
 @dataclass
@@ -88,19 +54,20 @@ class _Trial:
 class PackRun:
     """A pack's life. `waiting` trials (taken over, or of another kind than their pack) go
     first; with `asking`, new ones are asked as slots free up, within the study's total and
-    the sampler's `in_flight`. `name`: a taken-over pack's checkpoint (None: a new pack)."""
+    the sampler's `in_flight`. `pack_id`: a taken-over pack's (the id of its first trial,
+    which names its checkpoint); None: a new pack."""
 
-    def __init__(self, work: Work, leases: Leases, *, name: str | None = None,
+    def __init__(self, work: Work, leases: Leases, *, pack_id: int | None = None,
                  waiting: list[tuple[optuna.Trial, Resume | None]] = (),
                  asking: bool = False) -> None:
-        self.work, self.leases, self.name, self.asking = work, leases, name, asking
+        self.work, self.leases, self.pack_id, self.asking = work, leases, pack_id, asking
+        self.name = ""                            # its checkpoint's, once its first trial is in
         self.waiting = [_Trial(t, trial_config(work.spec, suggest(work.spec, t)), r)
                         for t, r in waiting]
         self.deferred: list[optuna.Trial] = []   # asked, but of another kind: the next pack's
         self.slots: dict[int, _Trial] = {}       # trial id → the trial, while in a slot
         self.gone: set[int] = set()               # trial ids another worker finished
         self.pack_key: tuple | None = None
-        self.pack_id: int | None = None
         self.lapsed: float | None = None          # seconds silent, once the leases lapsed
         self.dropped: list[int] = []              # trial numbers left untold on a lapse
 
@@ -121,10 +88,9 @@ class PackRun:
         self.cap = in_flight(work.spec, width) if self.asking else width
         width = max([min(self.cap, len(self.waiting) + (self._room() if self.asking else 0)),
                      *(e.resume.width or 0 for e in self.waiting if e.resume is not None)])
-        first_id = optuna_private.trial_id(first.trial)
-        if self.name is None:
-            self.name = pack_name(optuna_private.frozen_trial(work.study, first_id))
-            self.pack_id = first_id
+        if self.pack_id is None:
+            self.pack_id = optuna_private.trial_id(first.trial)
+        self.name = pack_name(optuna_private.frozen_trial(work.study, self.pack_id))
         self.teller = Teller(work.spec, work.study, work.device, work.splits.classes,
                              work.artifacts)
         self.steps = engine.steps_per_epoch(len(work.splits.train_y), work.spec.train.batch_size)
@@ -141,9 +107,10 @@ class PackRun:
         n = max(0, min(n, self.cap - len(self.slots)))
         taken = self._take(n)
         ids = [optuna_private.trial_id(e.trial) for e in taken]
-        attrs: dict[str, Any] = {OWNER_ATTR: _OWNER}  # the lease's holder, beside its heartbeat
-        if self.pack_id is not None:  # a new pack: who trains in it, for a takeover
-            attrs[PACK_ATTR] = [self.pack_id]
+        # Its lease's holder; for a takeover, its pack (a taken-over pack's new trials too)
+        # and the file it trains under (`takeover.fail_begun_otherwise`).
+        attrs = {OWNER_ATTR: _OWNER, PACK_ATTR: [self.pack_id],
+                 STUDY_FILE_ATTR: self.work.spec.identity}
         if ids:
             set_system_attrs(self.work.study, ids, attrs)
         for trial_id, entry in zip(ids, taken):
@@ -215,8 +182,7 @@ class PackRun:
         return taken
 
     def _ask(self, n: int) -> bool:
-        """Ask up to n new trials into `waiting`, within the study's total. Returns whether
-        any came."""
+        """Ask up to n new trials into `waiting`, within the study's total; whether any came."""
         spec, study = self.work.spec, self.work.study
         while self.asking and len(self.deferred) < self.work.size:
             room = min(n, self._room())
@@ -234,10 +200,13 @@ class PackRun:
         return False
 
     def _room(self) -> int:
-        """New trials the study's total leaves room for (those asked are running)."""
+        """New trials the study's total leaves room for (those asked are running); none once
+        another run changed the study file (`loop` then stops with that error)."""
         started = self.work.study.get_trials(deepcopy=False, states=STARTED)
         # The same look tells the progress display what every worker has finished.
         self.work.progress.study_done(sum(t.state in FINISHED for t in started))
+        if stored_file_changed(self.work.study, self.work.spec) is not None:
+            return 0
         return self.work.spec.study.trials - len(started)
 
     def _lapse(self) -> bool:

@@ -87,6 +87,7 @@ def _check_same_spec(study: optuna.Study, spec: StudySpec, url: str, allow_chang
                            "choose another [study] name")
     stored_overrides = tuple(study.user_attrs.get("study_overrides", ()))
     if stored_text == spec.text and stored_overrides == spec.overrides:
+        _remember(study, spec)  # a study stored before files were remembered
         return
     stored = spec_mod.from_stored(study.user_attrs, source="stored")
     _check_same_objective(study, stored, spec, url)
@@ -100,6 +101,26 @@ def _check_same_spec(study: optuna.Study, spec: StudySpec, url: str, allow_chang
         study.set_user_attr("study_file_previous", stored_text)
         _remember(study, stored)  # a study stored before files were remembered
     _store_spec(study, spec)  # a new total or new comments are no change of study
+
+
+def stored_file_changed(study: optuna.Study, spec: StudySpec) -> SpecError | None:
+    """Whether the study's stored file no longer trains as this run's does (the error to
+    raise), read before asking trials. Another run may have continued the study with
+    --allow-changed in an instant when none of this run's trials was running (it refuses
+    while any is): this run then asks no more, finishes the trials it holds, and stops."""
+    attrs = study.user_attrs
+    stored = {"text": attrs.get("study_file"), "overrides": attrs.get("study_overrides", [])}
+    if stored["text"] is None or (stored["text"] == spec.text
+                                  and tuple(stored["overrides"]) == spec.overrides):
+        return None
+    if spec_mod.stored_trains_like(stored, spec):
+        return None
+    name = spec.study.name
+    return SpecError(f"{spec.source}: another run has continued study {name!r} meanwhile "
+                     "(--allow-changed) under a study file that trains otherwise, or that this "
+                     "lrsweep cannot read; this run stopped asking trials under its own: "
+                     f"continue under the stored file (`lrsweep resume {name}` on the same "
+                     "store)")
 
 
 def _check_continuable(study: optuna.Study, spec: StudySpec, url: str) -> None:
@@ -155,8 +176,8 @@ def _store_spec(study: optuna.Study, spec: StudySpec) -> None:
 
 def _remember(study: optuna.Study, spec: StudySpec) -> None:
     """Every study file the study has run under, by identity (`STUDY_FILE_ATTR` names each
-    trial's): after --allow-changed, the trials told before still say what they trained
-    (`report.read.told_under_earlier_files`)."""
+    trial's): after --allow-changed, the trials trained before still say how they trained
+    (`report.read.trained_under_earlier_files`)."""
     files = dict(study.user_attrs.get(STUDY_FILES_ATTR, {}))
     if spec.identity not in files:
         files[spec.identity] = {"text": spec.text, "overrides": list(spec.overrides)}

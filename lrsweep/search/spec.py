@@ -20,6 +20,7 @@ is a range. Every error is a SpecError whose one line names the file, the key an
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 import tomllib
 from dataclasses import replace
@@ -36,8 +37,8 @@ from lrsweep.search.spec_types import (AVERAGING_OPTIMIZERS, BOOK_METRICS, GENER
                                        STUDY_FILES_ATTR, Choice, Dimension, Fixed, Range, Run,
                                        SpecError, StudySettings, StudySpec, TrainSettings)
 
-__all__ = ["load", "parse", "from_stored", "AVERAGING_OPTIMIZERS", "BOOK_METRICS",
-           "GENERIC_KEYS", "INTEGER_KEYS", "MAX_LABEL", "MAX_SEED", "METRICS",
+__all__ = ["load", "parse", "from_stored", "stored_trains_like", "AVERAGING_OPTIMIZERS",
+           "BOOK_METRICS", "GENERIC_KEYS", "INTEGER_KEYS", "MAX_LABEL", "MAX_SEED", "METRICS",
            "NOT_SCHEDULE_KEYS", "RUN_KEY", "SCHEDULE_KEYS", "STUDY_FILE_ATTR", "STUDY_FILES_ATTR",
            "Choice", "Dimension", "Fixed", "Range", "Run", "SpecError", "StudySettings",
            "StudySpec", "TrainSettings"]
@@ -65,6 +66,27 @@ def from_stored(attrs: dict[str, Any], *, source: str, to_run: bool = False
         return None
     return parse(attrs["study_file"], source=source, overrides=attrs.get("study_overrides", ()),
                  bounds="stored" if to_run else "none")
+
+
+def stored_trains_like(stored: dict[str, Any] | None, current: StudySpec) -> bool:
+    """Whether a study file the store keeps ({"text": …, "overrides": […]}, an entry of
+    `STUDY_FILES_ATTR`) trains as `current` does: both parsed by this version, so comments,
+    the trial total and a newer lrsweep's defaults make no difference. A file this version
+    no longer reads, or none, does not."""
+    if stored is None:
+        return False
+    training = _training(stored["text"], tuple(stored.get("overrides", ())))
+    return training == current.canonical(ignore_trials=True)
+
+
+@functools.lru_cache(maxsize=16)
+def _training(text: str, overrides: tuple[str, ...]) -> str | None:
+    """What a stored file trains (`StudySpec.canonical` but for its total); None: this
+    version cannot read it. Cached: a run checks the stored file before every ask."""
+    try:
+        return parse(text, overrides=overrides, bounds="none").canonical(ignore_trials=True)
+    except SpecError:
+        return None
 
 
 def parse(text: str, *, source: str = "<string>", overrides: Sequence[str] = (),

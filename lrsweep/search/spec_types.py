@@ -44,10 +44,10 @@ RUN_KEY = "run"  # the label of a [[run]] table, a parameter of each of its tria
 # A label's length: twice a study name's (names.MAX_LENGTH), so that `rerun`'s labels ("#N "
 # and the configuration, a source run's label included) fit.
 MAX_LABEL = 256
-# A finished trial's system attribute: the identity (StudySpec.identity) of the study file it
-# was told under; and the study's user attribute keeping every file it ran under, by identity:
-# {identity: {"text": …, "overrides": […]}}. A study continued with --allow-changed holds
-# trials of several files.
+# A trial's system attribute: the identity (StudySpec.identity) of the study file it trains
+# under, recorded when it takes a slot; and the study's user attribute keeping every file it
+# ran under, by identity: {identity: {"text": …, "overrides": […]}}. A study continued with
+# --allow-changed holds trials of several files.
 STUDY_FILE_ATTR = "lrsweep_study_file"
 STUDY_FILES_ATTR = "study_files"
 BOOK_METRICS = ("train_loss", "train_acc", "test_acc")  # what the chapter prints

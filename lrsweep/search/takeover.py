@@ -1,24 +1,25 @@
 """Taking over the trials of a dead worker: claimed trials regrouped into the packs they were
-training in, each with its last checkpoint, so they continue exactly where they stopped."""
+training in, each with its last checkpoint, so they continue exactly where they stopped; those
+begun under a study file that trains otherwise are failed instead, and asked anew."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import optuna
+from optuna.trial import TrialState
 
 from lrsweep.search.space import pack_groups
+from lrsweep.search.spec import STUDY_FILE_ATTR, STUDY_FILES_ATTR, stored_trains_like
+from lrsweep.search.work import Work
 from lrsweep.store import optuna_private
 from lrsweep.store.places import folder_beside
 from lrsweep.train.checkpoint import Checkpoints
 from lrsweep.train.trials import Resume
 
-if TYPE_CHECKING:
-    from lrsweep.search.pack_run import Work
-
 # [the id of the first trial of the pack a trial trains in]: the pack's name. (Stores written
 # before slots list every member, the first one first.)
 PACK_ATTR = "lrsweep_pack"
+# Why a claimed trial was failed rather than continued (`fail_begun_otherwise`).
+ABANDONED_ATTR = "lrsweep_abandoned"
 
 
 def checkpoints_for(url: str) -> Checkpoints:
@@ -27,10 +28,55 @@ def checkpoints_for(url: str) -> Checkpoints:
     return Checkpoints(folder_beside(url, "checkpoints"))
 
 
-def resume_groups(work: "Work", trial_ids: list[int], size: int, looped: int
-                   ) -> list[tuple[str | None, list[optuna.Trial], list[Resume | None]]]:
+def fail_begun_otherwise(work: Work, trial_ids: list[int]) -> list[int]:
+    """Of claimed trials, those begun under a study file that trains otherwise than this
+    run's are failed, not continued: continued here they would be stored as if trained under
+    this file from their first epoch, their reported values the other file's. (The study was
+    continued with --allow-changed in the instant their worker was between two packs, and that
+    worker died.) Each is marked with the reason, its pack's checkpoint goes with it, and a
+    new trial takes its place. Returns the others."""
+    if not trial_ids:
+        return trial_ids
+    study, spec = work.study, work.spec
+    frozen = {optuna_private.trial_id(t): t for t in study.get_trials(deepcopy=False)}
+    files = study.user_attrs.get(STUDY_FILES_ATTR, {})
+    alike = {spec.identity: True}
+    failed, finished = [], []
+    for trial_id in trial_ids:
+        began = frozen[trial_id].system_attrs.get(STUDY_FILE_ATTR)
+        # Not yet in a slot, or begun under a file the store does not list (a study made
+        # before files were listed): nothing says it trained otherwise.
+        if began is None or began not in files:
+            continue
+        if began not in alike:
+            alike[began] = stored_trains_like(files[began], spec)
+        if alike[began]:
+            continue
+        try:
+            optuna_private.set_trial_system_attr(
+                study, trial_id, ABANDONED_ATTR,
+                f"begun under study file {began}, taken over under {spec.identity}, which "
+                "trains otherwise")
+            study.tell(frozen[trial_id].number, state=TrialState.FAIL)
+            failed.append(trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            finished.append(trial_id)  # told meanwhile by its worker: slow, not dead
+    kept = [i for i in trial_ids if i not in failed and i not in finished]
+    if failed:
+        packs_left = {_pack_of(frozen[i]) for i in kept}
+        for gone in {_pack_of(frozen[i]) for i in failed} - packs_left - {None}:
+            work.checkpoints.remove(study.study_name, pack_name(frozen[gone]))
+        numbers = ", ".join(f"#{frozen[i].number}" for i in failed)
+        work.progress.note(f"trial(s) {numbers} of another worker began under a study file "
+                           "that trains otherwise than this one (the study was continued with "
+                           "--allow-changed since): failed, and new trials take their place")
+    return kept
+
+
+def resume_groups(work: Work, trial_ids: list[int], size: int, looped: int
+                   ) -> list[tuple[int | None, list[optuna.Trial], list[Resume | None]]]:
     """Claimed trials regrouped into the packs they were training in, with the pack's last
-    checkpoint: (the pack's checkpoint name, trials, their resume points). Trials whose worker
+    checkpoint: (the pack's id, trials, their resume points). Trials whose worker
     died before it began training them (no pack recorded, so no checkpoint) are packed anew,
     `size` at a time, not trained one by one: a kill while a GPU-sized pack was being asked
     leaves up to a whole pack of them."""
@@ -43,14 +89,13 @@ def resume_groups(work: "Work", trial_ids: list[int], size: int, looped: int
             unstarted.append(trial_id)
         else:
             packs.setdefault(members[0], []).append(trial_id)
-    groups: list[tuple[str | None, list[optuna.Trial], list[Resume | None]]] = []
+    groups: list[tuple[int | None, list[optuna.Trial], list[Resume | None]]] = []
     for pack_id, ids in sorted(packs.items()):
-        name = pack_name(frozen[pack_id])
-        states = work.checkpoints.load(work.study.study_name, name)
+        states = work.checkpoints.load(work.study.study_name, pack_name(frozen[pack_id]))
         resumes = [states.get(trial_id) for trial_id in ids]
         for trial_id, r in zip(ids, resumes):
             work.progress.resumed(frozen[trial_id].number, len(r.epochs) if r else 0)
-        groups.append((name, [optuna.trial.Trial(work.study, i) for i in ids], resumes))
+        groups.append((pack_id, [optuna.trial.Trial(work.study, i) for i in ids], resumes))
     for trial_id in unstarted:
         work.progress.resumed(frozen[trial_id].number, 0)
     trials = [optuna.trial.Trial(work.study, i) for i in unstarted]
@@ -59,6 +104,12 @@ def resume_groups(work: "Work", trial_ids: list[int], size: int, looped: int
             members = group[start:start + size]
             groups.append((None, members, [None] * len(members)))
     return groups
+
+
+def _pack_of(trial: optuna.trial.FrozenTrial) -> int | None:
+    """The id of the first trial of the pack `trial` trains in (None: not yet in one)."""
+    members = trial.system_attrs.get(PACK_ATTR)
+    return members[0] if members else None
 
 
 def pack_name(first: optuna.trial.FrozenTrial) -> str:

@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import TrialState
 
 from lrsweep.search.interrupt import NotWritten
-from lrsweep.search.spec import STUDY_FILE_ATTR, StudySpec
+from lrsweep.search.spec import StudySpec
 from lrsweep.store import optuna_private
 from lrsweep.store.artifacts import WEIGHTS_MIMETYPE, write_artifact
 from lrsweep.outcomes import outcome
@@ -45,8 +45,7 @@ class Teller:
         # Curves exact in a system attribute, shown as one-line sparklines (split_curves).
         shown, curves = split_curves(user_attrs(result, self.device, self.classes))
         record_trial(study, trial, shown, intermediate,
-                     {**curves, **self._write_weights(trial, result),
-                      STUDY_FILE_ATTR: spec.identity})
+                     {**curves, **self._write_weights(trial, result)})
         if result.status == "pruned":
             optuna_private.tell(study, trial, state=TrialState.PRUNED)
             return "pruned", None
