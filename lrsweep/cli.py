@@ -49,11 +49,21 @@ def run(study_file: Path = typer.Argument(..., help="A study file, e.g. studies/
 def resume(name: str = typer.Argument(..., help="The study's name"),
            storage: Optional[str] = opt.Storage, device: str = opt.Device,
            data_dir: Optional[str] = opt.DataDir, pack: Optional[int] = opt.Pack) -> None:
-    """Continue a stored study from the study file stored with it."""
+    """Continue a stored study from the study file stored with it.
+
+    If another run stores a new file meanwhile (run --allow-changed), it goes on under that one."""
     from lrsweep.store.storage import default_storage
-    from lrsweep.search.provenance import load_stored_spec
-    _run(load_stored_spec(name, storage or default_storage()), storage, device, data_dir, pack,
-         False)
+    from lrsweep.search.provenance import StoredFileChanged, load_stored_spec
+    while True:
+        try:
+            _run(load_stored_spec(name, storage or default_storage()), storage, device, data_dir,
+                 pack, False)
+            return
+        except StoredFileChanged:
+            # Another run continued the study with --allow-changed: the stored file is the
+            # study's now, and this command follows it (`run FILE` stops instead).
+            err.print(f"study {name}: another run changed its study file (--allow-changed); "
+                      "continuing under the new one", markup=False, soft_wrap=True)
 
 
 @command()
@@ -61,8 +71,11 @@ def resume(name: str = typer.Argument(..., help="The study's name"),
 def worker(name: str = typer.Argument(..., help="The study's name"),
            storage: Optional[str] = opt.Storage, device: str = opt.Device,
            data_dir: Optional[str] = opt.DataDir, pack: Optional[int] = opt.Pack) -> None:
-    """Work on a stored study until its total is reached (for clusters: needs only the study's
-    name and the storage URL; as many workers as you like, on any machines)."""
+    """Work on a stored study until its total is reached.
+
+    For clusters: it needs only the study's name and the storage URL; start as many as you like.
+
+    If another run stores a new file meanwhile (run --allow-changed), it goes on under that one."""
     resume(name, storage, device, data_dir, pack)
 
 

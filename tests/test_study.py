@@ -544,7 +544,7 @@ def test_allow_changed_keeps_every_study_file_and_says_which_trials_trained_unde
     for file in files:
         loop.run(file, storage=url, device="cpu", allow_changed=True, data_dir=str(fashion_dir))
     study = optuna.load_study(study_name="hist", storage=url)
-    assert set(study.user_attrs["study_files"]) == {f.identity for f in files}
+    assert set(spec.stored_files(study.user_attrs)) == {f.identity for f in files}
     assert [f"{t.number}:{t.system_attrs[spec.STUDY_FILE_ATTR]}" for t in study.trials] == [
         f"{n}:{f.identity}" for n, f in enumerate(files)]
     assert [len(trial_curves(t)["val_acc"]) for t in study.trials] == [2, 3, 4]
@@ -556,6 +556,22 @@ def test_allow_changed_keeps_every_study_file_and_says_which_trials_trained_unde
 
 
 # --- a study file changed while workers run ----------------------------------------------------
+
+def test_two_runs_storing_their_files_at_once_both_keep_theirs(tmp_path, monkeypatch):
+    # The files were one user attribute, read and written whole: of two runs that read it
+    # before either wrote, the second erased the first's file.
+    files = [spec.parse(study_toml("twofiles", epochs=epochs), source=f"{epochs}.toml")
+             for epochs in (1, 2, 3)]
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    study = provenance.create_or_load(files[0], storage.open_storage(url), url, False)
+    read_before_either_wrote = study.user_attrs
+    monkeypatch.setattr(optuna.Study, "user_attrs",
+                        property(lambda self: read_before_either_wrote))
+    provenance._remember(study, files[1])
+    provenance._remember(study, files[2])
+    monkeypatch.undo()
+    assert set(spec.stored_files(study.user_attrs)) == {f.identity for f in files}
+
 
 def test_a_trial_names_its_study_file_from_the_moment_it_takes_a_slot(tmp_path, fashion_dir):
     # Named only when told, a trial taken over by a worker running another file was stored
@@ -637,14 +653,16 @@ def test_a_trial_its_slow_worker_tells_during_the_takeover_is_left_as_told(tmp_p
 @pytest.mark.parametrize("listed", [True, False])
 def test_a_takeover_continues_trials_begun_under_a_file_that_trains_alike(tmp_path, fashion_dir,
                                                                            listed):
-    # Unlisted: a study stored before lrsweep listed its files (a trial's file unknown, it is
-    # not known to have trained otherwise).
+    # Unlisted: a file the store does not keep (a study stored before lrsweep kept its files):
+    # nothing says it trained otherwise.
     text = study_toml("commented", scheduler='["constant", "sqrt"]', epochs=1)
     first = spec.parse(text, source="first.toml")
     second = spec.parse("# only a comment added\n" + text, source="second.toml")
     url, study = begun_under_an_earlier_file(tmp_path, first, second)
     if not listed:
-        study.set_user_attr(spec.STUDY_FILES_ATTR, {})
+        for trial in study.trials:
+            study._storage.set_trial_system_attr(trial._trial_id, spec.STUDY_FILE_ATTR,
+                                                 "0123456789abcdef")
     loop.run(second, storage=url, device="cpu", data_dir=str(fashion_dir), pack=2)
     trials = optuna.load_study(study_name="commented", storage=url).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
@@ -674,3 +692,29 @@ def test_a_run_stops_asking_once_another_run_changed_the_study_file(tmp_path, fa
     curves = [len(trial_curves(t)["val_acc"]) for t in optuna.load_study(
         study_name="moved", storage=url).trials]
     assert curves == [1, 2, 2]
+
+
+def test_a_worker_follows_the_study_file_another_run_stored(tmp_path, fashion_dir, monkeypatch,
+                                                            capsys):
+    # `worker NAME` works on the stored study: when another run replaces its file, it goes on
+    # under the new one (`run FILE`, above, stops: its file is the user's).
+    from lrsweep import cli, progress
+    first, second = (spec.parse(study_toml("followed", scheduler='"constant"', sampler="random",
+                                           epochs=epochs, trials=3), source=f"{epochs}.toml")
+                     for epochs in (1, 2))
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    provenance.create_or_load(first, storage.open_storage(url), url, allow_changed=False)
+
+    class EditAfterTheFirstTrial(work.Progress):
+        def trial_finished(self, number, state, value, best):
+            if number == 0:
+                provenance.create_or_load(second, storage.open_storage(url), url,
+                                          allow_changed=True)
+
+    monkeypatch.setattr(progress, "for_console", lambda console: EditAfterTheFirstTrial())
+    cli.worker(name="followed", storage=url, device="cpu", data_dir=str(fashion_dir), pack=1)
+    curves = [len(trial_curves(t)["val_acc"]) for t in optuna.load_study(
+        study_name="followed", storage=url).trials]
+    assert curves == [1, 2, 2]
+    assert ("study followed: another run changed its study file (--allow-changed); continuing "
+            "under the new one") in capsys.readouterr().err

@@ -84,7 +84,7 @@ def trained_under_earlier_files(study: optuna.Study, current: spec_mod.StudySpec
     difference. A trial stored before files were recorded counts as the current file's.
     `trials`: the study's, when the caller has read them (their system attributes hold the
     curves: a large study's read is not free)."""
-    files = study.user_attrs.get(spec_mod.STUDY_FILES_ATTR, {})
+    files = spec_mod.stored_files(study.user_attrs)
     same = {current.identity: True}
     earlier = set()
     for trial in study.get_trials(deepcopy=False) if trials is None else trials:

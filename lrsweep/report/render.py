@@ -144,7 +144,7 @@ def _changed_file(study: optuna.Study, study_spec: spec_mod.StudySpec | None,
     return (f" **The study file was changed during the study** (`--allow-changed`): "
             f"{len(earlier)} trial(s) ({shown}) were trained under an earlier one, not at this "
             "scale, and the command below does not reproduce them (every file is stored with "
-            "the study, user attribute `study_files`).")
+            "the study, user attributes `study_file:…`).")
 
 
 def _study_file_text(study_spec: spec_mod.StudySpec | None) -> str | None:

@@ -17,7 +17,7 @@ from lrsweep import __version__
 from lrsweep.search import space
 from lrsweep.search import spec as spec_mod
 from lrsweep.search.pruning import make_pruner
-from lrsweep.search.spec import STUDY_FILES_ATTR, Choice, Fixed, SpecError, StudySpec
+from lrsweep.search.spec import Choice, Fixed, SpecError, StudySpec
 from lrsweep.store.storage import StorageError, load_study
 from lrsweep.train.device import torch_version
 
@@ -103,7 +103,13 @@ def _check_same_spec(study: optuna.Study, spec: StudySpec, url: str, allow_chang
     _store_spec(study, spec)  # a new total or new comments are no change of study
 
 
-def stored_file_changed(study: optuna.Study, spec: StudySpec) -> SpecError | None:
+class StoredFileChanged(SpecError):
+    """Another run replaced the study's stored file with one that trains otherwise, while this
+    one ran (`stored_file_changed`): `run FILE` stops on it, `resume` and `worker` reload the
+    stored file and go on."""
+
+
+def stored_file_changed(study: optuna.Study, spec: StudySpec) -> StoredFileChanged | None:
     """Whether the study's stored file no longer trains as this run's does (the error to
     raise), read before asking trials. Another run may have continued the study with
     --allow-changed in an instant when none of this run's trials was running (it refuses
@@ -116,11 +122,11 @@ def stored_file_changed(study: optuna.Study, spec: StudySpec) -> SpecError | Non
     if spec_mod.stored_trains_like(stored, spec):
         return None
     name = spec.study.name
-    return SpecError(f"{spec.source}: another run has continued study {name!r} meanwhile "
-                     "(--allow-changed) under a study file that trains otherwise, or that this "
-                     "lrsweep cannot read; this run stopped asking trials under its own: "
-                     f"continue under the stored file (`lrsweep resume {name}` on the same "
-                     "store)")
+    return StoredFileChanged(
+        f"{spec.source}: another run has continued study {name!r} meanwhile (--allow-changed) "
+        "under a study file that trains otherwise, or that this lrsweep cannot read; this run "
+        f"stopped asking trials under its own: continue under the stored file (`lrsweep resume "
+        f"{name}` on the same store)")
 
 
 def _check_continuable(study: optuna.Study, spec: StudySpec, url: str) -> None:
@@ -178,10 +184,9 @@ def _remember(study: optuna.Study, spec: StudySpec) -> None:
     """Every study file the study has run under, by identity (`STUDY_FILE_ATTR` names each
     trial's): after --allow-changed, the trials trained before still say how they trained
     (`report.read.trained_under_earlier_files`)."""
-    files = dict(study.user_attrs.get(STUDY_FILES_ATTR, {}))
-    if spec.identity not in files:
-        files[spec.identity] = {"text": spec.text, "overrides": list(spec.overrides)}
-        study.set_user_attr(STUDY_FILES_ATTR, files)
+    if spec.identity not in spec_mod.stored_files(study.user_attrs):
+        study.set_user_attr(spec_mod.STUDY_FILE_PREFIX + spec.identity,
+                            {"text": spec.text, "overrides": list(spec.overrides)})
 
 
 def _differences(old: StudySpec, new: StudySpec) -> list[str]:

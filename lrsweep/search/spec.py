@@ -34,12 +34,15 @@ from lrsweep.search.spec_runs import read_runs
 from lrsweep.search.spec_types import (AVERAGING_OPTIMIZERS, BOOK_METRICS, GENERIC_KEYS,
                                        INTEGER_KEYS, MAX_LABEL, MAX_SEED, METRICS,
                                        NOT_SCHEDULE_KEYS, RUN_KEY, SCHEDULE_KEYS, STUDY_FILE_ATTR,
-                                       STUDY_FILES_ATTR, Choice, Dimension, Fixed, Range, Run,
-                                       SpecError, StudySettings, StudySpec, TrainSettings)
+                                       STUDY_FILE_PREFIX, STUDY_FILES_ATTR, Choice, Dimension,
+                                       Fixed, Range, Run, SpecError, StudySettings, StudySpec,
+                                       TrainSettings)
 
-__all__ = ["load", "parse", "from_stored", "stored_trains_like", "AVERAGING_OPTIMIZERS",
+__all__ = ["load", "parse", "from_stored", "stored_files", "stored_trains_like",
+           "AVERAGING_OPTIMIZERS",
            "BOOK_METRICS", "GENERIC_KEYS", "INTEGER_KEYS", "MAX_LABEL", "MAX_SEED", "METRICS",
-           "NOT_SCHEDULE_KEYS", "RUN_KEY", "SCHEDULE_KEYS", "STUDY_FILE_ATTR", "STUDY_FILES_ATTR",
+           "NOT_SCHEDULE_KEYS", "RUN_KEY", "SCHEDULE_KEYS", "STUDY_FILE_ATTR", "STUDY_FILE_PREFIX",
+           "STUDY_FILES_ATTR",
            "Choice", "Dimension", "Fixed", "Range", "Run", "SpecError", "StudySettings",
            "StudySpec", "TrainSettings"]
 
@@ -68,9 +71,17 @@ def from_stored(attrs: dict[str, Any], *, source: str, to_run: bool = False
                  bounds="stored" if to_run else "none")
 
 
+def stored_files(user_attrs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every study file a study ran under, by identity, from its user attributes."""
+    files = dict(user_attrs.get(STUDY_FILES_ATTR, {}))
+    files.update({key[len(STUDY_FILE_PREFIX):]: value for key, value in user_attrs.items()
+                  if key.startswith(STUDY_FILE_PREFIX)})
+    return files
+
+
 def stored_trains_like(stored: dict[str, Any] | None, current: StudySpec) -> bool:
     """Whether a study file the store keeps ({"text": …, "overrides": […]}, an entry of
-    `STUDY_FILES_ATTR`) trains as `current` does: both parsed by this version, so comments,
+    `stored_files`) trains as `current` does: both parsed by this version, so comments,
     the trial total and a newer lrsweep's defaults make no difference. A file this version
     no longer reads, or none, does not."""
     if stored is None:

@@ -45,10 +45,13 @@ RUN_KEY = "run"  # the label of a [[run]] table, a parameter of each of its tria
 # and the configuration, a source run's label included) fit.
 MAX_LABEL = 256
 # A trial's system attribute: the identity (StudySpec.identity) of the study file it trains
-# under, recorded when it takes a slot; and the study's user attribute keeping every file it
-# ran under, by identity: {identity: {"text": …, "overrides": […]}}. A study continued with
-# --allow-changed holds trials of several files.
+# under, recorded when it takes a slot; and the study's user attributes keeping every file it
+# ran under, one a file (so that two runs storing theirs at once both land): "study_file:" +
+# identity → {"text": …, "overrides": […]}. Stores from 2026-12-02 before that kept them all
+# in one, STUDY_FILES_ATTR, still read. A study continued with --allow-changed holds trials
+# of several files.
 STUDY_FILE_ATTR = "lrsweep_study_file"
+STUDY_FILE_PREFIX = "study_file:"
 STUDY_FILES_ATTR = "study_files"
 BOOK_METRICS = ("train_loss", "train_acc", "test_acc")  # what the chapter prints
 GENERIC_DEFAULTS = {"base_lr": 0.1, "warmup_steps": 0, "warmup_begin_lr": 0.0, "lag": 0,

@@ -8,7 +8,7 @@ import optuna
 from optuna.trial import TrialState
 
 from lrsweep.search.space import pack_groups
-from lrsweep.search.spec import STUDY_FILE_ATTR, STUDY_FILES_ATTR, stored_trains_like
+from lrsweep.search.spec import STUDY_FILE_ATTR, stored_files, stored_trains_like
 from lrsweep.search.work import Work
 from lrsweep.store import optuna_private
 from lrsweep.store.places import folder_beside
@@ -39,7 +39,7 @@ def fail_begun_otherwise(work: Work, trial_ids: list[int]) -> list[int]:
         return trial_ids
     study, spec = work.study, work.spec
     frozen = {optuna_private.trial_id(t): t for t in study.get_trials(deepcopy=False)}
-    files = study.user_attrs.get(STUDY_FILES_ATTR, {})
+    files = stored_files(study.user_attrs)
     alike = {spec.identity: True}
     failed, finished = [], []
     for trial_id in trial_ids:
