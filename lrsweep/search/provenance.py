@@ -85,8 +85,7 @@ def _check_same_spec(study: optuna.Study, spec: StudySpec, url: str, allow_chang
     if stored_text is None:
         raise StorageError(f"study {spec.study.name!r} in {url} was not made by lrsweep; "
                            "choose another [study] name")
-    stored_overrides = tuple(study.user_attrs.get("study_overrides", ()))
-    if stored_text == spec.text and stored_overrides == spec.overrides:
+    if spec_mod.is_stored_file(study.user_attrs, spec):
         _remember(study, spec)  # a study stored before files were remembered
         return
     stored = spec_mod.from_stored(study.user_attrs, source="stored")
@@ -116,8 +115,7 @@ def stored_file_changed(study: optuna.Study, spec: StudySpec) -> StoredFileChang
     while any is): this run then asks no more, finishes the trials it holds, and stops."""
     attrs = study.user_attrs
     stored = {"text": attrs.get("study_file"), "overrides": attrs.get("study_overrides", [])}
-    if stored["text"] is None or (stored["text"] == spec.text
-                                  and tuple(stored["overrides"]) == spec.overrides):
+    if stored["text"] is None or spec_mod.is_stored_file(attrs, spec):
         return None
     if spec_mod.stored_trains_like(stored, spec):
         return None

@@ -38,12 +38,10 @@ from lrsweep.search.spec_types import (AVERAGING_OPTIMIZERS, BOOK_METRICS, GENER
                                        Fixed, Range, Run, SpecError, StudySettings, StudySpec,
                                        TrainSettings)
 
-__all__ = ["load", "parse", "from_stored", "stored_files", "stored_trains_like",
-           "AVERAGING_OPTIMIZERS",
-           "BOOK_METRICS", "GENERIC_KEYS", "INTEGER_KEYS", "MAX_LABEL", "MAX_SEED", "METRICS",
-           "NOT_SCHEDULE_KEYS", "RUN_KEY", "SCHEDULE_KEYS", "STUDY_FILE_ATTR", "STUDY_FILE_PREFIX",
-           "STUDY_FILES_ATTR",
-           "Choice", "Dimension", "Fixed", "Range", "Run", "SpecError", "StudySettings",
+__all__ = ["load", "parse", "from_stored", "is_stored_file", "stored_files",
+           "stored_trains_like", "AVERAGING_OPTIMIZERS", "BOOK_METRICS", "GENERIC_KEYS",
+           "INTEGER_KEYS", "MAX_LABEL", "MAX_SEED", "METRICS", "NOT_SCHEDULE_KEYS", "RUN_KEY",
+           "SCHEDULE_KEYS", "STUDY_FILE_ATTR", "STUDY_FILE_PREFIX", "STUDY_FILES_ATTR", "Choice", "Dimension", "Fixed", "Range", "Run", "SpecError", "StudySettings",
            "StudySpec", "TrainSettings"]
 
 
@@ -69,6 +67,12 @@ def from_stored(attrs: dict[str, Any], *, source: str, to_run: bool = False
         return None
     return parse(attrs["study_file"], source=source, overrides=attrs.get("study_overrides", ()),
                  bounds="stored" if to_run else "none")
+
+
+def is_stored_file(attrs: dict[str, Any], spec: StudySpec) -> bool:
+    """Whether a study's user attributes hold exactly `spec` as its file (text and overrides)."""
+    return (attrs.get("study_file") == spec.text
+            and tuple(attrs.get("study_overrides", ())) == spec.overrides)
 
 
 def stored_files(user_attrs: dict[str, Any]) -> dict[str, dict[str, Any]]:

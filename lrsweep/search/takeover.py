@@ -84,11 +84,11 @@ def resume_groups(work: Work, trial_ids: list[int], size: int, looped: int
     packs: dict[int, list[int]] = {}
     unstarted = []
     for trial_id in sorted(trial_ids):
-        members = frozen[trial_id].system_attrs.get(PACK_ATTR)
-        if members is None:
+        pack = _pack_of(frozen[trial_id])
+        if pack is None:
             unstarted.append(trial_id)
         else:
-            packs.setdefault(members[0], []).append(trial_id)
+            packs.setdefault(pack, []).append(trial_id)
     groups: list[tuple[int | None, list[optuna.Trial], list[Resume | None]]] = []
     for pack_id, ids in sorted(packs.items()):
         states = work.checkpoints.load(work.study.study_name, pack_name(frozen[pack_id]))
