@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
+import time
 
 import optuna
 import pytest
 import sqlalchemy
 
+from conftest import REPO
 from lrsweep.store import artifacts, leases, optuna_private, records, storage
 
 ATTRS = {"lr": [0.3, 0.2], "val_acc": [0.5, None], "seed": 3, "diverged": None}
@@ -117,6 +122,46 @@ def test_a_store_that_fails_otherwise_is_one_line_at_once(tmp_path, monkeypatch)
     with pytest.raises(storage.StorageError, match=r"cannot be opened \(.*permission denied\)$"):
         storage.open_storage(f"sqlite:///{tmp_path / 's.db'}")
     assert len(calls) == 1  # not retried
+
+
+# A worker process: it says it is ready (file argv[2].readyK), waits for the file argv[2] to
+# name a moment, then opens the store argv[1] at that moment (spinning: a sleep's wake-up is
+# too coarse to meet the others).
+OPEN_AT_ONCE = """
+import pathlib, sys, time
+from lrsweep.store import storage
+ready, go = pathlib.Path(sys.argv[2] + ".ready" + sys.argv[3]), pathlib.Path(sys.argv[2])
+ready.touch()
+while not go.exists():
+    time.sleep(0.01)
+moment = float(go.read_text())
+while time.time() < moment:
+    pass
+try:
+    storage.open_storage(sys.argv[1])
+except storage.StorageError as error:
+    sys.exit(str(error))
+"""
+
+
+def test_workers_opening_a_new_sqlite_store_at_the_same_instant_all_open_it(tmp_path):
+    # Processes, as workers are: each switches the new file to WAL, and two doing so at once
+    # both hold a read lock and want the write lock; SQLite answers one "database is locked"
+    # without waiting. Several rounds, since the collision is a matter of timing (before the
+    # retry, each of 3 runs of this test lost a worker within its four rounds).
+    workers, env = 5, {**os.environ, "PYTHONPATH": str(REPO)}
+    for round_ in range(4):
+        url, go = f"sqlite:///{tmp_path / f'{round_}.db'}", tmp_path / f"go{round_}"
+        procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, url, str(go), str(k)],
+                                  env=env, stderr=subprocess.PIPE, text=True)
+                 for k in range(workers)]
+        while len(list(tmp_path.glob(f"go{round_}.ready*"))) < workers:
+            assert all(p.poll() is None for p in procs), [p.communicate()[1] for p in procs]
+            time.sleep(0.01)
+        (tmp_path / "moment").write_text(str(time.time() + 0.5))
+        (tmp_path / "moment").rename(go)  # whole, never half written
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0] * workers, errors
 
 
 def test_a_new_sqlite_store_uses_wal(tmp_path):

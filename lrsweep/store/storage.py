@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +59,7 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
         if create:  # only writers switch the journal: reading leaves the file as it was
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                # WAL persists in the file. The switch waits for the database's lock as long as
-                # Optuna's own connections do: another worker may be making the tables (with
-                # SQLite's default 5 s, a worker started beside another on a busy machine
-                # failed with "database is locked").
-                with sqlite3.connect(path, timeout=_BUSY_SECONDS) as conn:
-                    conn.execute("PRAGMA journal_mode=WAL")
+                _switch_to_wal(path)
             except (OSError, sqlite3.Error) as exc:
                 raise _cannot_open(url, exc, f"cannot open {path}") from None
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": _BUSY_SECONDS}}
@@ -74,6 +70,29 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
     if not create:
         _check_server_store(url)
     return _connect(url, target, kwargs)
+
+
+def _switch_to_wal(path: Path) -> None:
+    """Put the SQLite file in WAL mode (it persists in the file), waiting for another process's
+    lock as long as Optuna's own connections do: another worker may be making the tables (with
+    SQLite's default 5 s, a worker started beside another on a busy machine failed).
+
+    Retried, since SQLite's wait does not cover every case: two processes switching a new file
+    at once each hold a read lock and want the write lock, and SQLite answers one of them
+    "database is locked" at once rather than wait for a lock that would never come (three
+    workers started together on a new file lost one of them in 8 of 20 tries)."""
+    deadline = time.monotonic() + _BUSY_SECONDS
+    pause = 0.05
+    while True:
+        try:
+            with closing(sqlite3.connect(path, timeout=_BUSY_SECONDS)) as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(2 * pause, 1.0)
 
 
 def _check_server_store(url: str) -> None:
