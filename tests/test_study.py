@@ -95,13 +95,37 @@ def test_no_trial_is_pruned_inside_its_own_warmup(tmp_path, fashion_dir, monkeyp
         return True
 
     monkeypatch.setattr(pruning.LockstepMedianPruner, "decide", prune_whenever_asked)
-    text = study_toml("grace", scheduler='"constant"', pruner="median", epochs=5,
+    text = study_toml("grace", scheduler='"constant"', pruner="median", epochs=6,
                       extra="warmup_steps = [0, 3]")
     _, stored = run(tmp_path, fashion_dir, text, pack=2)
     for t in stored.trials:
         first = 1 + t.params["warmup_steps"]  # epochs 0–2 warm up; then one more epoch
         assert asked[t.number] == [first], t.params
         assert t.state == TrialState.PRUNED and max(t.intermediate_values) == first
+
+
+def test_a_trial_at_its_last_epoch_is_told_complete_not_judged(tmp_path, fashion_dir,
+                                                             monkeypatch):
+    # Pruning at the last epoch saves nothing: a trial that trained all its epochs is stored
+    # complete, with its final value, even where the pruner would have said "prune".
+    asked = []
+
+    def prune_whenever_asked(self, study, trial, everyone):
+        asked.append((trial.number, trial.last_step))
+        return True
+
+    monkeypatch.setattr(pruning.LockstepMedianPruner, "decide", prune_whenever_asked)
+    text = study_toml("last", scheduler='["constant", "cosine"]', pruner="median", epochs=3,
+                      base_lr="[0.05, 0.1]")
+    _, stored = run(tmp_path, fashion_dir, text, pack=2)
+    # Judged at epoch 1 (after the first), pruned there; never asked at epoch 2, the last.
+    assert sorted(asked) == [(n, 1) for n in range(4)]
+    text = text.replace("epochs = 3", "epochs = 2").replace('name = "last"', 'name = "two"')
+    asked.clear()
+    _, stored = run(tmp_path, fashion_dir, text, pack=2)
+    assert asked == []  # epoch 1 is the first judged and the last: nobody is judged
+    assert [t.state for t in stored.trials] == [TrialState.COMPLETE] * 4
+    assert all(list(t.intermediate_values) == [0, 1] for t in stored.trials)
 
 
 def test_pack_mates_are_each_others_peers_when_none_has_completed(tmp_path, fashion_dir):
@@ -116,17 +140,18 @@ def test_pack_mates_are_each_others_peers_when_none_has_completed(tmp_path, fash
 
 
 def test_hyperband_in_a_pack_prunes_at_its_rungs_from_the_epochs_values(tmp_path, fashion_dir):
-    # Six trials in one pack, two brackets (rungs at epochs 1 and 3, and 3): each verdict is
-    # the pruner's reading of the store at that epoch, made once every pack-mate reported.
-    text = study_toml("hyperband", scheduler='"constant"', pruner="hyperband", epochs=4,
+    # Six trials in one pack, two brackets (rungs at epochs 1 and 3, and 3; the last epoch, 4,
+    # is no rung, where a verdict would save nothing): each verdict is the pruner's reading of
+    # the store at that epoch, made once every pack-mate reported.
+    text = study_toml("hyperband", scheduler='"constant"', pruner="hyperband", epochs=5,
                       base_lr="[1e-5, 0.1, 0.2, 0.3, 0.4, 0.5]")
     pruner = pruning.make_pruner(spec.parse(text, source="test.toml"))
-    assert isinstance(pruner, pruning.LockstepHyperbandPruner) and pruner.max_resource == 4
+    assert isinstance(pruner, pruning.LockstepHyperbandPruner) and pruner.max_resource == 5
     _, stored = run(tmp_path, fashion_dir, text, pack=6)
     everyone = stored.get_trials(deepcopy=False)
     for t in everyone:
         verdicts = [pruner.decide(stored, _until(t, step), everyone)
-                    for step in sorted(t.intermediate_values)]
+                    for step in sorted(t.intermediate_values) if step < 4]
         expected = TrialState.PRUNED if any(verdicts) else TrialState.COMPLETE
         assert t.state == expected, (t.number, verdicts)
         assert verdicts[-1] == (t.state == TrialState.PRUNED)  # it stopped at its first "prune"

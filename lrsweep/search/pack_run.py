@@ -128,7 +128,8 @@ class PackRun:
         if spec.study.pruner == "none":  # nobody reads them now: stored once, at the end
             return []
         # Lockstep: every value of the epoch is in the store before anyone is judged, so
-        # pack-mates are each other's peers; no one is judged inside its warmup.
+        # pack-mates are each other's peers; no one is judged inside its warmup, nor at its
+        # last epoch: pruning there saves nothing and would store a trained trial as pruned.
         reported, gone = [], []
         for i, m in metrics.items():
             value = getattr(m, spec.study.metric)
@@ -138,8 +139,9 @@ class PackRun:
                     reported.append(i)
             except optuna.exceptions.UpdateFinishedTrialError:
                 gone.append(i)  # finished by a worker that took it over: leaves untold
+        last = spec.train.epochs - 1
         due = [i for i in reported
-               if metrics[i].epoch >= judged_from(self.slots[i].config, self.steps)]
+               if judged_from(self.slots[i].config, self.steps) <= metrics[i].epoch < last]
         verdicts = judge(self.work.study, [self.slots[i].trial for i in due])
         self.gone.update(gone)
         return gone + [i for i, prune in zip(due, verdicts) if prune]
