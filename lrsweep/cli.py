@@ -20,7 +20,8 @@ from lrsweep import tables
 from lrsweep.cli_errors import err, handle_errors, run_app
 from lrsweep.names import folder_name
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(cls=opt.Group, add_completion=False, no_args_is_help=True,
+                  pretty_exceptions_enable=False,
                   rich_markup_mode="rich",  # help text escapes its brackets: cli_options.default
                   help="Optuna studies of learning-rate schedules (D2L §12.11) for LeNet on "
                        "Fashion-MNIST.")

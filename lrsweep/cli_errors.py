@@ -100,11 +100,14 @@ def run_app(app: typer.Typer) -> int:
         from typer import _click as click  # the Click that Typer vendors (Typer ≥ 0.20)
     except ImportError:
         import click
-    try:
-        code = app(prog_name="lrsweep", standalone_mode=False)
-    except getattr(click.exceptions, "NoArgsIsHelpError", ()):  # plain `lrsweep`: its help
+    if len(sys.argv) == 1:
+        # Plain `lrsweep`: its help, once, and exit 2 as for any missing command. Asked of
+        # Typer directly: its no-args error prints the help itself in some versions (0.29)
+        # and not in others.
         app(prog_name="lrsweep", args=["--help"], standalone_mode=False)
         return 2
+    try:
+        code = app(prog_name="lrsweep", standalone_mode=False)
     except click.ClickException as error:
         command = getattr(getattr(error, "ctx", None), "command_path", "lrsweep")
         say(f"{command}: error: {error.format_message()} (see `{command} --help`)")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 
 def default(text: str) -> str:
@@ -36,6 +36,13 @@ class Command(TyperCommand):
         super().__init__(*args, **kwargs)
         for param in self.params:
             _as_flag(param)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _as_flag(super().get_help_option(ctx))
+
+
+class Group(TyperGroup):
+    """The top level (`lrsweep --help`), its --help shown as a flag as in `Command`."""
 
     def get_help_option(self, ctx: Any) -> Any:
         return _as_flag(super().get_help_option(ctx))

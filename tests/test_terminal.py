@@ -213,6 +213,14 @@ def test_help_shows_defaults_and_flags_as_flags(lrsweep_cli, monkeypatch):
     assert "<bool>" not in text and re.search(r"--allow-changed +Continue", text)
     bench = lrsweep_cli("bench", "--help").stdout
     assert "[default: all on a GPU, 10000 on a CPU]" in bench and "<bool>" not in bench
+    top = lrsweep_cli("--help").stdout
+    assert "<bool>" not in top and re.search(r"--help +Show this message", top)
+
+
+def test_plain_lrsweep_prints_its_help_once_and_exits_2(lrsweep_cli):
+    proc = lrsweep_cli()
+    assert proc.returncode == 2 and proc.stderr == ""
+    assert proc.stdout.count("Usage: lrsweep") == 1 and "Commands" in proc.stdout
 
 
 def test_export_from_a_store_without_its_artifacts(lrsweep_cli, stores, tmp_path):
