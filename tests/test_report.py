@@ -19,7 +19,8 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
 from conftest import REPO, study_toml
-from lrsweep.report import render, stats
+from lrsweep.report import read, render, stats
+from lrsweep.search import surplus
 
 T_975 = {2: 4.302652729911275, 3: 3.182446305284263}  # Student t quantiles, by degrees of freedom
 COSINE = [0.80, 0.82, 0.84]
@@ -88,6 +89,31 @@ def test_answer_and_status_are_computed_from_the_trials(synthetic, tmp_path):
     assert f"paired by seed, Δ val_acc {d_mean:+.3f} ± {d_ci:.3f} (n = {len(diffs)})" in text
     assert "1 of 9 trials failed (1 non-finite)" in text
     assert "incomplete: 8 of 12 trials finished" in text  # 6 complete + 1 diverged + 1 pruned
+
+
+def test_trials_a_racing_worker_asked_beyond_the_total_are_no_trials_of_the_study(synthetic,
+                                                                                  tmp_path):
+    # Failed at once and never trained (search.surplus): no table or report counts them.
+    study = optuna.load_study(study_name="synthetic", storage=synthetic)
+    surplus.within_total(study, [study.ask(), study.ask()], total=1)
+    assert sum(t.state == TrialState.FAIL for t in study.trials) == 3
+    text = render.write_report("synthetic", synthetic, tmp_path / "out").markdown.read_text()
+    assert "1 of 9 trials failed (1 non-finite)" in text
+    assert "fail 1" in text and "fail 3" not in text
+    assert len(read.trials_frame("synthetic", synthetic)) == 9
+    assert read.curves_frame("synthetic", synthetic)["trial"].max() == 8
+    listed = read.studies_frame(synthetic).iloc[0]
+    assert (listed["complete"], listed["pruned"], listed["failed"]) == (7, 1, 1)
+
+
+def test_a_total_lowered_below_the_finished_trials_is_said_so(synthetic, tmp_path):
+    study = optuna.load_study(study_name="synthetic", storage=synthetic)
+    study.set_user_attr("study_file", study_toml("synthetic", sampler="random", trials=5,
+                                                 scheduler='["constant", "cosine"]',
+                                                 seed="[0, 1, 2, 3]"))
+    text = render.write_report("synthetic", synthetic, tmp_path / "out").markdown.read_text()
+    assert "complete: 8 trials finished, more than the 5 its study file now asks for" in text
+    assert "of 5 trials finished" not in text
 
 
 def test_html_is_self_contained(synthetic, tmp_path):

@@ -12,6 +12,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from lrsweep.search import spec as spec_mod
+from lrsweep.search.surplus import SURPLUS_ATTR
 from lrsweep.store.records import CURVES, trial_curves
 from lrsweep.store.storage import load_study, open_storage, study_names
 
@@ -24,7 +25,7 @@ def studies_frame(url: str) -> pd.DataFrame:
     rows = []
     for name in study_names(rdb):
         study = optuna.load_study(study_name=name, storage=rdb)
-        trials = study.get_trials(deepcopy=False)
+        trials = asked_within_total(study)
         counts = {s: sum(t.state == s for t in trials) for s in TrialState}
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         best = (max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min)(
@@ -43,7 +44,7 @@ def trials_frame(name: str, url: str, *, study: optuna.Study | None = None) -> p
     """One row per trial: state, objective, parameters, final curve values, epochs, time."""
     study = study or load_study(name, url)  # a caller that has it loaded saves a read
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    for t in asked_within_total(study):
         attrs, curves = t.user_attrs, trial_curves(t)  # curves: either form a store holds
         row = {"trial": t.number, "state": t.state.name.lower(), "value": t.value}
         if attrs.get("diverged"):
@@ -68,6 +69,13 @@ def trials_frame(name: str, url: str, *, study: optuna.Study | None = None) -> p
     frame = pd.DataFrame(rows, columns=None if rows else TRIAL_COLUMNS)
     frame.attrs["direction"] = study.direction.name.lower()
     return frame
+
+
+def asked_within_total(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The study's trials less those a worker asked beyond the total while another counted
+    (`search.surplus`): failed at once and never trained, they are no trial of the study's,
+    and no table or report counts them (Optuna's own tools list them, as FAIL)."""
+    return [t for t in study.get_trials(deepcopy=False) if not t.system_attrs.get(SURPLUS_ATTR)]
 
 
 TRIAL_COLUMNS = ("trial", "state", "outcome", "value", "seed", *FINAL_CURVES, "val_acc_curve",
@@ -102,7 +110,7 @@ def curves_frame(name: str, url: str, *, study: optuna.Study | None = None) -> p
     """One row per trial and epoch: the trial's state, parameters and per-epoch curves."""
     study = study or load_study(name, url)  # a caller that has it loaded saves a read
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    for t in asked_within_total(study):
         attrs, curves = t.user_attrs, trial_curves(t)
         for epoch in range(len(curves.get("lr") or [])):
             row = {"trial": t.number, "state": t.state.name.lower(), "value": t.value,

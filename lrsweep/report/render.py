@@ -80,7 +80,9 @@ def _sections(name, url, study, study_spec, trials, configs, metric) -> list[Sec
     counts = trials["state"].str.split(" ").str[0].value_counts().to_dict() if len(trials) else {}
     total = study_spec.study.trials if study_spec else len(trials)
     ended = counts.get("complete", 0) + counts.get("pruned", 0) + counts.get("diverged", 0)
-    status = (f"complete: {ended} of {total} trials finished" if ended >= total else
+    status = (f"complete: {ended} of {total} trials finished" if ended == total else
+              f"complete: {ended} trials finished, more than the {total} its study file now "
+              "asks for (a lower total stops new trials and removes none)" if ended > total else
               f"**incomplete: {ended} of {total} trials finished** "
               f"({counts.get('running', 0)} running — the study is still running or was "
               "interrupted; `lrsweep resume` continues it). The numbers below cover the "
