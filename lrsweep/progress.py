@@ -6,6 +6,7 @@ far.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -16,6 +17,7 @@ from rich.text import Text
 from lrsweep.train.trials import EpochMetrics
 from lrsweep.numbers import short
 from lrsweep.search.spec import StudySpec
+from lrsweep.search.spec_types import METRICS
 from lrsweep.store.leases import GRACE_SECONDS
 from lrsweep.search.work import Progress
 
@@ -36,6 +38,7 @@ class PlainProgress(Progress):
         self._done = 0
         self._started: dict[int, float] = {}   # trial number → when this run began it
         self._waiting_for = 0
+        self._metric = "val_acc"  # the study's, from start()
 
     def start(self, spec: StudySpec, done: int) -> None:
         self._total, self._done = spec.study.trials, done
@@ -61,7 +64,7 @@ class PlainProgress(Progress):
                         f"silent for {GRACE_SECONDS:g} s has its trials taken over here")
 
     def pack_epoch(self, metrics: dict[int, EpochMetrics], epochs: int) -> None:
-        self._print(f"{slots(metrics, epochs)}: {_summary(metrics)}")
+        self._print(f"{slots(metrics, epochs)}: {_summary(metrics, self._metric)}")
 
     def trial_finished(self, number: int, state: str, value: float | None,
                        best: float | None) -> None:
@@ -106,7 +109,8 @@ class LiveProgress(PlainProgress):
     def pack_epoch(self, metrics: dict[int, EpochMetrics], epochs: int) -> None:
         self._view.epoch = max(m.epoch for m in metrics.values()) + 1
         self._view.epochs = epochs
-        self._view.slots, self._view.summary = slots(metrics, epochs), _summary(metrics)
+        self._view.slots = slots(metrics, epochs)
+        self._view.summary = _summary(metrics, self._metric)
         self._live.refresh()
 
     def trial_finished(self, number: int, state: str, value: float | None,
@@ -213,16 +217,24 @@ def _label(numbers: list[int]) -> str:
     return "trials " + ",".join(map(str, numbers))
 
 
-def _summary(metrics: dict[int, EpochMetrics]) -> str:
-    """One trial: its numbers. A pack: the range of validation accuracy and the leader."""
+def _summary(metrics: dict[int, EpochMetrics], metric: str = "val_acc") -> str:
+    """One trial: its numbers. A pack: the range of the study's metric, the leader at the end
+    its direction favours (lowest loss, highest accuracy)."""
     if len(metrics) == 1:
         m = next(iter(metrics.values()))
-        return (f"lr {m.lr:.4g} train_loss {m.train_loss:.4f} train_acc {m.train_acc:.4f} "
-                f"val_acc {m.val_acc:.4f} test_acc {m.test_acc:.4f} ({m.seconds:.1f} s)")
-    accs = {n: m.val_acc for n, m in metrics.items() if m.val_acc == m.val_acc}
+        shown = ["train_loss", "train_acc", "val_acc", "test_acc"]
+        if metric not in shown:
+            shown.insert(2, metric)
+        values = " ".join(f"{key} {getattr(m, key):.4f}" for key in shown)
+        return f"lr {m.lr:.4g} {values} ({m.seconds:.1f} s)"
+    values = {n: getattr(m, metric) for n, m in metrics.items()}
+    values = {n: v for n, v in values.items() if math.isfinite(v)}
     seconds = next(iter(metrics.values())).seconds
-    if not accs:
+    if not values:
         return f"{len(metrics)} training ({seconds:.1f} s)"
-    leader = max(accs, key=accs.get)
-    return (f"val_acc {min(accs.values()):.4f}–{accs[leader]:.4f} (best: trial {leader}), "
+    maximize = METRICS[metric] == "maximize"
+    leader = (max if maximize else min)(values, key=values.get)
+    worst = (min if maximize else max)(values.values())
+    low, high = sorted((worst, values[leader]))
+    return (f"{metric} {low:.4f}–{high:.4f} (best: trial {leader}), "
             f"{len(metrics)} training ({seconds:.1f} s)")

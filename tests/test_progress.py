@@ -51,6 +51,21 @@ def test_display_shows_progress_and_best(terminal):
         assert "trial 1 epoch 3/4, trial 3 epoch 1/4: val_acc 0.5000–0.5000" in text
 
 
+def test_a_pack_is_summed_up_by_the_studys_metric_in_its_direction():
+    buffer = io.StringIO()
+    display = progress.for_console(Console(file=buffer, force_terminal=False, width=160))
+    text = study_toml("loss", trials=3, sampler="random")
+    display.start(spec.parse(text.replace("[study]", '[study]\nmetric = "val_loss"'),
+                             source="s.toml"), 0)
+    # val_loss 1.9, 1.7, 1.5 for trials 1–3; val_acc ranks them the other way round.
+    display.pack_epoch({n: EpochMetrics(0, 0.1, 2.0, 0.3, 2.1 - n / 5, 0.7 - n / 10, 0.4, 1.5)
+                        for n in (1, 2, 3)}, 2)
+    display.pack_epoch({1: EpochMetrics(1, 0.1, 2.0, 0.3, 1.2, 0.7, 0.4, 1.5)}, 2)
+    text = buffer.getvalue()
+    assert "trials 1–3 epoch 1/2: val_loss 1.5000–1.9000 (best: trial 3)" in text
+    assert "trial 1 epoch 2/2: lr 0.1 train_loss 2.0000 train_acc 0.3000 val_loss 1.2000" in text
+
+
 def test_waiting_for_other_workers_is_told_once_per_change():
     buffer = io.StringIO()
     display = progress.for_console(Console(file=buffer, force_terminal=False, width=160))
