@@ -182,6 +182,9 @@ def export(name: str = typer.Argument(..., help="The study's name"),
     if trial is None and csv is None:
         raise typer.BadParameter("say what to export: --trial N (weights) and/or --csv PATH")
     weights = out_file or Path("results") / folder_name(name) / f"trial-{trial}.pt"
+    if trial is not None and csv is not None and weights.absolute() == csv.absolute():
+        raise typer.BadParameter(f"--csv {csv}: the weights go to that file too; give two "
+                                 "files")
     for path, option in ((weights if trial is not None else None,
                           "--out" if out_file else "the weights' file"), (csv, "--csv")):
         if path is not None:

@@ -31,6 +31,8 @@ def one_line(proc, message):
     (("export", "other", "--trial", "0", "--out", "store.db"), "--out store.db: that is the "
                                                                 "study's store"),
     (("export", "other", "--csv", "."), "--csv .: a folder is there; give a file name"),
+    (("export", "other", "--trial", "0", "--out", "same.x", "--csv", "./same.x"),
+     "--csv same.x: the weights go to that file too; give two files"),
     (("export", "other", "--csv", "a-file/curves.csv"), "a-file is a file, not a folder"),
     (("report", "other", "--out", "a-file/report"), "a-file is a file, not a folder"),
     # Not writable even by root: the check writes there, it does not read permission bits.
