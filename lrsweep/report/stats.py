@@ -70,18 +70,26 @@ def format_ci(mean: float, ci: float, digits: int = 3,
     """"0.862 ± 0.042"; the mean alone without an interval; "–" without a mean (no data);
     "∞" for a loss a diverged seed made infinite. An interval that runs past what the metric
     can be (`bounds`, e.g. an accuracy's [0, 1]) is cut there and shown as its ends:
-    "0.408 [0.000, 0.932]" — a t interval over a few bimodal seeds does that."""
+    "0.408 [0.000, 0.932]" — a t interval over a few bimodal seeds does that. A number of a
+    million or more (a loss that blew up but stayed finite) is written in powers of ten.
+
+        >>> format_ci(1.5e25, 2.1e25, bounds=(0, math.inf))
+        '1.500e+25 [0.000, 3.600e+25]'
+    """
     if math.isnan(mean):
         return "–"
     if math.isinf(mean):
         return "∞" if mean > 0 else "−∞"
+
+    def number(x: float) -> str:
+        return f"{x:.{digits}e}" if abs(x) >= 1e6 else f"{x:.{digits}f}"
+
     if math.isnan(ci):
-        return f"{mean:.{digits}f}"
+        return number(mean)
     low, high = bounds
     if mean - ci < low or mean + ci > high:
-        return (f"{mean:.{digits}f} [{max(low, mean - ci):.{digits}f}, "
-                f"{min(high, mean + ci):.{digits}f}]")
-    return f"{mean:.{digits}f} ± {ci:.{digits}f}"
+        return f"{number(mean)} [{number(max(low, mean - ci))}, {number(min(high, mean + ci))}]"
+    return f"{number(mean)} ± {number(ci)}"
 
 
 def metric_bounds(metric: str) -> tuple[float, float]:
