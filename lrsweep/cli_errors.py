@@ -10,7 +10,9 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import signal
 import sys
+import threading
 import unicodedata
 from typing import Any, Callable
 
@@ -49,6 +51,7 @@ def handle_errors(trains: bool = False) -> Callable[[Callable], Callable]:
             except typer.Exit:
                 raise
             except KeyboardInterrupt as stop:
+                _ignore_further_signals()
                 say("lrsweep: interrupted; finished trials are stored — run the same command "
                     "again to continue" if trains else "lrsweep: interrupted")
                 raise typer.Exit(143 if str(stop) == "SIGTERM" else 130)  # search.interrupt
@@ -56,6 +59,15 @@ def handle_errors(trains: bool = False) -> Callable[[Callable], Callable]:
                 _fail(exc, kwargs.get("storage"))
         return wrapper
     return decorate
+
+
+def _ignore_further_signals() -> None:
+    """The command stops: what is left is closing the store and exiting. Another Ctrl-C (or
+    SIGTERM) then has nothing to hurry, and would only interrupt Python's own clean-up
+    with a traceback (a weakref callback's "Exception ignored")."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def _fail(exc: Exception, storage: str | None) -> None:

@@ -4,6 +4,8 @@ Each is one line, exit 2, and nothing written; nothing printed shows a password.
 
 from __future__ import annotations
 
+import signal
+
 import optuna
 import pytest
 import typer
@@ -163,8 +165,16 @@ def test_ctrl_c_says_to_run_again_only_where_a_command_trains(capsys, trains, ex
     def command() -> None:
         raise KeyboardInterrupt
 
-    with pytest.raises(typer.Exit) as stopped:
-        command()
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(typer.Exit) as stopped:
+            command()
+        # What is left is exiting: further signals are ignored (test_edges_signals).
+        assert {sig: signal.getsignal(sig) for sig in before} == dict.fromkeys(
+            before, signal.SIG_IGN)
+    finally:  # this test's process goes on
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
     assert stopped.value.exit_code == 130
     assert capsys.readouterr().err.strip() == expected
 

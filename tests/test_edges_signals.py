@@ -85,6 +85,28 @@ def until(proc, trigger):
     raise AssertionError("".join(lines))
 
 
+def test_signals_while_it_exits_change_nothing(tmp_path, fashion_dir):
+    # The run has stopped and says so; what is left is closing the store and exiting. Another
+    # Ctrl-C or SIGTERM then must not end it otherwise (a traceback from Python's clean-up, or
+    # killed outright by the default SIGTERM).
+    (tmp_path / "s.toml").write_text(TEXT)
+    env, args = cli(tmp_path, fashion_dir, grace=600)
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    printed = until(proc, "trials 0–1 epoch 2/4")
+    proc.send_signal(signal.SIGINT)
+    printed += until(proc, "lrsweep: interrupted")
+    for sig in (signal.SIGINT, signal.SIGTERM) * 20:
+        if proc.poll() is not None:
+            break
+        proc.send_signal(sig)
+        time.sleep(0.005)
+    printed += proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, printed
+    assert "Traceback" not in printed and "Exception ignored" not in printed, printed
+    assert [t.state for t in stored(tmp_path).trials] == [TrialState.RUNNING] * 2
+
+
 def test_sigterm_stops_as_ctrl_c_does_and_hands_the_trials_back(tmp_path, fashion_dir):
     (tmp_path / "s.toml").write_text(TEXT)
     env, args = cli(tmp_path, fashion_dir, grace=600)  # a lease kept would block for minutes
