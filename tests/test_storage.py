@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import subprocess
@@ -292,3 +293,20 @@ def test_a_first_heartbeat_given_by_another_worker_meanwhile_is_renewed(tmp_path
     monkeypatch.undo()
     # Our insert lost to the rival's; the second try renewed both beats.
     assert len(updates) == 2 and min(beats(study, ids).values()).year > 2000
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_finished_and_best_reads_what_optuna_reads(tmp_path, direction):
+    # One aggregate query on Optuna's tables, against Optuna's own reading of the same trials;
+    # and the same from a store of another kind (in memory), through the public reads.
+    for url in (f"sqlite:///{tmp_path / direction}.db", None):
+        study = optuna.create_study(storage=storage.open_storage(url) if url else None,
+                                    direction=direction)
+        for value in (0.3, 0.7, -math.inf, math.inf, 0.5):
+            study.tell(study.ask(), value)
+        study.tell(study.ask(), state=optuna.trial.TrialState.PRUNED)
+        study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
+        study.ask()  # running
+        finite = [t.value for t in study.trials if t.value is not None and math.isfinite(t.value)]
+        expected = max(finite) if direction == "maximize" else min(finite)
+        assert records.finished_and_best(study) == (6, expected)

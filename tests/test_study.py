@@ -19,6 +19,7 @@ from lrsweep.search import (ask, heartbeats, loop, pack_run, provenance, pruning
                             spec, takeover, work)
 from lrsweep.store import leases, optuna_private, storage
 from lrsweep.train import device
+from lrsweep.numbers import short
 from lrsweep.store.records import trial_curves
 
 
@@ -743,3 +744,34 @@ def test_a_worker_follows_the_study_file_another_run_stored(tmp_path, fashion_di
     assert curves == [1, 2, 2]
     assert ("study followed: another run changed its study file (--allow-changed); continuing "
             "under the new one") in capsys.readouterr().err
+
+
+def test_a_told_trial_is_counted_with_every_workers_finished_trials(tmp_path, fashion_dir):
+    # Another worker's trial ends while this run's pack trains, after this run's last ask:
+    # the lines telling this run's trials count it too (they counted only their own).
+    import io
+
+    from rich.console import Console
+
+    from lrsweep import progress
+    the_spec = spec.parse(study_toml("counted", scheduler='"constant"', sampler="random",
+                                     epochs=2, trials=3), source="test.toml")
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    provenance.create_or_load(the_spec, storage.open_storage(url), url, allow_changed=False)
+    elsewhere = optuna.load_study(study_name="counted", storage=url)
+    other = elsewhere.ask()  # running in another worker: this run asks the other two
+
+    class OtherWorkerEnds(progress.PlainProgress):
+        def pack_epoch(self, metrics, epochs):
+            super().pack_epoch(metrics, epochs)
+            if elsewhere.trials[other.number].state == TrialState.RUNNING:
+                elsewhere.tell(other, 0.5)
+
+    printed = io.StringIO()
+    loop.run(the_spec, storage=url, device="cpu", data_dir=str(fashion_dir), pack=2,
+             progress=OtherWorkerEnds(Console(file=printed, width=200)))
+    told = [line.split("[")[1] for line in printed.getvalue().splitlines() if " done, " in line]
+    # And the best shown is the store's: the other worker's 0.5 unless this run's is higher.
+    values = [t.value for t in optuna.load_study(study_name="counted", storage=url).trials]
+    assert told == [f"2/3 done, best {short(max(values[:2]))}]",
+                    f"3/3 done, best {short(max(values))}]"], told

@@ -32,7 +32,7 @@ from lrsweep.search.takeover import PACK_ATTR, pack_name
 from lrsweep.search.tell import Teller
 from lrsweep.search.work import Work
 from lrsweep.store import optuna_private
-from lrsweep.store.records import set_system_attrs
+from lrsweep.store.records import finished_and_best, set_system_attrs
 from lrsweep.train import engine
 from lrsweep.train.checkpoint import BackgroundWriter
 from lrsweep.train.trials import (Admission, EpochMetrics, PackState, Resume, TrialConfig,
@@ -153,6 +153,11 @@ class PackRun:
             self.dropped.append(number)  # `LeaseLapsed` names it
             return
         self.leases.drop([trial_id])  # before it is told: no beat for a finished trial
+        # What every worker has finished before this one, and the best of it, for the line
+        # that tells it.
+        done, best = finished_and_best(self.work.study)
+        self.work.progress.study_done(done)
+        self.teller.saw(best)
         try:
             if trial_id not in self.gone:
                 state, value = self.teller.tell(entry.trial, result)

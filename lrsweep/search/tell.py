@@ -23,7 +23,7 @@ from lrsweep.train.trials import AVERAGING, TrialResult
 
 class Teller:
     """Tells a pack's trials as they finish, keeping the study's best value up to date (read
-    once a pack, not once a trial: a store read each)."""
+    when the pack begins, then from each trial told and what the store says before each)."""
 
     def __init__(self, spec: StudySpec, study: optuna.Study, device: Any, classes: int,
                  artifacts: optuna.artifacts.FileSystemArtifactStore) -> None:
@@ -33,6 +33,12 @@ class Teller:
             self.best: float | None = study.best_value
         except ValueError:  # no completed trial yet
             self.best = None
+
+    def saw(self, best: float | None) -> None:
+        """The study's best value as just read from the store, other workers' included."""
+        if best is not None:
+            better = min if self.spec.direction == "minimize" else max
+            self.best = best if self.best is None else better(self.best, best)
 
     def tell(self, trial: optuna.Trial, result: TrialResult) -> tuple[str, float | None]:
         """Record and tell one trial; returns its outcome (complete, pruned, diverged) and
