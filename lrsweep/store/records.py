@@ -1,6 +1,7 @@
 """A trial's records written in one transaction: its curves, system attributes and
 intermediate values, instead of Optuna's one commit per value; how its curves are stored (exact
-for reports, one short line each for optuna-dashboard) and read back in either form."""
+for reports, one short line each for optuna-dashboard) and read back in either form; and the
+study's finished trials and best value, counted in the store as each trial is told."""
 
 from __future__ import annotations
 
