@@ -259,9 +259,10 @@ def test_allow_changed_refuses_trials_begun_under_the_stored_file_until_they_fin
     text = study_toml("u", sampler="random", trials=3)
     url, rdb, study = study_with_a_trial(tmp_path, text, finished=False)
     changed = parse(study_toml("u", sampler="random", trials=3, epochs=3))
-    with pytest.raises(SpecError, match=r"trial #0 began under its stored file and did not "
-                                        r"finish \(.*\): .*\(`lrsweep resume u` on the same "
-                                        r"store\), or give this file"):
+    with pytest.raises(SpecError, match=r"trial #0 began under its stored file and not "
+                                        r"finished, running in a worker or interrupted \(.*\): "
+                                        r".*\(`lrsweep resume u` on the same store\), or give "
+                                        r"this file"):
         create_or_load(changed, rdb, url, True)
     assert optuna.load_study(study_name="u", storage=url).user_attrs["study_file"] == text
     study.tell(0, 0.5)  # finished: the change goes through

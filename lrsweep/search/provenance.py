@@ -154,11 +154,11 @@ def _check_continuable(study: optuna.Study, spec: StudySpec, url: str) -> None:
         numbers = ", ".join(f"#{n}" for n in unfinished[:5]) + (", …" if len(unfinished) > 5
                                                                 else "")
         which = f"trial {numbers} began" if len(unfinished) == 1 else f"trials {numbers} began"
-        raise SpecError(f"{where}: {which} under its stored file and did not finish (continued "
-                        "under this file, each would be stored as if trained under it): finish "
-                        f"the study under its stored file first (`lrsweep resume "
-                        f"{spec.study.name}` on the same store), or give this file a new [study] "
-                        "name")
+        raise SpecError(f"{where}: {which} under its stored file and not finished, running "
+                        "in a worker or interrupted (continued under this file, each would be "
+                        "stored as if trained under it): let it finish, or finish the study "
+                        f"under its stored file first (`lrsweep resume {spec.study.name}` on the "
+                        "same store), or give this file a new [study] name")
 
 
 def _drawn(distribution: BaseDistribution) -> str:
