@@ -106,6 +106,25 @@ def test_trials_a_racing_worker_asked_beyond_the_total_are_no_trials_of_the_stud
     assert (listed["complete"], listed["pruned"], listed["failed"]) == (7, 1, 1)
 
 
+def test_csv_tables_keep_whole_numbers_whole_beside_a_trial_that_recorded_none(synthetic,
+                                                                              tmp_path):
+    # Trials without a parameter count (crashed before it was recorded, or stored before it
+    # was kept) leave the column floats in pandas: it is written as whole numbers, their cells
+    # empty.
+    study = optuna.load_study(study_name="synthetic", storage=synthetic)
+    recorded = study.trials[0]  # as trials have recorded it since 2026-11-29
+    study.add_trial(create_trial(
+        state=TrialState.COMPLETE, value=recorded.value, params=recorded.params,
+        distributions=recorded.distributions, intermediate_values=recorded.intermediate_values,
+        user_attrs={**recorded.user_attrs, "parameters": 61706}))
+    written = render.write_report("synthetic", synthetic, tmp_path / "out")
+    rows = list(csv.DictReader((written.folder / "trials.csv").open()))
+    assert {row["parameters"] for row in rows} == {"61706", ""}
+    assert all(row["seed"] in {"0", "1", "2", "3"} for row in rows)
+    assert all("." not in row["seed"] for row in csv.DictReader(
+        (written.folder / "curves.csv").open()))
+
+
 def test_a_total_lowered_below_the_finished_trials_is_said_so(synthetic, tmp_path):
     study = optuna.load_study(study_name="synthetic", storage=synthetic)
     study.set_user_attr("study_file", study_toml("synthetic", sampler="random", trials=5,

@@ -212,15 +212,30 @@ def _config_view(configs: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 # --- files ---------------------------------------------------------------------------------
 
+# Columns of whole numbers: a trial that failed before they were recorded leaves them empty,
+# and pandas then holds the column as floats ("5.0"); written as whole numbers, empty or not.
+WHOLE_NUMBERS = ("trial", "seed", "epoch", "epochs", "classes", "parameters")
+
+
 def _write_tables(folder: Path, trials, curves, configs) -> list[Path]:
     paths = []
     for stem, frame in (("trials", trials.drop(columns=["val_acc_curve"], errors="ignore")),
                         ("curves", curves),
                         ("configs", configs.drop(columns=["config_key"], errors="ignore"))):
         path = folder / f"{stem}.csv"
-        frame.to_csv(path, index=False)
+        _whole_numbers(frame).to_csv(path, index=False)
         paths.append(path)
     return paths
+
+
+def _whole_numbers(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    for column in WHOLE_NUMBERS:
+        if column in frame and pd.api.types.is_float_dtype(frame[column]):
+            values = frame[column].dropna()
+            if (values == values.round()).all():
+                frame[column] = frame[column].astype("Int64")
+    return frame
 
 
 def _figures(folder: Path, study, study_spec, curves: pd.DataFrame, configs: pd.DataFrame,
