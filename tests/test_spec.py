@@ -397,6 +397,8 @@ ERRORS = [
     ("validation-over", dict(train={"validation": 70_000}), ["validation"]),
     ("subset-negative", dict(train={"subset": -1}), ["subset"]),
     ("subset-too-large", dict(train={"subset": 50_001}), ["subset", "50000"]),
+    ("test-subset-too-large", dict(train={"test_subset": 20_000}),
+     ["[train] test_subset = 20000 exceeds the 10000 test images"]),
     ("subset-too-large-no-validation", dict(study={"metric": "train_acc"},
                                             train={"validation": 0, "subset": 60_001}),
      ["subset"]),

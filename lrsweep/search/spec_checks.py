@@ -10,11 +10,12 @@ from typing import Any
 
 from lrsweep import names as study_names
 from lrsweep import schedules
-from lrsweep.search.spec_types import (FASHION_MNIST_TRAIN, GENERIC_KEYS, INTEGER_KEYS, MAX_RATE,
-                                       MAX_SAMPLER_SEED, MAX_SEED, METRICS, MODELS, OPTIMIZERS,
-                                       PRECISIONS, PRUNERS, RATE_KEYS, SAMPLERS, SCHEDULE_KEYS,
-                                       UNITS, Choice, Dimension, Fixed, Range, SpecError,
-                                       StudySettings, StudySpec, TrainSettings)
+from lrsweep.search.spec_types import (FASHION_MNIST_TEST, FASHION_MNIST_TRAIN, GENERIC_KEYS,
+                                       INTEGER_KEYS, MAX_RATE, MAX_SAMPLER_SEED, MAX_SEED,
+                                       METRICS, MODELS, OPTIMIZERS, PRECISIONS, PRUNERS,
+                                       RATE_KEYS, SAMPLERS, SCHEDULE_KEYS, UNITS, Choice,
+                                       Dimension, Fixed, Range, SpecError, StudySettings,
+                                       StudySpec, TrainSettings)
 
 
 def read_study(table: dict, train: TrainSettings, source: str) -> StudySettings:
@@ -72,9 +73,11 @@ def read_train(table: dict, source: str) -> TrainSettings:
     if settings.validation >= FASHION_MNIST_TRAIN:
         raise SpecError(f"{where} validation = {settings.validation} leaves no training images "
                         f"of the {FASHION_MNIST_TRAIN}")
-    if settings.subset > FASHION_MNIST_TRAIN - settings.validation:
-        raise SpecError(f"{where} subset = {settings.subset} exceeds the "
-                        f"{FASHION_MNIST_TRAIN - settings.validation} images left after validation")
+    for key, most, which in (("subset", FASHION_MNIST_TRAIN - settings.validation,
+                              "images left after validation"),
+                             ("test_subset", FASHION_MNIST_TEST, "test images")):
+        if getattr(settings, key) > most:
+            raise SpecError(f"{where} {key} = {getattr(settings, key)} exceeds the {most} {which}")
     return settings
 
 
@@ -240,13 +243,12 @@ def _bound_growth(key: str, value: float, power: int, base: float, where: str,
 def check_warmup(dims: dict[str, Dimension], train: TrainSettings, where: str) -> None:
     warmup = _largest(dims.get("warmup_steps", Fixed(0)))
     lag = _largest(dims.get("lag", Fixed(0)))
+    unit = "epochs" if train.unit == "epoch" else "steps"
     if lag >= train.horizon:
-        raise SpecError(f"{where} lag: {lag} must be below the trial's {train.horizon} "
-                        f"{'epochs' if train.unit == 'epoch' else 'steps'}")
+        raise SpecError(f"{where} lag: {lag} must be below the trial's {train.horizon} {unit}")
     if warmup >= train.horizon:
-        unit = "epochs" if train.unit == "epoch" else "steps"
-        raise SpecError(f"{where} warmup_steps: {warmup} must be below the trial's {train.horizon} "
-                        f"{unit}")
+        raise SpecError(f"{where} warmup_steps: {warmup} must be below the trial's "
+                        f"{train.horizon} {unit}")
     if "max_update" in dims:
         shortest = _smallest(dims["max_update"])
         if shortest <= warmup:
@@ -289,12 +291,10 @@ def _whole(value: Any, where: str, *, minimum: int) -> None:
 
 
 def _largest(dim: Dimension) -> float:
-    if isinstance(dim, Fixed):
-        return dim.value
-    return max(dim.values) if isinstance(dim, Choice) else dim.high
+    return dim.value if isinstance(dim, Fixed) else (
+        max(dim.values) if isinstance(dim, Choice) else dim.high)
 
 
 def _smallest(dim: Dimension) -> float:
-    if isinstance(dim, Fixed):
-        return dim.value
-    return min(dim.values) if isinstance(dim, Choice) else dim.low
+    return dim.value if isinstance(dim, Fixed) else (
+        min(dim.values) if isinstance(dim, Choice) else dim.low)

@@ -14,6 +14,7 @@ from typing import Any, Union
 from lrsweep import schedules
 
 FASHION_MNIST_TRAIN = 60_000  # training images before any validation hold-out
+FASHION_MNIST_TEST = 10_000
 METRICS = {"val_acc": "maximize", "val_loss": "minimize",
            "train_acc": "maximize", "train_loss": "minimize"}
 SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes")
