@@ -6,6 +6,7 @@ turns the skip into a failure."""
 
 from __future__ import annotations
 
+import getpass
 import os
 import re
 import signal
@@ -226,3 +227,16 @@ def test_readers_leave_an_empty_database_without_tables(lrsweep_cli):
         with engine.begin() as conn:
             conn.execute(sqlalchemy.text(f"DROP SCHEMA {schema} CASCADE"))
         engine.dispose()
+
+
+def test_a_rerun_file_never_holds_the_stores_password(fresh_database):
+    # The file is written to be shared and committed; trust authentication on the test
+    # server takes any password, so the URL below opens the store.
+    from test_rerun import search_study
+    from lrsweep.report import rerun
+    url = sqlalchemy.make_url(fresh_database)
+    user = url.username or getpass.getuser()  # libpq's default role: the user's own name
+    with_password = url.set(username=user, password="s3cret-word").render_as_string(
+        hide_password=False)
+    text = rerun.best_study_file("search", search_study(with_password), top=1, seeds=2)
+    assert "s3cret-word" not in text and f"{user}:***@" in text

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from dataclasses import asdict
 from typing import Any
 
@@ -23,6 +24,7 @@ from lrsweep import names as study_names
 from lrsweep.search import spec as spec_mod
 from lrsweep.report.read import trained_under_earlier_files, trials_frame
 from lrsweep.report.stats import config_columns, config_table, finished, lower_is_better
+from lrsweep.store.places import hide_passwords
 from lrsweep.store.storage import StorageError, load_study
 
 MAX_SEEDS = 100_000  # a re-run of 100,000 seeds a configuration is already months of training
@@ -53,12 +55,13 @@ def best_study_file(name: str, url: str, *, top: int = 3, seeds: int = 5,
     new_name = f"{name}-best" if new_name is None else new_name
     fresh = _fresh_seeds(trials, seeds)
     train = source.train
-    lines = [
-        f"# The {len(runs)} best configurations of study {name!r} ({url}), re-run over "
-        f"{seeds} seeds each,",
-        f"# written by `lrsweep rerun {name} --top {top} --seeds {seeds}`; none of these seeds",
+    command = shlex.join(["lrsweep", "rerun", name, "--top", str(top), "--seeds", str(seeds)])
+    lines = [  # the file is shared: the store's URL without its password
+        f"# The {len(runs)} best configurations of study {name!r} ({hide_passwords(url)}), "
+        f"re-run over {seeds} seeds each,",
+        f"# written by `{command}`; none of these seeds",
         f"# trained in {name}: the seed a configuration won on would flatter it.",
-        f"#   lrsweep run THIS_FILE && lrsweep report {new_name}",
+        f"#   lrsweep run THIS_FILE && {shlex.join(['lrsweep', 'report', new_name])}",
         *([f"# {earlier} trial(s) trained under an earlier study file of {name} (changed "
            "with --allow-changed) are not ranked: they trained otherwise."] if earlier else []),
         "",
