@@ -39,11 +39,11 @@ from lrsweep.store import journal, optuna_private
 from lrsweep.store.artifacts import artifact_store
 from lrsweep.store.leases import HEARTBEAT_SECONDS, check_lease_settings, claim_stale_trials
 from lrsweep.store.places import check_folders
+from lrsweep.store.records import FINISHED
 from lrsweep.store.storage import default_storage, open_storage
 from lrsweep.train import data
 from lrsweep.train import device as devices
 
-DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def run(spec: StudySpec, *, storage: str | None = None, device: str = "auto",
     with StopAfterEpoch(progress) as stop:
         new, study = _run(spec, storage, where, data_dir, allow_changed, pack, progress, stop)
     journal.fold(storage)  # the finished store in one file
-    return RunSummary(spec.study.name, storage, spec.study.trials, count(study, DONE), new,
+    return RunSummary(spec.study.name, storage, spec.study.trials, count(study, FINISHED), new,
                       time.perf_counter() - started)
 
 
@@ -98,7 +98,7 @@ def _run(spec: StudySpec, storage: str, where: Any, data_dir: str | None, allow_
     work = Work(spec, study, splits, where, progress, checkpoints_for(storage),
                 artifact_store(storage), size, looped, stop)
     try:
-        progress.start(spec, count(study, DONE))
+        progress.start(spec, count(study, FINISHED))
         while True:
             stop.check()  # a signal that came outside a pack: nothing of ours is in flight
             try:
@@ -131,7 +131,7 @@ def _turn(work: Work) -> bool:
                 _train_packs(work, leases, PackRun(
                     work, leases, pack_id=pack, waiting=list(zip(trials, resumes)), asking=True))
         return True
-    done, running = count(study, DONE), count(study, (TrialState.RUNNING,))
+    done, running = count(study, FINISHED), count(study, (TrialState.RUNNING,))
     progress.study_done(done)
     if done + running >= spec.study.trials:
         if not running:

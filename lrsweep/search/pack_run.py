@@ -32,14 +32,13 @@ from lrsweep.search.takeover import PACK_ATTR, pack_name
 from lrsweep.search.tell import Teller
 from lrsweep.search.work import Work
 from lrsweep.store import optuna_private
-from lrsweep.store.records import finished_and_best, set_system_attrs
+from lrsweep.store.records import FINISHED, finished_and_best, set_system_attrs
 from lrsweep.train import engine
 from lrsweep.train.checkpoint import BackgroundWriter
 from lrsweep.train.trials import (Admission, EpochMetrics, PackState, Resume, TrialConfig,
                                   TrialResult)
 
-STARTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+STARTED = (*FINISHED, TrialState.RUNNING)
 OWNER_ATTR = "lrsweep_owner"      # host:pid of the process that holds its lease
 _OWNER = f"{platform.node()}:{os.getpid()}"
 

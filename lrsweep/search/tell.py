@@ -35,7 +35,8 @@ class Teller:
             self.best = None
 
     def saw(self, best: float | None) -> None:
-        """The study's best value as just read from the store, other workers' included."""
+        """A value the study now holds (one just told, or the best read from the store, other
+        workers' included): the best is the better of it and the best so far."""
         if best is not None:
             better = min if self.spec.direction == "minimize" else max
             self.best = best if self.best is None else better(self.best, best)
@@ -59,8 +60,7 @@ class Teller:
         if not math.isfinite(value):  # a diverged trial is a result: the worst one
             value = math.inf if spec.direction == "minimize" else -math.inf
         optuna_private.tell(study, trial, value)
-        better = min if spec.direction == "minimize" else max
-        self.best = value if self.best is None else better(self.best, value)
+        self.saw(value)
         return ("diverged" if result.status == "diverged" else "complete"), value
 
     def _write_weights(self, trial: optuna.Trial, result: TrialResult) -> dict[str, str]:

@@ -26,6 +26,9 @@ STORED_CURVES = (*CURVES, "samples")  # the lists of one value an epoch (samples
 # optuna-dashboard does not show; stores made before it hold the lists as user attributes.
 CURVES_ATTR = "lrsweep_curves"
 
+# The trials that ran their course, as the store counts them done: complete or pruned.
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
 # optuna-dashboard 0.21 shows a user attribute's value as one text: a list as its JSON, which
 # its trial table wraps at every ", " (30 floats: 601 characters in 30 lines, rows 633 px, a
 # 3,192 x 22,252 px table for ex1's 35 trials at 1920 px); a string of rounded values joined
@@ -130,7 +133,6 @@ def finished_and_best(study: optuna.Study) -> tuple[int, float | None]:
     """How many of the study's trials, every worker's, are finished (complete or pruned) now,
     and the best finite value among the complete ones: two aggregates on Optuna's tables
     (cheap enough for every trial told), else Optuna's public reads."""
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     found = optuna_private.tables(study)
     if found is not None:
@@ -141,7 +143,7 @@ def finished_and_best(study: optuna.Study) -> tuple[int, float | None]:
         try:
             with rdb.engine.connect() as conn:
                 count = conn.execute(sqlalchemy.select(sqlalchemy.func.count()).where(
-                    ours, trials.c.state.in_(finished))).scalar_one()
+                    ours, trials.c.state.in_(FINISHED))).scalar_one()
                 value = conn.execute(sqlalchemy.select(best).select_from(
                     values.join(trials, values.c.trial_id == trials.c.trial_id)).where(
                     ours, trials.c.state == optuna.trial.TrialState.COMPLETE,
@@ -149,7 +151,7 @@ def finished_and_best(study: optuna.Study) -> tuple[int, float | None]:
             return count, value
         except (AttributeError, sqlalchemy.exc.SQLAlchemyError):
             pass  # this Optuna's tables are not the ones known: the public reads
-    done = study.get_trials(deepcopy=False, states=finished)
+    done = study.get_trials(deepcopy=False, states=FINISHED)
     values = [t.value for t in done if t.state == optuna.trial.TrialState.COMPLETE
               and t.value is not None and math.isfinite(t.value)]
     return len(done), ((max if maximize else min)(values) if values else None)
