@@ -246,8 +246,9 @@ def plain_sgd_epoch(state_dict, cfg, splits, epoch, weight_decay=0.0):
 
 
 def same_numbers(a, b):
-    """Two epochs' metrics equal to the last bit (NaN equal to NaN), wall time aside."""
-    fields = [f.name for f in dataclasses.fields(a) if f.name != "seconds"]
+    """Two epochs' metrics equal to the last bit (NaN equal to NaN), wall time aside, and the
+    count of trials that shared it (the company, not the trial's numbers)."""
+    fields = [f.name for f in dataclasses.fields(a) if f.name not in ("seconds", "pack_trials")]
     return str([getattr(a, f) for f in fields]) == str([getattr(b, f) for f in fields])
 
 
@@ -713,6 +714,9 @@ def test_a_pruned_trials_slot_is_refilled_before_the_next_epoch(two_steps):
     assert admissions[1] == (1, ["c"])
     assert [m.epoch for m in results["c"].epochs] == [0, 1, 2]
     assert results["a"].status == "pruned" and len(results["a"].epochs) == 1
+    # Each epoch records the trials that shared its time: d came as b left, then trained alone.
+    assert [m.pack_trials for m in results["c"].epochs] == [2, 2, 2]
+    assert [m.pack_trials for m in results["d"].epochs] == [2, 1, 1]
 
 
 def test_trials_continued_at_different_epochs_share_a_pack_and_end_as_uninterrupted(two_steps):

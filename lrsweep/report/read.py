@@ -16,7 +16,8 @@ from lrsweep.search.surplus import SURPLUS_ATTR
 from lrsweep.store.records import CURVES, trial_curves
 from lrsweep.store.storage import load_study, open_storage, study_names
 
-FINAL_CURVES = tuple(c for c in CURVES if c not in ("lr", "epoch_seconds"))  # a trial's row
+FINAL_CURVES = tuple(c for c in CURVES  # a trial's row
+                     if c not in ("lr", "epoch_seconds", "pack_trials"))
 
 
 def studies_frame(url: str) -> pd.DataFrame:
@@ -61,9 +62,7 @@ def trials_frame(name: str, url: str, *, study: optuna.Study | None = None) -> p
             row["outcome"] = attrs["outcome"]
         if "parameters" in attrs:  # recorded from 2026-11-29 on; earlier stores lack it
             row["parameters"] = attrs["parameters"]
-        # A pack's epoch time is shared by its trials: each is charged its share.
-        pack_seconds = sum(s for s in curves.get("epoch_seconds") or [] if s is not None)
-        row["seconds"] = pack_seconds / attrs.get("pack_size", 1)
+        row["seconds"] = _share_of_pack_time(curves, attrs.get("pack_size", 1))
         rows.append(row)
     # A study without trials still has the columns, so every reader can select from it.
     frame = pd.DataFrame(rows, columns=None if rows else TRIAL_COLUMNS)
@@ -76,6 +75,16 @@ def asked_within_total(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     (`search.surplus`): failed at once and never trained, they are no trial of the study's,
     and no table or report counts them (Optuna's own tools list them, as FAIL)."""
     return [t for t in study.get_trials(deepcopy=False) if not t.system_attrs.get(SURPLUS_ATTR)]
+
+
+def _share_of_pack_time(curves: dict[str, list], pack_size: int) -> float:
+    """A trial's seconds: each epoch, its pack's time shared by the trials trained in it.
+    An epoch trained before that count was kept (stores before 2026-12-03; 0 or none) shares
+    it among all the pack's slots, which charges a trial of a pack not full too little."""
+    seconds = [s if s is not None else 0.0 for s in curves.get("epoch_seconds") or []]
+    counts = (curves.get("pack_trials") or []) + [None] * len(seconds)
+    shared = sum(s / n for s, n in zip(seconds, counts) if n)
+    return shared + sum(s for s, n in zip(seconds, counts) if not n) / pack_size
 
 
 TRIAL_COLUMNS = ("trial", "state", "outcome", "value", "seed", *FINAL_CURVES, "val_acc_curve",

@@ -18,7 +18,8 @@ from lrsweep.store import optuna_private
 # The per-epoch curves a trial stores (one value an epoch), in this order;
 # the posterior average's only for trials whose predictions are averaged (SGLD, its control).
 CURVES = ("lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "test_nll",
-          "test_ece", "avg_test_acc", "avg_test_nll", "avg_test_ece", "epoch_seconds")
+          "test_ece", "avg_test_acc", "avg_test_nll", "avg_test_ece", "epoch_seconds",
+          "pack_trials")
 AVERAGED_CURVES = ("avg_test_acc", "avg_test_nll", "avg_test_ece")
 STORED_CURVES = (*CURVES, "samples")  # the lists of one value an epoch (samples: SGLD's)
 

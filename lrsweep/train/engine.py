@@ -109,12 +109,13 @@ def train_slots(width: int, splits: Splits, admit: Admit, *, on_finish: FinishCa
                 with precision.autocast(pack.like.precision, pack.device):
                     measured = _measure(pack, splits, posterior)
             seconds = time.perf_counter() - start
+            trained = sum(slot is not None for slot in slots)  # they share the epoch's time
             metrics = {}
             for i, slot in enumerate(slots):
                 if slot is None:
                     continue
                 m = EpochMetrics(pack.epochs[i], lr[i], train_loss[i], train_acc[i],
-                                 seconds=seconds,
+                                 seconds=seconds, pack_trials=trained,
                                  **{key: values[i] for key, values in measured.items()})
                 slot.result.epochs.append(m)
                 _judge(slot.result, m, slot.best_train_acc, chance, bound)

@@ -65,6 +65,9 @@ class EpochMetrics:
     avg_test_nll: float = math.nan
     avg_test_ece: float = math.nan
     samples: int = 0                # sgld: posterior samples averaged so far
+    # The trials its pack trained in the epoch, this one included (they share `seconds`); 0 in
+    # a checkpoint written before it was kept.
+    pack_trials: int = 0
 
 
 @dataclass
