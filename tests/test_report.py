@@ -133,6 +133,9 @@ def test_a_total_lowered_below_the_finished_trials_is_said_so(synthetic, tmp_pat
     text = render.write_report("synthetic", synthetic, tmp_path / "out").markdown.read_text()
     assert "complete: 8 trials finished, more than the 5 its study file now asks for" in text
     assert "of 5 trials finished" not in text
+    # The command it gives makes all 8 again, not the 5 the file now asks for.
+    reproduce = next(line for line in text.splitlines() if line.startswith("Reproduce:"))
+    assert "lrsweep run studies/synthetic.toml --set study.trials=8 --storage" in reproduce
 
 
 def test_html_is_self_contained(synthetic, tmp_path):
@@ -322,8 +325,8 @@ def test_a_model_varying_study_reports_where_torch_cannot_be_imported(tmp_path):
 
 def test_outcome_paired_and_bounded_interval_doctests():
     from lrsweep import outcomes
-    from lrsweep.report import outcome_counts, paired
-    for module in (outcomes, outcome_counts, paired):
+    from lrsweep.report import outcome_counts, paired, status
+    for module in (outcomes, outcome_counts, paired, status):
         assert doctest.testmod(module).failed == 0, module.__name__
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from lrsweep import schedules
+from lrsweep.report.status import reproduce_options
 from lrsweep.search import spec
 from lrsweep.search.spec import Choice, Fixed, Range, SpecError
 
@@ -510,7 +511,8 @@ def test_overrides_replace_and_add_keys_as_toml_values():
     assert s.dimension("seed") == Choice((0, 1))
     assert s.dimension("base_lr") == Fixed(0.5)
     assert s.overrides[0] == "train.epochs=7"
-    assert s.set_options.startswith(" --set train.epochs=7 --set study.name=small-run")
+    assert reproduce_options(s.overrides, 1, 1).startswith(
+        " --set train.epochs=7 --set study.name=small-run --set 'space.seed=[0, 1]'")
 
 
 def test_overrides_change_the_canonical_form_and_keep_the_text():

@@ -22,6 +22,7 @@ from lrsweep.report.outcome_counts import count_outcomes, failed_text, failed_wo
 from lrsweep.report.figures import carry_forward, mean_band, plotting
 from lrsweep.report.paired import paired
 from lrsweep.report.sections import Section
+from lrsweep.report.status import reproduce_options, status_sentence
 from lrsweep.report.read import curves_frame, trained_under_earlier_files, trials_frame
 from lrsweep.report.stats import (config_columns, config_key, config_table, finished, format_ci,
                                   intervals_overlap, lower_is_better, metric_bounds)
@@ -79,14 +80,7 @@ def _sections(name, url, study, study_spec, trials, configs, metric) -> list[Sec
     shown_url = hide_passwords(url)  # a report is shared: never a password in it
     counts = trials["state"].str.split(" ").str[0].value_counts().to_dict() if len(trials) else {}
     total = study_spec.study.trials if study_spec else len(trials)
-    ended = counts.get("complete", 0) + counts.get("pruned", 0) + counts.get("diverged", 0)
-    status = (f"complete: {ended} of {total} trials finished" if ended == total else
-              f"complete: {ended} trials finished, more than the {total} its study file now "
-              "asks for (a lower total stops new trials and removes none)" if ended > total else
-              f"**incomplete: {ended} of {total} trials finished** "
-              f"({counts.get('running', 0)} running — the study is still running or was "
-              "interrupted; `lrsweep resume` continues it). The numbers below cover the "
-              "finished trials only")  # the sentence's full stop follows
+    status, ended = status_sentence(counts, total)
     source = study.user_attrs.get("study_file_source", f"studies/{name}.toml")
     first = study.get_trials(deepcopy=False)
     device = next((t.user_attrs.get("device") for t in first if t.user_attrs.get("device")), "–")
@@ -118,7 +112,8 @@ def _sections(name, url, study, study_spec, trials, configs, metric) -> list[Sec
         f"Hardware: {device}" + (f", {arithmetic}" if arithmetic else "") + ". Versions: "
         + ", ".join(f"{k} {v}" for k, v in versions.items())
         + f"; git commit {study.user_attrs.get('git_commit') or '–'}.",
-        f"Reproduce: `lrsweep run {source}{study_spec.set_options if study_spec else ''} "
+        f"Reproduce: `lrsweep run {source}"
+        f"{reproduce_options(study_spec.overrides, total, ended) if study_spec else ''} "
         f"--storage {shown_url} && lrsweep report {name} --storage {shown_url}`.",
     ], code=_study_file_text(study_spec))
     answer = Section("Answer", [_answer(configs, metric, trials)])
@@ -214,7 +209,7 @@ def _config_view(configs: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 # Columns of whole numbers: a trial that failed before they were recorded leaves them empty,
 # and pandas then holds the column as floats ("5.0"); written as whole numbers, empty or not.
-WHOLE_NUMBERS = ("trial", "seed", "epoch", "epochs", "classes", "parameters")
+WHOLE_NUMBERS = ("trial", "seed", "epoch", "epochs", "classes", "parameters", "pack_trials")
 
 
 def _write_tables(folder: Path, trials, curves, configs) -> list[Path]:

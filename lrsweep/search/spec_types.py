@@ -7,7 +7,6 @@ import hashlib
 import itertools
 import json
 import math
-import shlex
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Union
 
@@ -207,11 +206,6 @@ class StudySpec:
                     point.update(zip((k for k, _ in choices), combo))
                     points.append(point)
         return points
-
-    @property
-    def set_options(self) -> str:
-        """The overrides as command-line options, to print in a reproduce command."""
-        return "".join(f" --set {shlex.quote(o)}" for o in self.overrides)
 
     @property
     def sha256(self) -> str:
