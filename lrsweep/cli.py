@@ -34,6 +34,11 @@ if not out.is_terminal and "COLUMNS" not in os.environ:
 warnings.formatwarning = lambda message, category, *_, **__: f"lrsweep: warning: {message}\n"
 
 
+@app.callback()
+def _top(version: bool = opt.Version) -> None:
+    """The options before a command (`lrsweep --version`)."""
+
+
 @command()
 @handle_errors(trains=True)
 def run(study_file: Path = typer.Argument(..., help="A study file, e.g. studies/quickstart.toml"),
@@ -89,12 +94,12 @@ def rerun(name: str = typer.Argument(..., help="The study's name"),
     """Write a study file that re-runs a study's best configurations over several seeds."""
     from lrsweep.report.rerun import best_study_file
     from lrsweep.store.storage import default_storage
-    text = best_study_file(name, storage or default_storage(), top=top, seeds=seeds,
-                           new_name=new_name)
+    url = storage or default_storage()
+    text = best_study_file(name, url, top=top, seeds=seeds, new_name=new_name)
     path = out_file or Path("studies") / f"{folder_name(name).replace('-', '_')}_best.toml"
     if path.exists():
         raise typer.BadParameter(f"{path} exists; choose another --out")
-    opt.output_file(path, "--out")
+    opt.output_file(path, "--out", url)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     new = new_name or f"{name}-best"
@@ -123,8 +128,7 @@ def list_studies(storage: Optional[str] = opt.Storage) -> None:
 def show(name: str = typer.Argument(..., help="The study's name"),
          storage: Optional[str] = opt.Storage, top: int = opt.Top,
          columns: Optional[str] = opt.Columns, show_all: bool = opt.All) -> None:
-    """Show a study's best trials: by default the metric, the outcome and the parameters that
-    vary, as many as fit the terminal."""
+    """Show a study's best trials: metric, outcome and varying parameters by default."""
     from lrsweep.report.read import trials_frame
     from lrsweep.store.storage import default_storage, load_study
     url = storage or default_storage()
@@ -151,8 +155,9 @@ def show(name: str = typer.Argument(..., help="The study's name"),
     _print(fitted, dropped_how="pick with --columns NAME,…",
            hidden_how="see them with --all or --columns NAME,…")
     page = Path("results") / folder_name(name) / "report.html"
-    out.print(f"report: {page}" if page.is_file()
-              else f"no report yet: {opt.suggest(storage, 'report', name)}", markup=False,
+    out.print(f"report: {page}" if page.is_file()  # one written with --out is not looked for
+              else f"no report in {page.parent}: {opt.suggest(storage, 'report', name)}",
+              markup=False,
               soft_wrap=True)  # a command wrapped by the terminal, not broken: it pastes whole
 
 
@@ -163,9 +168,10 @@ def report(name: str = typer.Argument(..., help="The study's name"),
     """Write a study's report: report.md, a self-contained report.html, figures, CSV tables."""
     from lrsweep.report.render import write_report
     from lrsweep.store.storage import default_storage
+    url = storage or default_storage()
     folder = out_dir or Path("results") / folder_name(name)  # write_report's default
-    opt.output_folder(folder, "--out" if out_dir else "the report's folder")
-    written = write_report(name, storage or default_storage(), folder)
+    opt.output_folder(folder, "--out" if out_dir else "the report's folder", url)
+    written = write_report(name, url, folder)
     out.print(f"wrote {written.markdown} and {written.html} ({len(written.figures)} figures, "
               f"{len(written.tables)} tables)", markup=False)
 

@@ -42,7 +42,12 @@ class Command(TyperCommand):
 
 
 class Group(TyperGroup):
-    """The top level (`lrsweep --help`), its --help shown as a flag as in `Command`."""
+    """The top level (`lrsweep --help`), its flags (--version, --help) shown as in `Command`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            _as_flag(param)
 
     def get_help_option(self, ctx: Any) -> Any:
         return _as_flag(super().get_help_option(ctx))
@@ -62,6 +67,15 @@ def _storage_given(value: str | None) -> str | None:
     return value
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from lrsweep import __version__
+        typer.echo(f"lrsweep {__version__}")
+        raise typer.Exit()
+
+
+Version = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                       help="Print lrsweep's version and exit")
 Storage = typer.Option(None, "--storage", envvar="LRSWEEP_STORAGE", show_envvar=True,
                        callback=_storage_given,
                        help="Optuna storage URL " + default("sqlite:///results/lrsweep.db"))
@@ -119,16 +133,33 @@ def output_file(path: Path, option: str, storage: str | None = None) -> Path:
         if path.resolve() in journals:
             raise typer.BadParameter(f"{option} {path}: that is the study's store; give another "
                                      "file")
+    _outside_store_folders(path, option, storage, "file")
     _check_writable(path.parent, f"{option} {path}")
     return path
 
 
-def output_folder(path: Path, option: str) -> Path:
-    """A folder a command is about to write into, checked before any work."""
+def output_folder(path: Path, option: str, storage: str | None = None) -> Path:
+    """A folder a command is about to write into, checked before any work: not inside the
+    folders where the store keeps its files."""
     if path.exists() and not path.is_dir():
         raise typer.BadParameter(f"{option} {path}: a file is there; give a folder")
+    _outside_store_folders(path, option, storage, "folder")
     _check_writable(path, f"{option} {path}")
     return path
+
+
+def _outside_store_folders(path: Path, option: str, storage: str | None, what: str) -> None:
+    """The store's checkpoint and artifact folders hold its trials' weights, under names it
+    chose: what a user writes there could be taken for them, or removed with them."""
+    if not storage:
+        return
+    from lrsweep.store.places import folder_beside
+    where = path.resolve()
+    for kind in ("checkpoints", "artifacts"):
+        folder = folder_beside(storage, kind).resolve()
+        if where == folder or folder in where.parents:
+            raise typer.BadParameter(f"{option} {path}: that is in the store's {kind} folder "
+                                     f"({folder_beside(storage, kind)}); give another {what}")
 
 
 def _check_writable(folder: Path, what: str) -> None:

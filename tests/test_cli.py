@@ -155,7 +155,7 @@ def test_ls_and_show_describe_the_store(lrsweep_cli, tmp_path):
     shown = lrsweep_cli("show", "listed", "--storage", url, "--top", "1")
     assert shown.returncode == 0 and "top 1 of 2 trials" in shown.stdout
     assert "avg_test" not in shown.stdout  # SGLD's columns, empty in an SGD study: not shown
-    assert "no report yet: lrsweep report listed" in shown.stdout
+    assert f"no report in {Path('results', 'listed')}: lrsweep report listed" in shown.stdout
 
 
 # Each bad study file: (what replaces a line of a valid file, the one line expected).

@@ -37,6 +37,11 @@ def one_line(proc, message):
      "--csv same.x: the weights go to that file too; give two files"),
     (("export", "other", "--csv", "a-file/curves.csv"), "a-file is a file, not a folder"),
     (("report", "other", "--out", "a-file/report"), "a-file is a file, not a folder"),
+    # The store's own folders: what it keeps there is its trials' weights, under its names.
+    (("report", "other", "--out", "store.db.artifacts/r"), "--out store.db.artifacts/r: that is "
+                                                           "in the store's artifacts folder"),
+    (("report", "other", "--out", "store.db.checkpoints"), "in the store's checkpoints folder"),
+    (("export", "other", "--csv", "store.db.artifacts/c.csv"), "in the store's artifacts"),
     # Not writable even by root: the check writes there, it does not read permission bits.
     (("export", "other", "--csv", "/sys/curves.csv"), "--csv /sys/curves.csv: /sys cannot be "
                                                       "written ("),

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
+import lrsweep
 from lrsweep import progress, tables
 from lrsweep.cli_options import suggest
 
@@ -178,9 +179,10 @@ def test_show_and_ls_fit_the_terminal(lrsweep_cli, stores, monkeypatch, width):
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
     # All but the suggested command, one line the terminal wraps (so that it pastes whole).
-    assert max(len(line) for line in lines if not line.startswith("no report yet")) <= width
+    assert max(len(line) for line in lines if not line.startswith("no report in")) <= width
     assert header(lines)[:5] == ["trial", "state", "val_acc", "scheduler", "base_lr"]
-    assert f"no report yet: lrsweep report joint --storage {stores['joint']}" in lines
+    assert (f"no report in {Path('results', 'joint')}: lrsweep report joint --storage "
+            f"{stores['joint']}") in lines
     listed = lrsweep_cli("ls", "--storage", stores["joint"])
     assert listed.returncode == 0 and max(map(len, listed.stdout.splitlines())) <= width
     assert re.search(r"joint +18 +22 +2 +val_acc 0\.8652 \(max\) +2026-11-21 15:17 ", listed.stdout)
@@ -215,6 +217,16 @@ def test_help_shows_defaults_and_flags_as_flags(lrsweep_cli, monkeypatch):
     assert "[default: all on a GPU, 10000 on a CPU]" in bench and "<bool>" not in bench
     top = lrsweep_cli("--help").stdout
     assert "<bool>" not in top and re.search(r"--help +Show this message", top)
+    assert re.search(r"--version +Print lrsweep's version", top)
+    # Each command's summary is one line of the list (a docstring's line break is kept).
+    listed = [line for line in top[top.index("Commands"):].splitlines() if line[:1] == "│"]
+    assert all(re.match(r"│ [a-z]+ ", line) for line in listed), listed
+
+
+def test_version_is_printed_alone(lrsweep_cli):
+    proc = lrsweep_cli("--version")
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert proc.stdout == f"lrsweep {lrsweep.__version__}\n"
 
 
 def test_plain_lrsweep_prints_its_help_once_and_exits_2(lrsweep_cli):
