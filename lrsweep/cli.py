@@ -157,8 +157,7 @@ def show(name: str = typer.Argument(..., help="The study's name"),
     page = Path("results") / folder_name(name) / "report.html"
     out.print(f"report: {page}" if page.is_file()  # one written with --out is not looked for
               else f"no report in {page.parent}: {opt.suggest(storage, 'report', name)}",
-              markup=False,
-              soft_wrap=True)  # a command wrapped by the terminal, not broken: it pastes whole
+              markup=False, soft_wrap=True)  # a command wrapped by the terminal, not broken: it pastes whole
 
 
 @command()

@@ -65,8 +65,9 @@ def _ignore_further_signals() -> None:
     """The command stops: what is left is closing the store and exiting. Another Ctrl-C (or
     SIGTERM) then has nothing to hurry, and would only interrupt Python's own clean-up
     with a traceback (a weakref callback's "Exception ignored")."""
+    from lrsweep.search.interrupt import SIGNALS  # the signals a run stops on
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
 
 
