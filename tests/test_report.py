@@ -7,6 +7,7 @@ import csv
 import doctest
 import math
 import re
+import shlex
 import shutil
 import subprocess
 import statistics
@@ -134,8 +135,22 @@ def test_a_total_lowered_below_the_finished_trials_is_said_so(synthetic, tmp_pat
     assert "complete: 8 trials finished, more than the 5 its study file now asks for" in text
     assert "of 5 trials finished" not in text
     # The command it gives makes all 8 again, not the 5 the file now asks for.
-    reproduce = next(line for line in text.splitlines() if line.startswith("Reproduce:"))
+    reproduce = next(line for line in text.splitlines() if line.startswith("Reproduce"))
     assert "lrsweep run studies/synthetic.toml --set study.trials=8 --storage" in reproduce
+
+
+def test_the_reproduce_and_resume_commands_paste_whole_in_a_shell(synthetic, tmp_path):
+    study = optuna.load_study(study_name="synthetic", storage=synthetic)
+    study.set_user_attr("study_file_source", "my studies/it's.toml")
+    add(study, "cosine", 3, 0.5, state=TrialState.RUNNING)
+    text = render.write_report("synthetic", synthetic, tmp_path / "out").markdown.read_text()
+    reproduce = next(line for line in text.splitlines() if line.startswith("Reproduce"))
+    command = reproduce.split("`")[1]
+    assert shlex.split(command) == ["lrsweep", "run", "my studies/it's.toml", "--storage",
+                                    synthetic, "&&", "lrsweep", "report", "synthetic",
+                                    "--storage", synthetic]
+    # An unfinished study's report names the study and store its resume command continues.
+    assert f"`lrsweep resume synthetic --storage {synthetic}` continues it" in text
 
 
 def test_html_is_self_contained(synthetic, tmp_path):
@@ -159,7 +174,7 @@ def test_report_of_a_real_study_through_the_command(lrsweep_cli, tmp_path):
     folder = tmp_path / "results" / "real"
     text = (folder / "report.md").read_text()
     assert "complete: 4 of 4 trials finished" in text
-    assert (f"Reproduce: `lrsweep run s.toml --storage {url} && lrsweep report real "
+    assert (f"Reproduce (in the folder it ran from, with the study file below): `lrsweep run s.toml --storage {url} && lrsweep report real "
             f"--storage {url}`") in text
     for name in ("report.html", "curves.png", "history.png", "trials.csv", "curves.csv",
                  "configs.csv"):

@@ -22,7 +22,7 @@ from lrsweep.report.outcome_counts import count_outcomes, failed_text, failed_wo
 from lrsweep.report.figures import carry_forward, mean_band, plotting
 from lrsweep.report.paired import paired
 from lrsweep.report.sections import Section
-from lrsweep.report.status import reproduce_options, status_sentence
+from lrsweep.report.status import reproduce_command, resume_command, status_sentence
 from lrsweep.report.read import curves_frame, trained_under_earlier_files, trials_frame
 from lrsweep.report.stats import (config_columns, config_key, config_table, finished, format_ci,
                                   intervals_overlap, lower_is_better, metric_bounds)
@@ -80,7 +80,7 @@ def _sections(name, url, study, study_spec, trials, configs, metric) -> list[Sec
     shown_url = hide_passwords(url)  # a report is shared: never a password in it
     counts = trials["state"].str.split(" ").str[0].value_counts().to_dict() if len(trials) else {}
     total = study_spec.study.trials if study_spec else len(trials)
-    status, ended = status_sentence(counts, total)
+    status, ended = status_sentence(counts, total, resume_command(name, shown_url))
     source = study.user_attrs.get("study_file_source", f"studies/{name}.toml")
     first = study.get_trials(deepcopy=False)
     device = next((t.user_attrs.get("device") for t in first if t.user_attrs.get("device")), "–")
@@ -112,9 +112,9 @@ def _sections(name, url, study, study_spec, trials, configs, metric) -> list[Sec
         f"Hardware: {device}" + (f", {arithmetic}" if arithmetic else "") + ". Versions: "
         + ", ".join(f"{k} {v}" for k, v in versions.items())
         + f"; git commit {study.user_attrs.get('git_commit') or '–'}.",
-        f"Reproduce: `lrsweep run {source}"
-        f"{reproduce_options(study_spec.overrides, total, ended) if study_spec else ''} "
-        f"--storage {shown_url} && lrsweep report {name} --storage {shown_url}`.",
+        "Reproduce (in the folder it ran from, with the study file below): `"
+        + reproduce_command(source, name, shown_url, study_spec.overrides if study_spec else (),
+                            total=total, finished=ended) + "`.",
     ], code=_study_file_text(study_spec))
     answer = Section("Answer", [_answer(configs, metric, trials)])
     shown = _config_view(configs, metric)

@@ -1,9 +1,11 @@
 """Where a study stands (the report's status sentence) and the command that makes it again.
 
-    >>> status_sentence({"complete": 5, "pruned": 1}, total=4)[1]
+    >>> status_sentence({"complete": 5, "pruned": 1}, total=4, resume="lrsweep resume s")[1]
     6
     >>> reproduce_options(("train.epochs=3", "study.trials=4"), total=4, finished=6)
     ' --set train.epochs=3 --set study.trials=6'
+    >>> print(reproduce_command("my s.toml", "s", "sqlite:///s.db", (), total=1, finished=1))
+    lrsweep run 'my s.toml' --storage sqlite:///s.db && lrsweep report s --storage sqlite:///s.db
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ import shlex
 from typing import Sequence
 
 
-def status_sentence(counts: dict[str, int], total: int) -> tuple[str, int]:
+def status_sentence(counts: dict[str, int], total: int, resume: str) -> tuple[str, int]:
     """The report's sentence on whether the study is complete (it ends without its full
     stop), and how many trials finished (complete, pruned or diverged), from the counts of
-    the trials' states and the total the study file asks for."""
+    the trials' states, the total the study file asks for and the command that resumes it."""
     ended = counts.get("complete", 0) + counts.get("pruned", 0) + counts.get("diverged", 0)
     if ended == total:
         return f"complete: {ended} of {total} trials finished", ended
@@ -24,7 +26,7 @@ def status_sentence(counts: dict[str, int], total: int) -> tuple[str, int]:
                 "asks for (a lower total stops new trials and removes none)"), ended
     return (f"**incomplete: {ended} of {total} trials finished** "
             f"({counts.get('running', 0)} running — the study is still running or was "
-            "interrupted; `lrsweep resume` continues it). The numbers below cover the "
+            f"interrupted; `{resume}` continues it). The numbers below cover the "
             "finished trials only"), ended
 
 
@@ -36,3 +38,17 @@ def reproduce_options(overrides: Sequence[str], total: int, finished: int) -> st
         overrides = [o for o in overrides if o.partition("=")[0].strip() != "study.trials"]
         overrides.append(f"study.trials={finished}")
     return "".join(f" --set {shlex.quote(o)}" for o in overrides)
+
+
+def reproduce_command(source: str, name: str, url: str, overrides: Sequence[str], *,
+                      total: int, finished: int) -> str:
+    """The shell command that runs the study again into a store and writes its report, each
+    word quoted as a shell needs (a file or study name with spaces or quotes pastes whole;
+    a password hidden as *** is not expanded as a pattern)."""
+    store = f"--storage {shlex.quote(url)}"
+    return (f"lrsweep run {shlex.quote(source)}{reproduce_options(overrides, total, finished)} "
+            f"{store} && lrsweep report {shlex.quote(name)} {store}")
+
+
+def resume_command(name: str, url: str) -> str:
+    return f"lrsweep resume {shlex.quote(name)} --storage {shlex.quote(url)}"
