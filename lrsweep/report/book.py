@@ -15,6 +15,9 @@ from lrsweep.search.spec import StudySpec
 
 
 BOOK_BUILDS = ("2023 build", "2022 build")
+# The chapter's recipe: all of Fashion-MNIST's training images, 30 epochs, batch 256, tested
+# on all 10,000 test images. Its printed numbers are that scale's.
+BOOK_SCALE = {"epochs": 30, "train_images": 60_000, "batch_size": 256, "test_subset": 0}
 
 
 def replication(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
@@ -64,12 +67,29 @@ def replication(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | No
             "number is one run, one seed, one build, so a number outside our interval can be a "
             "draw from a wider spread (other hardware, library versions, seeds) and need not "
             "mean the recipe differs.") if len(book_test) else ""
+    if book_test and (other := _other_scale(spec)):
+        text = (f"This study trained at another scale than the book's: {other}. Its numbers "
+                "are that scale's, so the book's are not expected inside its intervals. "
+                + text)
     pairs = _printed_vs_intended(done, spec)
     if pairs:
         notes.append("As printed vs as intended (same seeds, paired difference in final test "
                      "accuracy, intended − printed): " + "; ".join(pairs) + ".")
     figure = _replication_figure(done, spec, folder)
     return Section("The chapter's runs against the book", [text] + notes, shown, [figure])
+
+
+def _other_scale(spec: StudySpec) -> str:
+    """How the study's training differs from the book's recipe ("" where it does not)."""
+    tr = spec.train
+    ours = {"epochs": tr.epochs, "train_images": tr.train_images, "batch_size": tr.batch_size,
+            "test_subset": tr.test_subset}
+    words = {"epochs": "{:,} epochs", "train_images": "{:,} training images",
+             "batch_size": "batch {:,}", "test_subset": "{:,} test images"}
+    return ", ".join(
+        words[key].format(ours[key]) + " (the book's " + (
+            "all 10,000" if key == "test_subset" else words[key].format(book)) + ")"
+        for key, book in BOOK_SCALE.items() if ours[key] != book)
 
 
 def _printed_vs_intended(done: pd.DataFrame, spec: StudySpec) -> list[str]:

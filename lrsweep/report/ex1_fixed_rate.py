@@ -85,15 +85,18 @@ def _answer(table: pd.DataFrame, healthy: pd.DataFrame, best: pd.Series, done: p
     if len(stuck):
         highest = done.loc[done["base_lr"].isin(stuck["base_lr"]), "peak_val_acc"].max()
         text += (" At η = " + ", ".join(f"{r:g}" for r in stuck["base_lr"]) + " no seed "
-                 f"learns: no seed's {metric} ever rises above {highest:.3f} "
-                 f"(chance is {guess:.3f}).")
-    early = min(4, last)
-    gap_early = rows[(rows["base_lr"] == rate) & (rows["epoch"] == early)]["gap"]
+                 f"learns: every seed ends with train accuracy at or below {at_chance:g} "
+                 f"(chance is {guess:.3f}); the highest {metric} any of them reached on the "
+                 f"way was {highest:.3f}.")
     gain = best["peak_val_acc_mean"] - best[f"{metric}_mean"]
+    if last >= 1:  # the gap early (epoch 5, or the one before the last) against the last
+        early = min(4, last - 1)
+        gap_early = rows[(rows["base_lr"] == rate) & (rows["epoch"] == early)]["gap"]
+        text += (f" Overfitting: at η = {rate:g} the train − test accuracy gap goes from "
+                 f"{format_ci(*mean_ci(gap_early)[:2], bounds=metric_bounds('gap'))} at epoch "
+                 f"{early + 1} to {pm_row(best, 'gap')} at epoch {last + 1}.")
     return text + (
-        f" Overfitting: at η = {rate:g} the train − test accuracy gap goes from "
-        f"{format_ci(*mean_ci(gap_early)[:2], bounds=metric_bounds('gap'))} at epoch {early + 1} to "
-        f"{pm_row(best, 'gap')} at epoch {last + 1}; validation accuracy peaks at epoch "
+        " Validation accuracy peaks at epoch "
         f"{best['peak_epoch_mean'] + 1:.1f} on average, {gain:+.3f} against the last "
         "epoch, so " + (
             "the best model a fixed rate gives here is an early-stopped one."

@@ -89,8 +89,7 @@ def _overall(table: pd.DataFrame, by_rate: bool, metric: str, unit: str, compare
         shortest = safe.iloc[0]
         against_best = compare(shortest, overall)
         if shortest["warmup_steps"] == overall["warmup_steps"]:
-            answer += (" At that rate the shortest warmup with no failed seed is also the most "
-                       "accurate: warmup should be just long enough to keep training stable.")
+            answer += _shortest_is_best(same_rate, overall, metric, unit, compare)
         else:
             answer += (f" At that rate the shortest warmup with no failed seed is "
                        f"{span(shortest['warmup_steps'], unit)} ({pm_row(shortest, metric)}; "
@@ -98,6 +97,26 @@ def _overall(table: pd.DataFrame, by_rate: bool, metric: str, unit: str, compare
                        "stability needs " + ("paid off here." if against_best.separated else
                                              "made no clear difference here."))
     return answer
+
+
+def _shortest_is_best(same_rate: pd.DataFrame, best: pd.Series, metric: str, unit: str,
+                      compare) -> str:
+    """The shortest warmup that kept every seed is also the best mean: said so, and a rule
+    drawn from it only where the seeds separate it from the next best."""
+    none = best["warmup_steps"] == 0
+    text = (" At that rate no warmup" if none else
+            " At that rate the shortest warmup with no failed seed") + " also has the best mean"
+    rest = same_rate[same_rate["warmup_steps"] != best["warmup_steps"]]
+    if not len(rest):
+        return text + "."
+    runner = rest.sort_values(f"{metric}_mean", ascending=False).iloc[0]
+    against = compare(runner, best)
+    text += (f"; against the next best, {span(runner['warmup_steps'], unit)}: "
+             f"{against.text(metric)}")
+    if not against.separated:
+        return text + "."
+    return text + (", so warmup does not pay at this rate." if none else
+                   ", so warmup should be just long enough to keep training stable.")
 
 
 def _warmup_figure(table, rows, keys, metric, folder) -> Path:

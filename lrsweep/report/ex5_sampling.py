@@ -9,7 +9,8 @@ import pandas as pd
 
 from lrsweep.report.figures import clipped_err, plotting, save
 from lrsweep.report.sections import Section, by_config, varies
-from lrsweep.report.stats import config_columns, finished, format_ci, mean_ci, metric_bounds
+from lrsweep.report.stats import (config_columns, difference_bounds, finished, format_ci, mean_ci,
+                                  metric_bounds)
 from lrsweep.search.spec import StudySpec
 
 
@@ -95,7 +96,7 @@ def _paired_line(label: str, group: pd.DataFrame, base: pd.DataFrame, outcomes: 
         columns=lambda c: c[4:]) - base.set_index("seed")[[prefix + m for m in outcomes]]
         .rename(columns=lambda c: c[len(prefix):])).dropna()
     diffs = {m: mean_ci(paired[m]) for m in outcomes}
-    shown = {m: format_ci(*diffs[m][:2]) for m in outcomes}
+    shown = {m: format_ci(*diffs[m][:2], bounds=difference_bounds(m)) for m in outcomes}
     return (f"{label}: NLL {shown['test_nll']}, ECE {shown['test_ece']}, accuracy "
             f"{shown['test_acc']} (n = {diffs['test_nll'][2]})")
 

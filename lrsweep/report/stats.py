@@ -104,6 +104,19 @@ def metric_bounds(metric: str) -> tuple[float, float]:
     return -math.inf, math.inf
 
 
+def difference_bounds(metric: str) -> tuple[float, float]:
+    """What a difference of two values of a metric can be: of two accuracies (or calibration
+    errors) [−1, 1]; of two losses, anything.
+
+        >>> difference_bounds("test_acc"), difference_bounds("test_nll")
+        ((-1.0, 1.0), (-inf, inf))
+        >>> format_ci(0.019, 1.194, bounds=difference_bounds("test_acc"))
+        '0.019 [-1.000, 1.000]'
+    """
+    low, high = metric_bounds(metric)
+    return (low - high, high - low) if math.isfinite(high - low) else (-math.inf, math.inf)
+
+
 def intervals_overlap(a: pd.Series, b: pd.Series, metric: str) -> bool | None:
     """Whether two rows' 95% intervals of `metric` overlap; None when either has none."""
     ca, cb = a[f"{metric}_ci"], b[f"{metric}_ci"]

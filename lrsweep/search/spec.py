@@ -142,7 +142,10 @@ def _blame(exc: SpecError, text: str, source: str, overrides: tuple[str, ...], b
     rest = message.removeprefix(f"{source}: ")
     for override in reversed(overrides):
         section, _, key = override.partition("=")[0].strip().partition(".")
-        if re.match(rf"\[{re.escape(section)}\] {re.escape(key.strip())}\b", rest):
+        key = key.strip()
+        named = re.escape(key.partition(".")[0])  # a dotted key's errors name its first part
+        if re.match(rf"\[{re.escape(section)}\] ({named}\b|unknown key '{re.escape(key)}')",
+                    rest):
             return SpecError(f"{source}: --set {override}: {rest}")
     try:
         parse(text, source=source, bounds=bounds)
