@@ -65,6 +65,11 @@ def test_the_best_configurations_become_runs_over_seeds(searched):
     assert dict(second.values)["base_lr"] == 0.1
     assert first.label.startswith("#1 ") and second.label.startswith("#2 ")
     assert "val_acc 0.8800 over 1 trial(s) in search" in text
+    assert f"# The 2 best configurations of study 'search' ({searched}), re-run over 3 seeds" \
+        in text
+    # The command in its header runs it into the store it came from, as pasted.
+    assert (f"#   lrsweep run THIS_FILE --storage {searched} && lrsweep report search-best "
+            f"--storage {searched}") in text
     # Seeds the search never trained: the seed a winner won on would flatter it.
     assert parsed.dimension("seed").values == (4, 5, 6)
 
@@ -73,6 +78,13 @@ def test_top_larger_than_the_study_keeps_what_there_is(searched):
     parsed = spec.parse(rerun.best_study_file("search", searched, top=10, seeds=1,
                                               new_name="again"), source="written")
     assert parsed.study.name == "again" and len(parsed.runs) == 3
+    one = rerun.best_study_file("search", searched, top=1, seeds=1)
+    assert "# The best configuration of study 'search'" in one and "over 1 seed each" in one
+
+
+def test_a_rerun_of_a_rerun_keeps_one_rank_in_its_labels():
+    assert rerun._label(1, "#2 scheduler=cosine base_lr=0.3") == "#1 scheduler=cosine base_lr=0.3"
+    assert rerun._label(2, "scheduler=cosine") == "#2 scheduler=cosine"
 
 
 def test_trials_told_under_an_earlier_study_file_are_not_ranked(tmp_path):

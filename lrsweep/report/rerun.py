@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shlex
 from dataclasses import asdict
 from typing import Any
@@ -56,18 +57,23 @@ def best_study_file(name: str, url: str, *, top: int = 3, seeds: int = 5,
     fresh = _fresh_seeds(trials, seeds)
     train = source.train
     command = shlex.join(["lrsweep", "rerun", name, "--top", str(top), "--seeds", str(seeds)])
-    lines = [  # the file is shared: the store's URL without its password
-        f"# The {len(runs)} best configurations of study {name!r} ({hide_passwords(url)}), "
-        f"re-run over {seeds} seeds each,",
+    shown_url = hide_passwords(url)  # the file is shared: the store's URL without its password
+    store = ["--storage", shown_url]
+    what = ("The best configuration" if len(runs) == 1 else
+            f"The {len(runs)} best configurations")
+    over = "1 seed" if seeds == 1 else f"{seeds} seeds"
+    lines = [
+        f"# {what} of study {name!r} ({shown_url}), re-run over {over} each,",
         f"# written by `{command}`; none of these seeds",
         f"# trained in {name}: the seed a configuration won on would flatter it.",
-        f"#   lrsweep run THIS_FILE && {shlex.join(['lrsweep', 'report', new_name])}",
+        f"#   lrsweep run THIS_FILE {shlex.join(store)} && "
+        f"{shlex.join(['lrsweep', 'report', new_name, *store])}",
         *([f"# {earlier} trial(s) trained under an earlier study file of {name} (changed "
            "with --allow-changed) are not ranked: they trained otherwise."] if earlier else []),
         "",
         "[study]",
         f"name = {json.dumps(new_name)}",
-        f"description = {json.dumps(f'The best configurations of {name}, over {seeds} seeds.')}",
+        f"description = {json.dumps(f'{what} of {name}, over {over}.')}",
         f"metric = {json.dumps(metric)}",
         'sampler = "grid"',
         "",
@@ -139,7 +145,7 @@ def _runs(best: Any, columns: list[str], source: spec_mod.StudySpec, metric: str
 def _label(rank: int, config: str) -> str:
     """A run's label: its rank and what the search varied, as reports label it, shortened to
     the labels' limit (a search over many dimensions); the rank keeps it unique."""
-    label = f"#{rank} {config}"
+    label = f"#{rank} " + re.sub(r"^#\d+ ", "", config)  # a re-run's re-run: one rank
     limit = spec_mod.MAX_LABEL
     return label if len(label) <= limit else label[:limit - 1] + "…"
 
