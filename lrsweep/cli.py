@@ -155,9 +155,11 @@ def show(name: str = typer.Argument(..., help="The study's name"),
     _print(fitted, dropped_how="pick with --columns NAME,…",
            hidden_how="see them with --all or --columns NAME,…")
     page = Path("results") / folder_name(name) / "report.html"
-    out.print(f"report: {page}" if page.is_file()  # one written with --out is not looked for
+    # A report written with --out is not looked for. soft_wrap: a command the terminal wraps,
+    # not one broken into lines, so it pastes whole.
+    out.print(f"report: {page}" if page.is_file()
               else f"no report in {page.parent}: {opt.suggest(storage, 'report', name)}",
-              markup=False, soft_wrap=True)  # a command wrapped by the terminal, not broken: it pastes whole
+              markup=False, soft_wrap=True)
 
 
 @command()

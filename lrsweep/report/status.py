@@ -51,4 +51,5 @@ def reproduce_command(source: str, name: str, url: str, overrides: Sequence[str]
 
 
 def resume_command(name: str, url: str) -> str:
+    """The command that continues the study's interrupted trials, quoted as above."""
     return f"lrsweep resume {shlex.quote(name)} --storage {shlex.quote(url)}"
