@@ -12,12 +12,10 @@ from lrsweep.report.figures import clipped_err, plotting, save
 from lrsweep.report.sections import Section, by_config, pm_row
 from lrsweep.report.stats import finished, format_ci, mean_ci
 from lrsweep.search.spec import StudySpec
+from lrsweep.search.spec_types import FASHION_MNIST_TEST, FASHION_MNIST_TRAIN
 
 
 BOOK_BUILDS = ("2023 build", "2022 build")
-# The chapter's recipe: all of Fashion-MNIST's training images, 30 epochs, batch 256, tested
-# on all 10,000 test images. Its printed numbers are that scale's.
-BOOK_SCALE = {"epochs": 30, "train_images": 60_000, "batch_size": 256, "test_subset": 0}
 
 
 def replication(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
@@ -80,16 +78,19 @@ def replication(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | No
 
 
 def _other_scale(spec: StudySpec) -> str:
-    """How the study's training differs from the book's recipe ("" where it does not)."""
+    """How the study's training differs from the book's recipe, whose printed numbers are
+    that scale's: all of Fashion-MNIST's training images, 30 epochs, batch 256, every test
+    image ("" where it does not)."""
     tr = spec.train
-    ours = {"epochs": tr.epochs, "train_images": tr.train_images, "batch_size": tr.batch_size,
-            "test_subset": tr.test_subset}
-    words = {"epochs": "{:,} epochs", "train_images": "{:,} training images",
-             "batch_size": "batch {:,}", "test_subset": "{:,} test images"}
-    return ", ".join(
-        words[key].format(ours[key]) + " (the book's " + (
-            "all 10,000" if key == "test_subset" else words[key].format(book)) + ")"
-        for key, book in BOOK_SCALE.items() if ours[key] != book)
+    differences = [
+        (tr.epochs != 30, f"{tr.epochs:,} epochs (the book's 30 epochs)"),
+        (tr.train_images != FASHION_MNIST_TRAIN,
+         f"{tr.train_images:,} training images (the book's {FASHION_MNIST_TRAIN:,})"),
+        (tr.batch_size != 256, f"batch {tr.batch_size:,} (the book's 256)"),
+        (tr.test_subset != 0,
+         f"{tr.test_subset:,} test images (the book's all {FASHION_MNIST_TEST:,})"),
+    ]
+    return ", ".join(text for differs, text in differences if differs)
 
 
 def _printed_vs_intended(done: pd.DataFrame, spec: StudySpec) -> list[str]:

@@ -24,6 +24,7 @@ from typing import Any
 from lrsweep import names as study_names
 from lrsweep.search import spec as spec_mod
 from lrsweep.report.read import trained_under_earlier_files, trials_frame
+from lrsweep.report.status import run_and_report
 from lrsweep.report.stats import config_columns, config_table, finished, lower_is_better
 from lrsweep.store.places import hide_passwords
 from lrsweep.store.storage import StorageError, load_study
@@ -58,7 +59,6 @@ def best_study_file(name: str, url: str, *, top: int = 3, seeds: int = 5,
     train = source.train
     command = shlex.join(["lrsweep", "rerun", name, "--top", str(top), "--seeds", str(seeds)])
     shown_url = hide_passwords(url)  # the file is shared: the store's URL without its password
-    store = ["--storage", shown_url]
     what = ("The best configuration" if len(runs) == 1 else
             f"The {len(runs)} best configurations")
     over = "1 seed" if seeds == 1 else f"{seeds} seeds"
@@ -66,8 +66,7 @@ def best_study_file(name: str, url: str, *, top: int = 3, seeds: int = 5,
         f"# {what} of study {name!r} ({shown_url}), re-run over {over} each,",
         f"# written by `{command}`; none of these seeds",
         f"# trained in {name}: the seed a configuration won on would flatter it.",
-        f"#   lrsweep run THIS_FILE {shlex.join(store)} && "
-        f"{shlex.join(['lrsweep', 'report', new_name, *store])}",
+        f"#   {run_and_report('THIS_FILE', new_name, shown_url)}",
         *([f"# {earlier} trial(s) trained under an earlier study file of {name} (changed "
            "with --allow-changed) are not ranked: they trained otherwise."] if earlier else []),
         "",

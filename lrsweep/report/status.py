@@ -45,9 +45,15 @@ def reproduce_command(source: str, name: str, url: str, overrides: Sequence[str]
     """The shell command that runs the study again into a store and writes its report, each
     word quoted as a shell needs (a file or study name with spaces or quotes pastes whole;
     a password hidden as *** is not expanded as a pattern)."""
+    return run_and_report(source, name, url, reproduce_options(overrides, total, finished))
+
+
+def run_and_report(source: str, name: str, url: str, options: str = "") -> str:
+    """`lrsweep run SOURCE OPTIONS --storage URL && lrsweep report NAME --storage URL`,
+    each word quoted as a shell needs (`options`: already quoted)."""
     store = f"--storage {shlex.quote(url)}"
-    return (f"lrsweep run {shlex.quote(source)}{reproduce_options(overrides, total, finished)} "
-            f"{store} && lrsweep report {shlex.quote(name)} {store}")
+    return (f"lrsweep run {shlex.quote(source)}{options} {store} && "
+            f"lrsweep report {shlex.quote(name)} {store}")
 
 
 def resume_command(name: str, url: str) -> str:
