@@ -114,13 +114,16 @@ def list_studies(storage: Optional[str] = opt.Storage) -> None:
     from lrsweep.report.read import studies_frame
     from lrsweep.store.storage import default_storage
     url = storage or default_storage()
+    from lrsweep.store.places import hide_passwords
     frame = studies_frame(url)
     if frame.empty:
-        from lrsweep.store.places import hide_passwords
         out.print(f"no studies in {hide_passwords(url)}", markup=False)
         return
-    _print(tables.studies(frame, url, tables.study_metrics(url), out),
+    _print(tables.studies(frame, hide_passwords(url), tables.study_metrics(url), out),
            dropped_how="a wider terminal shows them", hidden_how="0 in every study")
+    for name in frame.loc[frame["interrupted"] > 0, "study"]:
+        out.print(f"{name}: its interrupted trials continue with "
+                  f"{opt.suggest(storage, 'resume', name)}", markup=False, soft_wrap=True)
 
 
 @command()

@@ -19,7 +19,7 @@ from rich.table import Table
 from lrsweep.numbers import bars, short
 
 CURVE = "val_acc_curve"  # the sparkline's column: every trial's validation accuracy by epoch
-_COUNTS = ("complete", "pruned", "failed", "running", "diverged")
+_COUNTS = ("complete", "pruned", "failed", "running", "interrupted", "diverged")
 
 
 class UnknownColumn(ValueError):
@@ -46,8 +46,8 @@ def studies(frame: Any, url: str, metrics: dict[str, str], console: Console) -> 
                      f"({'max' if r['direction'] == 'maximize' else 'min'})" for r in rows]
     cells["last started"] = ["–" if r["last"] is None else str(r["last"])[:16] for r in rows]
     zero = [c for c in _COUNTS if all(v == "0" for v in cells[c])]
-    priority = ["study", "best", "complete", "last started", "pruned", "running", "failed",
-                "diverged"]
+    priority = ["study", "best", "complete", "last started", "pruned", "running",
+                "interrupted", "failed", "diverged"]
     fitted = _fit(console, f"studies in {url}", cells, [c for c in priority if c not in zero],
                   left=("study", "last started"), order=list(cells))
     fitted.hidden = zero
@@ -69,18 +69,18 @@ def trials(frame: Any, title: str, top: int, console: Console, *, metric: str = 
              for name, source in _sources(frame, metric).items()}
     cells[CURVE] = [bars(v) for v in shown["val_acc_curve"]]  # as the dashboard's, no numbers
     everything = list(cells)
+    # Columns that no shown trial has (an SGD study's SGLD posterior averages) say nothing.
+    filled = [c for c in everything if c in ("trial", "state", metric)
+              or any(v not in ("–", "") for v in cells[c])]
     if columns:
         aliases = {"value": metric}
         priority = list(dict.fromkeys(aliases.get(c, c) for c in columns))
         unknown = [c for c in priority if c not in cells]
         if unknown:
             raise UnknownColumn(f"--columns: no column {unknown[0]!r} in this table (it has "
-                                f"{', '.join(everything)})")
+                                f"{', '.join(filled)})")
         order, hidden = None, []  # the user's order; what they left out they know of
     else:
-        # Columns that no shown trial has (an SGD study's SGLD posterior averages) say nothing.
-        filled = [c for c in everything if c in ("trial", "state", metric)
-                  or any(v not in ("–", "") for v in cells[c])]
         priority = filled if show_all else _default(frame, metric, filled)
         rank = {"trial": 0, metric: 1}  # then the rest in the table's order
         priority.sort(key=lambda c: rank.get(c, 2))

@@ -158,6 +158,24 @@ def test_ls_and_show_describe_the_store(lrsweep_cli, tmp_path):
     assert f"no report in {Path('results', 'listed')}: lrsweep report listed" in shown.stdout
 
 
+
+def test_ls_tells_trials_a_worker_holds_from_those_interrupted(lrsweep_cli, tmp_path):
+    from lrsweep.store import leases
+    path = write(tmp_path, "s.toml", study_toml("held"))
+    url = storage_url(tmp_path)
+    assert lrsweep_cli("run", str(path), "--storage", url).returncode == 0
+    study = load(tmp_path, "held")
+    ids = [study.ask()._trial_id for _ in range(3)]
+    leases.record_heartbeats(study, ids)       # one worker trains all three...
+    leases.release_trials(study, ids[1:])      # ...and hands two back (Ctrl-C)
+    listed = lrsweep_cli("ls", "--storage", url, env={"COLUMNS": "200"})
+    assert listed.returncode == 0, listed.stderr
+    head, row = (line.split() for line in listed.stdout.splitlines()[1:4:2])
+    assert dict(zip(head, row))["running"] == "1" and dict(zip(head, row))["interrupted"] == "2"
+    assert f"held: its interrupted trials continue with lrsweep resume held --storage {url}" \
+        in listed.stdout
+
+
 # Each bad study file: (what replaces a line of a valid file, the one line expected).
 BAD_FILES = {
     "malformed": (("[study]", "[study"), "bad.toml: invalid TOML: "),

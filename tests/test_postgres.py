@@ -240,3 +240,19 @@ def test_a_rerun_file_never_holds_the_stores_password(fresh_database):
         hide_password=False)
     text = rerun.best_study_file("search", search_study(with_password), top=1, seeds=2)
     assert "s3cret-word" not in text and f"{user}:***@" in text
+
+
+def test_ls_names_its_store_without_the_password(fresh_database, env, tmp_path):
+    # Given on the command line or by LRSWEEP_STORAGE, the table's title hides it.
+    from test_rerun import search_study
+    url = sqlalchemy.make_url(fresh_database)
+    user = url.username or getpass.getuser()
+    with_password = url.set(username=user, password="s3cret-word").render_as_string(
+        hide_password=False)
+    search_study(with_password)
+    for args in (("ls", "--storage", with_password), ("ls",)):
+        proc = subprocess.run(lrsweep(*args), cwd=tmp_path, capture_output=True, text=True,
+                              env={**env, "LRSWEEP_STORAGE": with_password, "COLUMNS": "200"},
+                              timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert "s3cret-word" not in proc.stdout and f"{user}:***@" in proc.stdout

@@ -100,17 +100,20 @@ def test_chosen_columns_in_their_order_and_unknown_ones_named():
     fitted = tables.trials(joint_like(), "t", 3, console, metric="val_acc",
                            columns=["test_acc", "value", "trial"])
     assert header(render(fitted.table, 80)) == ["test_acc", "val_acc", "trial"]
-    with pytest.raises(tables.UnknownColumn, match="no column 'lr'.*base_lr"):
+    with pytest.raises(tables.UnknownColumn, match="no column 'lr'.*base_lr") as info:
         tables.trials(joint_like(), "t", 3, console, metric="val_acc", columns=["lr"])
+    assert "avg_test_acc" not in str(info.value)  # an SGD study's table offers no SGLD column
 
 
 @pytest.mark.parametrize("width", [80, 120])
 def test_studies_table_names_metric_and_keeps_the_date(width):
     frame = pd.DataFrame([{"study": "ex2-decay-exponent", "complete": 70, "pruned": 0,
-                           "failed": 0, "running": 0, "diverged": 2, "best": 0.90658,
+                           "failed": 0, "running": 0, "interrupted": 0, "diverged": 2,
+                           "best": 0.90658,
                            "direction": "maximize", "last": "2026-11-29 21:48:07.123"},
                           {"study": "loss", "complete": 3, "pruned": 1, "failed": 1,
-                           "running": 0, "diverged": 0, "best": 0.25, "direction": "minimize",
+                           "running": 0, "interrupted": 0, "diverged": 0, "best": 0.25,
+                           "direction": "minimize",
                            "last": None}])
     console = Console(width=width, file=io.StringIO())
     fitted = tables.studies(frame, "sqlite:///results/lrsweep.db",
@@ -125,7 +128,7 @@ def test_studies_table_names_metric_and_keeps_the_date(width):
                      120: ["study", "complete", "pruned", "failed", "diverged", "best", "last",
                            "started"]}[width]
     assert fitted.dropped == {80: ["failed", "diverged"], 120: []}[width]
-    assert fitted.hidden == ["running"]  # 0 for every study
+    assert fitted.hidden == ["running", "interrupted"]  # 0 for every study
 
 
 @pytest.mark.parametrize("width", [60, 80, 120])

@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 
 from lrsweep.search import spec as spec_mod
 from lrsweep.search.surplus import SURPLUS_ATTR
+from lrsweep.store import leases, optuna_private
 from lrsweep.store.records import CURVES, trial_curves
 from lrsweep.store.storage import load_study, open_storage, study_names
 
@@ -21,19 +22,25 @@ FINAL_CURVES = tuple(c for c in CURVES  # a trial's row
 
 
 def studies_frame(url: str) -> pd.DataFrame:
-    """One row per study in the store: trial counts by state and the best value."""
+    """One row per study in the store: trial counts by state (RUNNING split into the trials
+    a worker holds and those interrupted), and the best value."""
     rdb = open_storage(url, create=False)
     rows = []
     for name in study_names(rdb):
         study = optuna.load_study(study_name=name, storage=rdb)
         trials = asked_within_total(study)
         counts = {s: sum(t.state == s for t in trials) for s in TrialState}
+        # A RUNNING trial whose worker stopped (Ctrl-C, a crash) waits for `resume`.
+        unheld = leases.unheld_trials(study) if counts[TrialState.RUNNING] else set()
+        interrupted = sum(t.state == TrialState.RUNNING and optuna_private.trial_id(t) in unheld
+                          for t in trials)
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         best = (max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min)(
             (t.value for t in complete), default=None)
         rows.append({"study": name, "complete": counts[TrialState.COMPLETE],
                      "pruned": counts[TrialState.PRUNED], "failed": counts[TrialState.FAIL],
-                     "running": counts[TrialState.RUNNING],
+                     "running": counts[TrialState.RUNNING] - interrupted,
+                     "interrupted": interrupted,
                      "diverged": sum(bool(t.user_attrs.get("diverged")) for t in complete),
                      "best": best, "direction": study.direction.name.lower(),
                      "last": max((t.datetime_start for t in trials if t.datetime_start),

@@ -208,7 +208,11 @@ def _apply_override(doc: dict, override: str, source: str) -> None:
         raise SpecError(f"{where}: unknown section {section!r}{hint}")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
+    except tomllib.TOMLDecodeError as exc:
+        if raw.strip()[:1] in ("[", "{", '"', "'"):  # meant as TOML: reading it as a word hides why
+            reason = str(exc).split(" (at ")[0].lower()
+            raise SpecError(f"{where}: not a TOML value ({reason}); a list, table or quoted "
+                            "string is written whole, e.g. space.seed=[0,1]") from None
         value = raw.strip()  # `study.name=ex1-cpu`: a bare word is the string it spells
     table = doc.setdefault(section, {})
     if not isinstance(table, dict):

@@ -8,6 +8,7 @@ import datetime
 import json
 import math
 import os
+from typing import Any
 
 import optuna
 import sqlalchemy
@@ -93,16 +94,10 @@ def claim_stale_trials(study: optuna.Study, pack_attr: str | None = None) -> lis
     between asking and its first beat) gets one now, and is stale a grace period later."""
     rdb, models = optuna_private.require_tables(study, "taking over a dead worker's trials")
     beats = models.TrialHeartbeatModel.__table__
-    trials = models.TrialModel.__table__
     attrs = models.TrialSystemAttributeModel.__table__
     grace = datetime.timedelta(seconds=GRACE_SECONDS)
     with rdb.engine.begin() as conn:
-        now = conn.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar().replace(tzinfo=None)
-        running = dict(conn.execute(
-            sqlalchemy.select(trials.c.trial_id, beats.c.heartbeat)
-            .select_from(trials.outerjoin(beats, beats.c.trial_id == trials.c.trial_id))
-            .where(trials.c.study_id == optuna_private.study_id(study),
-                   trials.c.state == optuna.trial.TrialState.RUNNING)).all())
+        now, running = _running_heartbeats(conn, study, models)
         packs = {} if pack_attr is None or not running else {
             trial_id: json.loads(value) for trial_id, value in conn.execute(
                 sqlalchemy.select(attrs.c.trial_id, attrs.c.value_json).where(
@@ -140,6 +135,37 @@ def claim_stale_trials(study: optuna.Study, pack_attr: str | None = None) -> lis
         if won:
             claimed += members
     return claimed
+
+
+def _running_heartbeats(conn: Any, study: optuna.Study, models: Any
+                        ) -> tuple[datetime.datetime, dict[int, datetime.datetime | None]]:
+    """The database server's time, and each RUNNING trial's id with its last heartbeat (None
+    before its first)."""
+    beats = models.TrialHeartbeatModel.__table__
+    trials = models.TrialModel.__table__
+    now = conn.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar().replace(tzinfo=None)
+    running = dict(conn.execute(
+        sqlalchemy.select(trials.c.trial_id, beats.c.heartbeat)
+        .select_from(trials.outerjoin(beats, beats.c.trial_id == trials.c.trial_id))
+        .where(trials.c.study_id == optuna_private.study_id(study),
+               trials.c.state == optuna.trial.TrialState.RUNNING)).all())
+    return now, running
+
+
+def unheld_trials(study: optuna.Study) -> set[int]:
+    """The ids of the study's RUNNING trials that no worker holds: their lease handed back
+    (Ctrl-C) or their heartbeat silent past the grace period (a worker that died). `resume`
+    continues them and a worker takes them over. Empty for a store without Optuna's tables
+    (every RUNNING trial is then taken as held)."""
+    found = optuna_private.tables(study)
+    if found is None:
+        return set()
+    rdb, models = found
+    grace = datetime.timedelta(seconds=GRACE_SECONDS)
+    with rdb.engine.connect() as conn:
+        now, running = _running_heartbeats(conn, study, models)
+    return {i for i, beat in running.items()
+            if beat is not None and now - beat.replace(tzinfo=None) > grace}
 
 
 def release_trials(study: optuna.Study, trial_ids: list[int]) -> None:
