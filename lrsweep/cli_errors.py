@@ -122,9 +122,17 @@ def run_app(app: typer.Typer) -> int:
     try:
         code = app(prog_name="lrsweep", standalone_mode=False)
     except click.ClickException as error:
-        command = getattr(getattr(error, "ctx", None), "command_path", "lrsweep")
+        command = (getattr(getattr(error, "ctx", None), "command_path", None)
+                   or _command_named(app))
         say(f"{command}: error: {error.format_message()} (see `{command} --help`)")
         return error.exit_code
     except typer.Abort:  # end of input where a prompt waited
         return 130
     return code if isinstance(code, int) else 0
+
+
+def _command_named(app: typer.Typer) -> str:
+    """`lrsweep COMMAND` when the command line names one: Click's error for an option given
+    without its value (`run … --set`) knows no command."""
+    names = getattr(typer.main.get_command(app), "commands", {})
+    return f"lrsweep {sys.argv[1]}" if sys.argv[1] in names else "lrsweep"

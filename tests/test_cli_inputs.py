@@ -61,6 +61,8 @@ def one_line(proc, message):
     (("export", "other", "--csv", "c" * 5000 + ".csv"), "a name longer than the file system"),
     (("export", "other", "--trial", "-1"), "lrsweep export: error: Invalid value for '--trial'"),
     (("show", "other", "--colour"), "lrsweep show: error: No such option: --colour"),
+    (("show", "other", "--storage", "sqlite:///store.db", "--top"),
+     "lrsweep show: error: Option '--top' requires an argument. (see `lrsweep show --help`)"),
     (("nosuch",), "lrsweep: error: No such command 'nosuch'"),
 ], ids=lambda v: " ".join(v) if isinstance(v, tuple) else None)
 def test_bad_output_paths_and_option_values_are_one_line_and_write_nothing(
