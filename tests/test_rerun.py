@@ -82,6 +82,21 @@ def test_top_larger_than_the_study_keeps_what_there_is(searched):
     assert "# The best configuration of study 'search'" in one and "over 1 seed each" in one
 
 
+def test_a_best_configuration_whose_seed_never_learned_says_so(searched):
+    # Ranked by the metric alone (a loss at chance can be the lowest of a tiny study's), so
+    # its note in the file says how its seeds failed.
+    study = optuna.load_study(study_name="search", storage=searched)
+    study.add_trial(create_trial(
+        state=TrialState.COMPLETE, params={"scheduler": "constant", "base_lr": 0.02},
+        distributions={"scheduler": CategoricalDistribution(["constant", "poly"]),
+                       "base_lr": FloatDistribution(0.01, 1.0, log=True)},
+        value=0.9, user_attrs={"seed": 2, "outcome": "never learned"}))
+    text = rerun.best_study_file("search", searched, top=2, seeds=1)
+    first, second = (line for line in text.splitlines() if line.startswith("label = "))
+    assert first.endswith("val_acc 0.9000 over 1 trial(s) in search; failed: 1 never learned")
+    assert second.endswith("val_acc 0.8800 over 1 trial(s) in search")
+
+
 def test_a_rerun_of_a_rerun_keeps_one_rank_in_its_labels():
     assert rerun._label(1, "#2 scheduler=cosine base_lr=0.3") == "#1 scheduler=cosine base_lr=0.3"
     assert rerun._label(2, "scheduler=cosine") == "#2 scheduler=cosine"

@@ -23,6 +23,7 @@ from typing import Any
 
 from lrsweep import names as study_names
 from lrsweep.search import spec as spec_mod
+from lrsweep.report.outcome_counts import failed_text
 from lrsweep.report.read import trained_under_earlier_files, trials_frame
 from lrsweep.report.status import run_and_report
 from lrsweep.report.stats import config_columns, config_table, finished, lower_is_better
@@ -137,6 +138,8 @@ def _runs(best: Any, columns: list[str], source: spec_mod.StudySpec, metric: str
                   if k in values and k not in ("seed", spec_mod.RUN_KEY)}
         label = _label(rank, row["config"])
         note = f"{metric} {row['value_mean']:.4f} over {int(row['value_n'])} trial(s) in {name}"
+        if row["failed"]:  # ranked by the metric alone: say when its seeds did not learn
+            note += f"; failed: {failed_text(row)}"
         runs.append((label, chosen, note))
     return runs
 
