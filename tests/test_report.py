@@ -92,6 +92,17 @@ def test_answer_and_status_are_computed_from_the_trials(synthetic, tmp_path):
     assert "incomplete: 8 of 12 trials finished" in text  # 6 complete + 1 diverged + 1 pruned
 
 
+def test_the_status_tells_running_trials_from_interrupted_ones(synthetic, tmp_path):
+    from lrsweep.store import leases
+    study = optuna.load_study(study_name="synthetic", storage=synthetic)
+    ids = [study.ask()._trial_id for _ in range(3)]
+    leases.record_heartbeats(study, ids)
+    leases.release_trials(study, ids[:2])  # Ctrl-C handed two back; a worker trains the third
+    text = render.write_report("synthetic", synthetic, tmp_path / "out").markdown.read_text()
+    assert (f"incomplete: 8 of 12 trials finished** (1 running, 2 interrupted; `lrsweep "
+            f"resume synthetic --storage {synthetic}` continues it)") in text
+
+
 def test_trials_a_racing_worker_asked_beyond_the_total_are_no_trials_of_the_study(synthetic,
                                                                                   tmp_path):
     # Failed at once and never trained (search.surplus): no table or report counts them.

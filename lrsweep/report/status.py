@@ -2,6 +2,8 @@
 
     >>> status_sentence({"complete": 5, "pruned": 1}, total=4, resume="lrsweep resume s")[1]
     6
+    >>> status_sentence({"complete": 1, "interrupted": 2}, 4, "lrsweep resume s")[0][:70]
+    '**incomplete: 1 of 4 trials finished** (2 interrupted; `lrsweep resume'
     >>> reproduce_options(("train.epochs=3", "study.trials=4"), total=4, finished=6)
     ' --set train.epochs=3 --set study.trials=6'
     >>> print(reproduce_command("my s.toml", "s", "sqlite:///s.db", (), total=1, finished=1))
@@ -17,17 +19,18 @@ from typing import Sequence
 def status_sentence(counts: dict[str, int], total: int, resume: str) -> tuple[str, int]:
     """The report's sentence on whether the study is complete (it ends without its full
     stop), and how many trials finished (complete, pruned or diverged), from the counts of
-    the trials' states, the total the study file asks for and the command that resumes it."""
+    the trials' states (RUNNING split into `running`, a worker holds them, and
+    `interrupted`), the total the study file asks for and the command that resumes it."""
     ended = counts.get("complete", 0) + counts.get("pruned", 0) + counts.get("diverged", 0)
     if ended == total:
         return f"complete: {ended} of {total} trials finished", ended
     if ended > total:
         return (f"complete: {ended} trials finished, more than the {total} its study file now "
                 "asks for (a lower total stops new trials and removes none)"), ended
-    return (f"**incomplete: {ended} of {total} trials finished** "
-            f"({counts.get('running', 0)} running — the study is still running or was "
-            f"interrupted; `{resume}` continues it). The numbers below cover the "
-            "finished trials only"), ended
+    now = ", ".join(f"{counts[state]} {state}" for state in ("running", "interrupted")
+                    if counts.get(state))
+    return (f"**incomplete: {ended} of {total} trials finished** ({now + '; ' if now else ''}"
+            f"`{resume}` continues it). The numbers below cover the finished trials only"), ended
 
 
 def reproduce_options(overrides: Sequence[str], total: int, finished: int) -> str:
