@@ -112,9 +112,9 @@ def rerun(name: str = typer.Argument(..., help="The study's name"),
 def list_studies(storage: Optional[str] = opt.Storage) -> None:
     """List the studies in the store: trial states and best values."""
     from lrsweep.report.read import studies_frame
+    from lrsweep.store.places import hide_passwords
     from lrsweep.store.storage import default_storage
     url = storage or default_storage()
-    from lrsweep.store.places import hide_passwords
     frame = studies_frame(url)
     if frame.empty:
         out.print(f"no studies in {hide_passwords(url)}", markup=False)
