@@ -121,9 +121,9 @@ def list_studies(storage: Optional[str] = opt.Storage) -> None:
         return
     _print(tables.studies(frame, hide_passwords(url), tables.study_metrics(url), out),
            dropped_how="a wider terminal shows them", hidden_how="0 in every study")
-    for name in frame.loc[frame["interrupted"] > 0, "study"]:
-        out.print(f"{name}: its interrupted trials continue with "
-                  f"{opt.suggest(storage, 'resume', name)}", markup=False, soft_wrap=True)
+    for name, n in frame.loc[frame["interrupted"] > 0, ["study", "interrupted"]].values:
+        out.print(tables.resume_hint(name, n, opt.suggest(storage, "resume", name)),
+                  markup=False, soft_wrap=True)
 
 
 @command()
@@ -157,6 +157,9 @@ def show(name: str = typer.Argument(..., help="The study's name"),
         raise typer.BadParameter(str(exc)) from None
     _print(fitted, dropped_how="pick with --columns NAME,…",
            hidden_how="see them with --all or --columns NAME,…")
+    if (stopped := int((frame["state"] == "interrupted").sum())):
+        out.print(tables.resume_hint(name, stopped, opt.suggest(storage, "resume", name)),
+                  markup=False, soft_wrap=True)
     page = Path("results") / folder_name(name) / "report.html"
     # A report written with --out is not looked for. soft_wrap: a command the terminal wraps,
     # not one broken into lines, so it pastes whole.
@@ -247,10 +250,7 @@ def bench(device: str = opt.Device, data_dir: Optional[str] = opt.DataDir,
                            log=lambda line: err.print(line, markup=False))
     record["command"] = " ".join(["lrsweep", *sys.argv[1:]])  # how to make it again
     out.print(tables.bench(record))
-    store = record["storage"]
-    out.print(f"storage: {store['batched_ms_per_trial']:.1f} ms per trial (ask, record "
-              f"{store['epochs']} epochs, tell) batched; {store['per_value_ms_per_trial']:.1f} ms "
-              "through Optuna's per-value API", markup=False)
+    out.print(tables.bench_storage(record), markup=False)
     out.print(f"wrote {bench_mod.save(record, out_file, dev.type)}", markup=False)
 
 

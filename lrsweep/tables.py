@@ -206,6 +206,21 @@ def study_metrics(url: str) -> dict[str, str]:
     return {s.study_name: metric_of(s.user_attrs) for s in summaries}
 
 
+def resume_hint(study: str, interrupted: int, command: str) -> str:
+    """The line under a table of a study with interrupted trials: how many, and the command
+    that continues them."""
+    return (f"{study}: {interrupted} interrupted trial{'s' if interrupted > 1 else ''} "
+            f"continue{'' if interrupted > 1 else 's'} with {command}")
+
+
+def bench_storage(record: dict[str, Any]) -> str:
+    """The line under the bench table: what the study's bookkeeping costs a trial."""
+    store = record["storage"]
+    return (f"storage: {store['batched_ms_per_trial']:.1f} ms per trial (ask, record "
+            f"{store['epochs']} epochs, tell) batched; {store['per_value_ms_per_trial']:.1f} ms "
+            "through Optuna's per-value API")
+
+
 def bench(record: dict[str, Any]) -> Table:
     from lrsweep import bench as bench_module  # torch: only for the command that trains
     how = "".join(f"; {record[key]}" for key in ("precision", "convolutions", "steps",

@@ -172,8 +172,15 @@ def test_ls_tells_trials_a_worker_holds_from_those_interrupted(lrsweep_cli, tmp_
     assert listed.returncode == 0, listed.stderr
     head, row = (line.split() for line in listed.stdout.splitlines()[1:4:2])
     assert dict(zip(head, row))["running"] == "1" and dict(zip(head, row))["interrupted"] == "2"
-    assert f"held: its interrupted trials continue with lrsweep resume held --storage {url}" \
-        in listed.stdout
+    hint = f"held: 2 interrupted trials continue with lrsweep resume held --storage {url}"
+    assert hint in listed.stdout
+    # show marks them and says the same; so does the report (test_report)
+    shown = lrsweep_cli("show", "held", "--storage", url, env={"COLUMNS": "200"})
+    assert shown.returncode == 0, shown.stderr
+    rows = [line.split() for line in shown.stdout.splitlines()]
+    assert sorted(row[1] for row in rows if row and row[0] in "2 3 4".split()) == [
+        "interrupted", "interrupted", "running"]
+    assert hint in shown.stdout
 
 
 # Each bad study file: (what replaces a line of a valid file, the one line expected).

@@ -101,6 +101,7 @@ def test_the_status_tells_running_trials_from_interrupted_ones(synthetic, tmp_pa
     text = render.write_report("synthetic", synthetic, tmp_path / "out").markdown.read_text()
     assert (f"incomplete: 8 of 12 trials finished** (1 running, 2 interrupted; `lrsweep "
             f"resume synthetic --storage {synthetic}` continues it)") in text
+    assert "fail 1, interrupted 2, running 1." in text  # outcomes, named alike
 
 
 def test_trials_a_racing_worker_asked_beyond_the_total_are_no_trials_of_the_study(synthetic,

@@ -30,10 +30,7 @@ def studies_frame(url: str) -> pd.DataFrame:
         study = optuna.load_study(study_name=name, storage=rdb)
         trials = asked_within_total(study)
         counts = {s: sum(t.state == s for t in trials) for s in TrialState}
-        # A RUNNING trial whose worker stopped (Ctrl-C, a crash) waits for `resume`.
-        unheld = leases.unheld_trials(study) if counts[TrialState.RUNNING] else set()
-        interrupted = sum(t.state == TrialState.RUNNING and optuna_private.trial_id(t) in unheld
-                          for t in trials)
+        interrupted = sum(state == "interrupted" for state in states(study, trials))
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         best = (max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min)(
             (t.value for t in complete), default=None)
@@ -52,9 +49,10 @@ def trials_frame(name: str, url: str, *, study: optuna.Study | None = None) -> p
     """One row per trial: state, objective, parameters, final curve values, epochs, time."""
     study = study or load_study(name, url)  # a caller that has it loaded saves a read
     rows = []
-    for t in asked_within_total(study):
+    trials = asked_within_total(study)
+    for t, state in zip(trials, states(study, trials)):
         attrs, curves = t.user_attrs, trial_curves(t)  # curves: either form a store holds
-        row = {"trial": t.number, "state": t.state.name.lower(), "value": t.value}
+        row = {"trial": t.number, "state": state, "value": t.value}
         if attrs.get("diverged"):
             row["state"] = f"diverged ({attrs['diverged']})"
         row.update({k: v for k, v in t.params.items()})
@@ -75,6 +73,16 @@ def trials_frame(name: str, url: str, *, study: optuna.Study | None = None) -> p
     frame = pd.DataFrame(rows, columns=None if rows else TRIAL_COLUMNS)
     frame.attrs["direction"] = study.direction.name.lower()
     return frame
+
+
+def states(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> list[str]:
+    """Each trial's state as the tables name it: Optuna's, lower case, but a RUNNING trial no
+    worker holds (handed back by Ctrl-C, or its worker dead past the grace period) is
+    `interrupted`: it waits for `lrsweep resume`."""
+    running = any(t.state == TrialState.RUNNING for t in trials)
+    unheld = leases.unheld_trials(study) if running else set()
+    return ["interrupted" if t.state == TrialState.RUNNING
+            and optuna_private.trial_id(t) in unheld else t.state.name.lower() for t in trials]
 
 
 def asked_within_total(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -126,10 +134,11 @@ def curves_frame(name: str, url: str, *, study: optuna.Study | None = None) -> p
     """One row per trial and epoch: the trial's state, parameters and per-epoch curves."""
     study = study or load_study(name, url)  # a caller that has it loaded saves a read
     rows = []
-    for t in asked_within_total(study):
+    trials = asked_within_total(study)
+    for t, state in zip(trials, states(study, trials)):
         attrs, curves = t.user_attrs, trial_curves(t)
         for epoch in range(len(curves.get("lr") or [])):
-            row = {"trial": t.number, "state": t.state.name.lower(), "value": t.value,
+            row = {"trial": t.number, "state": state, "value": t.value,
                    "seed": attrs.get("seed"), "diverged": attrs.get("diverged"), **t.params,
                    "epoch": epoch}
             row.update({key: (curves.get(key) or [None] * (epoch + 1))[epoch] for key in CURVES})

@@ -26,7 +26,6 @@ from lrsweep.report.status import reproduce_command, resume_command, status_sent
 from lrsweep.report.read import curves_frame, trained_under_earlier_files, trials_frame
 from lrsweep.report.stats import (config_columns, config_key, config_table, finished, format_ci,
                                   intervals_overlap, lower_is_better, metric_bounds)
-from lrsweep.store import leases
 from lrsweep.store.places import hide_passwords
 from lrsweep.store.storage import load_study
 
@@ -80,9 +79,6 @@ def write_report(name: str, url: str, out: str | Path | None = None) -> Report:
 def _sections(name, url, study, study_spec, trials, configs, metric) -> list[Section]:
     shown_url = hide_passwords(url)  # a report is shared: never a password in it
     counts = trials["state"].str.split(" ").str[0].value_counts().to_dict() if len(trials) else {}
-    # Of the RUNNING trials, those no worker holds (handed back, or their worker died).
-    counts["interrupted"] = len(leases.unheld_trials(study)) if counts.get("running") else 0
-    counts["running"] = counts.get("running", 0) - counts["interrupted"]
     total = study_spec.study.trials if study_spec else len(trials)
     status, ended = status_sentence(counts, total, resume_command(name, shown_url))
     source = study.user_attrs.get("study_file_source", f"studies/{name}.toml")
