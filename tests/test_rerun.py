@@ -97,6 +97,18 @@ def test_a_best_configuration_whose_seed_never_learned_says_so(searched):
     assert second.endswith("val_acc 0.8800 over 1 trial(s) in search")
 
 
+def test_a_rerun_named_as_a_study_another_file_made_is_refused_before_it_is_run(searched):
+    text = rerun.best_study_file("search", searched, top=1, seeds=2)
+    made = optuna.create_study(study_name="search-best", storage=searched, direction="maximize")
+    made.set_user_attr("study_file", text)  # as `lrsweep run` on the written file stores it
+    assert rerun.best_study_file("search", searched, top=1, seeds=2) == text  # continues it
+    with pytest.raises(spec.SpecError, match="the re-run's name 'search-best': a study of that "
+                                             "name in .* was made from another file; give the "
+                                             "re-run another name with --name"):
+        rerun.best_study_file("search", searched, top=2, seeds=2)
+    assert "[[run]]" in rerun.best_study_file("search", searched, top=2, seeds=2, new_name="b")
+
+
 def test_a_rerun_of_a_rerun_keeps_one_rank_in_its_labels():
     assert rerun._label(1, "#2 scheduler=cosine base_lr=0.3") == "#1 scheduler=cosine base_lr=0.3"
     assert rerun._label(2, "scheduler=cosine") == "#2 scheduler=cosine"

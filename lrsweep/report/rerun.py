@@ -28,6 +28,7 @@ from lrsweep.report.read import trained_under_earlier_files, trials_frame
 from lrsweep.report.status import run_and_report
 from lrsweep.report.stats import config_columns, config_table, finished, lower_is_better
 from lrsweep.store.places import hide_passwords
+from lrsweep.store import storage as store
 from lrsweep.store.storage import StorageError, load_study
 
 MAX_SEEDS = 100_000  # a re-run of 100,000 seeds a configuration is already months of training
@@ -87,8 +88,22 @@ def best_study_file(name: str, url: str, *, top: int = 3, seeds: int = 5,
         lines += ["", "[[run]]", f"label = {json.dumps(label)}  # {note}"]
         lines += [f"{k} = {_toml(k, v)}" for k, v in chosen.items()]
     text = "\n".join(lines) + "\n"
-    spec_mod.parse(text, source="rerun")  # what is written must be a valid study file
+    written = spec_mod.parse(text, source="rerun")  # what is written must be a valid study file
+    _check_name_free(written, url, shown_url)
     return text
+
+
+def _check_name_free(written: spec_mod.StudySpec, url: str, shown_url: str) -> None:
+    """The re-run's study must be new, or one this same file made (running it again continues
+    it): a study of that name made otherwise would refuse the file only when it is run."""
+    name = written.study.name
+    if name not in store.study_names(store.open_storage(url, create=False)):
+        return
+    stored = spec_mod.from_stored(load_study(name, url).user_attrs, source="stored")
+    if stored is None or stored.canonical() != written.canonical():
+        raise spec_mod.SpecError(f"the re-run's name {name!r}: a study of that name in "
+                                 f"{shown_url} was made from another file; give the re-run "
+                                 "another name with --name")
 
 
 def _rankable(study: Any, trials: Any, source: spec_mod.StudySpec, where: str
