@@ -74,7 +74,9 @@ def test_fixed_rate_answers_with_the_numbers_of_the_trials(tmp_path):
     assert "Best fixed rate: **η = 0.1**" in text
     assert f"final val_acc {pm([0.84, 0.85, 0.86])}" in text
     assert f"test accuracy {pm([0.83, 0.84, 0.85])}" in text
-    assert f"train loss is still {pm([1.2, 1.1, 1.3])} after 3 epochs" in text
+    assert (f"Too small is slow: at η = 0.01 the train loss after 3 epochs is "
+            f"{pm([1.2, 1.1, 1.3])}, against {pm([0.3, 0.25, 0.2])} at η = 0.1; paired by seed, "
+            "Δ train_loss +0.950") in text
     assert "η = 1: 1 of 3 (1 collapsed)" in text  # the diverged seed, counted by outcome
     # the runner-up (η = 0.01) against the best seed by seed: the t interval of the differences
     diffs = [0.70 - 0.84, 0.72 - 0.85, 0.71 - 0.86]
@@ -85,11 +87,43 @@ def test_fixed_rate_answers_with_the_numbers_of_the_trials(tmp_path):
         f"{mean:+.3f} ± {ci:.3f}"
     # the train − test gap at the best rate, at the last epoch; the peak epoch (1-based)
     # from the epoch before the last (epoch 5 in a longer study), not from the last to itself
+    assert "Overfitting: at η = 0.1 the train − test accuracy gap" in text  # above 0, by its CI
     assert (f"gap goes from {pm([0.9 - 0.85, 0.9 - 0.85, 0.91 - 0.84])} at epoch 2 to "
             f"{pm([0.95 - 0.83, 0.96 - 0.84, 0.97 - 0.85])} at epoch 3") in text
     assert f"peaks at epoch {statistics.fmean([2, 2, 3]):.1f} on average" in text
     assert list(section.table["base_lr"]) == [0.01, 0.1, 1.0]
     assert section.figures[0].is_file() and section.figures[0].stat().st_size > 10_000
+
+
+def test_fixed_rate_claims_only_what_its_intervals_separate(tmp_path):
+    # η = 0.01's train loss no different from the best's seed by seed, and test accuracy above
+    # train at the best rate: neither "slow" nor "overfitting" is said.
+    close = {**EX1, (0.01,): [curve([0.5, 0.6, 0.7], loss=[2.0, 1.5, 0.2]),
+                              curve([0.5, 0.6, 0.72], loss=[2.0, 1.5, 0.3]),
+                              curve([0.5, 0.6, 0.71], loss=[2.0, 1.5, 0.25])],
+             (0.1,): [curve([0.80, 0.86, 0.84 + d], train=[0.8, 0.8, 0.8], test=[0.8, 0.85, 0.9],
+                            loss=[0.6, 0.4, 0.3 - d]) for d in (0.0, 0.01, 0.02)]}
+    trials, curves = frames(close, ("base_lr",))
+    text = ex1_fixed_rate.fixed_rate(trials, curves, EX1_SPEC, "val_acc", tmp_path).paragraphs[0]
+    assert "slow" not in text and "Overfitting" not in text
+    assert "At η = 0.01 the train loss after 3 epochs is" in text
+    assert "at η = 0.1; paired by seed, Δ train_loss -0.040 ± 0.138 (n = 3): these seeds " \
+        "cannot separate them." in text
+    assert "Train against test: at η = 0.1 the train − test accuracy gap goes from" in text
+
+
+def test_fixed_rate_figure_shows_only_rates_at_which_some_seed_did_not_fail(tmp_path,
+                                                                           monkeypatch):
+    # A seed at chance whose validation accuracy spiked once did not learn: all seeds of
+    # η = 1 failed, so the gap panel leaves it out, as the text counts it failed.
+    failing = {**EX1, (1.0,): [curve([0.1, 0.4, 0.1], train=[0.1, 0.1, 0.1])] * 3}
+    trials, curves = frames(failing, ("base_lr",))
+    drawn = []
+    monkeypatch.setattr(ex1_fixed_rate, "_fixed_rate_figure",
+                        lambda table, rows, metric, learned, folder: drawn.append(learned))
+    text = ex1_fixed_rate.fixed_rate(trials, curves, EX1_SPEC, "val_acc", tmp_path).paragraphs[0]
+    assert "η = 1: 3 of 3 (3 never learned)" in text
+    assert drawn == [[0.01, 0.1]]
 
 
 def test_fixed_rate_section_needs_a_constant_schedule_and_several_rates(tmp_path):

@@ -51,14 +51,16 @@ def importance(study, spec: StudySpec | None, metric: str, folder: Path) -> Sect
             f"explains the largest share of the variance of the final {metric} "
             f"({top['importance']:.2f}), then " + ", ".join(
                 f"{r['dimension']} ({r['importance']:.2f})" for _, r in table.iloc[1:].iterrows())
-            + ".")
+            + "." + " These shares are point estimates with no interval: one fANOVA forest fit "
+            "to these trials, which a handful of other trials could reorder.")
     if conditional:
         text += (" Dimensions only some schedulers take (" + ", ".join(conditional) + ") are not "
                  "in every trial, so fANOVA cannot weigh them; the configuration table shows "
                  "them.")
     pruned = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,)))
     if pruned:
-        text += f" {pruned} trials were pruned by the study's pruner."
+        text += (f" {pruned} trial{' was' if pruned == 1 else 's were'} pruned by the "
+                 "study's pruner.")
     plt, _ = plotting()
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(table) + 1.5))
     ax.barh(table["dimension"][::-1], table["importance"][::-1], color="C0")
