@@ -30,6 +30,8 @@ def test_record_has_one_row_per_configuration_with_consistent_ratios(fashion_dir
                      "lrsweep K=1 (a masked slot beside it)", "lrsweep K=2, shared batch",
                      "lrsweep K=2, own orders"]
     chapter = record["rows"][0]
+    assert record["timing"].endswith("paired ratio (one round: no interval; --repeats 2 or "
+                                     "more gives one)")
     for row in record["rows"]:
         (seconds,) = row["epoch_seconds"]  # one round of two epochs
         assert len(seconds) == 2 and row["rounds"] == [0]
@@ -69,6 +71,7 @@ def test_rounds_take_turns_and_compare_each_pack_with_the_chapter_round_by_round
         "round 1 of 3", "round 2 of 3", "round 3 of 3"]
     chapter, *packs = record["rows"]
     assert record["repeats"] == 3
+    assert record["timing"].endswith("with a 95% t interval over the 3 rounds")
     assert (chapter["vs_chapter"], chapter["vs_chapter_interval"]) == (1.0, None)
     for row in record["rows"]:
         assert row["rounds"] == [0, 1, 2] and len(row["epoch_seconds"]) == 3

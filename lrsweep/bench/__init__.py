@@ -111,7 +111,9 @@ def _record(dev: torch.device, rows: list[dict[str, Any]], splits: data.Splits, 
                             if host_memory.kept() else "malloc as it is"),
             "timing": ("each round: the median epoch after the first (all epochs if fewer "
                        "than 2); s / epoch: the median over rounds; vs chapter: the geometric "
-                       "mean of each round's paired ratio, with a 95% t interval from 2 rounds"),
+                       "mean of each round's paired ratio" + (
+                           f", with a 95% t interval over the {repeats} rounds" if repeats > 1
+                           else " (one round: no interval; --repeats 2 or more gives one)")),
             "rows": rows, "storage": store}
 
 
