@@ -545,6 +545,9 @@ def test_override_is_validated_like_the_file():
     ("study.metric={ a = 1 }", "[study] metric: {'a': 1} is not one of val_acc"),
     ("space.seed=9223372036854775807", "[space] seed: a seed is at most 4294967295"),
     ("space.seed=[0, 4294967296]", "a seed is at most 4294967295 (2**32 - 1), got 4294967296"),
+    ("train.epochs=99999999999999999999999", "[train] epochs: at most 100,000, got 9999"),
+    ("space.warmup_begin_lr=-1", "[space] warmup_begin_lr: must be a number ≥ 0, got -1"),
+    ("space.base_lr=0", "[space] base_lr: must be a number > 0, got 0"),
     # TOML that does not parse is said to be so, not read as the word it spells
     ("space.seed=[0,1", "--set space.seed=[0,1: not a TOML value (unclosed array)"),
     ("study.name='it", "--set study.name='it: not a TOML value (expected \"'\")"),

@@ -11,11 +11,11 @@ from typing import Any
 from lrsweep import names as study_names
 from lrsweep import schedules
 from lrsweep.search.spec_types import (FASHION_MNIST_TEST, FASHION_MNIST_TRAIN, GENERIC_KEYS,
-                                       INTEGER_KEYS, MAX_RATE, MAX_SAMPLER_SEED, MAX_SEED,
-                                       METRICS, MODELS, OPTIMIZERS, PRECISIONS, PRUNERS,
-                                       RATE_KEYS, SAMPLERS, SCHEDULE_KEYS, UNITS, Choice,
-                                       Dimension, Fixed, Range, SpecError, StudySettings,
-                                       StudySpec, TrainSettings)
+                                       INTEGER_KEYS, MAX_EPOCHS, MAX_RATE, MAX_SAMPLER_SEED,
+                                       MAX_SEED, METRICS, MODELS, OPTIMIZERS, PRECISIONS,
+                                       PRUNERS, RATE_KEYS, SAMPLERS, SCHEDULE_KEYS, UNITS,
+                                       Choice, Dimension, Fixed, Range, SpecError,
+                                       StudySettings, StudySpec, TrainSettings)
 
 
 def read_study(table: dict, train: TrainSettings, source: str) -> StudySettings:
@@ -42,7 +42,7 @@ def read_train(table: dict, source: str) -> TrainSettings:
     where = f"{source}: [train]"
     only_keys(table, [f for f in TrainSettings.__dataclass_fields__], f"{where} ")
     settings = TrainSettings(**table)
-    _whole(settings.epochs, f"{where} epochs", minimum=1)
+    _whole(settings.epochs, f"{where} epochs", minimum=1, maximum=MAX_EPOCHS)
     _whole(settings.batch_size, f"{where} batch_size", minimum=1)
     _whole(settings.validation, f"{where} validation", minimum=0)
     _whole(settings.subset, f"{where} subset", minimum=0)
@@ -179,13 +179,10 @@ def check_value(key: str, value: Any, where: str) -> None:
         if key == "seed" and value > MAX_SEED:  # the engine derives 64-bit seeds from it
             raise SpecError(f"{where}: a seed is at most {MAX_SEED} (2**32 - 1), got {value}")
         return
-    if key == "base_lr":
-        if not schedules.is_number(value) or value <= 0:
-            raise SpecError(f"{where}: must be a number > 0, got {value!r}")
-        return
-    if key == "warmup_begin_lr":
-        if not schedules.is_number(value) or value < 0:
-            raise SpecError(f"{where}: must be a number ≥ 0, got {value!r}")
+    if key in ("base_lr", "warmup_begin_lr"):  # a warmup may begin at 0, a base rate not
+        least = "> 0" if key == "base_lr" else "≥ 0"
+        if not schedules.is_number(value) or value < 0 or (value == 0 and least == "> 0"):
+            raise SpecError(f"{where}: must be a number {least}, got {value!r}")
         return
     try:
         schedules.check_parameter(key, value)
@@ -285,9 +282,11 @@ def _one_of(value: Any, allowed, where: str) -> None:
         raise SpecError(f"{where}: {value!r} is not one of {', '.join(allowed)}")
 
 
-def _whole(value: Any, where: str, *, minimum: int) -> None:
+def _whole(value: Any, where: str, *, minimum: int, maximum: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise SpecError(f"{where}: must be a whole number ≥ {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise SpecError(f"{where}: at most {maximum:,}, got {value!r}")
 
 
 def _largest(dim: Dimension) -> float:

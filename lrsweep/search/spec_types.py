@@ -33,6 +33,9 @@ NOT_SCHEDULE_KEYS = ("scheduler", "seed", "optimizer", "model", "run")
 SCHEDULE_KEYS = tuple(sorted({p for name in schedules.names() for p in schedules.parameters(name)}))
 INTEGER_KEYS = ("warmup_steps", "max_update", "seed", "lag")
 MAX_SEED = 2**32 - 1
+# A trial's curves hold a value an epoch; 100,000 epochs of the chapter's LeNet on
+# Fashion-MNIST would take a GPU months: a larger number is a typing slip.
+MAX_EPOCHS = 100_000
 # The sampler's seed is sampler_seed plus the trials already stored (sampling.make_sampler),
 # and numpy takes seeds up to 2**32 - 1: half the range leaves room for 2**31 stored trials.
 MAX_SAMPLER_SEED = 2**31 - 1
