@@ -541,7 +541,13 @@ def test_override_is_validated_like_the_file():
     ("tran.epochs=3", "unknown section 'tran'; did you mean 'train'?"),
     ("=3", "expected section.key=value"),
     # values of the wrong kind or size
-    ('study.metric=["val_acc"]', "[study] metric: ['val_acc'] is not one of val_acc"),
+    ('study.metric=["val_acc"]', "[study] metric: one of val_acc, val_loss, train_acc, "
+                                 "train_loss, not a list (['val_acc'])"),
+    ('train.model=["lenet","resnet18"]', "[train] model: one of lenet, resnet18, not a list "
+     "(['lenet', 'resnet18']); several models are a choice in [space]: model = [...]"),
+    ('study.name=["a","b"]', "[study] name: a non-empty string is required, got ['a', 'b']"),
+    ("study.metric=[val_acc,val_loss]", "not a TOML value (invalid value); a list, table or "
+     "quoted string is written whole, its strings quoted"),
     ("study.metric={ a = 1 }", "[study] metric: {'a': 1} is not one of val_acc"),
     ("space.seed=9223372036854775807", "[space] seed: a seed is at most 4294967295"),
     ("space.seed=[0, 4294967296]", "a seed is at most 4294967295 (2**32 - 1), got 4294967296"),

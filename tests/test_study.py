@@ -346,6 +346,11 @@ def test_lenet_on_a_colour_folder_is_refused_before_the_store(tmp_path):
     with pytest.raises(Exception, match=r"^c.toml: \[train\] dataset = 'imagefolder:.*absent'"
                                         r": .*absent: no such folder$"):
         loop.run(spec.parse(missing, source="c.toml"), storage=url, device="cpu")
+    # Given by --set, the error names that --set, as every override's error does.
+    with pytest.raises(Exception, match=r"^c.toml: --set train.dataset=imagefolder:.*absent: "
+                                        r".*absent: no such folder$"):
+        loop.run(spec.parse(text, source="c.toml", overrides=(
+            f"train.dataset=imagefolder:{tmp_path / 'absent'}",)), storage=url, device="cpu")
     assert not (tmp_path / "store.db").exists()
 
 

@@ -164,7 +164,10 @@ def load_data(spec: StudySpec, device: Any, data_dir: str | None) -> data.Splits
     train = spec.train
     if train.folder:
         from lrsweep.train.folders import load_imagefolder
-        where = f"{spec.source}: [train] dataset = {train.dataset!r}"  # where to fix it
+        # Where to fix it: the file's line, or the --set that gave it (the last one wins).
+        given = [o for o in spec.overrides if o.partition("=")[0].strip() == "train.dataset"]
+        where = (f"{spec.source}: --set {given[-1]}" if given
+                 else f"{spec.source}: [train] dataset = {train.dataset!r}")
         try:
             splits = load_imagefolder(train.folder, device, image_size=train.image_size,
                                       validation=train.validation, subset=train.subset,

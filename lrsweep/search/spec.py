@@ -27,9 +27,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from lrsweep.search.spec_checks import (check_bounds, only_keys, read_space, read_study,
-                                        read_train)
+from lrsweep.search.spec_checks import check_bounds, read_space, read_study, read_train
 from lrsweep.search.spec_runs import read_runs
+from lrsweep.search.spec_values import only_keys
 # The study file's vocabulary, re-exported: the rest of lrsweep reads it from here.
 from lrsweep.search.spec_types import (AVERAGING_OPTIMIZERS, BOOK_METRICS, GENERIC_KEYS,
                                        INTEGER_KEYS, MAX_LABEL, MAX_SEED, METRICS,
@@ -212,7 +212,8 @@ def _apply_override(doc: dict, override: str, source: str) -> None:
         if raw.strip()[:1] in ("[", "{", '"', "'"):  # meant as TOML: reading it as a word hides why
             reason = str(exc).split(" (at ")[0].lower()
             raise SpecError(f"{where}: not a TOML value ({reason}); a list, table or quoted "
-                            "string is written whole, e.g. space.seed=[0,1]") from None
+                            "string is written whole, its strings quoted, e.g. space.seed=[0,1] "
+                            "or 'space.scheduler=[\"cosine\",\"poly\"]'") from None
         value = raw.strip()  # `study.name=ex1-cpu`: a bare word is the string it spells
     table = doc.setdefault(section, {})
     if not isinstance(table, dict):

@@ -10,6 +10,7 @@ from typing import Any
 
 from lrsweep import names as study_names
 from lrsweep import schedules
+from lrsweep.search.spec_values import one_of, only_keys, whole
 from lrsweep.search.spec_types import (FASHION_MNIST_TEST, FASHION_MNIST_TRAIN, GENERIC_KEYS,
                                        INTEGER_KEYS, MAX_EPOCHS, MAX_RATE, MAX_SAMPLER_SEED,
                                        MAX_SEED, METRICS, MODELS, OPTIMIZERS, PRECISIONS,
@@ -23,13 +24,13 @@ def read_study(table: dict, train: TrainSettings, source: str) -> StudySettings:
     only_keys(table, [f for f in StudySettings.__dataclass_fields__], f"{where} ")
     name = table.get("name")
     if not isinstance(name, str) or not name.strip():
-        raise SpecError(f"{where} name: a non-empty string is required")
+        raise SpecError(f"{where} name: a non-empty string is required, got {name!r}")
     settings = StudySettings(name=name.strip(), **{k: v for k, v in table.items() if k != "name"})
-    _one_of(settings.metric, METRICS, f"{where} metric")
-    _one_of(settings.sampler, SAMPLERS, f"{where} sampler")
-    _one_of(settings.pruner, PRUNERS, f"{where} pruner")
-    _whole(settings.trials, f"{where} trials", minimum=1)
-    _whole(settings.sampler_seed, f"{where} sampler_seed", minimum=0)
+    one_of(settings.metric, METRICS, f"{where} metric")
+    one_of(settings.sampler, SAMPLERS, f"{where} sampler")
+    one_of(settings.pruner, PRUNERS, f"{where} pruner")
+    whole(settings.trials, f"{where} trials", minimum=1)
+    whole(settings.sampler_seed, f"{where} sampler_seed", minimum=0)
     if not isinstance(settings.description, str):
         raise SpecError(f"{where} description: must be a string")
     if settings.metric.startswith("val_") and train.validation == 0:
@@ -42,29 +43,30 @@ def read_train(table: dict, source: str) -> TrainSettings:
     where = f"{source}: [train]"
     only_keys(table, [f for f in TrainSettings.__dataclass_fields__], f"{where} ")
     settings = TrainSettings(**table)
-    _whole(settings.epochs, f"{where} epochs", minimum=1, maximum=MAX_EPOCHS)
-    _whole(settings.batch_size, f"{where} batch_size", minimum=1)
-    _whole(settings.validation, f"{where} validation", minimum=0)
-    _whole(settings.subset, f"{where} subset", minimum=0)
-    _whole(settings.test_subset, f"{where} test_subset", minimum=0)
-    _one_of(settings.unit, UNITS, f"{where} unit")
-    _one_of(settings.precision, PRECISIONS, f"{where} precision")
-    _whole(settings.burn_in, f"{where} burn_in", minimum=0)
-    _whole(settings.thin, f"{where} thin", minimum=1)
+    whole(settings.epochs, f"{where} epochs", minimum=1, maximum=MAX_EPOCHS)
+    whole(settings.batch_size, f"{where} batch_size", minimum=1)
+    whole(settings.validation, f"{where} validation", minimum=0)
+    whole(settings.subset, f"{where} subset", minimum=0)
+    whole(settings.test_subset, f"{where} test_subset", minimum=0)
+    one_of(settings.unit, UNITS, f"{where} unit")
+    one_of(settings.precision, PRECISIONS, f"{where} precision")
+    whole(settings.burn_in, f"{where} burn_in", minimum=0)
+    whole(settings.thin, f"{where} thin", minimum=1)
     if not schedules.is_number(settings.prior_precision) or settings.prior_precision < 0:
         raise SpecError(f"{where} prior_precision: must be a number ≥ 0, got "
                         f"{settings.prior_precision!r}")
     if settings.burn_in >= settings.epochs:
         raise SpecError(f"{where} burn_in = {settings.burn_in} leaves no epoch to sample in "
                         f"{settings.epochs}")
-    _one_of(settings.model, MODELS, f"{where} model")
+    one_of(settings.model, MODELS, f"{where} model",
+           list_hint="several models are a choice in [space]: model = [...]")
     if not isinstance(settings.dataset, str):
         raise SpecError(f"{where} dataset: a string, \"fashion-mnist\" or "
                         f"\"imagefolder:PATH\", got {settings.dataset!r}")
     if settings.dataset != "fashion-mnist" and not settings.folder:
         raise SpecError(f"{where} dataset: {settings.dataset!r} is neither \"fashion-mnist\" "
                         "nor \"imagefolder:PATH\"")
-    _whole(settings.image_size, f"{where} image_size", minimum=8)
+    whole(settings.image_size, f"{where} image_size", minimum=8)
     if settings.folder:
         if settings.unit == "step" and not settings.subset:
             raise SpecError(f"{where} unit = \"step\" with an image folder needs subset (the "
@@ -172,10 +174,10 @@ def check_value(key: str, value: Any, where: str) -> None:
             raise SpecError(f"{where}: a schedule name is a string, got {value!r}")
         return
     if key in ("optimizer", "model"):
-        _one_of(value, OPTIMIZERS if key == "optimizer" else MODELS, where)
+        one_of(value, OPTIMIZERS if key == "optimizer" else MODELS, where)
         return
     if key in INTEGER_KEYS:
-        _whole(value, where, minimum=1 if key == "max_update" else 0)
+        whole(value, where, minimum=1 if key == "max_update" else 0)
         if key == "seed" and value > MAX_SEED:  # the engine derives 64-bit seeds from it
             raise SpecError(f"{where}: a seed is at most {MAX_SEED} (2**32 - 1), got {value}")
         return
@@ -266,27 +268,6 @@ def check_required(scheduler: str, given, where: str) -> None:
     for param in schedules.REGISTRY[scheduler].required:
         if param not in given and param != "max_update":
             raise SpecError(f"{where} {param}: required by scheduler {scheduler!r}")
-
-
-def only_keys(table: dict, allowed, where: str) -> None:
-    """`where` begins the message: "file.toml: [train] " or "file.toml: [[run]] 'a': "."""
-    for key in table:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, list(allowed), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f" (allowed: {', '.join(allowed)})"
-            raise SpecError(f"{where}unknown key {key!r}{hint}")
-
-
-def _one_of(value: Any, allowed, where: str) -> None:
-    if not isinstance(value, str) or value not in allowed:
-        raise SpecError(f"{where}: {value!r} is not one of {', '.join(allowed)}")
-
-
-def _whole(value: Any, where: str, *, minimum: int, maximum: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SpecError(f"{where}: must be a whole number ≥ {minimum}, got {value!r}")
-    if maximum is not None and value > maximum:
-        raise SpecError(f"{where}: at most {maximum:,}, got {value!r}")
 
 
 def _largest(dim: Dimension) -> float:
