@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -176,9 +177,12 @@ def _check_writable(folder: Path, what: str) -> None:
 
 def image_file(path: Path) -> Path:
     """`schedules --out`: a file of a format matplotlib writes, by its suffix."""
+    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     output_file(path, "--out")
     formats = FigureCanvasAgg.get_supported_filetypes()
+    if not shutil.which(matplotlib.rcParams["pgf.texsystem"]):
+        formats.pop("pgf", None)  # written through LaTeX (xelatex by default): not here
     if path.suffix.lstrip(".").lower() not in formats:
         raise typer.BadParameter(f"--out {path}: give a file ending in one of "
                                  f"{', '.join('.' + f for f in sorted(formats))}")

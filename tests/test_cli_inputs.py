@@ -76,6 +76,14 @@ def test_bad_output_paths_and_option_values_are_one_line_and_write_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "store.db"]
 
 
+def test_a_pgf_figure_without_latex_is_refused_before_plotting(lrsweep_cli, tmp_path):
+    # PGF is written through LaTeX (xelatex): without it on PATH, the format is not offered.
+    proc = lrsweep_cli("schedules", "--out", "shapes.pgf", env={"PATH": str(tmp_path)})
+    one_line(proc, "--out shapes.pgf: give a file ending in one of")
+    assert ".pgf," not in proc.stderr and ".png" in proc.stderr  # the list offers no .pgf
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("env, message", [
     ({"LRSWEEP_GRACE_SECONDS": "abc"}, "LRSWEEP_GRACE_SECONDS='abc': give a number of seconds"),
     ({"LRSWEEP_GRACE_SECONDS": "-1"}, "LRSWEEP_GRACE_SECONDS='-1': give a number of seconds"),
