@@ -528,11 +528,13 @@ def test_a_store_in_a_folder_with_url_characters_is_written_read_and_tidied(tmp_
 
 # --- 7. artifacts: one per trial, whole or not at all; export without them ---------------------
 
-def told_study(url: str, store, payload: bytes = b"weights") -> optuna.Study:
+def told_study(url: str, store, payload: bytes = b"weights", outcome: str = "complete"
+               ) -> optuna.Study:
     """A study whose trial 0 is told with a weights artifact, the way `Teller` tells it."""
     study = optuna.create_study(storage=storage.open_storage(url), study_name="s",
                                 direction="maximize")
     trial = study.ask()
+    trial.set_user_attr("outcome", outcome)
     attrs = artifacts.write_artifact(study, trial, store, "lenet-s-trial-0.pt", payload,
                                      artifacts.WEIGHTS_MIMETYPE)
     records.record_trial(study, trial, {"seed": 0}, {}, attrs)
@@ -592,6 +594,15 @@ def test_export_without_the_artifact_folder_names_it_and_creates_nothing(tmp_pat
         artifacts.export_weights("s", url, 0, out)
     assert not (tmp_path / "results").exists()
     assert not (tmp_path / "s.db.artifacts").exists()
+
+
+def test_export_of_a_failed_trial_warns_and_copies_its_weights(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    told_study(url, artifacts.artifact_store(url), outcome="never learned")
+    with pytest.warns(UserWarning, match="trial 0 of 's' never learned: .*w.pt holds the "
+                                         "weights its last epoch left"):
+        path, _ = artifacts.export_weights("s", url, 0, tmp_path / "w.pt")
+    assert path.read_bytes() == b"weights"
 
 
 def test_export_writes_the_weights_whole(tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import tempfile
 import uuid
+import warnings
 from pathlib import Path
 from typing import BinaryIO
 
@@ -101,6 +102,11 @@ def write_artifact(study: optuna.Study, trial: optuna.Trial,
     return attrs
 
 
+# How a trial that did not complete ended (its recorded outcome), for export's warning.
+_ENDED = {"pruned": "was pruned", "never learned": "never learned", "collapsed": "collapsed",
+          "non-finite": "went non-finite"}
+
+
 def export_weights(name: str, url: str, number: int, out: str | Path) -> tuple[Path, str]:
     """Copy trial `number`'s trained weights (a state_dict for the plain LeNet, or ResNet-18)
     to `out`; returns the path and the model's name. Nothing is created unless the weights
@@ -126,5 +132,9 @@ def export_weights(name: str, url: str, number: int, out: str | Path) -> tuple[P
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(source, "rb") as weights:
         AtomicArtifactStore(out.parent).write(out.name, weights)
+    ended = _ENDED.get(trials[number].user_attrs.get("outcome"))
+    if ended:  # copied all the same: what a failed trial's weights look like is worth a look
+        warnings.warn(f"trial {number} of {name!r} {ended}: {out} holds the weights its last "
+                      "epoch left", stacklevel=2)
     # The artifact's file name begins with the model's: "resnet18-…" or "lenet-…".
     return out, metas[-1].filename.split("-", 1)[0]
