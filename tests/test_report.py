@@ -378,3 +378,17 @@ def test_outcomes_are_read_as_recorded_or_derived_the_same_way():
         "outcome": [None, None, None, None, None, None, "complete"]})  # the last recorded
     assert list(outcome_column(frame)) == ["complete", "never learned", "collapsed",
                                            "non-finite", "pruned", "running", "complete"]
+
+
+def test_figures_draw_epochs_from_1_as_the_text_counts_them():
+    from lrsweep.report.figures import mean_band, plotting
+    plt, _ = plotting()
+    rows = pd.DataFrame({"epoch": [0, 1, 2] * 2, "step": [10, 20, 30] * 2, "config": "a",
+                         "val_acc": [0.5, 0.6, 0.7, 0.52, 0.62, 0.72]})
+    fig, (by_epoch, by_step) = plt.subplots(1, 2)
+    mean_band(by_epoch, rows, "val_acc", "config", ["a"])
+    mean_band(by_step, rows, "val_acc", "config", ["a"], x="step")
+    assert list(by_epoch.lines[0].get_xdata()) == [1, 2, 3]
+    assert list(by_step.lines[0].get_xdata()) == [10, 20, 30]  # other axes as they are
+    assert list(by_epoch.lines[0].get_ydata()) == pytest.approx([0.51, 0.61, 0.71])
+    plt.close(fig)

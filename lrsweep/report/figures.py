@@ -60,6 +60,8 @@ def mean_band(ax, rows: pd.DataFrame, y: str, by: str, order: list, *, label=str
             continue
         points = [(step, *mean_ci(group[y])[:2]) for step, group in part.groupby(x)]
         steps, means, cis = (np.array(v, dtype=float) for v in zip(*points))
+        if x == "epoch":
+            steps += 1  # epochs drawn from 1, as the text, tables and progress lines count them
         ax.plot(steps, means, color=colour, label=label(value))
         cis = np.nan_to_num(cis)
         ax.fill_between(steps, np.maximum(means - cis, low), np.minimum(means + cis, high),
