@@ -29,7 +29,6 @@ from typing import Any, Sequence
 
 from lrsweep.search.spec_checks import check_bounds, read_space, read_study, read_train
 from lrsweep.search.spec_runs import read_runs
-from lrsweep.search.spec_values import only_keys
 # The study file's vocabulary, re-exported: the rest of lrsweep reads it from here.
 from lrsweep.search.spec_types import (AVERAGING_OPTIMIZERS, BOOK_METRICS, GENERIC_KEYS,
                                        INTEGER_KEYS, MAX_LABEL, MAX_SEED, METRICS,
@@ -37,6 +36,7 @@ from lrsweep.search.spec_types import (AVERAGING_OPTIMIZERS, BOOK_METRICS, GENER
                                        STUDY_FILE_PREFIX, STUDY_FILES_ATTR, Choice, Dimension,
                                        Fixed, Range, Run, SpecError, StudySettings, StudySpec,
                                        TrainSettings)
+from lrsweep.search.spec_values import only_keys
 
 __all__ = ["load", "parse", "from_stored", "is_stored_file", "stored_files",
            "stored_trains_like", "AVERAGING_OPTIMIZERS", "BOOK_METRICS", "GENERIC_KEYS",

@@ -10,13 +10,13 @@ from typing import Any
 
 from lrsweep import names as study_names
 from lrsweep import schedules
-from lrsweep.search.spec_values import one_of, only_keys, whole
 from lrsweep.search.spec_types import (FASHION_MNIST_TEST, FASHION_MNIST_TRAIN, GENERIC_KEYS,
                                        INTEGER_KEYS, MAX_EPOCHS, MAX_RATE, MAX_SAMPLER_SEED,
                                        MAX_SEED, METRICS, MODELS, OPTIMIZERS, PRECISIONS,
                                        PRUNERS, RATE_KEYS, SAMPLERS, SCHEDULE_KEYS, UNITS,
                                        Choice, Dimension, Fixed, Range, SpecError,
                                        StudySettings, StudySpec, TrainSettings)
+from lrsweep.search.spec_values import one_of, only_keys, whole
 
 
 def read_study(table: dict, train: TrainSettings, source: str) -> StudySettings:

@@ -10,10 +10,10 @@ from typing import Any
 from lrsweep import names, schedules
 from lrsweep.search.spec_checks import (check_required, check_scheduler, check_warmup,
                                         dimension_of, fixed_value)
-from lrsweep.search.spec_values import only_keys
 from lrsweep.search.spec_types import (BOOK_METRICS, GENERIC_DEFAULTS, GENERIC_KEYS, MAX_LABEL,
                                        RUN_KEY, SCHEDULE_KEYS, Choice, Dimension, Fixed, Range,
                                        Run, SpecError, TrainSettings)
+from lrsweep.search.spec_values import only_keys
 
 
 def read_runs(tables: Any, space: dict, train: TrainSettings, source: str
