@@ -181,10 +181,13 @@ def check_value(key: str, value: Any, where: str) -> None:
         if key == "seed" and value > MAX_SEED:  # the engine derives 64-bit seeds from it
             raise SpecError(f"{where}: a seed is at most {MAX_SEED} (2**32 - 1), got {value}")
         return
-    if key in ("base_lr", "warmup_begin_lr"):  # a warmup may begin at 0, a base rate not
-        least = "> 0" if key == "base_lr" else "≥ 0"
-        if not schedules.is_number(value) or value < 0 or (value == 0 and least == "> 0"):
-            raise SpecError(f"{where}: must be a number {least}, got {value!r}")
+    if key == "base_lr":
+        if not schedules.is_number(value) or value <= 0:
+            raise SpecError(f"{where}: must be a number > 0, got {value!r}")
+        return
+    if key == "warmup_begin_lr":  # a warmup may begin at 0
+        if not schedules.is_number(value) or value < 0:
+            raise SpecError(f"{where}: must be a number ≥ 0, got {value!r}")
         return
     try:
         schedules.check_parameter(key, value)

@@ -110,8 +110,7 @@ def claim_stale_trials(study: optuna.Study, pack_attr: str | None = None) -> lis
                         trial_id=trial_id, heartbeat=sqlalchemy.func.now()))
             except sqlalchemy.exc.IntegrityError:
                 pass  # its owner (or another worker) gave it one an instant ago
-    stale = {i for i, beat in running.items()
-             if beat is not None and now - beat.replace(tzinfo=None) > grace}
+    stale = _silent(now, running)
     claimed: list[int] = []
     seen: set[int] = set()
     for trial_id in sorted(stale):
@@ -161,9 +160,14 @@ def unheld_trials(study: optuna.Study) -> set[int]:
     if found is None:
         return set()
     rdb, models = found
-    grace = datetime.timedelta(seconds=GRACE_SECONDS)
     with rdb.engine.connect() as conn:
-        now, running = _running_heartbeats(conn, study, models)
+        return _silent(*_running_heartbeats(conn, study, models))
+
+
+def _silent(now: datetime.datetime, running: dict[int, datetime.datetime | None]) -> set[int]:
+    """The trials among `running` whose last heartbeat is older than the grace period, by the
+    database's clock `now` (one with no heartbeat yet is not: its first is due)."""
+    grace = datetime.timedelta(seconds=GRACE_SECONDS)
     return {i for i, beat in running.items()
             if beat is not None and now - beat.replace(tzinfo=None) > grace}
 
