@@ -41,7 +41,7 @@ def _top(version: bool = opt.Version) -> None:
 
 @command()
 @handle_errors(trains=True)
-def run(study_file: Path = typer.Argument(..., help="A study file, e.g. studies/quickstart.toml"),
+def run(study_file: Path = opt.StudyFile,
         storage: Optional[str] = opt.Storage, device: str = opt.Device,
         data_dir: Optional[str] = opt.DataDir, pack: Optional[int] = opt.Pack,
         allow_changed: bool = opt.AllowChanged, overrides: list[str] = opt.Overrides) -> None:
@@ -133,6 +133,7 @@ def show(name: str = typer.Argument(..., help="The study's name"),
          columns: Optional[str] = opt.Columns, show_all: bool = opt.All) -> None:
     """Show a study's best trials: metric, outcome and varying parameters by default."""
     from lrsweep.report.read import trials_frame
+    from lrsweep.search import spec as spec_mod
     from lrsweep.store.storage import default_storage, load_study
     url = storage or default_storage()
     chosen = [c.strip() for c in (columns or "").split(",") if c.strip()]
@@ -148,7 +149,9 @@ def show(name: str = typer.Argument(..., help="The study's name"),
     if frame.empty:
         out.print(f"study {name} has no trials yet", markup=False)
         return
-    title = _title(name, frame, min(top, len(frame)))
+    stored = spec_mod.from_stored(study.user_attrs, source=f"{name} (stored)")
+    title = tables.trials_title(name, len(frame), min(top, len(frame)),
+                                stored.study.trials if stored else None)
     metric = tables.metric_of(study.user_attrs)
     try:
         fitted = tables.trials(frame, title, top, out, metric=metric, columns=chosen,
@@ -265,7 +268,8 @@ def _run(spec: Any, storage: Optional[str], device: str, data_dir: Optional[str]
                        progress=progress.for_console(err))
     frame = trials_frame(summary.name, summary.storage)
     if not frame.empty:
-        title = _title(summary.name, frame, min(10, len(frame)))
+        title = tables.trials_title(summary.name, len(frame), min(10, len(frame)),
+                                    summary.total)
         show = opt.suggest(storage, "show", summary.name)
         _print(tables.trials(frame, title, 10, out, metric=spec.study.metric),
                dropped_how=f"{show} --columns NAME,…", hidden_how=f"{show} --all")
@@ -276,10 +280,6 @@ def _run(spec: Any, storage: Optional[str], device: str, data_dir: Optional[str]
         out.print(f"the study already has {summary.finished} finished trials, more than the "
                   f"{summary.total} its file now asks for: a lower total stops new trials, it "
                   "removes none (reports show them all)", markup=False)
-
-
-def _title(name: str, frame: Any, shown: int) -> str:
-    return f"{name}: top {shown} of {len(frame)} trials, best first"
 
 
 def _print(fitted: tables.Fitted, **how: str) -> None:

@@ -68,6 +68,17 @@ def _storage_given(value: str | None) -> str | None:
     return value
 
 
+def _path_given(value: str | Path) -> Path:
+    """A file or folder option given as '' (an empty variable, say) is a mistake: Path('') is
+    '.', which would name the current folder (a report written into it, a file refused as "a
+    folder is there")."""
+    if isinstance(value, Path):  # a default
+        return value
+    if not value.strip():
+        raise typer.BadParameter("an empty path names no file or folder")
+    return Path(value)
+
+
 def _print_version(asked: bool) -> None:
     if asked:
         from lrsweep import __version__
@@ -75,6 +86,8 @@ def _print_version(asked: bool) -> None:
         raise typer.Exit()
 
 
+StudyFile = typer.Argument(..., parser=_path_given, metavar="STUDY_FILE",
+                           help="A study file, e.g. studies/quickstart.toml")
 Version = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                        help="Print lrsweep's version and exit")
 Storage = typer.Option(None, "--storage", envvar="LRSWEEP_STORAGE", show_envvar=True,
@@ -108,16 +121,18 @@ All = typer.Option(False, "--all", help="Every column the table has (those that 
 RerunTop = typer.Option(3, "--top", min=1, help="How many of the best configurations")
 Seeds = typer.Option(5, "--seeds", min=1, help="Seeds per configuration")
 NewName = typer.Option(None, "--name", help="The new study's name " + default("NAME-best"))
-RerunOut = typer.Option(None, "--out", help="Write the study file here "
+RerunOut = typer.Option(None, "--out", parser=_path_given, help="Write the study file here "
                                             + default("studies/NAME_best.toml"))
 
 # report, export, schedules
-ReportOut = typer.Option(None, "--out", help="Folder " + default("results/NAME/"))
+ReportOut = typer.Option(None, "--out", parser=_path_given,
+                         help="Folder " + default("results/NAME/"))
 Trial = typer.Option(None, "--trial", min=0, help="Write this trial's trained weights")
-WeightsOut = typer.Option(None, "--out", help="Where the weights go "
+WeightsOut = typer.Option(None, "--out", parser=_path_given, help="Where the weights go "
                                               + default("results/NAME/trial-N.pt"))
-Csv = typer.Option(None, "--csv", help="Write every trial's per-epoch curves here")
-SchedulesOut = typer.Option(Path("results/schedules.png"), "--out",
+Csv = typer.Option(None, "--csv", parser=_path_given,
+                   help="Write every trial's per-epoch curves here")
+SchedulesOut = typer.Option(Path("results/schedules.png"), "--out", parser=_path_given,
                             help="Where to write the figure (.png, .pdf, .svg, …)")
 SchedulesEpochs = typer.Option(30, "--epochs", min=1, max=10_000, help="Epochs to plot")
 
@@ -236,5 +251,5 @@ Chapter = typer.Option(True, "--chapter/--no-chapter", help="Also time the chapt
 Precision = typer.Option("fp32", "--precision",
                          help="The packs' arithmetic, as a study's [train] precision: fp32, "
                               "tf32 or bf16")
-BenchOut = typer.Option(None, "--out",
+BenchOut = typer.Option(None, "--out", parser=_path_given,
                         help="JSON record " + default("results/benchmarks/bench-DEVICE-DATE.json"))

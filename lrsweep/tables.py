@@ -206,6 +206,13 @@ def study_metrics(url: str) -> dict[str, str]:
     return {s.study_name: metric_of(s.user_attrs) for s in summaries}
 
 
+def trials_title(study: str, made: int, shown: int, total: int | None) -> str:
+    """The title of `show`'s and `run`'s table: how many trials it shows of those made, and,
+    while they differ, the total the study file asks for (`None`: not made by lrsweep)."""
+    asked = f" ({total} asked for)" if total is not None and total != made else ""
+    return f"{study}: top {shown} of {made} trials{asked}, best first"
+
+
 def resume_hint(study: str, interrupted: int, command: str) -> str:
     """The line under a table of a study with interrupted trials: how many, and the command
     that continues them."""

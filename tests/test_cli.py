@@ -86,6 +86,9 @@ def test_rerun_adds_nothing_and_a_higher_total_continues(lrsweep_cli, tmp_path):
     fourth = lrsweep_cli("run", str(path), "--storage", url)
     assert fourth.returncode == 0 and "3/1 trials finished (0 in this run" in fourth.stdout
     assert "already has 3 finished trials, more than the 1" in fourth.stdout
+    assert "again: top 3 of 3 trials (1 asked for), best first" in fourth.stdout
+    shown = lrsweep_cli("show", "again", "--storage", url)  # the total of the file stored last
+    assert shown.returncode == 0 and "top 3 of 3 trials (1 asked for)" in shown.stdout
     assert states(load(tmp_path, "again")) == [TrialState.COMPLETE] * 3
 
 
@@ -153,7 +156,7 @@ def test_ls_and_show_describe_the_store(lrsweep_cli, tmp_path):
     listed = lrsweep_cli("ls", "--storage", url)
     assert listed.returncode == 0 and "listed" in listed.stdout and "(max)" in listed.stdout
     shown = lrsweep_cli("show", "listed", "--storage", url, "--top", "1")
-    assert shown.returncode == 0 and "top 1 of 2 trials" in shown.stdout
+    assert shown.returncode == 0 and "top 1 of 2 trials, best first" in shown.stdout
     assert "avg_test" not in shown.stdout  # SGLD's columns, empty in an SGD study: not shown
     assert f"no report in {Path('results', 'listed')}: lrsweep report listed" in shown.stdout
 
