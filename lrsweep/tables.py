@@ -103,7 +103,7 @@ def _sources(frame: Any, metric: str) -> dict[str, str]:
     """Column name → the frame's column: the objective is named by its metric, whose final
     value (the same number) is not repeated; internal columns are left out."""
     from lrsweep.report.read import TRIAL_COLUMNS  # pandas: only for commands that read
-    internal = {"classes", "parameters", "val_acc_curve", "_missing"}
+    internal = {"classes", "param_count", "val_acc_curve", "_missing"}
     names = {"trial": "trial", "state": "state", metric: "value"}
     names.update({p: p for p in parameters(frame, TRIAL_COLUMNS)})
     names.update({c: c for c in frame.columns
@@ -113,7 +113,7 @@ def _sources(frame: Any, metric: str) -> dict[str, str]:
 
 def parameters(frame: Any, known: Sequence[str]) -> list[str]:
     """The searched parameters: the frame's columns that are not the reader's own."""
-    return [c for c in frame.columns if c not in known and c not in ("parameters", "_missing")]
+    return [c for c in frame.columns if c not in known and c not in ("param_count", "_missing")]
 
 
 def _default(frame: Any, metric: str, filled: list[str]) -> list[str]:

@@ -132,7 +132,7 @@ def test_csv_tables_keep_whole_numbers_whole_beside_a_trial_that_recorded_none(s
         user_attrs={**recorded.user_attrs, "parameters": 61706}))
     written = render.write_report("synthetic", synthetic, tmp_path / "out")
     rows = list(csv.DictReader((written.folder / "trials.csv").open()))
-    assert {row["parameters"] for row in rows} == {"61706", ""}
+    assert {row["param_count"] for row in rows} == {"61706", ""}
     assert all(row["seed"] in {"0", "1", "2", "3"} for row in rows)
     assert all("." not in row["seed"] for row in csv.DictReader(
         (written.folder / "curves.csv").open()))

@@ -99,8 +99,8 @@ KNOWN_SIZES = {"lenet": 61_706, "resnet18": 11_172_810}
 def parameter_count(done: pd.DataFrame, model: str) -> int | None:
     """The model's trainable parameters, as its trials recorded them; for stores made before
     they did, the known count for Fashion-MNIST-shaped data; else None."""
-    if "parameters" in done:
-        recorded = done.loc[done["model"] == model, "parameters"].dropna()
+    if "param_count" in done:
+        recorded = done.loc[done["model"] == model, "param_count"].dropna()
         if not recorded.empty:
             return int(recorded.iloc[0])
     classes = int(done["classes"].iloc[0]) if "classes" in done and len(done) else 10

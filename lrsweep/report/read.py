@@ -65,8 +65,10 @@ def trials_frame(name: str, url: str, *, study: optuna.Study | None = None) -> p
         row["epochs"] = len(curves.get("lr") or [])
         if "outcome" in attrs:  # recorded from 2026-11-30 on; report.outcome_counts derives it
             row["outcome"] = attrs["outcome"]
-        if "parameters" in attrs:  # recorded from 2026-11-29 on; earlier stores lack it
-            row["parameters"] = attrs["parameters"]
+        # The model's trainable parameters, stored as `parameters` (from 2026-11-29 on; earlier
+        # stores lack it); a frame's column beside the searched parameters says it is a count.
+        if "parameters" in attrs:
+            row["param_count"] = attrs["parameters"]
         row["seconds"] = _share_of_pack_time(curves, attrs.get("pack_size", 1))
         rows.append(row)
     # A study without trials still has the columns, so every reader can select from it.

@@ -209,7 +209,7 @@ def _config_view(configs: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 # Columns of whole numbers: a trial that failed before they were recorded leaves them empty,
 # and pandas then holds the column as floats ("5.0"); written as whole numbers, empty or not.
-WHOLE_NUMBERS = ("trial", "seed", "epoch", "epochs", "classes", "parameters", "pack_trials")
+WHOLE_NUMBERS = ("trial", "seed", "epoch", "epochs", "classes", "param_count", "pack_trials")
 
 
 def _write_tables(folder: Path, trials, curves, configs) -> list[Path]:

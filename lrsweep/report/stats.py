@@ -25,7 +25,7 @@ from lrsweep.report.outcome_counts import count_outcomes, outcome_column
 # Columns of trials_frame that are outcomes or bookkeeping, not configuration.
 NOT_CONFIG = {"trial", "state", "outcome", "value", "seed", "train_loss", "train_acc", "val_loss", "val_acc",
               "test_acc", "test_nll", "test_ece", "avg_test_acc", "avg_test_nll",
-              "avg_test_ece", "epochs", "seconds", "val_acc_curve", "classes", "parameters"}
+              "avg_test_ece", "epochs", "seconds", "val_acc_curve", "classes", "param_count"}
 
 
 def lower_is_better(metric: str) -> bool:
