@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from optuna.distributions import CategoricalDistribution
-from optuna.trial import TrialState, create_trial
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from conftest import REPO, study_toml, write_idx
 from lrsweep import names
@@ -40,11 +40,17 @@ def test_a_sampler_seed_whose_later_seeds_leave_numpys_range_is_refused():
         parse("", "study.sampler_seed=4294967295")
 
 
-@pytest.mark.parametrize("sampler", ["random", "tpe"])
+@pytest.mark.parametrize("sampler", ["random", "tpe", "gp", "cmaes"])
 def test_the_largest_sampler_seed_still_seeds_after_two_billion_trials(sampler):
     s = parse(study_toml("edge", sampler=sampler, trials=8), "study.sampler_seed=2147483647")
-    for stored in (0, 7, 2**31):  # the seed is sampler_seed + trials stored
-        make_sampler(s, stored)
+    made, study = make_sampler(s), optuna.create_study()
+    rate = FloatDistribution(0.01, 1.0, log=True)
+    for number in (0, 7, 2**31):  # a trial's draws are seeded by sampler_seed and its number
+        trial = FrozenTrial(number=number, state=TrialState.RUNNING, value=None,
+                            datetime_start=None, datetime_complete=None, params={},
+                            distributions={}, user_attrs={}, system_attrs={},
+                            intermediate_values={}, trial_id=number)
+        assert 0.01 <= made.sample_independent(study, trial, "base_lr", rate) <= 1.0
 
 
 def test_a_stored_study_past_the_seed_bound_is_read_but_not_run():

@@ -396,7 +396,7 @@ def abandoned(tmp_path, text, packs, unstarted=0):
     url = f"sqlite:///{tmp_path / 'store.db'}"
     rdb = storage.open_storage(url)
     first = provenance.create_or_load(parsed, rdb, url, allow_changed=False)
-    first.sampler = sampling.make_sampler(parsed, 0)
+    first.sampler = sampling.make_sampler(parsed)
     ids = [first.ask()._trial_id for _ in range(sum(map(len, packs)) + unstarted)]
     for members in packs:
         for i in members:
@@ -630,7 +630,7 @@ def begun_under_an_earlier_file(tmp_path, first, second):
     rdb = storage.open_storage(url)
     study = provenance.create_or_load(first, rdb, url, allow_changed=False)
     provenance.create_or_load(second, rdb, url, allow_changed=True)
-    study.sampler = sampling.make_sampler(first, 0)
+    study.sampler = sampling.make_sampler(first)
     ids = [study.ask()._trial_id for _ in range(2)]
     for i in ids:
         study._storage.set_trial_system_attr(i, takeover.PACK_ATTR, [ids[0]])

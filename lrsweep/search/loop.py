@@ -117,7 +117,7 @@ def _turn(work: Work) -> bool:
     spec, study, progress = work.spec, work.study, work.progress
     # The study file's sampler before anything suggests: a claimed trial killed before its
     # first suggestion gets its parameters (its grid point) from it too.
-    study.sampler = make_sampler(spec, len(study.get_trials(deepcopy=False)))
+    study.sampler = make_sampler(spec)
     changed = stored_file_changed(study, spec)  # by another run, since this one began
     if changed is not None:
         raise changed

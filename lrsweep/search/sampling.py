@@ -8,7 +8,7 @@ spec's distinct points instead (`StudySpec.grid()`), each once.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 from optuna.distributions import BaseDistribution
@@ -16,25 +16,29 @@ from optuna.trial import FrozenTrial
 
 from lrsweep.search.spec import StudySpec
 from lrsweep.store import optuna_private
+from lrsweep.search.trial_seeds import TrialSeededSampler
 from lrsweep.store.grid_claims import GRID_POINT_ATTR, claim, holders
 
 
-def make_sampler(spec: StudySpec, n_existing: int) -> optuna.samplers.BaseSampler:
-    """The study file's sampler. Its seed moves on with the trials already stored, so a
-    resumed random or TPE study does not replay the draws of its first session."""
-    seed = spec.study.sampler_seed + n_existing
+def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+    """The study file's sampler. Random draws are seeded per trial, by `sampler_seed` and the
+    trial's number (`trial_seeds`): workers sharing a study draw different trials, and a
+    resumed study does not replay the draws of its first session."""
     name = spec.study.sampler
     if name == "grid":
         return ConditionalGridSampler(spec.grid())
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    if name == "cmaes":
-        # CMA-ES has no categorical axes; those go to its independent (random) sampler.
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    return TrialSeededSampler(_SAMPLERS[name], spec.study.sampler_seed)
+
+
+_SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
+    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+    "gp": lambda seed: optuna.samplers.GPSampler(seed=seed),
+    # CMA-ES has no categorical axes; those go to its independent (random) sampler.
+    "cmaes": lambda seed: optuna.samplers.CmaEsSampler(seed=seed,
+                                                       warn_independent_sampling=False),
     # constant_liar: trials running in other workers count as pending, not as free points.
-    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, constant_liar=True),
+}
 
 
 # Trials an adaptive sampler (TPE, GP, CMA-ES) has running at once, however wide the pack:

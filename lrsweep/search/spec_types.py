@@ -36,8 +36,9 @@ MAX_SEED = 2**32 - 1
 # A trial's curves hold a value an epoch; 100,000 epochs of the chapter's LeNet on
 # Fashion-MNIST would take a GPU months: a larger number is a typing slip.
 MAX_EPOCHS = 100_000
-# The sampler's seed is sampler_seed plus the trials already stored (sampling.make_sampler),
-# and numpy takes seeds up to 2**32 - 1: half the range leaves room for 2**31 stored trials.
+# A trial's draws are seeded by sampler_seed and its number (trial_seeds.trial_seed), which
+# takes any size; the bound is that of the seeds added to the trials stored before, kept so
+# that a study file is valid for every version that ran it.
 MAX_SAMPLER_SEED = 2**31 - 1
 # A rate multiplies float32 gradients on the device: above float32's largest number (3.4e38)
 # torch refuses it (looped packs) or it becomes inf (fused ones), so no rate may exceed this.
@@ -107,7 +108,7 @@ class StudySettings:
     trials: int = 20             # in total, not "this many more"
     sampler: str = "tpe"
     pruner: str = "none"
-    sampler_seed: int = 0        # fixes the sampler's own draws (grid order, TPE start)
+    sampler_seed: int = 0        # with a trial's number, seeds its draws (trial_seeds.py)
     description: str = ""
 
 
