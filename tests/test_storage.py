@@ -243,6 +243,23 @@ def test_a_pack_is_claimed_whole_or_not_at_all(tmp_path):
     assert leases.claim_stale_trials(study, PACK) == []  # every lease fresh now
 
 
+def test_one_pack_a_claim_leaves_other_dead_workers_packs_to_other_workers(tmp_path):
+    # Two workers died, a pack each, and one asked a trial it put in no pack yet. A worker
+    # that claimed both packs trained one (asking new trials until the total) and then the
+    # other, while a second live worker waited on the trials it held.
+    study, ids = asked(tmp_path, 7)
+    for pack in (ids[0:3], ids[3:6]):
+        for trial_id in pack:
+            study._storage.set_trial_system_attr(trial_id, PACK, pack)
+    leases.record_heartbeats(study, ids)
+    leases.release_trials(study, ids)  # all stale
+    assert sorted(leases.claim_stale_trials(study, PACK, one_pack=True)) == ids[:3] + ids[6:]
+    assert sorted(leases.claim_stale_trials(study, PACK, one_pack=True)) == ids[3:6]
+    assert leases.claim_stale_trials(study, PACK, one_pack=True) == []
+    leases.release_trials(study, ids)
+    assert sorted(leases.claim_stale_trials(study, PACK)) == ids  # without: everything
+
+
 def test_a_trial_without_a_heartbeat_is_timed_by_the_servers_clock(tmp_path, monkeypatch):
     # Its start time is the asking host's local clock, which another host's may not share: a
     # trial without a heartbeat gets one when first seen, and goes stale a grace period later.

@@ -122,7 +122,7 @@ def _turn(work: Work) -> bool:
     if changed is not None:
         raise changed
     # First the trials of dead processes (or of our own Ctrl-C), from their checkpoints.
-    claimed = fail_begun_otherwise(work, claim_stale_trials(study, PACK_ATTR))
+    claimed = fail_begun_otherwise(work, claim_stale_trials(study, PACK_ATTR, one_pack=True))
     if claimed:
         with Leases(study, claimed) as leases:
             for pack, trials, resumes in resume_groups(work, claimed, work.size, work.looped):

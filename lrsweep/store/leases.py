@@ -81,14 +81,17 @@ def record_heartbeats(study: optuna.Study, trial_ids: list[int]) -> None:
                 raise
 
 
-def claim_stale_trials(study: optuna.Study, pack_attr: str | None = None) -> list[int]:
+def claim_stale_trials(study: optuna.Study, pack_attr: str | None = None, *,
+                       one_pack: bool = False) -> list[int]:
     """Take over the RUNNING trials whose heartbeat is older than the grace period (their
     process died). Each claim is a compare-and-set on a heartbeat, so when several workers
     look at once, exactly one wins. With `pack_attr` (a trial system attribute: a list whose
     first item names the pack the trial trains in) a pack is claimed whole: the
     compare-and-set is made on its first RUNNING member, and the winner takes the others with
     it, so two workers never split one pack (and its one checkpoint). Returns the trial ids
-    now ours.
+    now ours. With `one_pack`, at most one pack (a dead worker's: a worker trains one at a
+    time) and the trials asked in no pack yet: the packs of other dead workers are left to
+    other workers, which would otherwise wait while this one trains them one after another.
 
     Times are the database server's alone: a trial with no heartbeat yet (its process died
     between asking and its first beat) gets one now, and is stale a grace period later."""
@@ -122,6 +125,8 @@ def claim_stale_trials(study: optuna.Study, pack_attr: str | None = None) -> lis
         leader = members[0]
         if leader not in stale:
             continue  # its pack is alive: another worker's, or one just taken over
+        if one_pack and leader in packs and any(i in packs for i in claimed):
+            continue  # another dead worker's pack: for the next worker that looks
         with rdb.engine.begin() as conn:
             # Still stale at the moment of writing: of several claimants, the first one's
             # fresh heartbeat makes every other one's condition false.
