@@ -23,10 +23,13 @@ def default(text: str) -> str:
 
 
 def suggest(storage: str | None, *words: str) -> str:
-    """A command to paste as is: it names the store the user gave, unless the environment
-    gives it (LRSWEEP_STORAGE), so that a password there stays out of the terminal."""
+    """A command to paste: it names the store the user gave, unless the environment gives it
+    (LRSWEEP_STORAGE). A password in the URL is shown as *** (quoted, so no shell globs it):
+    never printed, as everywhere; the README says to put it back or use LRSWEEP_STORAGE."""
+    from lrsweep.store.places import hide_passwords  # SQLAlchemy: only when a command says
     given = storage and storage != os.environ.get("LRSWEEP_STORAGE")
-    return shlex.join(["lrsweep", *words, *(["--storage", storage] if given else [])])
+    return shlex.join(["lrsweep", *words,
+                       *(["--storage", hide_passwords(storage)] if given else [])])
 
 
 class Command(TyperCommand):
@@ -122,7 +125,7 @@ RerunTop = typer.Option(3, "--top", min=1, help="How many of the best configurat
 Seeds = typer.Option(5, "--seeds", min=1, help="Seeds per configuration")
 NewName = typer.Option(None, "--name", help="The new study's name " + default("NAME-best"))
 RerunOut = typer.Option(None, "--out", parser=_path_given, help="Write the study file here "
-                                            + default("studies/NAME_best.toml"))
+                        + default("studies/NAME_best.toml, NAME's - written _"))
 
 # report, export, schedules
 ReportOut = typer.Option(None, "--out", parser=_path_given,

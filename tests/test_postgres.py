@@ -10,6 +10,7 @@ import getpass
 import os
 import re
 import signal
+import shlex
 import subprocess
 import sys
 import threading
@@ -256,3 +257,26 @@ def test_ls_names_its_store_without_the_password(fresh_database, env, tmp_path):
                               timeout=120)
         assert proc.returncode == 0, proc.stderr
         assert "s3cret-word" not in proc.stdout and f"{user}:***@" in proc.stdout
+
+
+
+def test_suggested_commands_hide_the_password_given_on_the_command_line(fresh_database, env,
+                                                                          tmp_path):
+    # `show` and `rerun` suggest the next command with the user's --storage: it printed the
+    # password in clear, against "a password in a storage URL is never printed".
+    from test_rerun import search_study
+    url = sqlalchemy.make_url(fresh_database)
+    user = url.username or getpass.getuser()
+    with_password = url.set(username=user, password="s3cret-word").render_as_string(
+        hide_password=False)
+    search_study(with_password)
+    hidden = shlex.quote(with_password.replace(":s3cret-word@", ":***@"))
+    for args, suggested in ((("show", "search"), f"lrsweep report search --storage {hidden}"),
+                            (("rerun", "search", "--out", "re.toml"),
+                             f"lrsweep run re.toml --storage {hidden}")):
+        proc = subprocess.run(lrsweep(*args, "--storage", with_password), cwd=tmp_path,
+                              capture_output=True, text=True, env={**env, "COLUMNS": "200"},
+                              timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert "s3cret-word" not in proc.stdout + proc.stderr
+        assert suggested in proc.stdout, proc.stdout
