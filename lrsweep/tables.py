@@ -234,6 +234,9 @@ def bench(record: dict[str, Any]) -> Table:
                                                    "host_memory") if record.get(key))
     rounds = record.get("repeats", 1)
     how += f"; {rounds} rounds, vs chapter: paired, 95% interval" if rounds > 1 else ""
+    # The first epoch (the warm-up) is left out of the timing, unless it is the only one.
+    how += "; 1 epoch, so its warm-up is timed (--epochs 2 leaves it out)" if record.get(
+        "epochs") == 1 else ""
     table = Table(title=f"lrsweep bench — {record['hardware']}, {record['images_per_epoch']} "
                         f"training + {record['test_images']} test images per epoch{how}")
     for col in ("configuration", "s / epoch", "trial-epochs / s", "vs chapter", "peak MiB"):

@@ -50,6 +50,9 @@ def test_record_has_one_row_per_configuration_with_consistent_ratios(fashion_dir
                                      "malloc as it is")  # it changes wide packs' speed
     store = record["storage"]
     assert store["trials"] == 100 and store["batched_ms_per_trial"] > 0
+    from lrsweep import tables
+    assert "warm-up" not in tables.bench(record).title  # two epochs: the first left out
+    assert "1 epoch, so its warm-up is timed" in tables.bench({**record, "epochs": 1}).title
     assert store["per_value_ms_per_trial"] > 0
 
 
