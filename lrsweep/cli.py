@@ -213,10 +213,11 @@ def export(name: str = typer.Argument(..., help="The study's name"),
                    else "lrsweep.train.model.lenet()")
         out.print(f"wrote {path}  (torch.load it into {builder})", markup=False)
     if csv is not None:
+        from lrsweep.report.csv_tables import write_csv
         from lrsweep.report.read import curves_frame
         frame = curves_frame(name, url)  # read first: a study that cannot be read makes no folder
         csv.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(csv, index=False)
+        write_csv(frame, csv)
         out.print(f"wrote {csv} ({len(frame)} rows: trials × epochs)", markup=False)
 
 

@@ -9,6 +9,7 @@ import math
 import statistics
 
 import pandas as pd
+import pytest
 
 from conftest import study_toml
 from lrsweep.report import (book, ex1_fixed_rate, ex2_decay, ex3_model_size, ex4_warmup,
@@ -91,8 +92,27 @@ def test_fixed_rate_answers_with_the_numbers_of_the_trials(tmp_path):
     assert (f"gap goes from {pm([0.9 - 0.85, 0.9 - 0.85, 0.91 - 0.84])} at epoch 2 to "
             f"{pm([0.95 - 0.83, 0.96 - 0.84, 0.97 - 0.85])} at epoch 3") in text
     assert f"peaks at epoch {statistics.fmean([2, 2, 3]):.1f} on average" in text
+    # Stopped at each seed's validation peak, judged on test accuracy against the last epoch.
+    mean, ci, _ = stats.mean_ci(pd.Series([0.85 - 0.83, 0.85 - 0.84, 0.85 - 0.85]))
+    assert (f"stopped there, test accuracy changes by {mean:+.3f} ± {ci:.3f} against the last "
+            "epoch (paired by seed, n = 3): these seeds cannot tell an early-stopped model from "
+            "the last epoch's.") in text
     assert list(section.table["base_lr"]) == [0.01, 0.1, 1.0]
     assert section.figures[0].is_file() and section.figures[0].stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("tests, verdict", [
+    ([0.86, 0.84], "the best model a fixed rate gives here is an early-stopped one."),
+    ([0.82, 0.84], "stopping early loses: the last epoch's model is the better one."),
+])
+def test_an_early_stop_is_judged_on_test_accuracy_not_on_its_own_peak(tmp_path, tests, verdict):
+    # Validation peaks at epoch 2 on every seed, above the last epoch as a peak always is;
+    # whether stopping there pays is the test accuracy at that epoch against the last one's.
+    early, last = tests
+    best = [curve([0.80, 0.88, 0.85], test=[0.8, early + d, last + d]) for d in (0, .001, .003)]
+    trials, curves = frames({**EX1, (0.1,): best}, ("base_lr",))
+    text = ex1_fixed_rate.fixed_rate(trials, curves, EX1_SPEC, "val_acc", tmp_path).paragraphs[0]
+    assert "a peak is at least the last by construction" in text and text.endswith(verdict)
 
 
 def test_fixed_rate_claims_only_what_its_intervals_separate(tmp_path):

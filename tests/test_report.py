@@ -119,8 +119,43 @@ def test_trials_a_racing_worker_asked_beyond_the_total_are_no_trials_of_the_stud
     assert (listed["complete"], listed["pruned"], listed["failed"]) == (7, 1, 1)
 
 
+def test_a_repeated_configuration_and_seed_counts_once(synthetic, tmp_path):
+    # Workers that drew alike trained (cosine, seed 0) again: the same numbers, no new seed.
+    study = optuna.load_study(study_name="synthetic", storage=synthetic)
+    add(study, "cosine", 0, COSINE[0])
+    written = render.write_report("synthetic", synthetic, tmp_path / "out")
+    configs = {row["config"]: row for row in
+               csv.DictReader((written.folder / "configs.csv").open())}
+    mean, ci = t_interval(COSINE)
+    cosine = configs["scheduler=cosine"]
+    assert (cosine["seeds"], cosine["val_acc_n"]) == (str(len(COSINE)), str(len(COSINE)))
+    assert float(cosine["val_acc_ci"]) == pytest.approx(ci, abs=1e-6)
+    text = written.markdown.read_text()
+    repeat = len(COSINE) + len(CONSTANT) + 2  # after the pruned and the failed trial
+    assert (f"fail 1 (#{repeat} repeats the configuration, seed and epochs of an earlier "
+            "trial: intervals, tests and figures count each once)." in text)
+    assert len(list(csv.DictReader((written.folder / "trials.csv").open()))) == repeat + 1
+
+
+def test_one_seed_trained_twice_is_still_one_seed(tmp_path):
+    # Two configurations, each trained twice on seed 0: n = 2 with a zero-width interval made
+    # the answer say their intervals did not overlap.
+    url = f"sqlite:///{tmp_path / 'twice.db'}"
+    study = optuna.create_study(study_name="twice", storage=url, direction="maximize")
+    study.set_user_attr("study_file", study_toml("twice", sampler="random", trials=4,
+                                                 scheduler='["constant", "cosine"]'))
+    for scheduler, value in (("cosine", 0.8), ("constant", 0.6)) * 2:
+        add(study, scheduler, 0, value)
+    text = render.write_report("twice", url, tmp_path / "out").markdown.read_text()
+    assert "one seed each: no interval, so no ranking can be trusted" in text
+    assert "do not overlap" not in text and "#2, #3 repeat the configuration" in text
+    from lrsweep.report.rerun import best_study_file
+    assert "val_acc 0.6000 over 1 trial(s)" in best_study_file("twice", url)  # not 2
+
+
 def test_csv_tables_keep_whole_numbers_whole_beside_a_trial_that_recorded_none(synthetic,
-                                                                              tmp_path):
+                                                                              tmp_path,
+                                                                              lrsweep_cli):
     # Trials without a parameter count (crashed before it was recorded, or stored before it
     # was kept) leave the column floats in pandas: it is written as whole numbers, their cells
     # empty.
@@ -129,13 +164,18 @@ def test_csv_tables_keep_whole_numbers_whole_beside_a_trial_that_recorded_none(s
     study.add_trial(create_trial(
         state=TrialState.COMPLETE, value=recorded.value, params=recorded.params,
         distributions=recorded.distributions, intermediate_values=recorded.intermediate_values,
-        user_attrs={**recorded.user_attrs, "parameters": 61706}))
+        user_attrs={**recorded.user_attrs, "parameters": 61706, "pack_trials": [4, 4]}))
     written = render.write_report("synthetic", synthetic, tmp_path / "out")
     rows = list(csv.DictReader((written.folder / "trials.csv").open()))
     assert {row["param_count"] for row in rows} == {"61706", ""}
     assert all(row["seed"] in {"0", "1", "2", "3"} for row in rows)
-    assert all("." not in row["seed"] for row in csv.DictReader(
-        (written.folder / "curves.csv").open()))
+    curves = list(csv.DictReader((written.folder / "curves.csv").open()))
+    assert all("." not in row["seed"] + row["pack_trials"] for row in curves)
+    assert {row["pack_trials"] for row in curves} == {"4", ""}
+    # `export --csv` writes the same curves the same way (it wrote pack_trials as "4.0").
+    assert lrsweep_cli("export", "synthetic", "--storage", synthetic, "--csv",
+                       "exported.csv").returncode == 0
+    assert (tmp_path / "exported.csv").read_text() == (written.folder / "curves.csv").read_text()
 
 
 def test_a_total_lowered_below_the_finished_trials_is_said_so(synthetic, tmp_path):

@@ -3,6 +3,7 @@ inside a pack, grid coverage, and continuing a random study without replaying it
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import time
@@ -582,6 +583,11 @@ def test_allow_changed_keeps_every_study_file_and_says_which_trials_trained_unde
     text = render.write_report("hist", url, tmp_path / "out").markdown.read_text()
     assert ("4 epochs per trial" in text and "**The study file was changed during the study** "
             "(`--allow-changed`): 2 trial(s) (#0, #1) were trained under an earlier one") in text
+    # Ranked and counted at the current file's scale only, as rerun ranks: trial #2 alone.
+    assert "the intervals, tests and figures leave them out (as `rerun` does)" in text
+    configs = list(csv.DictReader((tmp_path / "out" / "configs.csv").open()))
+    assert [(row["val_acc_n"], row["seeds"]) for row in configs] == [("1", "1")]
+    assert float(configs[0]["val_acc_mean"]) == trial_curves(study.trials[2])["val_acc"][-1]
     assert "# 2 trial(s) trained under an earlier study file of hist" in rerun.best_study_file(
         "hist", url)
 

@@ -12,8 +12,9 @@ BANDS = ("Lines are means over seeds; bands and bars are 95% Student-t intervals
 CAPTIONS = {
     "curves": "Each configuration's curves per epoch (the best ones by the objective; the "
               "title says how many were left out). " + BANDS,
-    "history": "Optuna's optimization history: each finished trial's objective in the order "
-               "the trials were told, and the best so far.",
+    "history": "Optuna's optimization history: each complete trial's objective by trial "
+               "number (the order trials were asked; in packs and across workers they finish "
+               "in another), and the best so far in that order.",
     "slice": "Each searched parameter against the objective, one dot a finished trial.",
     "importances": "fANOVA importances of the searched parameters for the final objective "
                    "(the seed, a repeat and no parameter, left out).",

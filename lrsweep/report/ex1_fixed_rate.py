@@ -9,13 +9,10 @@ import pandas as pd
 
 from lrsweep.report.figures import carry_forward, clipped_err, mean_band, plotting, save
 from lrsweep.report.outcome_counts import failed_text
-from lrsweep.report.paired import against, paired
+from lrsweep.report.paired import Paired, against, paired
 from lrsweep.report.sections import Section, by_config, chance, grid_axis, pm_row, varies
 from lrsweep.report.stats import finished, format_ci, lower_is_better, mean_ci, metric_bounds
 from lrsweep.search.spec import StudySpec
-
-
-EARLY_STOP_GAIN = 0.005  # peak minus final validation accuracy worth an early stop
 
 
 def fixed_rate(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
@@ -92,7 +89,6 @@ def _answer(table: pd.DataFrame, healthy: pd.DataFrame, best: pd.Series, done: p
                  f"learns: every seed ends with train accuracy at or below {at_chance:g} "
                  f"(chance is {guess:.3f}); the highest {metric} any of them reached on the "
                  f"way was {highest:.3f}.")
-    gain = best["peak_val_acc_mean"] - best[f"{metric}_mean"]
     if last >= 1:  # the gap early (epoch 5, or the one before the last) against the last
         early = min(4, last - 1)
         gap_early = rows[(rows["base_lr"] == rate) & (rows["epoch"] == early)]["gap"]
@@ -102,14 +98,29 @@ def _answer(table: pd.DataFrame, healthy: pd.DataFrame, best: pd.Series, done: p
                  f"train − test accuracy gap goes from "
                  f"{format_ci(*mean_ci(gap_early)[:2], bounds=metric_bounds('gap'))} at epoch "
                  f"{early + 1} to {pm_row(best, 'gap')} at epoch {last + 1}.")
-    return text + (
-        " Validation accuracy peaks at epoch "
-        f"{best['peak_epoch_mean'] + 1:.1f} on average, {gain:+.3f} against the last "
-        "epoch, so " + (
-            "the best model a fixed rate gives here is an early-stopped one."
-            if gain > EARLY_STOP_GAIN else
-            "stopping early would gain nothing here: the last epoch is the best model a "
-            "fixed rate gives at this scale."))
+    return text + _early_stop(best, done, rows, metric)
+
+
+def _early_stop(best: pd.Series, done: pd.DataFrame, rows: pd.DataFrame, metric: str) -> str:
+    """Whether to stop at the best validation epoch, judged on the test set, paired by seed:
+    the peak itself is chosen on validation, so it lies above the last epoch by construction,
+    and is no evidence that an early-stopped model is better."""
+    at_rate = done[done["base_lr"] == best["base_lr"]].dropna(subset=["peak_epoch"])
+    stopped = rows.merge(at_rate[["trial", "peak_epoch"]], on="trial")
+    stopped = stopped[stopped["epoch"] == stopped["peak_epoch"]].set_index("trial")["test_acc"]
+    change = Paired(*mean_ci((stopped - at_rate.set_index("trial")["test_acc"]).dropna()))
+    text = (f" Validation accuracy peaks at epoch {best['peak_epoch_mean'] + 1:.1f} on average, "
+            f"{best['peak_val_acc_mean'] - best[f'{metric}_mean']:+.3f} against the last epoch "
+            "(a peak is at least the last by construction); stopped there, ")
+    if change.separated is None:
+        return text + f"test accuracy changes by {change.mean:+.3f} (one seed: no interval)."
+    text += (f"test accuracy changes by {change.mean:+.3f} ± {change.ci:.3f} against the last "
+             f"epoch (paired by seed, n = {change.n}): ")
+    if not change.separated:
+        return text + ("these seeds cannot tell an early-stopped model from the last epoch's.")
+    return text + ("the best model a fixed rate gives here is an early-stopped one."
+                   if change.mean > 0 else "stopping early loses: the last epoch's model is "
+                   "the better one.")
 
 
 def _fixed_rate_figure(table, rows, metric, learned, folder) -> Path:

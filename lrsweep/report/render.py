@@ -9,9 +9,9 @@ torch. Every number in the text is computed here from the stored trials.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
-import optuna
 import pandas as pd
 
 from lrsweep.names import folder_name
@@ -19,13 +19,15 @@ from lrsweep.outcomes import OUTCOMES
 from lrsweep.report import exercises, importance, pages
 from lrsweep.search import spec as spec_mod
 from lrsweep.report.outcome_counts import count_outcomes, failed_text, failed_words, outcome_column
+from lrsweep.report.csv_tables import write_tables
 from lrsweep.report.figures import carry_forward, mean_band, plotting
 from lrsweep.report.paired import paired
 from lrsweep.report.sections import Section
 from lrsweep.report.status import reproduce_command, resume_command, status_sentence
 from lrsweep.report.read import curves_frame, trained_under_earlier_files, trials_frame
 from lrsweep.report.stats import (config_columns, config_key, config_table, finished, format_ci,
-                                  intervals_overlap, lower_is_better, metric_bounds)
+                                  intervals_overlap, lower_is_better, metric_bounds,
+                                  repeated_trials)
 from lrsweep.store.places import hide_passwords
 from lrsweep.store.storage import load_study
 
@@ -56,14 +58,17 @@ def write_report(name: str, url: str, out: str | Path | None = None) -> Report:
     study_spec = spec_mod.from_stored(study.user_attrs, source=f"{name} (stored)")
     metric = study_spec.study.metric if study_spec else "val_acc"
     metrics = [metric] + [m for m in METRICS if m != metric]
-    configs = (config_table(trials, metrics, higher_is_better=not lower_is_better(metric))
-               if not trials.empty else pd.DataFrame())
+    stored = study.get_trials(deepcopy=False)  # read once: their attributes hold the curves
+    aside = _set_aside(study, study_spec, trials, stored)
+    counted, counted_curves = (f[~f["trial"].isin(aside.trials)] for f in (trials, curves))
+    configs = (config_table(counted, metrics, higher_is_better=not lower_is_better(metric))
+               if not counted.empty else pd.DataFrame())
 
-    tables = _write_tables(folder, trials, curves, configs)
-    figures = _figures(folder, study, study_spec, curves, configs, trials, metric)
-    sections = _sections(name, url, study, study_spec, trials, configs, metric)
+    tables = write_tables(folder, trials, curves, configs)
+    figures = _figures(folder, study, study_spec, counted_curves, configs, counted, metric)
+    sections = _sections(name, url, study, study_spec, trials, configs, metric, stored, aside)
     # The exercises' own sections come right after the general answer.
-    found = exercises.sections(trials, curves, study_spec, metric, folder)
+    found = exercises.sections(counted, counted_curves, study_spec, metric, folder)
     found += [s for s in [importance.importance(study, study_spec, metric, folder)] if s]
     sections[2:2] = found
     markdown = folder / "report.md"
@@ -74,15 +79,31 @@ def write_report(name: str, url: str, out: str | Path | None = None) -> Report:
     return Report(folder, markdown, page, figures, tables)
 
 
+class Aside(NamedTuple):
+    """Finished trials the statistics leave out (trials.csv and the tables list them all)."""
+    earlier: list[int]  # trained under an earlier study file (--allow-changed), as rerun's
+    repeats: list[int]  # repeating an earlier trial's configuration, seed and epochs
+
+    @property
+    def trials(self) -> list[int]:
+        return self.earlier + self.repeats
+
+
+def _set_aside(study, study_spec, trials: pd.DataFrame, stored) -> Aside:
+    earlier = (sorted(trained_under_earlier_files(study, study_spec, stored)) if study_spec
+               else [])
+    return Aside(earlier, repeated_trials(trials[~trials["trial"].isin(earlier)]))
+
+
 # --- content -------------------------------------------------------------------------------
 
-def _sections(name, url, study, study_spec, trials, configs, metric) -> list[Section]:
+def _sections(name, url, study, study_spec, trials, configs, metric, first,
+              aside: Aside) -> list[Section]:
     shown_url = hide_passwords(url)  # a report is shared: never a password in it
     counts = trials["state"].str.split(" ").str[0].value_counts().to_dict() if len(trials) else {}
     total = study_spec.study.trials if study_spec else len(trials)
     status, ended = status_sentence(counts, total, resume_command(name, shown_url))
     source = study.user_attrs.get("study_file_source", f"studies/{name}.toml")
-    first = study.get_trials(deepcopy=False)
     device = next((t.user_attrs.get("device") for t in first if t.user_attrs.get("device")), "–")
     # The arithmetic (precision.describe), recorded with each trial from [train] precision on.
     arithmetic = next((t.user_attrs["precision"] for t in first if t.user_attrs.get("precision")),
@@ -107,8 +128,9 @@ def _sections(name, url, study, study_spec, trials, configs, metric) -> list[Sec
                  f"{study_spec.study.pruner}")
     what = Section("What was studied", [
         study_spec.study.description if study_spec and study_spec.study.description else "",
-        f"Scale: {scale}." + _changed_file(study, study_spec, first),
-        f"Trials: {status}. Outcomes: " + _outcomes_line(trials) + ".",
+        f"Scale: {scale}." + _changed_file(aside.earlier),
+        f"Trials: {status}. Outcomes: " + _outcomes_line(trials) + _repeats_line(aside.repeats)
+        + ".",
         f"Hardware: {device}" + (f", {arithmetic}" if arithmetic else "") + ". Versions: "
         + ", ".join(f"{k} {v}" for k, v in versions.items())
         + f"; git commit {study.user_attrs.get('git_commit') or '–'}.",
@@ -116,7 +138,8 @@ def _sections(name, url, study, study_spec, trials, configs, metric) -> list[Sec
         + reproduce_command(source, name, shown_url, study_spec.overrides if study_spec else (),
                             total=total, finished=ended) + "`.",
     ], code=_study_file_text(study_spec))
-    answer = Section("Answer", [_answer(configs, metric, trials)])
+    answer = Section("Answer", [_answer(configs, metric, trials[~trials["trial"].isin(
+        aside.trials)], changed=bool(aside.earlier))])
     shown = _config_view(configs, metric)
     table = Section("Configurations (mean ± 95% CI over seeds, final epoch)", [
         "Student-t intervals over the seeds of each configuration; failed seeds count with "
@@ -129,19 +152,17 @@ def _sections(name, url, study, study_spec, trials, configs, metric) -> list[Sec
     return [what, answer, table, top]
 
 
-def _changed_file(study: optuna.Study, study_spec: spec_mod.StudySpec | None,
-                  trials: list[optuna.trial.FrozenTrial]) -> str:
+def _changed_file(earlier: list[int]) -> str:
     """A sentence for a study continued with --allow-changed: which finished trials trained
     under an earlier study file than the one this report describes."""
-    earlier = (sorted(trained_under_earlier_files(study, study_spec, trials)) if study_spec
-               else [])
     if not earlier:
         return ""
     shown = ", ".join(f"#{n}" for n in earlier[:10]) + (", …" if len(earlier) > 10 else "")
     return (f" **The study file was changed during the study** (`--allow-changed`): "
             f"{len(earlier)} trial(s) ({shown}) were trained under an earlier one, not at this "
-            "scale, and the command below does not reproduce them (every file is stored with "
-            "the study, user attributes `study_file:…`).")
+            "scale: the intervals, tests and figures leave them out (as `rerun` does), and the "
+            "command below does not reproduce them (every file is stored with the study, user "
+            "attributes `study_file:…`).")
 
 
 def _study_file_text(study_spec: spec_mod.StudySpec | None) -> str | None:
@@ -153,9 +174,9 @@ def _study_file_text(study_spec: spec_mod.StudySpec | None) -> str | None:
             + "\n".join(f"#   --set {o}" for o in study_spec.overrides))
 
 
-def _answer(configs: pd.DataFrame, metric: str, trials: pd.DataFrame) -> str:
+def _answer(configs: pd.DataFrame, metric: str, trials: pd.DataFrame, changed: bool) -> str:
     if configs.empty:
-        return "No trial has finished yet: nothing to compare."
+        return f"No trial has finished{' under this study file' * changed} yet: nothing to compare."
     ranked = configs  # config_table ranks best first
     best = ranked.iloc[0]
     text = (f"Best configuration by mean final {metric}: **{best['config']}** — "
@@ -190,6 +211,14 @@ def _outcomes_line(trials: pd.DataFrame) -> str:
     return ", ".join(f"{o} {counts[o]}" for o in order)
 
 
+def _repeats_line(repeats: list[int]) -> str:
+    if not repeats:
+        return ""
+    shown = ", ".join(f"#{n}" for n in repeats[:10]) + (", …" if len(repeats) > 10 else "")
+    return (f" ({shown} repeat{'s' if len(repeats) == 1 else ''} the configuration, seed and "
+            "epochs of an earlier trial: intervals, tests and figures count each once)")
+
+
 def _pm(row: pd.Series, metric: str) -> str:
     return format_ci(row[f"{metric}_mean"], row[f"{metric}_ci"], digits=4,
                      bounds=metric_bounds(metric))
@@ -206,32 +235,6 @@ def _config_view(configs: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 # --- files ---------------------------------------------------------------------------------
-
-# Columns of whole numbers: a trial that failed before they were recorded leaves them empty,
-# and pandas then holds the column as floats ("5.0"); written as whole numbers, empty or not.
-WHOLE_NUMBERS = ("trial", "seed", "epoch", "epochs", "classes", "param_count", "pack_trials")
-
-
-def _write_tables(folder: Path, trials, curves, configs) -> list[Path]:
-    paths = []
-    for stem, frame in (("trials", trials.drop(columns=["val_acc_curve"], errors="ignore")),
-                        ("curves", curves),
-                        ("configs", configs.drop(columns=["config_key"], errors="ignore"))):
-        path = folder / f"{stem}.csv"
-        _whole_numbers(frame).to_csv(path, index=False)
-        paths.append(path)
-    return paths
-
-
-def _whole_numbers(frame: pd.DataFrame) -> pd.DataFrame:
-    frame = frame.copy()
-    for column in WHOLE_NUMBERS:
-        if column in frame and pd.api.types.is_float_dtype(frame[column]):
-            values = frame[column].dropna()
-            if (values == values.round()).all():
-                frame[column] = frame[column].astype("Int64")
-    return frame
-
 
 def _figures(folder: Path, study, study_spec, curves: pd.DataFrame, configs: pd.DataFrame,
              trials: pd.DataFrame, metric: str) -> list[Path]:

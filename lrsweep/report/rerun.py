@@ -26,7 +26,8 @@ from lrsweep.search import spec as spec_mod
 from lrsweep.report.outcome_counts import failed_text
 from lrsweep.report.read import trained_under_earlier_files, trials_frame
 from lrsweep.report.status import run_and_report
-from lrsweep.report.stats import config_columns, config_table, finished, lower_is_better
+from lrsweep.report.stats import (config_columns, config_table, finished, lower_is_better,
+                                  repeated_trials)
 from lrsweep.store.places import hide_passwords
 from lrsweep.store import storage as store
 from lrsweep.store.storage import StorageError, load_study
@@ -119,7 +120,9 @@ def _rankable(study: Any, trials: Any, source: spec_mod.StudySpec, where: str
     if left_out.all():
         raise StorageError(f"{where}: every finished trial trained under an earlier study file "
                            "(--allow-changed); none to re-run with its current one")
-    return done[~left_out], int(left_out.sum())
+    done = done[~left_out]
+    # A repeat of a trial's configuration, seed and epochs counts once, as in the reports.
+    return done[~done["trial"].isin(repeated_trials(done))], int(left_out.sum())
 
 
 def _check_new_name(new_name: str | None, name: str) -> None:

@@ -65,6 +65,19 @@ def finished(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["state"].str.startswith(("complete", "diverged"))]
 
 
+def repeated_trials(trials: pd.DataFrame) -> list[int]:
+    """Finished trials that repeat an earlier finished trial's configuration, seed and epochs
+    (workers that drew alike, before per-trial sampler seeds; a sampler proposing a point
+    again). A trial's numbers are a function of its configuration and seed, so a repeat adds
+    no evidence: statistics count each once, by its first trial."""
+    done = finished(trials).sort_values("trial")
+    if done.empty or "seed" not in done:
+        return []
+    columns = config_columns(done) + [c for c in ("seed", "epochs") if c in done]
+    keys = pd.Series([config_key(row, columns) for _, row in done.iterrows()], index=done.index)
+    return [int(t) for t in done.loc[keys.duplicated(), "trial"]]
+
+
 def format_ci(mean: float, ci: float, digits: int = 3,
               bounds: tuple[float, float] = (-math.inf, math.inf)) -> str:
     """"0.862 ± 0.042"; the mean alone without an interval; "–" without a mean (no data);
