@@ -244,6 +244,26 @@ def test_chance_follows_the_number_of_classes_and_warmup_speaks_in_the_study_uni
     assert "(chance is 0.5," in text
 
 
+def test_figures_count_whole_epochs_and_warmups_in_the_study_unit(tmp_path, monkeypatch):
+    # A short study's axes had ticks at epoch 1.5 and warmup 0.25, and a warmup counted in
+    # steps was labelled "warmup epochs".
+    drawn = []
+    monkeypatch.setattr(ex4_warmup, "save", lambda fig, path, axes: drawn.append(fig) or path)
+    trials, curves = frames({(0,): [curve([0.5, 0.8]), curve([0.6, 0.8])],
+                             (1,): [curve([0.6, 0.8]), curve([0.6, 0.9])]}, ("warmup_steps",))
+    steps = spec.parse(study_toml("w", scheduler='"constant"', seed="[0, 1]",
+                                  extra="warmup_steps = [0, 1]").replace(
+                                      "[train]", '[train]\nunit = "step"'), source="w.toml")
+    ex4_warmup.warmup(trials, curves, steps, "val_acc", tmp_path)
+    (fig,) = drawn
+    fig.canvas.draw()
+    for ax in fig.axes[1:]:  # final accuracy against warmup; a metric against epochs
+        low, high = ax.get_xlim()
+        shown = [t for t in ax.get_xticks() if low <= t <= high]
+        assert shown and all(float(t).is_integer() for t in shown), (ax.get_xlabel(), shown)
+    assert fig.axes[1].get_xlabel() == "warmup (steps)"
+
+
 def test_no_exercise_section_for_a_study_that_varies_none_of_their_dimensions(tmp_path):
     trials, curves = frames({("cosine",): [curve([0.5, 0.8])], ("sqrt",): [curve([0.5, 0.7])]},
                             ("scheduler",))

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from lrsweep.report.figures import carry_forward, clipped_err, mean_band, plotting, save
+from lrsweep.report.figures import (carry_forward, clipped_err, mean_band, plotting, save,
+                                    whole_ticks)
 from lrsweep.report.outcome_counts import failed_text, failed_words
 from lrsweep.report.paired import Paired, against_zero, paired
 from lrsweep.report.sections import Section, by_config, chance, grid_axis, pm_row, span, varies
@@ -50,7 +51,7 @@ def warmup(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
     shown[f"Δ {metric} vs no warmup (paired)"] = against_zero(done, keys, table, "warmup_steps",
                                                               "base_lr", metric)
     shown["test_acc"] = [pm_row(r, "test_acc") for _, r in table.iterrows()]
-    figure = _warmup_figure(table, rows, keys, metric, folder)
+    figure = _warmup_figure(table, rows, keys, metric, unit, folder)
     return Section("Exercise 4: how long should warmup be?", parts + [answer], shown, [figure])
 
 
@@ -119,7 +120,7 @@ def _shortest_is_best(same_rate: pd.DataFrame, best: pd.Series, metric: str, uni
                    ", so warmup should be just long enough to keep training stable.")
 
 
-def _warmup_figure(table, rows, keys, metric, folder) -> Path:
+def _warmup_figure(table, rows, keys, metric, unit, folder) -> Path:
     plt, sns = plotting()
     fig, axes = plt.subplots(1, 3, figsize=(18, 4.5))
     if "base_lr" in table:
@@ -138,8 +139,9 @@ def _warmup_figure(table, rows, keys, metric, folder) -> Path:
                          yerr=clipped_err(table[f"{metric}_mean"], table[f"{metric}_ci"], metric),
                          marker="o", capsize=3)
         highest = rows
-    axes[1].set(xlabel="warmup epochs", ylabel=f"final {metric}", ylim=(0, 1),
+    axes[1].set(xlabel=f"warmup ({unit}s)", ylabel=f"final {metric}", ylim=(0, 1),
                 title="final accuracy vs warmup (mean, 95% t-interval)")
+    whole_ticks(axes[1].xaxis)  # whole warmups: no tick at 0.25
     if axes[1].get_legend_handles_labels()[0]:
         axes[1].legend()
     first = carry_forward(highest, [metric])

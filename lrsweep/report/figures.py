@@ -66,6 +66,14 @@ def mean_band(ax, rows: pd.DataFrame, y: str, by: str, order: list, *, label=str
         cis = np.nan_to_num(cis)
         ax.fill_between(steps, np.maximum(means - cis, low), np.minimum(means + cis, high),
                         color=colour, alpha=0.2, linewidth=0)
+    if x == "epoch":  # whole epochs: no tick at 1.5 on a short study's axis
+        whole_ticks(ax.xaxis)
+
+
+def whole_ticks(axis) -> None:
+    """Ticks at whole numbers only (epochs, warmup lengths)."""
+    from matplotlib.ticker import MaxNLocator
+    axis.set_major_locator(MaxNLocator(integer=True))
 
 
 def clipped_err(means: pd.Series, cis: pd.Series, metric: str) -> np.ndarray:

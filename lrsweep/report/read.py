@@ -62,7 +62,10 @@ def trials_frame(name: str, url: str, *, study: optuna.Study | None = None) -> p
             row[key] = curve[-1] if curve else None
         row["val_acc_curve"] = curves.get("val_acc") or []
         row["classes"] = attrs.get("classes", 10)  # stores before it was kept: Fashion-MNIST
-        row["epochs"] = len(curves.get("lr") or [])
+        # A trial's curves are stored when it ends: one still training (or handed back) has
+        # trained epochs its checkpoint knows and the store does not, so none are claimed.
+        trained = len(curves.get("lr") or [])
+        row["epochs"] = None if state in ("running", "interrupted") and not trained else trained
         if "outcome" in attrs:  # recorded from 2026-11-30 on; report.outcome_counts derives it
             row["outcome"] = attrs["outcome"]
         # The model's trainable parameters, stored as `parameters` (from 2026-11-29 on; earlier
