@@ -78,6 +78,8 @@ def test_top_larger_than_the_study_keeps_what_there_is(searched):
     parsed = spec.parse(rerun.best_study_file("search", searched, top=10, seeds=1,
                                               new_name="again"), source="written")
     assert parsed.study.name == "again" and len(parsed.runs) == 3
+    assert "# written by `lrsweep rerun search --top 10 --seeds 1 --name again`" in \
+        rerun.best_study_file("search", searched, top=10, seeds=1, new_name="again")
     one = rerun.best_study_file("search", searched, top=1, seeds=1)
     assert "# The best configuration of study 'search'" in one and "over 1 seed each" in one
 

@@ -57,10 +57,11 @@ def best_study_file(name: str, url: str, *, top: int = 3, seeds: int = 5,
     # Ranked by the stored objective, Optuna's value: what the search itself compared.
     ranked = config_table(done, ["value"], higher_is_better=not lower_is_better(metric))
     runs = _runs(ranked.head(top), config_columns(done), source, metric, name)
+    command = shlex.join(["lrsweep", "rerun", name, "--top", str(top), "--seeds", str(seeds),
+                          *(["--name", new_name] if new_name is not None else [])])
     new_name = f"{name}-best" if new_name is None else new_name
     fresh = _fresh_seeds(trials, seeds)
     train = source.train
-    command = shlex.join(["lrsweep", "rerun", name, "--top", str(top), "--seeds", str(seeds)])
     shown_url = hide_passwords(url)  # the file is shared: the store's URL without its password
     what = ("The best configuration" if len(runs) == 1 else
             f"The {len(runs)} best configurations")
