@@ -9,8 +9,8 @@ torch. Every number in the text is computed here from the stored trials.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -97,20 +97,20 @@ def _set_aside(study, study_spec, trials: pd.DataFrame, stored) -> Aside:
 
 # --- content -------------------------------------------------------------------------------
 
-def _sections(name, url, study, study_spec, trials, configs, metric, first,
+def _sections(name, url, study, study_spec, trials, configs, metric, stored,
               aside: Aside) -> list[Section]:
     shown_url = hide_passwords(url)  # a report is shared: never a password in it
     counts = trials["state"].str.split(" ").str[0].value_counts().to_dict() if len(trials) else {}
     total = study_spec.study.trials if study_spec else len(trials)
     status, ended = status_sentence(counts, total, resume_command(name, shown_url))
     source = study.user_attrs.get("study_file_source", f"studies/{name}.toml")
-    device = next((t.user_attrs.get("device") for t in first if t.user_attrs.get("device")), "–")
+    device = next((t.user_attrs.get("device") for t in stored if t.user_attrs.get("device")), "–")
     # The arithmetic (precision.describe), recorded with each trial from [train] precision on.
-    arithmetic = next((t.user_attrs["precision"] for t in first if t.user_attrs.get("precision")),
+    arithmetic = next((t.user_attrs["precision"] for t in stored if t.user_attrs.get("precision")),
                       None)
     # How LeNet packs computed their convolutions (model.CONVOLUTIONS; LRSWEEP_CONVOLUTIONS, so
     # a study continued under another setting holds both: each is named).
-    formulations = sorted({t.user_attrs["convolutions"] for t in first
+    formulations = sorted({t.user_attrs["convolutions"] for t in stored
                            if t.user_attrs.get("convolutions")})
     if formulations:
         arithmetic = ", ".join(filter(None, [arithmetic,
