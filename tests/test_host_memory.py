@@ -117,5 +117,7 @@ def test_a_packs_numbers_are_the_same_whether_memory_is_kept_or_not(fashion_dir)
     (kept_flag, kept_faults), (alone_flag, alone_faults) = (
         (line.split()[0], int(line.split()[1])) for line in (kept[0], alone[0]))
     assert kept_flag == "True" and alone_flag == "False"  # the CPU pack asked for it
-    assert kept_faults * 10 < alone_faults                 # and its steps reuse memory
+    # and its steps reuse memory: alone, ~4 faults against ~200,000; once, on a machine busy
+    # with other jobs, 9,412 against 84,683 (a tenth failed it): a quarter still tells them
+    assert kept_faults * 4 < alone_faults
     assert kept[1:] == alone[1:]

@@ -460,25 +460,48 @@ def test_a_trial_asked_into_a_taken_over_pack_is_continued_with_it_after_a_secon
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
 
 
-def test_every_claimed_pack_keeps_its_lease_while_another_trains(tmp_path, fashion_dir,
-                                                                  monkeypatch):
+def rival_looks_while_the_first_pack_trains(monkeypatch, url, then=None):
+    """While the worker's first pack trains past the grace period, a rival worker claims what
+    is stale (and hands it on to `then`): the list of its claims."""
     monkeypatch.setattr(leases, "GRACE_SECONDS", 2)
     monkeypatch.setattr(heartbeats, "HEARTBEAT_SECONDS", 0.3)
-    text = study_toml("two-packs", scheduler='["constant", "sqrt"]', epochs=1)
-    parsed, url = abandoned(tmp_path, text, packs=[[0], [1]])
     rival = optuna.load_study(study_name="two-packs", storage=storage.open_storage(url))
     seen = []
     run_pack = pack_run.PackRun.run
 
     def slow_first_pack(self):
-        if not seen:  # while the first pack trains past the grace period, a rival looks
+        if not seen:
             time.sleep(3)
-            seen.append(leases.claim_stale_trials(rival, takeover.PACK_ATTR))
+            seen.append(leases.claim_stale_trials(rival, takeover.PACK_ATTR, one_pack=True))
+            if then:
+                then(rival, seen[0])
         return run_pack(self)
 
     monkeypatch.setattr(pack_run.PackRun, "run", slow_first_pack)
-    summary = loop.run(parsed, storage=url, device="cpu", data_dir=str(fashion_dir), pack=2)
+    return seen
+
+
+def test_claimed_trials_keep_their_lease_while_another_pack_trains(tmp_path, fashion_dir,
+                                                                   monkeypatch):
+    # A dead worker's pack and a trial it asked into no pack yet: both are claimed, and the
+    # trial waiting its turn stays held, not taken by a rival as stale.
+    text = study_toml("two-packs", scheduler='["constant", "sqrt"]', epochs=1)
+    parsed, url = abandoned(tmp_path, text, packs=[[0]], unstarted=1)
+    seen = rival_looks_while_the_first_pack_trains(monkeypatch, url)
+    summary = loop.run(parsed, storage=url, device="cpu", data_dir=str(fashion_dir), pack=1)
     assert seen == [[]] and summary.finished == 2
+
+
+def test_another_dead_workers_pack_is_left_to_a_rival(tmp_path, fashion_dir, monkeypatch):
+    # Two dead workers' packs: a worker takes one, so that a rival can take the other at once
+    # instead of waiting while the first trains both in turn.
+    text = study_toml("two-packs", scheduler='["constant", "sqrt"]', epochs=1)
+    parsed, url = abandoned(tmp_path, text, packs=[[0], [1]])
+    second = optuna.load_study(study_name="two-packs", storage=url).trials[1]._trial_id
+    # The rival dies at once: its claim lapses, and the worker takes that pack over too.
+    seen = rival_looks_while_the_first_pack_trains(monkeypatch, url, then=leases.release_trials)
+    summary = loop.run(parsed, storage=url, device="cpu", data_dir=str(fashion_dir), pack=2)
+    assert seen == [[second]] and summary.finished == 2
 
 
 def test_a_failing_heartbeat_is_retried_not_given_up(tmp_path, monkeypatch):
