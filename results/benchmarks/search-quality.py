@@ -34,7 +34,10 @@ repeats; the trial-epochs spent; trials pruned, and pruned inside their own warm
 case's difference from each case before it, seed by seed (the same sampler seeds ran every
 case), with its t-interval.
 
-    .venv/bin/python results/benchmarks/search-quality.py [REPEATS] [median|hyperband]
+    .venv/bin/python results/benchmarks/search-quality.py [REPEATS] [median|hyperband|in-flight]
+
+"in-flight" runs the sequential case and the slotted ones with 8 and 32 in flight only: the
+choice of sampling.ADAPTIVE_IN_FLIGHT, with more repeats than the whole set affords.
 """
 
 from __future__ import annotations
@@ -150,6 +153,10 @@ CASES = {  # (label, pack, trials in flight, pruner)
                ("slotted, 8 in flight", 100, 8, "median"),
                ("slotted, 32 in flight", 100, 32, "median"),
                ("slotted, 100 in flight", 100, 100, "median")],
+    # The choice of sampling.ADAPTIVE_IN_FLIGHT alone, with more repeats than the full set.
+    "in-flight": [("sequential (pack of 1)", 1, 1, "median"),
+                  ("slotted, 8 in flight", 100, 8, "median"),
+                  ("slotted, 32 in flight", 100, 32, "median")],
     "hyperband": [("sequential, hyperband", 1, 1, "hyperband"),
                   ("slotted 32, Optuna's hyperband", 100, 32, "optuna-hyperband"),
                   ("slotted 32, lockstep hyperband", 100, 32, "hyperband")]}
