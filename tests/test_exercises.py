@@ -264,6 +264,29 @@ def test_figures_count_whole_epochs_and_warmups_in_the_study_unit(tmp_path, monk
     assert fig.axes[1].get_xlabel() == "warmup (steps)"
 
 
+def split_by(configs: dict, values: tuple) -> dict:
+    """Each configuration's seeds dealt round-robin to `values` of another dimension: the
+    study then varies that dimension too (its one seed a configuration)."""
+    return {key + (value,): [seed] for key, seeds in configs.items()
+            for value, seed in zip(values * len(seeds), seeds)}
+
+
+@pytest.mark.parametrize("section, configs, keys, other, spec_", [
+    (ex1_fixed_rate.fixed_rate, EX1, ("base_lr",), ("warmup_steps", (0, 1)), EX1_SPEC),
+    (ex2_decay.decay_exponent, EX2, ("scheduler", "exponent"), ("base_lr", (0.1, 0.3)), None),
+    (ex4_warmup.warmup, EX4, ("base_lr", "warmup_steps"), ("scheduler", ("cosine", "poly")),
+     None),
+], ids=["ex1-and-warmup", "ex2-and-rate", "ex4-and-scheduler"])
+def test_a_section_is_left_out_where_the_study_varies_more_than_its_dimensions(
+        tmp_path, section, configs, keys, other, spec_):
+    # Its groups would count other configurations as seeds ("4 of 4 seeds failed" of one
+    # seed and four schedules): the configurations table, grouped by everything, answers.
+    assert section(*frames(configs, keys), spec_, "val_acc", tmp_path) is not None
+    name, values = other
+    mixed = frames(split_by(configs, values), keys + (name,))
+    assert section(*mixed, spec_, "val_acc", tmp_path) is None
+
+
 def test_no_exercise_section_for_a_study_that_varies_none_of_their_dimensions(tmp_path):
     trials, curves = frames({("cosine",): [curve([0.5, 0.8])], ("sqrt",): [curve([0.5, 0.7])]},
                             ("scheduler",))

@@ -10,7 +10,8 @@ import pandas as pd
 from lrsweep.report.figures import carry_forward, clipped_err, mean_band, plotting, save
 from lrsweep.report.outcome_counts import failed_text
 from lrsweep.report.paired import Paired, against, paired
-from lrsweep.report.sections import Section, by_config, chance, grid_axis, pm_row, varies
+from lrsweep.report.sections import (Section, by_config, chance, grid_axis, only_varies, pm_row,
+                                     varies)
 from lrsweep.report.stats import finished, format_ci, lower_is_better, mean_ci, metric_bounds
 from lrsweep.search.spec import StudySpec
 
@@ -21,7 +22,7 @@ def fixed_rate(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | Non
             or not grid_axis(spec, "base_lr") or lower_is_better(metric):
         return None
     done, rows = finished(trials).copy(), finished(curves).copy()
-    if done.empty:
+    if done.empty or not only_varies(done, ["base_lr"]):
         return None
     done["gap"] = done["train_acc"] - done["test_acc"]
     rows["gap"] = rows["train_acc"] - rows["test_acc"]

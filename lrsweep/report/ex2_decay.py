@@ -10,7 +10,7 @@ import pandas as pd
 
 from lrsweep.report.figures import carry_forward, clipped_err, mean_band, plotting, save
 from lrsweep.report.paired import against_zero, paired
-from lrsweep.report.sections import Section, by_config, grid_axis, pm_row, varies
+from lrsweep.report.sections import Section, by_config, grid_axis, only_varies, pm_row, varies
 from lrsweep.report.stats import finished, lower_is_better
 from lrsweep.search.spec import StudySpec
 
@@ -25,6 +25,8 @@ def decay_exponent(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec |
     if done.empty:
         return None
     keys = ["scheduler", "exponent"] if "scheduler" in done else ["exponent"]
+    if not only_varies(done, keys):
+        return None
     table = by_config(done, keys, [metric, "test_acc"])
     # The target: one point below the best configuration's mean final accuracy.
     target = math.floor((table[f"{metric}_mean"].max() - 0.01) * 100) / 100

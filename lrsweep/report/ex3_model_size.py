@@ -11,7 +11,7 @@ import pandas as pd
 from lrsweep.report.figures import clipped_err, plotting, save
 from lrsweep.report.outcome_counts import failed_text
 from lrsweep.report.paired import seed_values
-from lrsweep.report.sections import Section, by_config, pm_row, varies
+from lrsweep.report.sections import Section, by_config, only_varies, pm_row, varies
 from lrsweep.report.stats import finished, format_ci, lower_is_better, mean_ci
 from lrsweep.search.spec import StudySpec
 
@@ -29,6 +29,8 @@ def model_size(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | Non
         return None
     lower = lower_is_better(metric)
     rate_key = ["base_lr"] if "base_lr" in done else []
+    if not only_varies(done, ["model", "scheduler"] + rate_key):
+        return None
     table = by_config(done, ["model", "scheduler"] + rate_key, [metric, "test_acc"])
     # A rate at which any seed failed loses to one at which none did.
     table["_rank"] = table[f"{metric}_mean"] if lower else -table[f"{metric}_mean"]

@@ -11,7 +11,8 @@ from lrsweep.report.figures import (carry_forward, clipped_err, mean_band, plott
                                     whole_ticks)
 from lrsweep.report.outcome_counts import failed_text, failed_words
 from lrsweep.report.paired import Paired, against_zero, paired
-from lrsweep.report.sections import Section, by_config, chance, grid_axis, pm_row, span, varies
+from lrsweep.report.sections import (Section, by_config, chance, grid_axis, only_varies, pm_row,
+                                     span, varies)
 from lrsweep.report.stats import finished, lower_is_better, metric_bounds
 from lrsweep.search.spec import StudySpec
 
@@ -26,6 +27,8 @@ def warmup(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
         return None
     by_rate = "base_lr" in done and grid_axis(spec, "base_lr")
     keys = ["base_lr", "warmup_steps"] if by_rate else ["warmup_steps"]
+    if not only_varies(done, keys):
+        return None
     early_epoch = min(2, int(rows["epoch"].max()))
     unit = spec.train.unit if spec else "epoch"
     guess, at_chance = chance(done)

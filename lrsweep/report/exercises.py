@@ -4,6 +4,7 @@ A section appears when the study varies what it is about, whatever the study is 
 fixed-rate study varies base_lr under the constant schedule (exercise 1), a decay study varies
 the exponent (exercise 2), a warmup study varies warmup_steps (exercise 4), and a study whose
 [[run]] tables carry the book's printed numbers is a replication (the chapter's runs).
+Exercises 1–4 also need the study to vary nothing else but the seed (`sections.only_varies`).
 Every number in a section's text comes from the frames it is given; nothing is typed in.
 """
 

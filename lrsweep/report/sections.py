@@ -18,7 +18,7 @@ import pandas as pd
 
 from lrsweep.outcomes import chance_levels
 from lrsweep.report.outcome_counts import count_outcomes, outcome_column
-from lrsweep.report.stats import format_ci, mean_ci, metric_bounds
+from lrsweep.report.stats import config_columns, format_ci, mean_ci, metric_bounds
 from lrsweep.search.spec import Choice, StudySpec
 
 
@@ -56,6 +56,14 @@ def pm_row(row: pd.Series, metric: str, bounds: tuple[float, float] | None = Non
 
 def varies(trials: pd.DataFrame, column: str, at_least: int) -> bool:
     return column in trials and trials[column].dropna().nunique() >= at_least
+
+
+def only_varies(done: pd.DataFrame, keys: list[str]) -> bool:
+    """Whether the finished trials' configurations differ in `keys` alone (seeds aside), so
+    that a group of `keys` is one configuration over its seeds. A study that varies more (a
+    warmup beside the rates, a scheduler beside the exponents) would count configurations as
+    a group's seeds; its configurations table, grouped by everything, answers it instead."""
+    return not any(varies(done, c, 2) for c in config_columns(done) if c not in keys)
 
 
 def chance(trials: pd.DataFrame) -> tuple[float, float]:
