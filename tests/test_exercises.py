@@ -287,6 +287,18 @@ def test_a_section_is_left_out_where_the_study_varies_more_than_its_dimensions(
     assert section(*mixed, spec_, "val_acc", tmp_path) is None
 
 
+def test_exercise_sections_say_when_pruned_trials_are_left_out(tmp_path):
+    # A section counts the seeds that finished: a pruned seed of η = 0.1 is in none of its
+    # groups, and the section says so rather than showing fewer seeds without a word.
+    pruned = {**EX1, (0.1,): EX1[(0.1,)] + [curve([0.5], state="pruned")]}
+    found = exercises.sections(*frames(pruned, ("base_lr",)), EX1_SPEC, "val_acc", tmp_path)
+    assert [s.paragraphs[-1] for s in found] == [
+        "1 pruned trial(s) did not finish and are left out of this section: its seeds are those "
+        "that finished (the configurations table counts the pruned ones)."]
+    unpruned = exercises.sections(*frames(EX1, ("base_lr",)), EX1_SPEC, "val_acc", tmp_path)
+    assert "pruned" not in unpruned[0].paragraphs[-1]
+
+
 def test_no_exercise_section_for_a_study_that_varies_none_of_their_dimensions(tmp_path):
     trials, curves = frames({("cosine",): [curve([0.5, 0.8])], ("sqrt",): [curve([0.5, 0.7])]},
                             ("scheduler",))

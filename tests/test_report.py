@@ -73,6 +73,12 @@ def test_intervals_are_student_t_over_seeds_with_diverged_seeds_counted(syntheti
     assert configs["scheduler=constant"]["nonfinite"] == "1"
     assert configs["scheduler=constant"]["failed"] == "1"
     assert configs["scheduler=constant"]["seeds"] == "4"  # the pruned and failed are not in
+    # The pruned cosine seed is counted where it belongs, and said to be out of the interval.
+    assert (configs["scheduler=cosine"]["pruned"], configs["scheduler=constant"]["pruned"]) == (
+        "1", "0")
+    text = written.markdown.read_text()
+    assert ("1 pruned trial(s) of these configurations did not finish: counted in the table's "
+            "pruned column, not in its intervals.") in text
 
 
 def test_answer_and_status_are_computed_from_the_trials(synthetic, tmp_path):

@@ -34,5 +34,11 @@ def sections(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
     """The exercise sections that apply to this study, in the chapter's order."""
     if trials.empty or curves.empty:
         return []
-    found = (make(trials, curves, spec, metric, folder) for make in SECTIONS)
-    return [section for section in found if section is not None]
+    found = [s for s in (make(trials, curves, spec, metric, folder) for make in SECTIONS) if s]
+    # Each section counts the seeds that finished: a pruned one is in none of its groups.
+    pruned = int((trials["state"] == "pruned").sum())
+    for section in found if pruned else []:
+        section.paragraphs.append(
+            f"{pruned} pruned trial(s) did not finish and are left out of this section: its "
+            "seeds are those that finished (the configurations table counts the pruned ones).")
+    return found

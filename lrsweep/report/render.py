@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import pandas as pd
 
@@ -19,15 +18,15 @@ from lrsweep.outcomes import OUTCOMES
 from lrsweep.report import exercises, importance, pages
 from lrsweep.search import spec as spec_mod
 from lrsweep.report.outcome_counts import count_outcomes, failed_text, failed_words, outcome_column
+from lrsweep.report.aside import Aside, set_aside
 from lrsweep.report.csv_tables import write_tables
 from lrsweep.report.figures import carry_forward, mean_band, plotting
 from lrsweep.report.paired import paired
 from lrsweep.report.sections import Section
 from lrsweep.report.status import reproduce_command, resume_command, status_sentence
-from lrsweep.report.read import curves_frame, trained_under_earlier_files, trials_frame
+from lrsweep.report.read import curves_frame, trials_frame
 from lrsweep.report.stats import (config_columns, config_key, config_table, finished, format_ci,
-                                  intervals_overlap, lower_is_better, metric_bounds,
-                                  repeated_trials)
+                                  intervals_overlap, lower_is_better, metric_bounds)
 from lrsweep.store.places import hide_passwords
 from lrsweep.store.storage import load_study
 
@@ -59,7 +58,7 @@ def write_report(name: str, url: str, out: str | Path | None = None) -> Report:
     metric = study_spec.study.metric if study_spec else "val_acc"
     metrics = [metric] + [m for m in METRICS if m != metric]
     stored = study.get_trials(deepcopy=False)  # read once: their attributes hold the curves
-    aside = _set_aside(study, study_spec, trials, stored)
+    aside = set_aside(study, study_spec, trials, stored)
     counted, counted_curves = (f[~f["trial"].isin(aside.trials)] for f in (trials, curves))
     configs = (config_table(counted, metrics, higher_is_better=not lower_is_better(metric))
                if not counted.empty else pd.DataFrame())
@@ -77,22 +76,6 @@ def write_report(name: str, url: str, out: str | Path | None = None) -> Report:
     page.write_text(pages.html_page(name, sections, figures))
     figures += [p for section in sections for p in section.figures]
     return Report(folder, markdown, page, figures, tables)
-
-
-class Aside(NamedTuple):
-    """Finished trials the statistics leave out (trials.csv and the tables list them all)."""
-    earlier: list[int]  # trained under an earlier study file (--allow-changed), as rerun's
-    repeats: list[int]  # repeating an earlier trial's configuration, seed and epochs
-
-    @property
-    def trials(self) -> list[int]:
-        return self.earlier + self.repeats
-
-
-def _set_aside(study, study_spec, trials: pd.DataFrame, stored) -> Aside:
-    earlier = (sorted(trained_under_earlier_files(study, study_spec, stored)) if study_spec
-               else [])
-    return Aside(earlier, repeated_trials(trials[~trials["trial"].isin(earlier)]))
 
 
 # --- content -------------------------------------------------------------------------------
@@ -199,6 +182,9 @@ def _answer(configs: pd.DataFrame, metric: str, trials: pd.DataFrame, changed: b
     failed = count_outcomes(outcome_column(trials)) if len(trials) else {"failed": 0}
     if failed["failed"]:
         text += f" {failed['failed']} of {len(trials)} trials failed ({failed_text(failed)})."
+    if configs["pruned"].any():
+        text += (f" {int(configs['pruned'].sum())} pruned trial(s) of these configurations did "
+                 "not finish: counted in the table's pruned column, not in its intervals.")
     return text
 
 
@@ -229,6 +215,8 @@ def _config_view(configs: pd.DataFrame, metric: str) -> pd.DataFrame:
         return configs
     view = pd.DataFrame({"config": configs["config"], "seeds": configs["seeds"],
                          "failed": [failed_text(row) for _, row in configs.iterrows()]})
+    if configs["pruned"].any():  # seeds that did not finish: counted, not in the intervals
+        view["pruned"] = configs["pruned"]
     for m in [metric] + [m for m in METRICS if m != metric]:
         view[m] = [_pm(row, m) for _, row in configs.iterrows()]
     return view

@@ -155,18 +155,21 @@ def config_table(trials: pd.DataFrame, metrics: list[str], *,
                  higher_is_better: bool = True) -> pd.DataFrame:
     """One row per configuration over its complete trials (diverged ones included: a rate
     that diverges is part of the answer), with n, mean and CI of each metric, its failed
-    seeds by outcome (outcome_counts), and the label; best first by the first metric (the
-    objective)."""
+    seeds by outcome (outcome_counts), its pruned trials (not in its intervals: they did not
+    finish), and the label; best first by the first metric (the objective)."""
     done = finished(trials).copy()
     columns = config_columns(done)
     done["config_key"] = [config_key(row, columns) for _, row in done.iterrows()]
     done["outcome"] = outcome_column(done) if len(done) else []
+    stopped = trials[trials["state"] == "pruned"] if "state" in trials else trials.iloc[:0]
+    pruned = pd.Series([config_key(row, columns) for _, row in stopped.iterrows()],
+                       dtype=object).value_counts()
     rows = []
     for key, group in done.groupby("config_key", sort=False):
         diverged = group["state"].str.startswith("diverged")
         row = {"config": config_label(group.iloc[0], columns), "config_key": key,
                "seeds": int(group["seed"].nunique()) if "seed" in group else 1,
-               **count_outcomes(group["outcome"])}
+               **count_outcomes(group["outcome"]), "pruned": int(pruned.get(key, 0))}
         row.update({c: group[c].iloc[0] for c in columns})
         for metric in metrics:
             values = group[metric]
