@@ -262,6 +262,9 @@ def test_figures_count_whole_epochs_and_warmups_in_the_study_unit(tmp_path, monk
         shown = [t for t in ax.get_xticks() if low <= t <= high]
         assert shown and all(float(t).is_integer() for t in shown), (ax.get_xlabel(), shown)
     assert fig.axes[1].get_xlabel() == "warmup (steps)"
+    # One base rate: the failure panel is a bar chart, labelled as the heatmap is titled.
+    assert fig.axes[0].get_xlabel() == "warmup (steps)"
+    assert fig.axes[0].get_title().startswith("share of seeds failed")
 
 
 def split_by(configs: dict, values: tuple) -> dict:

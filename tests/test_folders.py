@@ -195,6 +195,14 @@ def empty_class(tmp: Path) -> tuple[Path, str]:
     return tmp, "fox: no images"
 
 
+def one_class(tmp: Path) -> tuple[Path, str]:
+    # Trained, it stored val_acc 1 and outcome "never learned": nothing to tell apart.
+    write_images(tmp, range(2))
+    for extra in CLASSES[1:]:
+        shutil.rmtree(tmp / extra)
+    return tmp, f"one class folder ({CLASSES[0]}); a classifier needs two or more"
+
+
 def class_missing_from_val(tmp: Path) -> tuple[Path, str]:
     write_images(tmp / "train", range(2))
     write_images(tmp / "val", range(2))
@@ -228,7 +236,7 @@ def truncated_image(tmp: Path) -> tuple[Path, str]:
     return tmp, "002.png: not a readable image"
 
 
-@pytest.mark.parametrize("make", [no_folder, a_file, no_class_folders, empty_class,
+@pytest.mark.parametrize("make", [no_folder, a_file, no_class_folders, empty_class, one_class,
                                   class_missing_from_val, class_only_in_val, val_without_train,
                                   garbage_image, truncated_image])
 def test_bad_folders_raise_one_line_naming_the_path(tmp_path, make):

@@ -502,3 +502,18 @@ def test_module_doctests_pass():
     result = doctest.testmod(schedules)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_the_schedules_figure_ticks_whole_epochs(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    from lrsweep.report import figures
+    drawn = []
+    monkeypatch.setattr(plt, "close", drawn.append)
+    figures.plot_schedules(tmp_path / "shapes.png", epochs=3)
+    (fig,) = drawn
+    fig.canvas.draw()
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    for ax in shown:
+        low, high = ax.get_xlim()
+        assert all(float(t).is_integer() for t in ax.get_xticks() if low <= t <= high)
+    assert shown

@@ -66,7 +66,8 @@ def model_size(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | Non
     if not lines:
         return None
     text = ("Each schedule at its best base rate for each model (chosen on the final "
-            f"{metric}); test accuracy, mean ± 95% CI over seeds; cosine's lead over the best "
+            f"{metric}, a rate where no seed failed before one where some did); "
+            "test accuracy, mean ± 95% CI over seeds; cosine's lead over the best "
             "other schedule is paired by seed: " + "; ".join(lines) + ".")
     text += _growth(leads, models)
     figure = _model_size_figure(tuned, models, folder)

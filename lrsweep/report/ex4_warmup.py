@@ -138,6 +138,8 @@ def _warmup_figure(table, rows, keys, metric, unit, folder) -> Path:
         highest = rows[rows["base_lr"] == table["base_lr"].max()]
     else:
         axes[0].bar(table["warmup_steps"].astype(str), table["failed_share"])
+        axes[0].set(title="share of seeds failed (never learned, collapsed or non-finite)",
+                    xlabel=f"warmup ({unit}s)", ylabel="share of seeds failed", ylim=(0, 1))
         axes[1].errorbar(table["warmup_steps"], table[f"{metric}_mean"],
                          yerr=clipped_err(table[f"{metric}_mean"], table[f"{metric}_ci"], metric),
                          marker="o", capsize=3)

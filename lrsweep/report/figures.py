@@ -137,6 +137,7 @@ def plot_schedules(out: str | Path, epochs: int = 30) -> Path:
         ax.set_title(f"{label}\n{shown}", fontsize=8)
         ax.set_xlabel("epoch t")
         ax.set_ylabel("learning rate")
+        whole_ticks(ax.xaxis)  # t counts whole epochs: no tick at 0.5 over 3 of them
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(CHAPTER_SHAPES):]:
         ax.set_visible(False)

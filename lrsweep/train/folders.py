@@ -149,6 +149,9 @@ def _dataset(folder: Path) -> ImageFolder:
         classes, _ = find_classes(str(folder))
     except FileNotFoundError:
         raise DataError(f"{folder}: no class folders (expected {folder}/<class>/<image>)") from None
+    if len(classes) < 2:  # nothing to tell apart: every answer right, "never learned" at 100%
+        raise DataError(f"{folder}: one class folder ({classes[0]}); a classifier needs two "
+                        "or more")
     try:
         return ImageFolder(str(folder))
     except FileNotFoundError:  # some class folder holds no image: say which
