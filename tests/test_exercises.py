@@ -384,6 +384,15 @@ def test_importance_names_the_dimension_that_drives_the_value(tmp_path):
     assert "(exponent) are not in every trial" in section.paragraphs[0]
     assert section.table.iloc[0]["dimension"] == "base_lr"
     assert float(section.table.iloc[0]["importance"]) > 0.8
+    # A dimension given one value (--set space.optimizer=["sgd"]) varies nothing: not weighed.
+    one = optuna.create_study(direction="maximize")
+    for trial in study.get_trials():
+        one.add_trial(optuna.trial.create_trial(
+            params={**trial.params, "optimizer": "sgd"}, value=trial.value,
+            distributions={**trial.distributions,
+                           "optimizer": CategoricalDistribution(["sgd"])}))
+    listed = importance.importance(one, joint, "val_acc", tmp_path).table["dimension"]
+    assert "optimizer" not in list(listed) and "base_lr" in list(listed)
     grid = spec.parse(study_toml("g", scheduler='"constant"', base_lr="[0.1, 0.3]"), source="g")
     assert importance.importance(study, grid, "val_acc", tmp_path) is None  # a grid searches not
 

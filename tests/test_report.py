@@ -143,6 +143,21 @@ def test_a_repeated_configuration_and_seed_counts_once(synthetic, tmp_path):
     assert len(list(csv.DictReader((written.folder / "trials.csv").open()))) == repeat + 1
 
 
+def test_the_answer_says_when_the_best_configurations_seeds_failed(synthetic, tmp_path):
+    # A tiny study can rank first a configuration a seed of which never learned (by the value
+    # it reached): the answer says so beside its interval.
+    study = optuna.load_study(study_name="synthetic", storage=synthetic)
+    recorded = study.trials[0]
+    study.add_trial(create_trial(
+        state=TrialState.COMPLETE, value=0.95, params={**recorded.params, "seed": 3},
+        distributions=recorded.distributions, intermediate_values={0: 0.9, 1: 0.95},
+        user_attrs={**recorded.user_attrs, "seed": 3, "outcome": "never learned"}))
+    text = render.write_report("synthetic", synthetic, tmp_path / "out").markdown.read_text()
+    assert ("**scheduler=cosine** — val_acc" in text
+            and "over 4 seed(s), of which 1 never learned: it ranks by the values they reached."
+            in text)
+
+
 def test_one_seed_trained_twice_is_still_one_seed(tmp_path):
     # Two configurations, each trained twice on seed 0: n = 2 with a zero-width interval made
     # the answer say their intervals did not overlap.

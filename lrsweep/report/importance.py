@@ -32,9 +32,11 @@ def importance(study, spec: StudySpec | None, metric: str, folder: Path) -> Sect
     if len(complete) < MIN_TRIALS_FOR_IMPORTANCE:
         return None
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-    # The dimensions in every complete trial (what Optuna weighs by default), less repeats.
+    # The dimensions in every complete trial (what Optuna weighs by default), less repeats
+    # and those the trials never varied (a list of one value: nothing to explain).
     weighed = [k for k in optuna.search_space.intersection_search_space(
-        study.get_trials(deepcopy=False)) if k not in REPEATS]
+        study.get_trials(deepcopy=False))
+        if k not in REPEATS and len({t.params.get(k) for t in complete}) > 1]
     try:
         scores = optuna.importance.get_param_importances(study, evaluator=evaluator,
                                                          params=weighed)

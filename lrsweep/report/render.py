@@ -164,7 +164,9 @@ def _answer(configs: pd.DataFrame, metric: str, trials: pd.DataFrame, changed: b
     best = ranked.iloc[0]
     text = (f"Best configuration by mean final {metric}: **{best['config']}** — "
             f"{metric} {_pm(best, metric)}, test accuracy {_pm(best, 'test_acc')} "
-            f"over {best[f'{metric}_n']} seed(s).")
+            f"over {best[f'{metric}_n']} seed(s)" + (
+                f", of which {failed_text(best)}: it ranks by the values they reached"
+                if best["failed"] else "") + ".")
     if len(ranked) > 1:
         second = ranked.iloc[1]
         done = finished(trials)
