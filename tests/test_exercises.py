@@ -421,6 +421,12 @@ def test_sampling_pairs_the_posterior_average_with_sgds_final_iterate(tmp_path):
     row = section.table.iloc[0]
     assert row["SGD iterate nll"] == pm([0.60, 0.55, 0.58])
     assert row["SGLD average ece"] == pm([0.05, 0.04, 0.045])
+    assert row["failed (SGD / SGLD)"] == "0 / 0"
+    # An SGD seed that never learned is in SGD's mean with its value: the table says so.
+    stuck = trials.assign(outcome=["never learned" if t == 0 else "complete"
+                                   for t in trials["trial"]])
+    row = ex5_sampling.sampling(stuck, curves, None, "val_acc", tmp_path).table.iloc[0]
+    assert row["failed (SGD / SGLD)"] == "1 never learned / 0"
     assert ex5_sampling.sampling(trials[trials["optimizer"] == "sgd"], curves, None, "val_acc",
                               tmp_path) is None
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from lrsweep.report.figures import clipped_err, plotting, save
+from lrsweep.report.outcome_counts import count_outcomes, failed_text, outcome_column
 from lrsweep.report.sections import Section, by_config, varies
 from lrsweep.report.stats import (config_columns, difference_bounds, finished, format_ci, mean_ci,
                                   metric_bounds)
@@ -43,7 +44,9 @@ def sampling(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | None,
             for key, value in where.items():
                 frame = frame[frame[key] == value]
             peers[name] = frame
-        row = {**where, "seeds": len(group)}
+        # Failed seeds count in the means below with the value they reached: said per optimizer.
+        row = {**where, "seeds": len(group), "failed (SGD / SGLD)": " / ".join(
+            failed_text(count_outcomes(outcome_column(f))) for f in (peers["sgd"], group))}
         shown = [("SGD iterate", peers["sgd"], "")]
         if control:
             shown.append(("no-noise average", peers[CONTROL], "avg_"))
