@@ -352,6 +352,14 @@ def test_lenet_on_a_colour_folder_is_refused_before_the_store(tmp_path):
                                         r".*absent: no such folder$"):
         loop.run(spec.parse(text, source="c.toml", overrides=(
             f"train.dataset=imagefolder:{tmp_path / 'absent'}",)), storage=url, device="cpu")
+    # A size the folder cannot give is blamed on that size's setting, not on the dataset.
+    with pytest.raises(Exception, match=r"^c.toml: --set train.validation=90: .*validation = "
+                                        "90 must be"):
+        loop.run(spec.parse(text, source="c.toml", overrides=("train.validation=90",)),
+                 storage=url, device="cpu")
+    with pytest.raises(Exception, match=r"^c.toml: \[train\] subset: .*subset = 5000 exceeds"):
+        loop.run(spec.parse(text.replace("\nsubset = 0", "\nsubset = 5000"), source="c.toml"),
+                 storage=url, device="cpu")
     assert not (tmp_path / "store.db").exists()
 
 

@@ -164,16 +164,16 @@ def load_data(spec: StudySpec, device: Any, data_dir: str | None) -> data.Splits
     train = spec.train
     if train.folder:
         from lrsweep.train.folders import load_imagefolder
-        # Where to fix it: the file's line, or the --set that gave it (the last one wins).
-        given = [o for o in spec.overrides if o.partition("=")[0].strip() == "train.dataset"]
-        where = (f"{spec.source}: --set {given[-1]}" if given
-                 else f"{spec.source}: [train] dataset = {train.dataset!r}")
+        where = _blame(spec, "dataset")
         try:
             splits = load_imagefolder(train.folder, device, image_size=train.image_size,
                                       validation=train.validation, subset=train.subset,
                                       test_subset=train.test_subset)
         except data.DataError as error:
-            raise data.DataError(f"{where}: {error}") from None
+            # A size the folder cannot give is the size's setting, not the folder's.
+            named = next((k for k in ("test_subset", "subset", "validation", "image_size")
+                          if f": {k} = " in f": {error}"), None)
+            raise data.DataError(f"{_blame(spec, named) if named else where}: {error}") from None
         shape = tuple(splits.train_x.shape[1:])
         if "lenet" in spec.models and (shape != (1, 28, 28) or splits.classes != 10):
             raise data.DataError(f"{where}: {splits.classes} classes of "
@@ -182,6 +182,15 @@ def load_data(spec: StudySpec, device: Any, data_dir: str | None) -> data.Splits
         return splits
     return data.load(device, data_dir=data_dir, validation=train.validation,
                      subset=train.subset, test_subset=train.test_subset)
+
+
+def _blame(spec: StudySpec, key: str) -> str:
+    """Where to fix [train] `key`: the --set that gave it (the last one wins), or the file."""
+    given = [o for o in spec.overrides if o.partition("=")[0].strip() == f"train.{key}"]
+    if given:
+        return f"{spec.source}: --set {given[-1]}"
+    value = f" = {getattr(spec.train, key)!r}" if key == "dataset" else ""
+    return f"{spec.source}: [train] {key}{value}"
 
 
 def count(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
