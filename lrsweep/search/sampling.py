@@ -44,8 +44,8 @@ _SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
 # Trials an adaptive sampler (TPE, GP, CMA-ES) has running at once, however wide the pack:
 # each suggestion sees every trial told before it, and the running ones as pending (TPE's
 # constant liar). Measured with results/benchmarks/search-quality.py (README, "Slots"), 60
-# sampler seeds: 8 in flight found configurations within 0.001 of sequential TPE's, on the
-# same trial-epochs; 32 in flight spent a quarter fewer and found worse ones, by 0.0023
+# sampler seeds: 8 in flight found configurations below sequential TPE's by 0.0009 [0.0001,
+# 0.0018], on about the same trial-epochs; 32 spent a quarter fewer and found worse, by 0.0023
 # [0.0013, 0.0033] against 8 (an earlier 20 seeds could not tell 32 from 8, and 32 had been
 # the default). Grid and random studies fill every slot, so a GPU's wide packs stay wide.
 ADAPTIVE_IN_FLIGHT = 8
