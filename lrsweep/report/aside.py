@@ -22,7 +22,8 @@ class Aside(NamedTuple):
         return self.earlier + self.repeats
 
 
-def set_aside(study, study_spec, trials: pd.DataFrame, stored) -> Aside:
+def set_aside(study, study_spec, trials: pd.DataFrame, stored=None) -> Aside:
+    """`stored`: the study's trials, when the caller has read them (else they are read)."""
     earlier = (sorted(trained_under_earlier_files(study, study_spec, stored)) if study_spec
                else [])
     return Aside(earlier, repeated_trials(trials[~trials["trial"].isin(earlier)]))

@@ -24,10 +24,10 @@ from typing import Any
 from lrsweep import names as study_names
 from lrsweep.search import spec as spec_mod
 from lrsweep.report.outcome_counts import failed_text
-from lrsweep.report.read import trained_under_earlier_files, trials_frame
+from lrsweep.report.aside import set_aside
+from lrsweep.report.read import trials_frame
 from lrsweep.report.status import run_and_report
-from lrsweep.report.stats import (config_columns, config_table, finished, lower_is_better,
-                                  repeated_trials)
+from lrsweep.report.stats import config_columns, config_table, finished, lower_is_better
 from lrsweep.store.places import hide_passwords
 from lrsweep.store import storage as store
 from lrsweep.store.storage import StorageError, load_study
@@ -117,13 +117,14 @@ def _rankable(study: Any, trials: Any, source: spec_mod.StudySpec, where: str
     done = finished(trials) if len(trials) else trials
     if done.empty:
         raise StorageError(f"{where} has no finished trial to re-run yet")
-    left_out = done["trial"].isin(trained_under_earlier_files(study, source))
-    if left_out.all():
+    # What the reports' statistics leave out, left out here too: trials of an earlier file,
+    # and repeats of a trial's configuration, seed and epochs (counted once).
+    aside = set_aside(study, source, done)
+    earlier = done["trial"].isin(aside.earlier)
+    if earlier.all():
         raise StorageError(f"{where}: every finished trial trained under an earlier study file "
                            "(--allow-changed); none to re-run with its current one")
-    done = done[~left_out]
-    # A repeat of a trial's configuration, seed and epochs counts once, as in the reports.
-    return done[~done["trial"].isin(repeated_trials(done))], int(left_out.sum())
+    return done[~done["trial"].isin(aside.trials)], int(earlier.sum())
 
 
 def _check_new_name(new_name: str | None, name: str) -> None:
