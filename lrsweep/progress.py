@@ -67,8 +67,8 @@ class PlainProgress(Progress):
         self._print(f"{slots(metrics, epochs)}: {_summary(metrics, self._metric)}")
 
     def trial_finished(self, number: int, state: str, value: float | None,
-                       best: float | None) -> None:
-        self._done += 1
+                       best: float | None, done: int) -> None:
+        self._done = max(self._done, done)  # the count only grows, whatever order reads end in
         shown = "" if value is None else f" {self._metric} {value:.4f}"
         began = self._started.pop(number, None)
         took = "" if began is None else f" in {time.perf_counter() - began:.1f} s"
@@ -80,8 +80,8 @@ class PlainProgress(Progress):
         self._print(line)
 
     def study_done(self, done: int) -> None:
-        """Trials finished by every worker, as the loop last read them (ours are counted as
-        they end, so the count only grows)."""
+        """Trials finished by every worker, as the loop last read them (the count only
+        grows)."""
         self._done = max(self._done, done)
 
     def close(self) -> None:
@@ -114,8 +114,8 @@ class LiveProgress(PlainProgress):
         self._live.refresh()
 
     def trial_finished(self, number: int, state: str, value: float | None,
-                       best: float | None) -> None:
-        super().trial_finished(number, state, value, best)
+                       best: float | None, done: int) -> None:
+        super().trial_finished(number, state, value, best, done)
         self._view.done, self._view.best = self._done, best
         self._live.refresh()
 

@@ -39,13 +39,13 @@ class Recorder(work.Progress):
         self.notes.append(line)
 
     def study_done(self, done):
-        self.done = max(self.done, done)  # others' trials as read; ours counted as they end
+        self.done = max(self.done, done)  # every worker's trials, as read
 
     def resumed(self, number, epochs_done):
         self.resumes.append((number, epochs_done))
 
-    def trial_finished(self, number, state, value, best):
-        self.done += 1
+    def trial_finished(self, number, state, value, best, done):
+        self.done = max(self.done, done)
         self.shown.append(self.done)
 
 
@@ -247,8 +247,8 @@ def test_a_checkpoint_that_cannot_be_written_keeps_the_trials_resumable(tmp_path
 
 def test_the_progress_count_includes_other_workers_trials(tmp_path, fashion_dir):
     class Shared(Recorder):
-        def trial_finished(self, number, state, value, best):
-            super().trial_finished(number, state, value, best)
+        def trial_finished(self, number, state, value, best, done):
+            super().trial_finished(number, state, value, best, done)
             if number == 0:  # meanwhile another worker finishes a trial of the study
                 stored(tmp_path).add_trial(optuna.trial.create_trial(value=0.5))
 
@@ -256,6 +256,25 @@ def test_the_progress_count_includes_other_workers_trials(tmp_path, fashion_dir)
     shown = Shared()
     run(tmp_path, fashion_dir, text, pack=1, progress=shown)
     assert shown.shown == [1, 3]  # "[3/3 done]" at its second trial, not "[2/3 done]"
+
+
+def test_a_trial_another_worker_tells_while_ours_is_told_is_counted(tmp_path, fashion_dir,
+                                                                    monkeypatch):
+    # Two workers telling at the same moment: each count is read after its own tell, so
+    # neither shows "[1/3 done]" when two are done.
+    from lrsweep.search.tell import Teller
+    tell = Teller.tell
+
+    def racing(self, trial, result):
+        if trial.number == 0:  # another worker's trial is told just before ours
+            stored(tmp_path).add_trial(optuna.trial.create_trial(value=0.5))
+        return tell(self, trial, result)
+
+    monkeypatch.setattr(Teller, "tell", racing)
+    text = study_toml("edge", sampler="random", trials=3, scheduler='"constant"', epochs=1)
+    shown = Recorder()
+    run(tmp_path, fashion_dir, text, pack=1, progress=shown)
+    assert shown.shown == [2, 3]
 
 
 def test_told_trials_are_no_longer_heartbeaten(tmp_path, fashion_dir, monkeypatch):

@@ -28,8 +28,8 @@ def feed(display) -> None:
     display.pack_epoch({n: EpochMetrics(e, 0.1, 2.0, 0.3, 1.9, 0.5, 0.4, 1.5)
                         for n, e in ((1, 2), (3, 0))}, 4)
     display.stopping()
-    display.trial_finished(1, "complete", 0.5, 0.5)
-    display.trial_finished(2, "pruned", None, 0.5)
+    display.trial_finished(1, "complete", 0.5, 0.5, 2)
+    display.trial_finished(2, "pruned", None, 0.5, 3)
     display.close()
 
 

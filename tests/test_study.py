@@ -745,7 +745,7 @@ def test_a_run_stops_asking_once_another_run_changed_the_study_file(tmp_path, fa
     url = f"sqlite:///{tmp_path / 'store.db'}"
 
     class EditAfterTheFirstTrial(work.Progress):
-        def trial_finished(self, number, state, value, best):
+        def trial_finished(self, number, state, value, best, done):
             if number == 0:
                 provenance.create_or_load(second, storage.open_storage(url), url,
                                           allow_changed=True)
@@ -774,7 +774,7 @@ def test_a_worker_follows_the_study_file_another_run_stored(tmp_path, fashion_di
     provenance.create_or_load(first, storage.open_storage(url), url, allow_changed=False)
 
     class EditAfterTheFirstTrial(work.Progress):
-        def trial_finished(self, number, state, value, best):
+        def trial_finished(self, number, state, value, best, done):
             if number == 0:
                 provenance.create_or_load(second, storage.open_storage(url), url,
                                           allow_changed=True)

@@ -152,11 +152,6 @@ class PackRun:
             self.dropped.append(number)  # `LeaseLapsed` names it
             return
         self.leases.drop([trial_id])  # before it is told: no beat for a finished trial
-        # What every worker has finished before this one, and the best of it, for the line
-        # that tells it.
-        done, best = finished_and_best(self.work.study)
-        self.work.progress.study_done(done)
-        self.teller.saw(best)
         try:
             if trial_id not in self.gone:
                 state, value = self.teller.tell(entry.trial, result)
@@ -167,7 +162,12 @@ class PackRun:
                                     "worker: dropped here")
             return
         self.work.finished.append(number)  # told complete (or diverged) or pruned
-        self.work.progress.trial_finished(number, state, value, self.teller.best)
+        # What every worker has finished, this trial included, and the best of it, read after
+        # the tell: read before, a trial another worker told meanwhile would be missed, and
+        # two workers would each show the same "[5/6 done]".
+        done, best = finished_and_best(self.work.study)
+        self.teller.saw(best)
+        self.work.progress.trial_finished(number, state, value, self.teller.best, done)
 
     # --- helpers ---------------------------------------------------------------------------
 
