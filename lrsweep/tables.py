@@ -19,7 +19,9 @@ from rich.table import Table
 from lrsweep.numbers import bars, short
 
 CURVE = "val_acc_curve"  # the sparkline's column: every trial's validation accuracy by epoch
-_COUNTS = ("complete", "pruned", "failed", "running", "interrupted", "diverged")
+# `ls`'s counts (report.read.STUDY_COUNTS), in the order a narrow terminal keeps them.
+_COUNTS = ("complete", "pruned", "running", "interrupted", "never learned", "collapsed",
+           "non-finite", "fail", "waiting")
 
 
 class UnknownColumn(ValueError):
@@ -36,18 +38,18 @@ class Fitted:
 
 
 def studies(frame: Any, url: str, metrics: dict[str, str], console: Console) -> Fitted:
-    """One row a study: trial counts, the best value named by its metric and direction, and
-    when its last trial started. Counts that are zero for every study are left out."""
+    """One row a study: trials counted by outcome (or state, where they have none), the best
+    value named by its metric and direction, and when its last trial started. Counts that are
+    zero for every study are left out."""
     rows = frame.to_dict("records")
     cells: dict[str, list[str]] = {"study": [r["study"] for r in rows]}
-    for col in _COUNTS:
+    for col in [c for c in frame.columns if c in _COUNTS]:  # outcomes, then states
         cells[col] = [str(r[col]) for r in rows]
     cells["best"] = [f"{metrics.get(r['study'], 'value')} {short(r['best'])} "
                      f"({'max' if r['direction'] == 'maximize' else 'min'})" for r in rows]
     cells["last started"] = ["–" if r["last"] is None else str(r["last"])[:16] for r in rows]
     zero = [c for c in _COUNTS if all(v == "0" for v in cells[c])]
-    priority = ["study", "best", "complete", "last started", "pruned", "running",
-                "interrupted", "failed", "diverged"]
+    priority = ["study", "best", "complete", "last started", *_COUNTS[1:]]
     fitted = _fit(console, f"studies in {url}", cells, [c for c in priority if c not in zero],
                   left=("study", "last started"), order=list(cells))
     fitted.hidden = zero

@@ -122,7 +122,26 @@ def test_trials_a_racing_worker_asked_beyond_the_total_are_no_trials_of_the_stud
     assert len(read.trials_frame("synthetic", synthetic)) == 9
     assert read.curves_frame("synthetic", synthetic)["trial"].max() == 8
     listed = read.studies_frame(synthetic).iloc[0]
-    assert (listed["complete"], listed["pruned"], listed["failed"]) == (7, 1, 1)
+    # Counted as the report counts them: the non-finite trial Optuna holds as COMPLETE is no
+    # complete trial; the surplus trials are no trials.
+    assert {k: listed[k] for k in ("complete", "non-finite", "pruned", "fail")} == {
+        "complete": 6, "non-finite": 1, "pruned": 1, "fail": 1}
+
+
+def test_ls_counts_trials_by_the_outcome_the_report_gives_them(synthetic, tmp_path):
+    # A trial Optuna holds as COMPLETE that ended at chance, without a recorded outcome (a
+    # store from before outcomes were kept): `ls` and the report both say "never learned".
+    study = optuna.load_study(study_name="synthetic", storage=synthetic)
+    study.add_trial(create_trial(
+        state=TrialState.COMPLETE, value=0.1, params={"scheduler": "cosine", "seed": 3},
+        distributions={"scheduler": CategoricalDistribution(["constant", "cosine"]),
+                       "seed": CategoricalDistribution([0, 1, 2, 3])},
+        user_attrs={"lr": [0.3, 0.2], "train_acc": [0.1, 0.1], "val_acc": [0.1, 0.1],
+                    "seed": 3, "pack_size": 1}))
+    listed = read.studies_frame(synthetic).iloc[0]
+    assert (listed["complete"], listed["never learned"], listed["non-finite"]) == (6, 1, 1)
+    text = render.write_report("synthetic", synthetic, tmp_path / "out").markdown.read_text()
+    assert "complete 6, never learned 1, non-finite 1, pruned 1, fail 1" in text
 
 
 def test_a_repeated_configuration_and_seed_counts_once(synthetic, tmp_path):

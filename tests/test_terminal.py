@@ -17,6 +17,7 @@ from rich.console import Console
 import lrsweep
 from lrsweep import progress, tables
 from lrsweep.cli_options import suggest
+from lrsweep.report.read import STUDY_COUNTS
 
 REPO = Path(__file__).resolve().parents[1]
 JOINT = REPO / "results" / "joint" / "joint.db"  # committed: 40 trials of four parameters
@@ -107,14 +108,12 @@ def test_chosen_columns_in_their_order_and_unknown_ones_named():
 
 @pytest.mark.parametrize("width", [80, 120])
 def test_studies_table_names_metric_and_keeps_the_date(width):
-    frame = pd.DataFrame([{"study": "ex2-decay-exponent", "complete": 70, "pruned": 0,
-                           "failed": 0, "running": 0, "interrupted": 0, "diverged": 2,
-                           "best": 0.90658,
+    zeros = dict.fromkeys(STUDY_COUNTS, 0)
+    frame = pd.DataFrame([{**zeros, "study": "ex2-decay-exponent", "complete": 68,
+                           "non-finite": 2, "best": 0.90658,
                            "direction": "maximize", "last": "2026-11-29 21:48:07.123"},
-                          {"study": "loss", "complete": 3, "pruned": 1, "failed": 1,
-                           "running": 0, "interrupted": 0, "diverged": 0, "best": 0.25,
-                           "direction": "minimize",
-                           "last": None}])
+                          {**zeros, "study": "loss", "complete": 3, "pruned": 1, "fail": 1,
+                           "best": 0.25, "direction": "minimize", "last": None}])
     console = Console(width=width, file=io.StringIO())
     fitted = tables.studies(frame, "sqlite:///results/lrsweep.db",
                             {"ex2-decay-exponent": "val_acc", "loss": "val_loss"}, console)
@@ -123,12 +122,13 @@ def test_studies_table_names_metric_and_keeps_the_date(width):
     assert "val_acc 0.9066 (max)" in text[3] and "2026-11-29 21:48" in text[3]
     assert "val_loss 0.25 (min)" in text[4]
     names = header(text)
-    # By priority: the counts least asked for go first when there is no room.
+    # By priority: the counts least asked for go first when there is no room; the outcomes
+    # in the reports' order, then the states of trials without one.
     assert names == {80: ["study", "complete", "pruned", "best", "last", "started"],
-                     120: ["study", "complete", "pruned", "failed", "diverged", "best", "last",
+                     120: ["study", "complete", "non-finite", "pruned", "fail", "best", "last",
                            "started"]}[width]
-    assert fitted.dropped == {80: ["failed", "diverged"], 120: []}[width]
-    assert fitted.hidden == ["running", "interrupted"]  # 0 for every study
+    assert fitted.dropped == {80: ["non-finite", "fail"], 120: []}[width]
+    assert fitted.hidden == ["running", "interrupted", "never learned", "collapsed", "waiting"]
 
 
 @pytest.mark.parametrize("width", [60, 80, 120])
@@ -188,7 +188,10 @@ def test_show_and_ls_fit_the_terminal(lrsweep_cli, stores, monkeypatch, width):
             f"{stores['joint']}") in lines
     listed = lrsweep_cli("ls", "--storage", stores["joint"])
     assert listed.returncode == 0 and max(map(len, listed.stdout.splitlines())) <= width
-    assert re.search(r"joint +18 +22 +2 +val_acc 0\.8652 \(max\) +2026-11-21 15:17 ", listed.stdout)
+    # By outcome, as its report counts them: 16 complete, 2 collapsed (told COMPLETE to
+    # Optuna), 22 pruned.
+    assert re.search(r"joint +16 +2 +22 +val_acc 0\.8652 \(max\) +2026-11-21 15:17 ", listed.stdout)
+    assert header(listed.stdout.splitlines())[:4] == ["study", "complete", "collapsed", "pruned"]
 
 
 def test_unknown_column_is_one_line_exit_2(lrsweep_cli, stores):

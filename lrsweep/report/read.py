@@ -11,6 +11,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from lrsweep.outcomes import OUTCOMES
 from lrsweep.search import spec as spec_mod
 from lrsweep.search.surplus import SURPLUS_ATTR
 from lrsweep.store import leases, optuna_private
@@ -22,27 +23,44 @@ FINAL_CURVES = tuple(c for c in CURVES  # a trial's row
 
 
 def studies_frame(url: str) -> pd.DataFrame:
-    """One row per study in the store: trial counts by state (RUNNING split into the trials
-    a worker holds and those interrupted), and the best value."""
+    """One row per study in the store: its trials counted by outcome, in the words of the
+    reports (`STUDY_COUNTS`: complete, never learned, collapsed, non-finite, pruned), and by
+    state where they have none (fail: crashed; running: a worker holds them; interrupted:
+    none does), and the best value."""
+    from lrsweep.report.outcome_counts import outcome_column  # imports this module
     rdb = open_storage(url, create=False)
     rows = []
     for name in study_names(rdb):
         study = optuna.load_study(study_name=name, storage=rdb)
         trials = asked_within_total(study)
-        counts = {s: sum(t.state == s for t in trials) for s in TrialState}
-        interrupted = sum(state == "interrupted" for state in states(study, trials))
+        outcomes = outcome_column(pd.DataFrame(
+            [_outcome_row(t, state) for t, state in zip(trials, states(study, trials))],
+            columns=["state", "outcome", "train_acc", "classes"]))
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         best = (max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min)(
             (t.value for t in complete), default=None)
-        rows.append({"study": name, "complete": counts[TrialState.COMPLETE],
-                     "pruned": counts[TrialState.PRUNED], "failed": counts[TrialState.FAIL],
-                     "running": counts[TrialState.RUNNING] - interrupted,
-                     "interrupted": interrupted,
-                     "diverged": sum(bool(t.user_attrs.get("diverged")) for t in complete),
+        rows.append({"study": name, **{c: int((outcomes == c).sum()) for c in STUDY_COUNTS},
                      "best": best, "direction": study.direction.name.lower(),
                      "last": max((t.datetime_start for t in trials if t.datetime_start),
                                  default=None)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["study", *STUDY_COUNTS, "best", "direction", "last"])
+
+
+# `ls`'s counts: a finished trial's outcome (lrsweep.outcomes, as every report counts them),
+# else its state (waiting: enqueued through Optuna, not yet asked).
+STUDY_COUNTS = (*OUTCOMES, "fail", "running", "interrupted", "waiting")
+
+
+def _outcome_row(trial: optuna.trial.FrozenTrial, state: str) -> dict:
+    """What `outcome_column` needs of a trial: its state as the tables name it, its recorded
+    outcome, and where none was recorded (stores before 2026-11-30) its last train accuracy
+    and its classes."""
+    recorded = trial.user_attrs.get("outcome")
+    train_acc = [None] if recorded else trial_curves(trial).get("train_acc") or [None]
+    if trial.user_attrs.get("diverged"):
+        state = f"diverged ({trial.user_attrs['diverged']})"
+    return {"state": state, "outcome": recorded,
+            "train_acc": train_acc[-1], "classes": trial.user_attrs.get("classes", 10)}
 
 
 def trials_frame(name: str, url: str, *, study: optuna.Study | None = None) -> pd.DataFrame:
