@@ -137,7 +137,10 @@ Csv = typer.Option(None, "--csv", parser=_path_given,
                    help="Write every trial's per-epoch curves here")
 SchedulesOut = typer.Option(Path("results/schedules.png"), "--out", parser=_path_given,
                             help="Where to write the figure (.png, .pdf, .svg, …)")
-SchedulesEpochs = typer.Option(30, "--epochs", min=1, max=10_000, help="Epochs to plot")
+SchedulesEpochs = typer.Option(30, "--epochs", min=1, max=10_000,
+                               help="Epochs to plot, of the chapter's parameters (cosine turns "
+                               "at 20, multistep at 15 and 30, whatever this is); a report "
+                               "plots what its study's trials trained")
 
 
 # The files and folders a command writes, checked before it does any work.

@@ -395,6 +395,19 @@ def test_importance_names_the_dimension_that_drives_the_value(tmp_path):
     assert "optimizer" not in list(listed) and "base_lr" in list(listed)
     grid = spec.parse(study_toml("g", scheduler='"constant"', base_lr="[0.1, 0.3]"), source="g")
     assert importance.importance(study, grid, "val_acc", tmp_path) is None  # a grid searches not
+    # Trials the report sets aside (an earlier study file's, repeats) are not weighed: here
+    # 30 more in which only the scheduler mattered.
+    for trial in study.get_trials():
+        study.add_trial(optuna.trial.create_trial(
+            params=trial.params, distributions=trial.distributions,
+            value=0.9 if trial.params["scheduler"] == "cosine" else 0.1))
+    earlier = list(range(30, 60))
+    assert importance.importance(study, joint, "val_acc", tmp_path).table.iloc[0][
+        "dimension"] == "scheduler"
+    counted = importance.importance(study, joint, "val_acc", tmp_path, set_aside=earlier)
+    assert counted.table.iloc[0]["dimension"] == "base_lr"
+    assert "over the final values of 30 trials (those not pruned" in counted.paragraphs[0]
+    assert "Left out: the 30 trial(s)" in counted.paragraphs[0]
 
 
 # --- exercise 5 ----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
@@ -22,12 +23,17 @@ MIN_TRIALS_FOR_IMPORTANCE = 8
 REPEATS = ("seed",)
 
 
-def importance(study, spec: StudySpec | None, metric: str, folder: Path) -> Section | None:
-    """Optuna's fANOVA importances of the searched dimensions, for studies that search."""
+def importance(study, spec: StudySpec | None, metric: str, folder: Path,
+               set_aside: Sequence[int] = ()) -> Section | None:
+    """Optuna's fANOVA importances of the searched dimensions, for studies that search, over
+    the trials the report's statistics count (`set_aside`: the numbers of those they leave
+    out, report.aside)."""
     import optuna
 
     if spec is None or spec.study.sampler not in SEARCHING_SAMPLERS:
         return None
+    if set_aside:
+        study = _without(study, set(set_aside))
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(complete) < MIN_TRIALS_FOR_IMPORTANCE:
         return None
@@ -49,7 +55,10 @@ def importance(study, spec: StudySpec | None, metric: str, folder: Path) -> Sect
     conditional = sorted(searched - shared)
     table = pd.DataFrame({"dimension": list(scores), "importance": list(scores.values())})
     top = table.iloc[0]
-    text = (f"By Optuna's fANOVA over {len(complete)} complete trials, **{top['dimension']}** "
+    # Optuna's COMPLETE: every trial that was not pruned, failed outcomes included (the
+    # report's own "complete" is an outcome, which would count fewer).
+    text = (f"By Optuna's fANOVA over the final values of {len(complete)} trials (those not "
+            f"pruned, failed seeds included), **{top['dimension']}** "
             f"explains the largest share of the variance of the final {metric} "
             f"({top['importance']:.2f}), then " + ", ".join(
                 f"{r['dimension']} ({r['importance']:.2f})" for _, r in table.iloc[1:].iterrows())
@@ -63,6 +72,9 @@ def importance(study, spec: StudySpec | None, metric: str, folder: Path) -> Sect
     if pruned:
         text += (f" {pruned} trial{' was' if pruned == 1 else 's were'} pruned by the "
                  "study's pruner.")
+    if set_aside:
+        text += (f" Left out: the {len(set_aside)} trial(s) the report's statistics leave "
+                 "out (named under What was studied).")
     plt, _ = plotting()
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(table) + 1.5))
     ax.barh(table["dimension"][::-1], table["importance"][::-1], color="C0")
@@ -70,3 +82,13 @@ def importance(study, spec: StudySpec | None, metric: str, folder: Path) -> Sect
     figure = save(fig, folder / "importances.png", [ax])
     shown = table.assign(importance=table["importance"].map(lambda v: f"{v:.3f}"))
     return Section("Which dimension matters (parameter importances)", [text], shown, [figure])
+
+
+def _without(study, numbers: set[int]):
+    """An in-memory copy of `study` without the trials numbered `numbers` (Optuna's
+    importances take a whole study)."""
+    import optuna
+
+    copy = optuna.create_study(directions=study.directions)
+    copy.add_trials([t for t in study.get_trials(deepcopy=False) if t.number not in numbers])
+    return copy

@@ -68,7 +68,8 @@ def write_report(name: str, url: str, out: str | Path | None = None) -> Report:
     sections = _sections(name, url, study, study_spec, trials, configs, metric, stored, aside)
     # The exercises' own sections come right after the general answer.
     found = exercises.sections(counted, counted_curves, study_spec, metric, folder)
-    found += [s for s in [importance.importance(study, study_spec, metric, folder)] if s]
+    found += [s for s in [importance.importance(study, study_spec, metric, folder, aside.trials)]
+              if s]
     sections[2:2] = found
     markdown = folder / "report.md"
     markdown.write_text(pages.markdown(name, sections, figures, folder))
