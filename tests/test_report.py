@@ -305,9 +305,10 @@ def test_html_renders_in_headless_chromium(synthetic, tmp_path):
     assert len(lower) > 20
 
 
-def loss_study(tmp_path, metric):
+def loss_study(tmp_path, metric, blown_up=None):
     """A minimize study on `metric`: cosine's three seeds, and constant's two with one that
-    diverged (its losses not finite, so stored as null)."""
+    diverged (its losses not finite, so stored as null; or, `blown_up`, its last evaluation
+    still finite though its loss blew up)."""
     url = f"sqlite:///{tmp_path / 'loss.db'}"
     study = optuna.create_study(study_name="loss", storage=url, direction="minimize")
     study.set_user_attr("study_file", study_toml("loss", sampler="random", trials=5,
@@ -317,6 +318,7 @@ def loss_study(tmp_path, metric):
     for scheduler, seed, loss in (("cosine", 0, 0.5), ("cosine", 1, 0.6), ("cosine", 2, 0.7),
                                   ("constant", 0, 0.2), ("constant", 1, None)):
         diverged = "nonfinite" if loss is None else None
+        loss = blown_up if diverged else loss
         study.add_trial(create_trial(
             state=TrialState.COMPLETE, value=math.inf if diverged else loss,
             params={"scheduler": scheduler, "seed": seed},
@@ -329,9 +331,12 @@ def loss_study(tmp_path, metric):
     return url
 
 
+@pytest.mark.parametrize("blown_up", [None, 0.1], ids=["null", "finite"])
 @pytest.mark.parametrize("metric", ["val_loss", "train_loss"])
-def test_a_loss_metric_ranks_a_configuration_with_a_diverged_seed_last(tmp_path, metric):
-    written = render.write_report("loss", loss_study(tmp_path, metric), tmp_path / "out")
+def test_a_loss_metric_ranks_a_configuration_with_a_diverged_seed_last(tmp_path, metric,
+                                                                       blown_up):
+    written = render.write_report("loss", loss_study(tmp_path, metric, blown_up),
+                                  tmp_path / "out")
     configs = list(csv.DictReader((written.folder / "configs.csv").open()))
     assert [c["config"] for c in configs] == ["scheduler=cosine", "scheduler=constant"]
     assert float(configs[0][f"{metric}_mean"]) == pytest.approx(0.6)

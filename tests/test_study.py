@@ -4,6 +4,7 @@ inside a pack, grid coverage, and continuing a random study without replaying it
 from __future__ import annotations
 
 import csv
+import math
 import os
 import signal
 import time
@@ -128,6 +129,27 @@ def test_a_trial_at_its_last_epoch_is_told_complete_not_judged(tmp_path, fashion
     assert asked == []  # epoch 1 is the first judged and the last: nobody is judged
     assert [t.state for t in stored.trials] == [TrialState.COMPLETE] * 4
     assert all(list(t.intermediate_values) == [0, 1] for t in stored.trials)
+
+
+@pytest.mark.parametrize("metric", ["val_loss", "val_acc"])
+def test_a_trial_whose_loss_blew_up_is_told_the_worst_value_by_a_loss(tmp_path, fashion_dir,
+                                                                     monkeypatch, metric):
+    # The engine calls a trial non-finite when its train loss or test NLL left every range;
+    # its validation loss may still come out finite (and low). Told by a loss, it ranks last;
+    # told by an accuracy, it keeps the accuracy it reached (at chance: last anyway).
+    from lrsweep.train import engine
+
+    def blown_up(result, *args):
+        result.status, result.diverged = "diverged", "nonfinite"
+
+    monkeypatch.setattr(engine, "_judge", blown_up)
+    text = study_toml("blown", scheduler='"constant"', sampler="random", trials=1).replace(
+        'pruner = "none"', f'pruner = "none"\nmetric = "{metric}"')
+    _, study = run(tmp_path, fashion_dir, text)
+    (trial,) = study.trials
+    reached = trial_curves(trial)[metric][-1]
+    assert trial.user_attrs["outcome"] == "non-finite" and math.isfinite(reached)
+    assert trial.value == (math.inf if metric == "val_loss" else reached)
 
 
 def test_pack_mates_are_each_others_peers_when_none_has_completed(tmp_path, fashion_dir):

@@ -174,9 +174,11 @@ def config_table(trials: pd.DataFrame, metrics: list[str], *,
         for metric in metrics:
             values = group[metric]
             if lower_is_better(metric):
-                # A diverged seed's loss is not finite, so it was stored as null: it counts
-                # as the worst loss there is, not as a seed that never ran.
-                values = values.mask(diverged & values.isna(), math.inf)
+                # A non-finite seed's loss blew up (stored as null where it was not finite,
+                # as a number where its last evaluation still was): it counts as the worst
+                # loss there is, not as a seed that never ran nor as one that learned.
+                blew_up = (group["outcome"] == "non-finite") | (diverged & values.isna())
+                values = values.mask(blew_up, math.inf)
             mean, ci, n = mean_ci(values)
             row.update({f"{metric}_mean": mean, f"{metric}_ci": ci, f"{metric}_n": n})
         rows.append(row)

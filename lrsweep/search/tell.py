@@ -57,7 +57,11 @@ class Teller:
             optuna_private.tell(study, trial, state=TrialState.PRUNED)
             return "pruned", None
         value = curve[-1]
-        if not math.isfinite(value):  # a diverged trial is a result: the worst one
+        # A diverged trial is a result: the worst one. A non-finite one's loss blew up
+        # (outcomes.loss_bound) even where its last evaluation came out finite: by a loss it
+        # ranks last, as in the report, not ahead of trials that learned.
+        blew_up = result.diverged == "nonfinite" and spec.direction == "minimize"
+        if not math.isfinite(value) or blew_up:
             value = math.inf if spec.direction == "minimize" else -math.inf
         optuna_private.tell(study, trial, value)
         self.saw(value)
