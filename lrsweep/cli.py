@@ -110,7 +110,7 @@ def rerun(name: str = typer.Argument(..., help="The study's name"),
 @command("ls")
 @handle_errors()
 def list_studies(storage: Optional[str] = opt.Storage) -> None:
-    """List the studies in the store: trial states and best values."""
+    """List the studies in the store: trials by outcome, best values."""
     from lrsweep.report.read import studies_frame
     from lrsweep.store.places import hide_passwords
     from lrsweep.store.storage import default_storage

@@ -132,6 +132,19 @@ def test_trials_told_under_an_earlier_study_file_are_not_ranked(tmp_path):
     optuna.load_study(study_name="search", storage=url).set_user_attr(spec.STUDY_FILES_ATTR, {
         commented.identity: {"text": commented.text, "overrides": []}})
     assert "earlier study file" not in rerun.best_study_file("search", url, top=1, seeds=1)
+    # Nor does one that chooses trials otherwise (sampler, its seed, pruner, description):
+    # each trial trains as it would have under the current file.
+    chosen = spec.parse(SEARCH.replace('sampler = "random"', 'sampler = "tpe"\nsampler_seed = 3'
+                                       '\ndescription = "tried"').replace(
+        'pruner = "none"', 'pruner = "median"'), source="s")
+    assert chosen.identity != commented.identity and chosen.study.pruner == "median"
+    url = search_study(f"sqlite:///{tmp_path / 'd.db'}", lambda value: chosen.identity)
+    optuna.load_study(study_name="search", storage=url).set_user_attr(spec.STUDY_FILES_ATTR, {
+        chosen.identity: {"text": chosen.text, "overrides": []}})
+    assert "earlier study file" not in rerun.best_study_file("search", url, top=1, seeds=1)
+    # A fixed value of the space is part of how a trial trains.
+    fixed = spec.parse(SEARCH + "final_lr = 0.001\n", source="s")
+    assert not spec.stored_trains_like({"text": fixed.text}, spec.parse(SEARCH, source="s"))
     older = search_study(f"sqlite:///{tmp_path / 'b.db'}", lambda value: "an-older-file")
     with pytest.raises(StorageError, match="every finished trial trained under an earlier "
                                            "study file"):

@@ -92,7 +92,7 @@ def _check_same_spec(study: optuna.Study, spec: StudySpec, url: str, allow_chang
     _check_same_objective(study, stored, spec, url)
     changes = _differences(stored, spec)
     if changes and not allow_changed:
-        raise SpecError(f"{spec.source}: study {spec.study.name!r} in {url} was started from a "
+        raise SpecError(f"{spec.source}: study {spec.study.name!r} in {url} was last run with a "
                         f"different study file ({'; '.join(changes[:3])}); give the study a new "
                         "[study] name, or pass --allow-changed to continue it with this file")
     if changes:

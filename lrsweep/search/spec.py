@@ -85,21 +85,21 @@ def stored_files(user_attrs: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def stored_trains_like(stored: dict[str, Any] | None, current: StudySpec) -> bool:
     """Whether a study file the store keeps ({"text": …, "overrides": […]}, an entry of
-    `stored_files`) trains as `current` does: both parsed by this version, so comments,
-    the trial total and a newer lrsweep's defaults make no difference. A file this version
-    no longer reads, or none, does not."""
+    `stored_files`) trains as `current` does (`StudySpec.training`): both parsed by this
+    version, so comments, the trial total, how trials are chosen and a newer lrsweep's
+    defaults make no difference. A file this version no longer reads, or none, does not."""
     if stored is None:
         return False
     training = _training(stored["text"], tuple(stored.get("overrides", ())))
-    return training == current.canonical(ignore_trials=True)
+    return training == current.training()
 
 
 @functools.lru_cache(maxsize=16)
 def _training(text: str, overrides: tuple[str, ...]) -> str | None:
-    """What a stored file trains (`StudySpec.canonical` but for its total); None: this
-    version cannot read it. Cached: a run checks the stored file before every ask."""
+    """What a stored file trains (`StudySpec.training`); None: this version cannot read it.
+    Cached: a run checks the stored file before every ask."""
     try:
-        return parse(text, overrides=overrides, bounds="none").canonical(ignore_trials=True)
+        return parse(text, overrides=overrides, bounds="none").training()
     except SpecError:
         return None
 

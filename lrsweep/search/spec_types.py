@@ -228,6 +228,16 @@ class StudySpec:
         layout and the total of trials (which may always be raised)."""
         return self.canonical(ignore_trials=True) == other.canonical(ignore_trials=True)
 
+    def training(self) -> str:
+        """What a trial's numbers depend on, as JSON: the metric it is told by, [train], the
+        space (its fixed values and what is drawn) and the [[run]] tables; not how trials are
+        chosen (sampler, its seed, pruner), the description or the total. Trials of two files
+        equal in this are trials of one experiment."""
+        return json.dumps({"metric": self.study.metric, "train": asdict(self.train),
+                           "space": [[k, type(d).__name__, asdict(d)] for k, d in self.space],
+                           "runs": [[r.label, r.values] for r in self.runs]},
+                          sort_keys=True, default=list)
+
     def canonical(self, *, ignore_trials: bool = False) -> str:
         """The parsed content as JSON: equal for files that differ only in layout or comments."""
         study = replace(self.study, trials=0) if ignore_trials else self.study
