@@ -64,3 +64,21 @@ def test_a_resumed_study_draws_on_and_does_not_replay(tmp_path):
     assert {c["base_lr"] for c in before}.isdisjoint(c["base_lr"] for c in after)
     one_go = draws(*workers(tmp_path, "random", 1, "one-go.db"), 4)
     assert before + after == one_go  # a trial's draws depend on its number, not the session
+
+
+@pytest.mark.parametrize("sampler", ["gp", "cmaes"])
+def test_a_schedulers_own_dimension_is_drawn_without_a_warning_per_trial(sampler, capfd):
+    # GP and CMA-ES draw a dimension only some schedulers take (exponent) at random, as the
+    # README says, past their startup trials too, without Optuna's warning for each trial.
+    import optuna
+    parsed = spec.parse(study_toml("own", sampler=sampler, trials=14,
+                                   scheduler='["constant", "poly"]',
+                                   base_lr=SPACE.split(" = ", 1)[1],
+                                   extra="exponent = { low = 0.5, high = 2.0 }"), source="t")
+    study = optuna.create_study(sampler=make_sampler(parsed), direction="maximize")
+    for number in range(14):
+        trial = study.ask()
+        params = suggest(parsed, trial)
+        study.tell(trial, params["base_lr"] + number / 100)
+    assert any(t.params["scheduler"] == "poly" for t in study.trials[10:])  # past startup
+    assert "sampled independently" not in capfd.readouterr().err

@@ -32,7 +32,9 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
 
 _SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
     "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
-    "gp": lambda seed: optuna.samplers.GPSampler(seed=seed),
+    # GP and CMA-ES search the dimensions every trial has; a scheduler's own (exponent, …)
+    # go to their independent (random) sampler, as the README says, not warned of per trial.
+    "gp": lambda seed: optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False),
     # CMA-ES has no categorical axes; those go to its independent (random) sampler.
     "cmaes": lambda seed: optuna.samplers.CmaEsSampler(seed=seed,
                                                        warn_independent_sampling=False),
