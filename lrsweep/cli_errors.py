@@ -19,6 +19,11 @@ from typing import Any, Callable
 import typer
 from rich.console import Console
 
+# COLUMNS=0, or a word, is no width: Python's shutil reads it as unset, and so does lrsweep
+# (rich would take 0 and print every table as nothing). Read before any console is made.
+_columns = os.environ.get("COLUMNS")
+if _columns is not None and not (_columns.isdigit() and int(_columns) > 0):
+    del os.environ["COLUMNS"]
 err = Console(stderr=True, highlight=False)
 
 

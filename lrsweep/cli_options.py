@@ -117,8 +117,8 @@ Columns = typer.Option(None, "--columns", metavar="NAME,NAME,…",
                        help="These columns, in this order (`value` is the metric) "
                             + default("the metric, the outcome, the parameters that vary"))
 All = typer.Option(False, "--all", help="Every column the table has (those that do not fit "
-                                        "the terminal are named below it, as many as one "
-                                        "line holds: pick them with --columns)")
+                                        "the terminal are named below it: pick them with "
+                                        "--columns)")
 
 # rerun
 RerunTop = typer.Option(3, "--top", min=1, help="How many of the best configurations")

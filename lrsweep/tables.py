@@ -47,7 +47,9 @@ def studies(frame: Any, url: str, metrics: dict[str, str], console: Console) -> 
         cells[col] = [str(r[col]) for r in rows]
     cells["best"] = [f"{metrics.get(r['study'], 'value')} {short(r['best'])} "
                      f"({'max' if r['direction'] == 'maximize' else 'min'})" for r in rows]
-    cells["last started"] = ["–" if r["last"] is None else str(r["last"])[:16] for r in rows]
+    # A study without trials has none: None, or pandas' NaT beside studies that have one.
+    cells["last started"] = ["–" if r["last"] is None or r["last"] != r["last"]
+                             else str(r["last"])[:16] for r in rows]
     zero = [c for c in _COUNTS if all(v == "0" for v in cells[c])]
     priority = ["study", "best", "complete", "last started", *_COUNTS[1:]]
     fitted = _fit(console, f"studies in {url}", cells, [c for c in priority if c not in zero],
@@ -168,14 +170,21 @@ def _width(console: Console, table: Table) -> int:
 def not_shown(fitted: Fitted, width: int, *, dropped_how: str, hidden_how: str) -> str | None:
     """One line naming what the table left out and how to see it, kept within `width` by
     cutting the lists short ("+N more"); the hows stay whole (a command in one pastes whole,
-    wrapped by the terminal)."""
+    wrapped by the terminal). Where the hows alone take more than `width`, the terminal
+    wraps the line anyway: every name is kept."""
     groups = [(head, names, how) for head, names, how in (
         ("no room for", fitted.dropped, dropped_how),
         ("not shown", fitted.hidden, hidden_how)) if names]
-    counts = [len(names) for _, names, _ in groups]
-    while True:
-        line = "; ".join(f"{head}: {_names(names, count)}" + (f" ({how})" if how else "")
+
+    def text(counts: list[int]) -> str:
+        return "; ".join(f"{head}: {_names(names, count)}" + (f" ({how})" if how else "")
                          for (head, names, how), count in zip(groups, counts))
+
+    counts = [len(names) for _, names, _ in groups]
+    if len(text([0] * len(groups))) > width:
+        return text(counts) or None
+    while True:
+        line = text(counts)
         if len(line) <= width or not any(counts):
             return line or None
         last = max(i for i, count in enumerate(counts) if count)  # the later list goes first

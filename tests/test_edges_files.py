@@ -612,3 +612,20 @@ def test_export_writes_the_weights_whole(tmp_path):
     path, model = artifacts.export_weights("s", url, 0, tmp_path / "out" / "w.pt")
     assert (path.read_bytes(), model) == (payload, "lenet")
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["w.pt"]  # no temporary file
+
+
+def test_export_names_what_the_study_has_when_the_trial_is_not_there(tmp_path):
+    from lrsweep.store import leases
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(study_name="s", storage=url)
+    with pytest.raises(storage.StorageError, match=r"^study 's' has no trial 0 \(it has no "
+                                                   r"trials yet\)$"):
+        artifacts.export_weights("s", url, 0, tmp_path / "w.pt")
+    # A trial handed back by Ctrl-C: called interrupted, as `show` calls it.
+    trial_id = study.ask()._trial_id
+    leases.record_heartbeats(study, [trial_id])
+    leases.release_trials(study, [trial_id])
+    with pytest.raises(storage.StorageError, match=r"has no stored weights \(state "
+                                                   r"interrupted; only finished"):
+        artifacts.export_weights("s", url, 0, tmp_path / "w.pt")
+    assert not (tmp_path / "w.pt").exists()

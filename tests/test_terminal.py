@@ -89,6 +89,17 @@ def test_all_columns_drop_whole_columns_never_letters(width):
     assert note.startswith(f"no room for: {fitted.dropped[0]}") and len(note) <= width
 
 
+def test_columns_left_out_are_named_where_the_hint_alone_wraps():
+    # At 60 columns the command that shows them takes more than a line: cutting names to
+    # "1 column" would not keep the line within the width, only hide what was dropped.
+    fitted = tables.trials(joint_like(), "t", 10, Console(width=60, file=io.StringIO()),
+                           metric="val_acc")
+    how = "lrsweep show joint --storage sqlite:///results/joint/joint.db --all"
+    note = tables.not_shown(fitted, 60, dropped_how="pick with --columns", hidden_how=how)
+    assert fitted.dropped and note.startswith(f"no room for: {', '.join(fitted.dropped)} (")
+    assert f"not shown: {', '.join(fitted.hidden)} ({how})" in note
+
+
 def test_wider_terminal_shows_more_columns():
     shown = {w: len(header(render(tables.trials(joint_like(), "t", 10, Console(
         width=w, file=io.StringIO()), metric="val_acc", show_all=True).table, w)))
@@ -114,13 +125,14 @@ def test_studies_table_names_metric_and_keeps_the_date(width):
                            "direction": "maximize", "last": "2026-11-29 21:48:07.123"},
                           {**zeros, "study": "loss", "complete": 3, "pruned": 1, "fail": 1,
                            "best": 0.25, "direction": "minimize", "last": None}])
+    frame["last"] = pd.to_datetime(frame["last"])  # as read: the study without one is NaT
     console = Console(width=width, file=io.StringIO())
     fitted = tables.studies(frame, "sqlite:///results/lrsweep.db",
                             {"ex2-decay-exponent": "val_acc", "loss": "val_loss"}, console)
     text = render(fitted.table, width)
     assert max(map(len, text)) <= width
     assert "val_acc 0.9066 (max)" in text[3] and "2026-11-29 21:48" in text[3]
-    assert "val_loss 0.25 (min)" in text[4]
+    assert "val_loss 0.25 (min)" in text[4] and text[4].rstrip().endswith("–")
     names = header(text)
     # By priority: the counts least asked for go first when there is no room; the outcomes
     # in the reports' order, then the states of trials without one.
@@ -173,6 +185,15 @@ def stores(tmp_path):
     shutil.copy(JOINT, tmp_path / "joint.db")
     shutil.copy(EX1, tmp_path / "ex1.db")
     return {"joint": f"sqlite:///{tmp_path / 'joint.db'}", "ex1": f"sqlite:///{tmp_path / 'ex1.db'}"}
+
+
+@pytest.mark.parametrize("columns", ["0", "wide"])
+def test_a_columns_that_is_no_width_is_read_as_unset(lrsweep_cli, stores, columns):
+    # As Python's shutil reads it; rich alone would print every table 0 columns wide.
+    listed = lrsweep_cli("ls", "--storage", stores["joint"], env={"COLUMNS": columns})
+    assert listed.returncode == 0 and re.search(r"joint +16 +2 +22 ", listed.stdout)
+    assert "no report in" in lrsweep_cli("show", "joint", "--storage", stores["joint"],
+                                         env={"COLUMNS": columns}).stdout
 
 
 @pytest.mark.parametrize("width", [80, 120])

@@ -20,7 +20,7 @@ from typing import BinaryIO
 import optuna
 
 from lrsweep.atomic import remove_orphans, write_atomically
-from lrsweep.store import optuna_private
+from lrsweep.store import leases, optuna_private
 from lrsweep.store.places import folder_beside
 from lrsweep.store.storage import StorageError, load_study, open_storage
 
@@ -107,6 +107,15 @@ _ENDED = {"pruned": "was pruned", "never learned": "never learned", "collapsed":
           "non-finite": "went non-finite"}
 
 
+def _state(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
+    """The trial's state as `show` names it: a RUNNING trial no worker holds is
+    `interrupted` (`lrsweep resume` continues it)."""
+    if trial.state == optuna.trial.TrialState.RUNNING and \
+            optuna_private.trial_id(trial) in leases.unheld_trials(study):
+        return "interrupted"
+    return trial.state.name.lower()
+
+
 def export_weights(name: str, url: str, number: int, out: str | Path) -> tuple[Path, str]:
     """Copy trial `number`'s trained weights (a state_dict for the plain LeNet, or ResNet-18)
     to `out`; returns the path and the model's name. Nothing is created unless the weights
@@ -115,12 +124,13 @@ def export_weights(name: str, url: str, number: int, out: str | Path) -> tuple[P
     rdb = open_storage(url, create=False)  # the public way to read a trial's artifacts
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     if number not in trials:
-        raise StorageError(f"study {name!r} has no trial {number} (it has 0–{len(trials) - 1})")
+        has = f"it has 0–{len(trials) - 1}" if trials else "it has no trials yet"
+        raise StorageError(f"study {name!r} has no trial {number} ({has})")
     metas = [m for m in optuna.artifacts.get_all_artifact_meta(trials[number], storage=rdb)
              if m.mimetype == WEIGHTS_MIMETYPE]
     if not metas:
         raise StorageError(f"trial {number} of {name!r} has no stored weights (state "
-                           f"{trials[number].state.name.lower()}; only finished trials have them)")
+                           f"{_state(study, trials[number])}; only finished trials have them)")
     folder = folder_beside(url, "artifacts")
     source = folder / metas[-1].artifact_id
     if not source.is_file():
