@@ -82,6 +82,16 @@ def _path_given(value: str | Path) -> Path:
     return Path(value)
 
 
+def _file_given(value: str | Path) -> Path:
+    """A file option (`_path_given`) whose value ends in a separator names a folder: Path()
+    would drop the separator and write a file where the user named a folder."""
+    path = _path_given(value)
+    if isinstance(value, str) and value.rstrip().endswith(("/", os.sep)):
+        raise typer.BadParameter(f"{value} ends in '{value.rstrip()[-1]}', which names a folder: "
+                                 "give a file")
+    return path
+
+
 def _print_version(asked: bool) -> None:
     if asked:
         from lrsweep import __version__
@@ -124,18 +134,18 @@ All = typer.Option(False, "--all", help="Every column the table has (those that 
 RerunTop = typer.Option(3, "--top", min=1, help="How many of the best configurations")
 Seeds = typer.Option(5, "--seeds", min=1, help="Seeds per configuration")
 NewName = typer.Option(None, "--name", help="The new study's name " + default("NAME-best"))
-RerunOut = typer.Option(None, "--out", parser=_path_given, help="Write the study file here "
+RerunOut = typer.Option(None, "--out", parser=_file_given, help="Write the study file here "
                         + default("studies/NAME_best.toml, NAME's - written _"))
 
 # report, export, schedules
 ReportOut = typer.Option(None, "--out", parser=_path_given,
                          help="Folder " + default("results/NAME/"))
 Trial = typer.Option(None, "--trial", min=0, help="Write this trial's trained weights")
-WeightsOut = typer.Option(None, "--out", parser=_path_given, help="Where the weights go "
+WeightsOut = typer.Option(None, "--out", parser=_file_given, help="Where the weights go "
                                               + default("results/NAME/trial-N.pt"))
-Csv = typer.Option(None, "--csv", parser=_path_given,
+Csv = typer.Option(None, "--csv", parser=_file_given,
                    help="Write every trial's per-epoch curves here")
-SchedulesOut = typer.Option(Path("results/schedules.png"), "--out", parser=_path_given,
+SchedulesOut = typer.Option(Path("results/schedules.png"), "--out", parser=_file_given,
                             help="Where to write the figure (.png, .pdf, .svg, …)")
 SchedulesEpochs = typer.Option(30, "--epochs", min=1, max=10_000,
                                help="Epochs to plot, of the chapter's parameters (cosine turns "
@@ -257,5 +267,5 @@ Chapter = typer.Option(True, "--chapter/--no-chapter", help="Also time the chapt
 Precision = typer.Option("fp32", "--precision",
                          help="The packs' arithmetic, as a study's [train] precision: fp32, "
                               "tf32 or bf16")
-BenchOut = typer.Option(None, "--out", parser=_path_given,
+BenchOut = typer.Option(None, "--out", parser=_file_given,
                         help="JSON record " + default("results/benchmarks/bench-DEVICE-DATE.json"))

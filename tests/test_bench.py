@@ -115,12 +115,19 @@ def test_paired_ratio_interval_is_the_t_interval_of_the_log_ratios():
     assert (low, high) == pytest.approx((math.exp(mean - half), math.exp(mean + half)))
 
 
-def test_a_pack_out_of_memory_is_skipped_in_every_mode_and_round(monkeypatch):
+# Out of memory as the GPU's allocator says it, and as PyTorch's CPU allocator does.
+OUT_OF_MEMORY = [torch.cuda.OutOfMemoryError("CUDA out of memory"),
+                 RuntimeError("[enforce fail at alloc_cpu.cpp:127] data. DefaultCPUAllocator: "
+                              "can't allocate memory: you tried to allocate 14450688000 bytes.")]
+
+
+@pytest.mark.parametrize("error", OUT_OF_MEMORY, ids=["cuda", "cpu"])
+def test_a_pack_out_of_memory_is_skipped_in_every_mode_and_round(monkeypatch, error):
     real = bench.engine.train_pack
 
     def four_too_many(configs, splits):
         if len(configs) == 4:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+            raise error
         return real(configs, splits)
 
     monkeypatch.setattr(bench.engine, "train_pack", four_too_many)

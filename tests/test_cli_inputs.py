@@ -58,6 +58,10 @@ def one_line(proc, message):
     (("schedules", "--out", ""), "'--out': an empty path names no file or folder"),
     (("bench", "--packs", "1", "--out", ""), "'--out': an empty path names no file or folder"),
     (("run", ""), "lrsweep run: error: Invalid value for 'STUDY_FILE': an empty path names no"),
+    # A file named with a folder's separator: Path() would drop it and write the file.
+    (("schedules", "--out", "shapes.png/"), "'--out': shapes.png/ ends in '/', which names a "
+                                            "folder: give a file"),
+    (("export", "other", "--csv", "c.csv/"), "'--csv': c.csv/ ends in '/', which names a folder"),
     (("bench", "--packs", "1", "--subset", "70000"), "--subset 70000 exceeds the 60000 training"),
     (("rerun", "other", "--name", ""), "--name '': empty"),
     (("rerun", "other", "--name", "other"), "--name 'other': the study re-run"),

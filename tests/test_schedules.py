@@ -504,16 +504,27 @@ def test_module_doctests_pass():
     assert result.failed == 0
 
 
-def test_the_schedules_figure_ticks_whole_epochs(tmp_path, monkeypatch):
+@pytest.mark.parametrize("epochs", [1, 3])
+def test_the_schedules_figure_ticks_whole_epochs(tmp_path, monkeypatch, epochs):
+    # One epoch is one point: matplotlib's own ticks would be -0.045 … 0.045.
     import matplotlib.pyplot as plt
     from lrsweep.report import figures
     drawn = []
     monkeypatch.setattr(plt, "close", drawn.append)
-    figures.plot_schedules(tmp_path / "shapes.png", epochs=3)
+    figures.plot_schedules(tmp_path / "shapes.png", epochs=epochs)
     (fig,) = drawn
     fig.canvas.draw()
     shown = [ax for ax in fig.axes if ax.get_visible()]
     for ax in shown:
         low, high = ax.get_xlim()
-        assert all(float(t).is_integer() for t in ax.get_xticks() if low <= t <= high)
+        ticks = [t for t in ax.get_xticks() if low <= t <= high]
+        assert ticks and all(float(t).is_integer() for t in ticks)
     assert shown
+
+
+def test_the_schedules_figure_draws_nothing_postscript_cannot(tmp_path, caplog):
+    # No partly transparent artist: PostScript would log that it drew them opaque.
+    from lrsweep.report import figures
+    figures.plot_schedules(tmp_path / "shapes.eps", epochs=3)
+    assert (tmp_path / "shapes.eps").stat().st_size > 0
+    assert "does not support transparency" not in caplog.text

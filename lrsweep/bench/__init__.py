@@ -151,6 +151,10 @@ def _time_pack(k: int, shared: bool, splits: data.Splits, epochs: int,
                                    registry=_SHOWN)
     except torch.cuda.OutOfMemoryError:
         return None, False
+    except RuntimeError as error:  # the host's memory: PyTorch's CPU allocator raises this
+        if "can't allocate memory" not in str(error):
+            raise
+        return None, False
     return [m.seconds for m in results[0].epochs], failed_capture
 
 

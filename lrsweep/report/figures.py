@@ -71,9 +71,10 @@ def mean_band(ax, rows: pd.DataFrame, y: str, by: str, order: list, *, label=str
 
 
 def whole_ticks(axis) -> None:
-    """Ticks at whole numbers only (epochs, warmup lengths)."""
+    """Ticks at whole numbers only (epochs, warmup lengths), one at least: a single point
+    (one epoch) gets its own, not matplotlib's fractions around it."""
     from matplotlib.ticker import MaxNLocator
-    axis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
 def clipped_err(means: pd.Series, cis: pd.Series, metric: str) -> np.ndarray:
@@ -138,7 +139,7 @@ def plot_schedules(out: str | Path, epochs: int = 30) -> Path:
         ax.set_xlabel("epoch t")
         ax.set_ylabel("learning rate")
         whole_ticks(ax.xaxis)  # t counts whole epochs: no tick at 0.5 over 3 of them
-        ax.grid(alpha=0.3)
+        ax.grid(color="0.85")  # opaque: PostScript (.eps, .ps) draws no transparency
     for ax in list(axes.flat)[len(CHAPTER_SHAPES):]:
         ax.set_visible(False)
     fig.suptitle("lrsweep schedules (D2L §12.11 parameters)")
