@@ -136,8 +136,8 @@ def show(name: str = typer.Argument(..., help="The study's name"),
     from lrsweep.search import spec as spec_mod
     from lrsweep.store.storage import default_storage, load_study
     url = storage or default_storage()
-    chosen = [c.strip() for c in (columns or "").split(",") if c.strip()]
-    if columns is not None and not chosen:
+    chosen = [c.strip() for c in columns.split(",")] if columns is not None else []
+    if columns is not None and not all(chosen):  # as --packs: '' between commas is a slip
         raise typer.BadParameter(f"--columns {columns!r}: name columns separated by commas")
     twice = opt.given_twice(chosen)
     if twice:

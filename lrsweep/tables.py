@@ -25,7 +25,8 @@ _COUNTS = ("complete", "pruned", "running", "interrupted", "never learned", "col
 
 
 class UnknownColumn(ValueError):
-    """A --columns name the table does not have."""
+    """A --columns list the table cannot show: a name it does not have, or one column twice
+    (`value` and the metric's name)."""
 
 
 @dataclass
@@ -63,7 +64,7 @@ def trials(frame: Any, title: str, top: int, console: Console, *, metric: str = 
     """The `top` best trials, best first. By default the trial, its objective (headed by the
     metric's name), its outcome and the parameters that vary; `show_all` every column,
     `columns` those named, in that order."""
-    if "outcome" not in frame.columns and len(frame):  # a store from before outcomes
+    if len(frame):  # recorded, else derived (a store from before outcomes; a running trial)
         from lrsweep.report.outcome_counts import outcome_column
         frame = frame.assign(outcome=outcome_column(frame)).__finalize__(frame)
     ranked = frame.assign(_missing=frame["value"].isna()).sort_values(
@@ -78,7 +79,12 @@ def trials(frame: Any, title: str, top: int, console: Console, *, metric: str = 
               or any(v not in ("–", "") for v in cells[c])]
     if columns:
         aliases = {"value": metric}
-        priority = list(dict.fromkeys(aliases.get(c, c) for c in columns))
+        named = [aliases.get(c, c) for c in columns]
+        twice = sorted({c for c in named if named.count(c) > 1})
+        if twice:
+            raise UnknownColumn(f"--columns: {', '.join(twice)} named twice (`value` is the "
+                                f"metric, {metric})")
+        priority = named
         unknown = [c for c in priority if c not in cells]
         if unknown:
             raise UnknownColumn(f"--columns: no column {unknown[0]!r} in this table (it has "

@@ -189,11 +189,17 @@ def test_ls_tells_trials_a_worker_holds_from_those_interrupted(lrsweep_cli, tmp_
     assert sorted(row[1] for row in rows if row and row[0] in "2 3 4".split()) == [
         "interrupted", "interrupted", "running"]
     assert hint in shown.stdout
-    # Their curves are stored when they end: no epochs are claimed for them (they said 0).
-    epochs = lrsweep_cli("show", "held", "--storage", url, "--columns", "trial,state,epochs")
-    cells = {row[0]: row[2] for row in map(str.split, epochs.stdout.splitlines())
-             if len(row) == 3 and row[0].isdigit()}
-    assert cells == {"0": "2", "1": "2", "2": "–", "3": "–", "4": "–"}, epochs.stdout
+    # Their curves are stored when they end: no epochs, and no seconds, are claimed for them
+    # (they said 0); their outcome is their state, as in a report, whatever else the study
+    # holds (it had been "–" beside finished trials).
+    epochs = lrsweep_cli("show", "held", "--storage", url, "--columns",
+                         "trial,state,epochs,seconds,outcome", env={"COLUMNS": "200"})
+    cells = {row[0]: row[2:] for row in map(str.split, epochs.stdout.splitlines())
+             if row and row[0].isdigit()}
+    assert {n: cells[n] for n in "234"} == {"2": ["–", "–", "running"],
+                                            "3": ["–", "–", "interrupted"],
+                                            "4": ["–", "–", "interrupted"]}, epochs.stdout
+    assert cells["0"][0] == "2" and cells["0"][2:] == ["never", "learned"]
 
 
 # Each bad study file: (what replaces a line of a valid file, the one line expected).

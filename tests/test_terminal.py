@@ -223,6 +223,15 @@ def test_unknown_column_is_one_line_exit_2(lrsweep_cli, stores):
                         "val_acc,seed,val_acc")
     assert twice.returncode == 2 and twice.stderr.strip().splitlines() == [
         "lrsweep: error: --columns 'val_acc,seed,val_acc': val_acc named twice"]
+    # `value` is the metric's other name: one column, not two, and not one silently.
+    alias = lrsweep_cli("show", "joint", "--storage", stores["joint"], "--columns",
+                        "value,val_acc")
+    assert alias.returncode == 2 and alias.stderr.strip().splitlines() == [
+        "lrsweep: error: --columns: val_acc named twice (`value` is the metric, val_acc)"]
+    # A name left out between commas is a slip, as in --packs.
+    gap = lrsweep_cli("show", "joint", "--storage", stores["joint"], "--columns", "trial,,value")
+    assert gap.returncode == 2 and "--columns 'trial,,value': name columns separated by " \
+        "commas" in gap.stderr
     both = lrsweep_cli("show", "joint", "--storage", stores["joint"], "--all", "--columns", "seed")
     assert both.returncode == 2 and both.stderr.startswith("lrsweep: error: --all and --columns")
 

@@ -90,7 +90,8 @@ def trials_frame(name: str, url: str, *, study: optuna.Study | None = None) -> p
         # stores lack it); a frame's column beside the searched parameters says it is a count.
         if "parameters" in attrs:
             row["param_count"] = attrs["parameters"]
-        row["seconds"] = _share_of_pack_time(curves, attrs.get("pack_size", 1))
+        row["seconds"] = (None if row["epochs"] is None  # its time is not stored yet either
+                          else _share_of_pack_time(curves, attrs.get("pack_size", 1)))
         rows.append(row)
     # A study without trials still has the columns, so every reader can select from it.
     frame = pd.DataFrame(rows, columns=None if rows else TRIAL_COLUMNS)
