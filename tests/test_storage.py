@@ -203,6 +203,30 @@ def test_reading_a_missing_sqlite_file_does_not_create_it(tmp_path):
     assert not (tmp_path / "none.db").exists()
 
 
+def test_a_reader_given_a_folder_or_a_relative_path_is_told_what_it_likely_meant(
+        tmp_path, monkeypatch):
+    with pytest.raises(storage.StorageError, match=f"^storage sqlite:///{tmp_path}: {tmp_path} "
+                                                   "is a folder, not a database file$"):
+        storage.open_storage(f"sqlite:///{tmp_path}", create=False)
+    # sqlite:///tmp/x.db is tmp/x.db, relative: the file at /tmp/x.db takes four slashes.
+    optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}")
+    monkeypatch.chdir(tmp_path)
+    relative = str(tmp_path / "s.db").lstrip("/")
+    with pytest.raises(storage.StorageError, match=(
+            rf"no such database file \({relative}, relative to this folder\); for "
+            rf"{tmp_path / 's.db'} give four slashes: sqlite:////{relative}$")):
+        storage.load_study("s", f"sqlite:///{relative}")
+    assert not (tmp_path / relative.split("/")[0]).exists()
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_a_reader_given_an_in_memory_database_is_not_sent_to_run(url):
+    # `lrsweep run` refuses it (it would keep nothing): the store's file is what is meant.
+    with pytest.raises(storage.StorageError, match=r"an in-memory database is new and empty "
+                                                   r"each time: give the store's file"):
+        storage.open_storage(url, create=False)
+
+
 def test_unknown_study_names_the_ones_there(tmp_path):
     url = f"sqlite:///{tmp_path / 's.db'}"
     optuna.create_study(storage=url, study_name="alpha")

@@ -41,6 +41,25 @@ def default_storage() -> str:
     return os.environ.get("LRSWEEP_STORAGE") or DEFAULT_STORAGE
 
 
+# What a reader is told of sqlite:// or sqlite:///:memory: (`run` refuses them too, in
+# places.check_folders: they would keep nothing).
+_IN_MEMORY = ("an in-memory database is new and empty each time: give the store's file "
+              "(sqlite:///results/lrsweep.db) or server")
+
+
+def _not_a_file(path: Path) -> str:
+    """Why a reader finds no database at `path`, and what was likely meant."""
+    if str(path) == ":memory:":
+        return _IN_MEMORY
+    if path.is_dir():
+        return f"{path} is a folder, not a database file"
+    absolute = Path("/") / path
+    if not path.is_absolute() and absolute.is_file():  # three slashes read as relative
+        return (f"no such database file ({path}, relative to this folder); for {absolute} "
+                f"give four slashes: sqlite:///{absolute}")
+    return f"no such database file ({path})"
+
+
 def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage; SQLite files get WAL and a busy timeout. Heartbeats are
     recorded and read by lrsweep itself (leases below), not by Optuna's optimize loop.
@@ -53,7 +72,7 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
         if not create and not path.is_file():
-            raise StorageError(f"storage {url}: no such database file ({path})")
+            raise StorageError(f"storage {url}: {_not_a_file(path)}")
         if path.is_file():
             _check_sqlite_file(url, path, empty_ok=create)
         if create:  # only writers switch the journal: reading leaves the file as it was
@@ -108,6 +127,8 @@ def _check_server_store(url: str) -> None:
     finally:
         if engine is not None:
             engine.dispose()
+    if not made and url.startswith("sqlite"):  # sqlite:// — a file's URL has three slashes
+        raise StorageError(f"storage {url}: {_IN_MEMORY}")
     if not made:
         raise StorageError(f"storage {url}: holds no lrsweep store yet (no Optuna tables); "
                            "`lrsweep run` makes one")
