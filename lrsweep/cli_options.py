@@ -253,7 +253,8 @@ def given_twice(items: list) -> list:
 
 
 Subset = typer.Option(None, "--subset", min=0,
-                      help="Training images; the 10k test images are evaluated each epoch "
+                      help="Training images (0: all 60k); the 10k test images are evaluated "
+                           "each epoch "
                            + default("all on a GPU, 10000 on a CPU"))
 Packs = typer.Option(None, "--packs", help="Pack sizes, e.g. 1,8,32 "
                                            + default("1,8,32,128 on a GPU, 1,2,4,8,16,32 on a CPU"))

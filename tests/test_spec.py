@@ -11,6 +11,7 @@ import doctest
 import json
 import math
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -471,6 +472,27 @@ def test_load_sets_source_and_text(tmp_path):
     assert s.canonical() == spec.parse(text).canonical()
 
 
+def test_a_search_with_nothing_to_search_is_warned_of(tmp_path):
+    # Its trials would all be one configuration and seed: the same numbers trained again.
+    path = tmp_path / "s.toml"
+    fixed = '[study]\nname = "s"\nsampler = "random"\n[space]\nscheduler = "constant"\n'
+    path.write_text(fixed + 'base_lr = 0.1\nseed = [3]\n')
+    with pytest.warns(UserWarning, match=r"s.toml: \[space\] fixes every value, so the 20 "
+                                         "trials sampler 'random' asks are one configuration"):
+        spec.load(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for varied in ('base_lr = [0.1, 0.3]\n', 'base_lr = { low = 0.1, high = 0.3 }\n',
+                       'base_lr = 0.1\nseed = [0, 1]\n'):
+            path.write_text(fixed + varied)
+            spec.load(path)
+        path.write_text(fixed + 'base_lr = 0.1\n')
+        spec.load(path, ["study.trials=1"])  # one trial asked: nothing repeated
+        path.write_text(fixed.replace("random", "grid") + 'base_lr = 0.1\n')
+        assert spec.load(path).study.trials == 1
+    assert [str(w.message) for w in caught] == []
+
+
 def test_load_errors_name_the_path(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text(toml_text(train={"epoch": 5}), encoding="utf-8")
@@ -642,6 +664,7 @@ def test_runs_change_the_canonical_form():
     ('lag = 1', 'lag = 1\nseed = 3', "[[run]] 'b' seed: seeds are shared by every run"),
     ('lag = 1', 'lag = 1\nbase_rl = 3', "unknown key 'base_rl'; did you mean 'base_lr'?"),
     ('lag = 1', 'lag = 10', "[[run]] 'b' lag: 10 must be below the trial's 10 epochs"),
+    ('epochs = 10', 'epochs = 1', "[[run]] 'b' lag: 1 must be below the trial's 1 epoch"),
     ('base_lr = 0.5', 'base_lr = [0.5, 0.6]', "[[run]] 'c' base_lr: one value here"),
     ('base_lr = 0.5', 'base_lr = -1', "[[run]] 'c' base_lr: must be a number > 0"),
     ('scheduler = "constant"', 'scheduler = "constnt"', "did you mean 'constant'?"),

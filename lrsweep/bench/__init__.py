@@ -68,7 +68,7 @@ def run(device: str = "auto", *, subset: int = 0, packs: list[int] | None = None
             if k in out_of_memory and shared is not None:
                 continue
             log(f"{name} ..." if shared is not None else f"{name}: {len(splits.train_y)} "
-                f"images, {epochs} epochs ...")
+                f"images, {epochs} epoch{'' if epochs == 1 else 's'} ...")
             reset_peak(dev)
             if shared is None:
                 seconds, failed = chapter_loop(folder, dev, subset, epochs), False

@@ -58,7 +58,7 @@ def importance(study, spec: StudySpec | None, metric: str, folder: Path,
     # Optuna's COMPLETE: every trial that was not pruned, failed outcomes included (the
     # report's own "complete" is an outcome, which would count fewer).
     text = (f"By Optuna's fANOVA over the final values of {len(complete)} trials (those not "
-            f"pruned, failed seeds included), **{top['dimension']}** "
+            f"pruned, failed ones included), **{top['dimension']}** "
             f"explains the largest share of the variance of the final {metric} "
             f"({top['importance']:.2f}), then " + ", ".join(
                 f"{r['dimension']} ({r['importance']:.2f})" for _, r in table.iloc[1:].iterrows())

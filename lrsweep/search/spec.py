@@ -23,6 +23,7 @@ import difflib
 import functools
 import re
 import tomllib
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -55,7 +56,14 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> StudySpec:
         raise SpecError(f"{path}: no such study file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"{path}: cannot be read ({exc})") from None
-    return parse(text, source=str(path), overrides=overrides)
+    spec = parse(text, source=str(path), overrides=overrides)
+    if spec.study.sampler != "grid" and spec.study.trials > 1 and not any(
+            isinstance(d, Range) or len(getattr(d, "values", ())) > 1 for _, d in spec.space):
+        warnings.warn(f"{path}: [space] fixes every value, so the {spec.study.trials} trials "
+                      f"sampler {spec.study.sampler!r} asks are one configuration and seed, "
+                      "trained alike (a report counts it once): give a list or a range to "
+                      "search, or sampler = \"grid\" for its one trial", stacklevel=2)
+    return spec
 
 
 def from_stored(attrs: dict[str, Any], *, source: str, to_run: bool = False

@@ -203,8 +203,7 @@ def check_bounds(spec: StudySpec, *, name: bool = True) -> None:
         raise SpecError(f"{spec.source}: [study] name: {study_names.problem(spec.study.name)}")
     if spec.study.sampler_seed > MAX_SAMPLER_SEED:
         raise SpecError(f"{spec.source}: [study] sampler_seed: at most {MAX_SAMPLER_SEED} "
-                        f"(2**31 - 1), got {spec.study.sampler_seed}: the sampler's seed is "
-                        "sampler_seed plus the trials stored, and must stay below 2**32")
+                        f"(2**31 - 1), got {spec.study.sampler_seed}")
     tables = ([(f"{spec.source}: [[run]] {run.label!r}", {k: Fixed(v) for k, v in run.values})
                for run in spec.runs] or [(f"{spec.source}: [space]", dict(spec.space))])
     for where, dims in tables:
@@ -245,7 +244,7 @@ def _bound_growth(key: str, value: float, power: int, base: float, where: str,
 def check_warmup(dims: dict[str, Dimension], train: TrainSettings, where: str) -> None:
     warmup = _largest(dims.get("warmup_steps", Fixed(0)))
     lag = _largest(dims.get("lag", Fixed(0)))
-    unit = "epochs" if train.unit == "epoch" else "steps"
+    unit = train.unit + ("" if train.horizon == 1 else "s")  # "1 epoch", "3 epochs"
     if lag >= train.horizon:
         raise SpecError(f"{where} lag: {lag} must be below the trial's {train.horizon} {unit}")
     if warmup >= train.horizon:

@@ -45,7 +45,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     except RuntimeError:
         device = None
     if device is None or device.type not in ("cpu", "cuda"):
-        raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+        raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N (or cpu:N)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError(f"device {name!r} asked for, but this PyTorch sees no CUDA device")
     count = torch.cuda.device_count() if device.type == "cuda" else 0

@@ -114,7 +114,7 @@ def applied(precision: str, device: torch.device) -> Iterator[None]:
     trained as asked, with a warning (once a process) that it is emulated and slow."""
     _check(precision)
     if precision == "bf16" and not native_bf16(device):
-        warnings.warn(f"[train] precision = \"bf16\" on {device.type}: this {device.type} has "
+        warnings.warn(f"precision bf16 on {device.type}: this {device.type} has "
                       "no bf16 kernels (oneDNN's need AVX-512), so bf16 is emulated, which "
                       "measured ten times slower than fp32; fp32 is the faster choice here",
                       EmulatedPrecisionWarning, stacklevel=3)
