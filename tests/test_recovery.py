@@ -220,3 +220,17 @@ def test_kill_9_while_a_slot_turns_over_resumes_exactly(tmp_path, env, turnover,
     assert again.returncode == 0, again.stderr
     study, results = by_rate(tmp_path, "s.db")
     assert len(study.trials) == 4 and results == expected
+
+
+def test_a_pack_resumed_by_a_run_with_a_wider_pack_is_as_wide_as_it_was(tmp_path, env,
+                                                                       turnover):
+    # Interrupted in packs of 2, continued by a run of --pack 4: the pack is rebuilt 2 wide,
+    # as its checkpoint says, not widened to the new run's size (pack_size would say 4, and
+    # on a GPU a trial's rounding depends on the width).
+    (tmp_path / "s.toml").write_text(TURNOVER)
+    assert interrupt(tmp_path, env, "trial 2 started", signal.SIGKILL) == -signal.SIGKILL
+    time.sleep(GRACE + 1.5)
+    wider = [*command(tmp_path, "s.db")[:-1], "4"]
+    again = subprocess.run(wider, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert by_rate(tmp_path, "s.db")[1] == turnover[1]

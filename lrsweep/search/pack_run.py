@@ -85,8 +85,11 @@ class PackRun:
         # No more slots than trials it may hold at once: an empty slot costs a full one's time;
         # a pack taken over as wide as it was (on a GPU a trial's rounding depends on it).
         self.cap = in_flight(work.spec, width) if self.asking else width
-        width = max([min(self.cap, len(self.waiting) + (self._room() if self.asking else 0)),
-                     *(e.resume.width or 0 for e in self.waiting if e.resume is not None)])
+        resumed = [e.resume.width for e in self.waiting if e.resume is not None and e.resume.width]
+        # Taken over: exactly its checkpoint's width, whatever this run's --pack (a pack of
+        # 2 continued by a run of 4 stays 2, as the uninterrupted one was).
+        width = max(resumed) if resumed else min(
+            self.cap, len(self.waiting) + (self._room() if self.asking else 0))
         if self.pack_id is None:
             self.pack_id = optuna_private.trial_id(first.trial)
         self.name = pack_name(optuna_private.frozen_trial(work.study, self.pack_id))
