@@ -146,6 +146,17 @@ def test_fixed_rate_figure_shows_only_rates_at_which_some_seed_did_not_fail(tmp_
     assert drawn == [[0.01, 0.1]]
 
 
+def test_fixed_rate_says_so_when_every_rate_failed(tmp_path):
+    # At a scale too small to learn, no rate answers: the section says so, not nothing.
+    failing = {rate: [curve([0.1, 0.1, 0.1], train=[0.1, 0.1, 0.1])] * 2
+               for rate in ((0.01,), (0.1,), (1.0,))}
+    trials, curves = frames(failing, ("base_lr",))
+    section = ex1_fixed_rate.fixed_rate(trials, curves, EX1_SPEC, "val_acc", tmp_path)
+    assert section.paragraphs[0].startswith("No answer at this scale: every seed of every rate "
+                                            "failed (0.01, 0.1, 1)")
+    assert list(section.table["failed"]) == ["2 never learned"] * 3
+
+
 def test_fixed_rate_section_needs_a_constant_schedule_and_several_rates(tmp_path):
     trials, curves = frames(EX1, ("base_lr",))
     cosine = spec.parse(study_toml("c", scheduler='"cosine"', base_lr="[0.01, 0.1, 1.0]"),

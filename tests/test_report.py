@@ -22,6 +22,7 @@ from optuna.trial import TrialState, create_trial
 from conftest import REPO, study_toml
 from lrsweep.report import read, render, stats
 from lrsweep.search import surplus
+from lrsweep.store.storage import StorageError
 
 T_975 = {2: 4.302652729911275, 3: 3.182446305284263}  # Student t quantiles, by degrees of freedom
 COSINE = [0.80, 0.82, 0.84]
@@ -354,6 +355,27 @@ def test_a_study_without_trials_gets_a_report_that_says_so(tmp_path):
     study.set_user_attr("study_file", study_toml("empty", trials=2))
     written = render.write_report("empty", url, tmp_path / "out")
     assert "No trial has finished yet" in written.markdown.read_text()
+
+
+def test_the_best_trials_table_says_how_many_it_leaves_to_trials_csv(synthetic, tmp_path):
+    study = optuna.load_study(study_name="synthetic", storage=synthetic)
+    for seed in range(4):  # 13 trials, 11 with a value: the table holds 10 of them
+        add(study, "cosine", seed, 0.5 + seed / 100)
+    written = render.write_report("synthetic", synthetic, tmp_path / "out")
+    text = written.markdown.read_text()
+    assert "## Best trials\n\nThe 10 best of 13 trials by val_acc; trials.csv lists every " \
+        "trial." in text
+    assert len(list(csv.DictReader((written.folder / "trials.csv").open()))) == 13
+
+
+def test_a_study_lrsweep_did_not_make_gets_no_report(tmp_path):
+    # Without its study file a report would invent its scale and a command that makes it.
+    url = f"sqlite:///{tmp_path / 'plain.db'}"
+    optuna.create_study(study_name="plain", storage=url)
+    with pytest.raises(StorageError, match=r"^study 'plain' in .* was not made by lrsweep \(no "
+                                           r"stored study file\)"):
+        render.write_report("plain", url, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_study_of_pruned_trials_only_gets_no_empty_optuna_views(tmp_path, capsys):

@@ -34,8 +34,14 @@ def fixed_rate(trials: pd.DataFrame, curves: pd.DataFrame, spec: StudySpec | Non
     metrics = [metric, "test_acc", "train_acc", "train_loss", "gap", "peak_val_acc", "peak_epoch"]
     table = by_config(done, ["base_lr"], list(dict.fromkeys(metrics)))
     healthy = table[table["failed"] < table["n"]]
-    if healthy.empty:
-        return None
+    if healthy.empty:  # no rate to answer with: said, not left out without a word
+        return Section("Exercise 1: a fixed learning rate", [
+            f"No answer at this scale: every seed of every rate failed "
+            f"({', '.join(f'{r:g}' for r in sorted(table['base_lr']))}), so no rate learned "
+            "to compare by its accuracy or its overfitting. More epochs or training images, "
+            "or other rates, may give one."], pd.DataFrame({
+                "base_lr": table["base_lr"], "seeds": table["n"],
+                "failed": [failed_text(r) for _, r in table.iterrows()]}))
     best = healthy.sort_values(f"{metric}_mean", ascending=lower_is_better(metric)).iloc[0]
     text = _answer(table, healthy, best, done, rows, metric)
     delta = against(done, ["base_lr"], table, best, metric)

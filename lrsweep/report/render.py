@@ -28,7 +28,7 @@ from lrsweep.report.read import curves_frame, trials_frame
 from lrsweep.report.stats import (config_columns, config_key, config_table, finished, format_ci,
                                   intervals_overlap, lower_is_better, metric_bounds)
 from lrsweep.store.places import hide_passwords
-from lrsweep.store.storage import load_study
+from lrsweep.store.storage import StorageError, load_study
 
 METRICS = ["val_acc", "test_acc", "train_loss"]
 MAX_CURVES = 12  # configurations drawn in the curve figures (the best by the objective)
@@ -48,6 +48,10 @@ def write_report(name: str, url: str, out: str | Path | None = None) -> Report:
     """Write the report of study `name` into `out` (default results/NAME/, NAME as
     `names.folder_name` makes it safe)."""
     study = load_study(name, url)
+    if "study_file" not in study.user_attrs:  # before anything is written
+        raise StorageError(f"study {name!r} in {url} was not made by lrsweep (no stored study "
+                           "file): a report states its scale and the command that makes it "
+                           "again; optuna-dashboard reads any Optuna study")
     folder = Path(out) if out else Path("results") / folder_name(name)  # no name leaves results/
     folder.mkdir(parents=True, exist_ok=True)
     trials = trials_frame(name, url, study=study)
@@ -132,7 +136,9 @@ def _sections(name, url, study, study_spec, trials, configs, metric, stored,
         "value", ascending=trials.attrs.get("direction") == "minimize").head(10)
     best = best.drop(columns=[c for c in ("val_acc_curve", "classes") if c in best])
     best = best.dropna(axis=1, how="all")  # e.g. the SGLD columns of an SGD study
-    top = Section("Best trials", [], best)
+    top = Section("Best trials", [f"The {len(best)} best of {len(trials)} trials by {metric}; "
+                                  "trials.csv lists every trial." if len(trials) > len(best)
+                                  else ""], best)
     return [what, answer, table, top]
 
 
