@@ -74,9 +74,10 @@ def trials(frame: Any, title: str, top: int, console: Console, *, metric: str = 
              for name, source in _sources(frame, metric).items()}
     cells[CURVE] = [bars(v) for v in shown["val_acc_curve"]]  # as the dashboard's, no numbers
     everything = list(cells)
-    # Columns that no shown trial has (an SGD study's SGLD posterior averages) say nothing.
+    # Columns that no shown trial has (an SGD study's SGLD posterior averages, a study without
+    # validation's val_acc and its curve, all "·") say nothing.
     filled = [c for c in everything if c in ("trial", "state", metric)
-              or any(v not in ("–", "") for v in cells[c])]
+              or any(v not in ("–", "") and set(v) != {"·"} for v in cells[c])]
     if columns:
         aliases = {"value": metric}
         named = [aliases.get(c, c) for c in columns]

@@ -100,6 +100,20 @@ def test_columns_left_out_are_named_where_the_hint_alone_wraps():
     assert f"not shown: {', '.join(fitted.hidden)} ({how})" in note
 
 
+def test_a_study_without_validation_offers_no_validation_columns():
+    # chapter.toml: validation = 0, its metric train_loss; every val_acc is missing.
+    frame = joint_like().assign(val_acc=None, val_loss=None,
+                                val_acc_curve=[[None] * 30] * 12).__finalize__(joint_like())
+    fitted = tables.trials(frame, "t", 10, Console(width=250, file=io.StringIO()),
+                           metric="train_loss", show_all=True)
+    shown = header(render(fitted.table, 250))
+    assert not {"val_acc", "val_loss", tables.CURVE} & set(shown + fitted.dropped)
+    with pytest.raises(tables.UnknownColumn, match="no column 'bogus' in this table") as info:
+        tables.trials(frame, "t", 10, Console(width=250, file=io.StringIO()),
+                      metric="train_loss", columns=["bogus"])
+    assert "val_" not in str(info.value)  # the list --all shows, not more
+
+
 def test_wider_terminal_shows_more_columns():
     shown = {w: len(header(render(tables.trials(joint_like(), "t", 10, Console(
         width=w, file=io.StringIO()), metric="val_acc", show_all=True).table, w)))
