@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from lrsweep.outcomes import OUTCOMES
 from lrsweep.search import spec as spec_mod
 from lrsweep.search.surplus import SURPLUS_ATTR
-from lrsweep.store import leases, optuna_private
+from lrsweep.store import leases
 from lrsweep.store.records import CURVES, trial_curves
 from lrsweep.store.storage import load_study, open_storage, study_names
 
@@ -34,7 +34,7 @@ def studies_frame(url: str) -> pd.DataFrame:
         study = optuna.load_study(study_name=name, storage=rdb)
         trials = asked_within_total(study)
         outcomes = outcome_column(pd.DataFrame(
-            [_outcome_row(t, state) for t, state in zip(trials, states(study, trials))],
+            [_outcome_row(t, state) for t, state in zip(trials, leases.state_names(study, trials))],
             columns=["state", "outcome", "train_acc", "classes"]))
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         best = (max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min)(
@@ -57,10 +57,15 @@ def _outcome_row(trial: optuna.trial.FrozenTrial, state: str) -> dict:
     and its classes."""
     recorded = trial.user_attrs.get("outcome")
     train_acc = [None] if recorded else trial_curves(trial).get("train_acc") or [None]
-    if trial.user_attrs.get("diverged"):
-        state = f"diverged ({trial.user_attrs['diverged']})"
-    return {"state": state, "outcome": recorded,
+    return {"state": _with_divergence(trial, state), "outcome": recorded,
             "train_acc": train_acc[-1], "classes": trial.user_attrs.get("classes", 10)}
+
+
+def _with_divergence(trial: optuna.trial.FrozenTrial, state: str) -> str:
+    """A trial's state as the tables show it: "diverged (KIND)" for a diverged one (Optuna
+    holds it as COMPLETE)."""
+    kind = trial.user_attrs.get("diverged")
+    return f"diverged ({kind})" if kind else state
 
 
 def trials_frame(name: str, url: str, *, study: optuna.Study | None = None) -> pd.DataFrame:
@@ -68,11 +73,9 @@ def trials_frame(name: str, url: str, *, study: optuna.Study | None = None) -> p
     study = study or load_study(name, url)  # a caller that has it loaded saves a read
     rows = []
     trials = asked_within_total(study)
-    for t, state in zip(trials, states(study, trials)):
+    for t, state in zip(trials, leases.state_names(study, trials)):
         attrs, curves = t.user_attrs, trial_curves(t)  # curves: either form a store holds
-        row = {"trial": t.number, "state": state, "value": t.value}
-        if attrs.get("diverged"):
-            row["state"] = f"diverged ({attrs['diverged']})"
+        row = {"trial": t.number, "state": _with_divergence(t, state), "value": t.value}
         row.update({k: v for k, v in t.params.items()})
         row["seed"] = attrs.get("seed", t.params.get("seed"))
         for key in FINAL_CURVES:
@@ -97,16 +100,6 @@ def trials_frame(name: str, url: str, *, study: optuna.Study | None = None) -> p
     frame = pd.DataFrame(rows, columns=None if rows else TRIAL_COLUMNS)
     frame.attrs["direction"] = study.direction.name.lower()
     return frame
-
-
-def states(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> list[str]:
-    """Each trial's state as the tables name it: Optuna's, lower case, but a RUNNING trial no
-    worker holds (handed back by Ctrl-C, or its worker dead past the grace period) is
-    `interrupted`: it waits for `lrsweep resume`."""
-    running = any(t.state == TrialState.RUNNING for t in trials)
-    unheld = leases.unheld_trials(study) if running else set()
-    return ["interrupted" if t.state == TrialState.RUNNING
-            and optuna_private.trial_id(t) in unheld else t.state.name.lower() for t in trials]
 
 
 def asked_within_total(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -159,7 +152,7 @@ def curves_frame(name: str, url: str, *, study: optuna.Study | None = None) -> p
     study = study or load_study(name, url)  # a caller that has it loaded saves a read
     rows = []
     trials = asked_within_total(study)
-    for t, state in zip(trials, states(study, trials)):
+    for t, state in zip(trials, leases.state_names(study, trials)):
         attrs, curves = t.user_attrs, trial_curves(t)
         for epoch in range(len(curves.get("lr") or [])):
             row = {"trial": t.number, "state": state, "value": t.value,

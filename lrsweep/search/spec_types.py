@@ -233,15 +233,17 @@ class StudySpec:
         space (its fixed values and what is drawn) and the [[run]] tables; not how trials are
         chosen (sampler, its seed, pruner), the description or the total. Trials of two files
         equal in this are trials of one experiment."""
-        return json.dumps({"metric": self.study.metric, "train": asdict(self.train),
-                           "space": [[k, type(d).__name__, asdict(d)] for k, d in self.space],
-                           "runs": [[r.label, r.values] for r in self.runs]},
-                          sort_keys=True, default=list)
+        return self._as_json({"metric": self.study.metric})
 
     def canonical(self, *, ignore_trials: bool = False) -> str:
         """The parsed content as JSON: equal for files that differ only in layout or comments."""
         study = replace(self.study, trials=0) if ignore_trials else self.study
-        return json.dumps({"study": asdict(study), "train": asdict(self.train),
+        return self._as_json(asdict(study))
+
+    def _as_json(self, study: dict) -> str:
+        """`study` (all of [study], or the part compared) with [train], the space and the
+        [[run]] tables, as JSON: what `canonical` and `training` compare."""
+        return json.dumps({"study": study, "train": asdict(self.train),
                            "space": [[k, type(d).__name__, asdict(d)] for k, d in self.space],
                            "runs": [[r.label, r.values] for r in self.runs]},
                           sort_keys=True, default=list)

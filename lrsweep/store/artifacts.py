@@ -107,15 +107,6 @@ _ENDED = {"pruned": "was pruned", "never learned": "never learned", "collapsed":
           "non-finite": "went non-finite"}
 
 
-def _state(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
-    """The trial's state as `show` names it: a RUNNING trial no worker holds is
-    `interrupted` (`lrsweep resume` continues it)."""
-    if trial.state == optuna.trial.TrialState.RUNNING and \
-            optuna_private.trial_id(trial) in leases.unheld_trials(study):
-        return "interrupted"
-    return trial.state.name.lower()
-
-
 def export_weights(name: str, url: str, number: int, out: str | Path) -> tuple[Path, str]:
     """Copy trial `number`'s trained weights (a state_dict for the plain LeNet, or ResNet-18)
     to `out`; returns the path and the model's name. Nothing is created unless the weights
@@ -129,8 +120,9 @@ def export_weights(name: str, url: str, number: int, out: str | Path) -> tuple[P
     metas = [m for m in optuna.artifacts.get_all_artifact_meta(trials[number], storage=rdb)
              if m.mimetype == WEIGHTS_MIMETYPE]
     if not metas:
-        raise StorageError(f"trial {number} of {name!r} has no stored weights (state "
-                           f"{_state(study, trials[number])}; only finished trials have them)")
+        (state,) = leases.state_names(study, [trials[number]])
+        raise StorageError(f"trial {number} of {name!r} has no stored weights (state {state}; "
+                           "only finished trials have them)")
     folder = folder_beside(url, "artifacts")
     source = folder / metas[-1].artifact_id
     if not source.is_file():

@@ -156,6 +156,16 @@ def _running_heartbeats(conn: Any, study: optuna.Study, models: Any
     return now, running
 
 
+def state_names(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> list[str]:
+    """Each trial's state as every table and message names it: Optuna's, lower case, but a
+    RUNNING trial no worker holds (handed back by Ctrl-C, or its worker dead past the grace
+    period) is `interrupted`: it waits for `lrsweep resume`."""
+    running = any(t.state == optuna.trial.TrialState.RUNNING for t in trials)
+    unheld = unheld_trials(study) if running else set()
+    return ["interrupted" if t.state == optuna.trial.TrialState.RUNNING
+            and optuna_private.trial_id(t) in unheld else t.state.name.lower() for t in trials]
+
+
 def unheld_trials(study: optuna.Study) -> set[int]:
     """The ids of the study's RUNNING trials that no worker holds: their lease handed back
     (Ctrl-C) or their heartbeat silent past the grace period (a worker that died). `resume`

@@ -8,10 +8,8 @@ import re
 import tempfile
 from pathlib import Path
 
-import sqlalchemy
-
 from lrsweep.names import folder_name
-from lrsweep.store.storage import StorageError
+from lrsweep.store.storage import StorageError, in_memory
 
 _PASSWORD_IN_URL = re.compile(r"(\b[a-z][\w+.-]*://[^\s:/@]*:)[^\s@/]+@", re.IGNORECASE)
 
@@ -44,7 +42,7 @@ def check_folders(url: str, study: str | None = None) -> None:
     study would otherwise be created, and fail at its first checkpoint). A SQLite store that
     cannot be made where its URL says is left to `storage.open_storage`, which names the
     store."""
-    if _in_memory(url):
+    if in_memory(url):
         raise StorageError(f"storage {url}: an in-memory database ends with the run, and every "
                            "trial with it; give a file (sqlite:///results/lrsweep.db) or a "
                            "server (postgresql://USER@HOST/DATABASE)")
@@ -74,15 +72,6 @@ def cannot_write(folder: Path) -> str | None:
     except OSError as error:
         return error.strerror or str(error)
     return None
-
-
-def _in_memory(url: str) -> bool:
-    """An SQLite URL without a file: `sqlite://`, `sqlite+pysqlite://`, `sqlite:///:memory:`."""
-    try:
-        parsed = sqlalchemy.engine.make_url(url)
-    except (sqlalchemy.exc.ArgumentError, ValueError):
-        return False  # not a URL (or a port that is no number): `storage.check_url` says so
-    return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
 
 
 def nearest_existing(path: Path) -> Path:

@@ -41,16 +41,17 @@ def default_storage() -> str:
     return os.environ.get("LRSWEEP_STORAGE") or DEFAULT_STORAGE
 
 
-# What a reader is told of sqlite:// or sqlite:///:memory: (`run` refuses them too, in
-# places.check_folders: they would keep nothing).
-_IN_MEMORY = ("an in-memory database is new and empty each time: give the store's file "
-              "(sqlite:///results/lrsweep.db) or server")
+def in_memory(url: str) -> bool:
+    """An SQLite URL without a file: `sqlite://`, `sqlite+pysqlite://`, `sqlite:///:memory:`."""
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return False  # not a URL (or a port that is no number): `storage.check_url` says so
+    return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
 
 
 def _not_a_file(path: Path) -> str:
     """Why a reader finds no database at `path`, and what was likely meant."""
-    if str(path) == ":memory:":
-        return _IN_MEMORY
     if path.is_dir():
         return f"{path} is a folder, not a database file"
     absolute = Path("/") / path
@@ -67,6 +68,9 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
     `_reader_url`): a missing file, or one that is no SQLite database, is an error, and
     nothing is written, not even Optuna's tables into an empty file or database."""
     check_url(url)
+    if not create and in_memory(url):  # `run` refuses it too (places.check_folders)
+        raise StorageError(f"storage {url}: an in-memory database is new and empty each time: "
+                           "give the store's file (sqlite:///results/lrsweep.db) or server")
     kwargs: dict[str, Any] = {}
     target = url
     if url.startswith("sqlite:///"):
@@ -127,8 +131,6 @@ def _check_server_store(url: str) -> None:
     finally:
         if engine is not None:
             engine.dispose()
-    if not made and url.startswith("sqlite"):  # sqlite:// — a file's URL has three slashes
-        raise StorageError(f"storage {url}: {_IN_MEMORY}")
     if not made:
         raise StorageError(f"storage {url}: holds no lrsweep store yet (no Optuna tables); "
                            "`lrsweep run` makes one")
