@@ -48,7 +48,8 @@ def write_report(name: str, url: str, out: str | Path | None = None) -> Report:
     """Write the report of study `name` into `out` (default results/NAME/, NAME as
     `names.folder_name` makes it safe)."""
     study = load_study(name, url)
-    if "study_file" not in study.user_attrs:  # before anything is written
+    study_spec = spec_mod.from_stored(study.user_attrs, source=f"{name} (stored)")
+    if study_spec is None:  # before anything is written
         raise StorageError(f"study {name!r} in {url} was not made by lrsweep (no stored study "
                            "file): a report states its scale and the command that makes it "
                            "again; optuna-dashboard reads any Optuna study")
@@ -58,7 +59,6 @@ def write_report(name: str, url: str, out: str | Path | None = None) -> Report:
     if len(trials):  # every trial's outcome, as recorded or derived the same way (trials.csv)
         trials["outcome"] = outcome_column(trials)
     curves = curves_frame(name, url, study=study)
-    study_spec = spec_mod.from_stored(study.user_attrs, source=f"{name} (stored)")
     metric = study_spec.study.metric if study_spec else "val_acc"
     metrics = [metric] + [m for m in METRICS if m != metric]
     stored = study.get_trials(deepcopy=False)  # read once: their attributes hold the curves
