@@ -13,6 +13,7 @@ t counts epochs by default (as in the chapter); a study may make it count optimi
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -42,10 +43,13 @@ class Schedule:
         if w and "max_update" in params:
             # After warmup the schedule runs on its own clock, so its horizon shrinks by W.
             params["max_update"] = params["max_update"] - w
-        if t < w:
-            peak = kind.formula(0, self.base_lr, **params)
-            return self.warmup_begin_lr + (peak - self.warmup_begin_lr) * t / w
-        return float(kind.formula(t - w, self.base_lr, **params))
+        try:
+            if t < w:
+                peak = kind.formula(0, self.base_lr, **params)
+                return self.warmup_begin_lr + (peak - self.warmup_begin_lr) * t / w
+            return float(kind.formula(t - w, self.base_lr, **params))
+        except OverflowError:  # factor or gamma > 1 grew the rate past the largest float
+            return math.inf
 
     def as_dict(self) -> dict[str, Any]:
         """Everything needed to rebuild this schedule with `build(**d)`."""
@@ -92,24 +96,32 @@ def build(name: str, *, base_lr: float, warmup_steps: int = 0, warmup_begin_lr: 
         raise ValueError(f"schedule {name!r} needs parameter {missing[0]!r}")
     bound = {**kind.defaults, **params}
     _check_positive("base_lr", base_lr)
-    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+    if not _is_whole(warmup_steps) or warmup_steps < 0:
         raise ValueError(f"warmup_steps must be a whole number ≥ 0, got {warmup_steps!r}")
     _check_non_negative("warmup_begin_lr", warmup_begin_lr)
-    if isinstance(lag, bool) or not isinstance(lag, int) or lag < 0:
+    if not _is_whole(lag) or lag < 0:
         raise ValueError(f"lag must be a whole number ≥ 0, got {lag!r}")
     for key, value in bound.items():
         check_parameter(key, value)
+    # numpy's scalars (a grid from np.linspace) are taken, and kept as Python's numbers.
+    bound = {k: int(v) if _is_whole(v) else float(v) if is_number(v) else v
+             for k, v in bound.items()}
+    warmup_steps, lag = int(warmup_steps), int(lag)
     if "milestones" in bound:
-        bound["milestones"] = tuple(sorted(bound["milestones"]))
+        bound["milestones"] = tuple(sorted(int(m) for m in bound["milestones"]))
     if "max_update" in bound and bound["max_update"] <= warmup_steps:
         raise ValueError(f"max_update ({bound['max_update']}) must exceed warmup_steps ({warmup_steps})")
     return Schedule(name, float(base_lr), tuple(sorted(bound.items())), warmup_steps,
                     float(warmup_begin_lr), lag)
 
 
-def check_parameter(key: str, value: Any) -> None:
-    """Raise ValueError unless `value` is valid for schedule parameter `key` (e.g. "gamma")."""
-    _CHECKS[key](key, value)
+def check_parameter(key: str, value: Any, shown: Callable[[Any], str] = repr) -> None:
+    """Raise ValueError unless `value` is valid for schedule parameter `key` (e.g. "gamma");
+    `shown` writes the value in the message (a study file's reader writes it as TOML)."""
+    if key not in _CHECKS:
+        raise ValueError(f"no schedule takes a parameter {key!r} (they take "
+                         f"{', '.join(_CHECKS)})")
+    _CHECKS[key](key, value, shown)
 
 
 def names() -> list[str]:
@@ -118,6 +130,8 @@ def names() -> list[str]:
 
 def parameters(name: str) -> tuple[str, ...]:
     """The parameters a schedule takes beyond base_lr and warmup (for conditional search spaces)."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(REGISTRY)}")
     return REGISTRY[name].parameters
 
 
@@ -176,33 +190,43 @@ REGISTRY: dict[str, ScheduleKind] = {k.name: k for k in (
 # --- parameter checks ----------------------------------------------------------------------
 
 def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite real number: Python's or numpy's, not a bool (nor an int past float's range)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # 10**400
+        return False
 
 
-def _check_positive(key: str, value: Any) -> None:
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_positive(key: str, value: Any, shown: Callable[[Any], str] = repr) -> None:
     if not is_number(value) or value <= 0:
-        raise ValueError(f"{key} must be a number > 0, got {value!r}")
+        raise ValueError(f"{key} must be a number > 0, got {shown(value)}")
 
 
-def _check_non_negative(key: str, value: Any) -> None:
+def _check_non_negative(key: str, value: Any, shown: Callable[[Any], str] = repr) -> None:
     if not is_number(value) or value < 0:
-        raise ValueError(f"{key} must be a number ≥ 0, got {value!r}")
+        raise ValueError(f"{key} must be a number ≥ 0, got {shown(value)}")
 
 
-def _check_positive_int(key: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{key} must be a whole number > 0, got {value!r}")
+def _check_positive_int(key: str, value: Any, shown: Callable[[Any], str] = repr) -> None:
+    if not _is_whole(value) or value <= 0:
+        raise ValueError(f"{key} must be a whole number > 0, got {shown(value)}")
 
 
-def _check_milestones(key: str, value: Any) -> None:
+def _check_milestones(key: str, value: Any, shown: Callable[[Any], str] = repr) -> None:
     if not isinstance(value, (list, tuple)) or not value:
-        raise ValueError(f"{key} must be a non-empty list of whole numbers, got {value!r}")
+        raise ValueError(f"{key} must be a non-empty list of whole numbers, got {shown(value)}")
     for m in value:
-        if isinstance(m, bool) or not isinstance(m, int) or m < 0:
-            raise ValueError(f"{key} must hold whole numbers ≥ 0, got {m!r}")
+        if not _is_whole(m) or m < 0:
+            raise ValueError(f"{key} must hold whole numbers ≥ 0, got {shown(m)}")
 
 
-_CHECKS: dict[str, Callable[[str, Any], None]] = {
+_CHECKS: dict[str, Callable[[str, Any, Callable[[Any], str]], None]] = {
     "exponent": _check_non_negative,
     "factor": _check_positive,
     "stop_factor_lr": _check_non_negative,

@@ -70,14 +70,12 @@ def trials(frame: Any, title: str, top: int, console: Console, *, metric: str = 
     ranked = frame.assign(_missing=frame["value"].isna()).sort_values(
         ["_missing", "value"], ascending=[True, frame.attrs.get("direction") == "minimize"])
     shown = ranked.head(top)
-    cells = {name: [short(v) for v in shown[source]]
-             for name, source in _sources(frame, metric).items()}
-    cells[CURVE] = [bars(v) for v in shown["val_acc_curve"]]  # as the dashboard's, no numbers
+    sources = {**_sources(frame, metric), CURVE: "val_acc_curve"}
+    cells = {name: _cells(name, shown[source]) for name, source in sources.items()}
     everything = list(cells)
     # Columns that no shown trial has (an SGD study's SGLD posterior averages, a study without
     # validation's val_acc and its curve, all "·") say nothing.
-    filled = [c for c in everything if c in ("trial", "state", metric)
-              or any(v not in ("–", "") and set(v) != {"·"} for v in cells[c])]
+    filled = [c for c in everything if c in ("trial", "state", metric) or _has_values(cells[c])]
     if columns:
         aliases = {"value": metric}
         named = [aliases.get(c, c) for c in columns]
@@ -90,6 +88,13 @@ def trials(frame: Any, title: str, top: int, console: Console, *, metric: str = 
         if unknown:
             raise UnknownColumn(f"--columns: no column {unknown[0]!r} in this table (it has "
                                 f"{', '.join(filled)})")
+        # Asked by name, a column no trial of the study has (val_acc without a validation
+        # set) would be a column of "–": say so instead.
+        empty = [c for c in priority if c not in ("trial", "state", metric)
+                 and not _has_values(_cells(c, frame[sources[c]]))]
+        if empty:
+            raise UnknownColumn(f"--columns: no trial of this study has a value of {empty[0]!r} "
+                                f"(its filled columns: {', '.join(filled)})")
         order, hidden = None, []  # the user's order; what they left out they know of
     else:
         priority = filled if show_all else _default(frame, metric, filled)
@@ -100,6 +105,15 @@ def trials(frame: Any, title: str, top: int, console: Console, *, metric: str = 
     fitted = _fit(console, title, cells, priority, left, order)
     fitted.hidden = hidden
     return fitted
+
+
+def _cells(name: str, values: Any) -> list[str]:
+    """A column's cells: the curve as the dashboard draws it, bars without numbers."""
+    return [bars(v) if name == CURVE else short(v) for v in values]
+
+
+def _has_values(cells: list[str]) -> bool:
+    return any(v not in ("–", "") and set(v) != {"·"} for v in cells)
 
 
 def _numeric(text: str) -> bool:

@@ -206,9 +206,9 @@ def test_ls_tells_trials_a_worker_holds_from_those_interrupted(lrsweep_cli, tmp_
 BAD_FILES = {
     "malformed": (("[study]", "[study"), "bad.toml: invalid TOML: "),
     "unknown-key": (("[train]", "[train]\nepoch = 3"), "[train] unknown key 'epoch'; did you mean 'epochs'?"),
-    "scheduler": (('scheduler = "constant"', 'scheduler = "cosin"'), "unknown schedule 'cosin'; did you mean 'cosine'?"),
+    "scheduler": (('scheduler = "constant"', 'scheduler = "cosin"'), 'unknown schedule "cosin"; did you mean "cosine"?'),
     "rate-zero": (("base_lr = 0.1", "base_lr = 0"), "[space] base_lr: must be a number > 0, got 0"),
-    "rate-text": (("base_lr = 0.1", 'base_lr = "fast"'), "[space] base_lr: must be a number > 0, got 'fast'"),
+    "rate-text": (("base_lr = 0.1", 'base_lr = "fast"'), '[space] base_lr: must be a number > 0, got "fast"'),
     "inverted": (("base_lr = 0.1", "base_lr = { low = 1.0, high = 0.1 }"), "[space] base_lr: low (1.0) must be below high (0.1)"),
     "empty-list": (("base_lr = 0.1", "base_lr = []"), "[space] base_lr: an empty list"),
     "warmup": (("base_lr = 0.1", "base_lr = 0.1\nwarmup_steps = 2"), "[space] warmup_steps: 2 must be below the trial's 2 epochs"),

@@ -240,6 +240,13 @@ def test_test_subset_is_stratified_and_leaves_the_other_splits_alone(fashion, mo
     assert ids(again.test_x) == test  # fixed: every trial of every study tests on the same
 
 
+@pytest.mark.parametrize("subset, test_subset", [(-5, 0), (0, -1)])
+def test_a_negative_subset_is_called_negative_not_too_large(fashion, subset, test_subset):
+    with pytest.raises(DataError, match=f"subset = {subset}, test_subset = {test_subset}: each "
+                       "must be ≥ 0"):
+        data.load("cpu", data_dir=fashion, validation=50, subset=subset, test_subset=test_subset)
+
+
 @pytest.mark.parametrize("test_subset", [N_TEST + 1, 10_000])
 def test_test_subset_larger_than_the_test_set(fashion, test_subset):
     with pytest.raises(DataError, match=f"test_subset = {test_subset} exceeds the {N_TEST} test"):

@@ -317,7 +317,7 @@ def test_an_override_error_names_the_override():
 
 def test_an_error_the_overrides_cause_together_names_them():
     with pytest.raises(SpecError, match=re.escape(f"{SRC} with --set train.validation=0: "
-                                                  "[study] metric = 'val_acc' needs")):
+                                                  '[study] metric = "val_acc" needs')):
         parse("", "train.validation=0")
 
 

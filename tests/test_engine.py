@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import pytest
 import torch
@@ -775,3 +776,18 @@ def test_a_pack_continued_from_its_slot_table_puts_each_trial_back_in_its_slot(
     engine.train_slots(first.width, two_steps, lambda n: next(given, []),
                        on_finish=lambda k, r: None, on_epoch=lambda m: [])
     assert placed == {k: (first.slots[k], 4) for k in range(4)}
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("epochs", 0, "epochs: a whole number ≥ 1, got 0"),  # had trained one epoch
+    ("batch_size", 0, "batch_size: a whole number ≥ 1, got 0"),  # had divided by zero
+    ("unit", "steps", "unit: 'steps' is not one of epoch, step"),  # had trained per epoch
+    ("model", "LeNet", "model: 'LeNet' is not one of lenet, resnet18"),
+    ("optimizer", "adam", "optimizer: 'adam' is not one of sgd, sgld, sgld_without_noise"),
+    ("seed", -1, "seed: a whole number ≥ 0, got -1"),
+    ("seed", 2**32, "seed: at most 4294967295 (2**32 - 1), got 4294967296"),
+    ("thin", 1.5, "thin: a whole number ≥ 1, got 1.5"),
+])
+def test_a_trial_config_the_engine_cannot_train_is_refused_naming_the_field(field, value, says):
+    with pytest.raises(ValueError, match=f"^TrialConfig {re.escape(says)}$"):
+        engine.TrialConfig(schedules.build("constant", base_lr=0.1), **{field: value})

@@ -208,8 +208,8 @@ def test_fp32_is_the_default_and_the_file_can_ask_for_tf32():
     assert parse(extra_train='precision = "tf32"').train.precision == "tf32"
 
 
-@pytest.mark.parametrize("value, shown", [('"fp16"', "'fp16'"), ("32", "32"),
-                                          ('"FP32"', "'FP32'")])
+@pytest.mark.parametrize("value, shown", [('"fp16"', '"fp16"'), ("32", "32"),
+                                          ('"FP32"', '"FP32"')])
 def test_a_precision_not_offered_is_one_line_naming_the_key(value, shown):
     with pytest.raises(SpecError) as error:
         parse(extra_train=f"precision = {value}")
@@ -239,9 +239,9 @@ def test_the_cli_refuses_fp16_in_one_line_exit_2_writing_nothing(lrsweep_cli, tm
     (tmp_path / "bad.toml").write_text(bad)
     (tmp_path / "good.toml").write_text(study_toml("good"))
     for args, message in [
-            (("bad.toml",), "bad.toml: [train] precision: 'fp16' is not one of fp32, tf32, bf16"),
+            (("bad.toml",), 'bad.toml: [train] precision: "fp16" is not one of fp32, tf32, bf16'),
             (("good.toml", "--set", "train.precision=fp16"),
-             "good.toml: --set train.precision=fp16: [train] precision: 'fp16' is not one of")]:
+             'good.toml: --set train.precision=fp16: [train] precision: "fp16" is not one of')]:
         proc = lrsweep_cli("run", *args, "--storage", url)
         assert proc.returncode == 2, proc.stderr
         lines = proc.stderr.strip().splitlines()

@@ -8,8 +8,10 @@ properties over the whole registry, bad input, and the module doctest.
 from __future__ import annotations
 
 import doctest
+import json
 import math
 
+import numpy as np
 import pytest
 
 from lrsweep import schedules
@@ -490,10 +492,40 @@ def test_lag_delays_and_holds_base_lr():
     ({"name": "multistep", "base_lr": 0.1, "milestones": 5}, "milestones"),
     ({"name": "multistep", "base_lr": 0.1, "milestones": "15,30"}, "milestones"),
     ({"name": "multistep", "base_lr": 0.1, "milestones": {15: 1}}, "milestones"),
+    ({"name": "constant", "base_lr": 10**400}, "base_lr"),  # no float holds it
+    ({"name": "constant", "base_lr": np.bool_(True)}, "base_lr"),
 ])
 def test_build_rejects_bad_input_naming_it(kwargs, names_it):
     with pytest.raises(ValueError, match=names_it):
         schedules.build(**kwargs)
+
+
+def test_the_lookups_refuse_an_unknown_name_with_a_value_error():
+    with pytest.raises(ValueError, match="unknown schedule 'nope'; choose one of constant"):
+        schedules.parameters("nope")
+    with pytest.raises(ValueError, match="no schedule takes a parameter 'T_max'"):
+        schedules.check_parameter("T_max", 3)
+
+
+def test_numpy_scalars_are_taken_and_kept_as_pythons_numbers():
+    # A grid from np.linspace or np.arange gives numpy scalars.
+    made = schedules.build("cosine", base_lr=np.float64(0.3), max_update=np.int64(20),
+                           warmup_steps=np.int64(2), final_lr=np.float32(0.0))
+    plain = schedules.build("cosine", base_lr=0.3, max_update=20, warmup_steps=2)
+    assert made == plain and [made(t) for t in range(25)] == [plain(t) for t in range(25)]
+    assert json.loads(json.dumps(made.as_dict())) == plain.as_dict()
+    steps = schedules.build("multistep", base_lr=0.1, milestones=list(np.arange(5, 15, 5)))
+    assert steps.as_dict()["milestones"] == [5, 10]
+
+
+@pytest.mark.parametrize("name, params", [("factor", {"factor": 1.5}),
+                                          ("multistep", {"milestones": list(range(1, 400)),
+                                                         "gamma": 10.0})])
+def test_a_rate_grown_past_the_largest_float_is_infinite_not_an_error(name, params):
+    # factor and gamma above 1 are taken (a growing rate); past 1.8e308 the rate is
+    # infinite, as the training it drives will be, where Python's power raised OverflowError.
+    grown = schedules.build(name, base_lr=0.1, **params)
+    assert grown(2000) == math.inf and grown(0) < 1
 
 
 # --- the module doctest --------------------------------------------------------------------

@@ -112,6 +112,11 @@ def test_a_study_without_validation_offers_no_validation_columns():
         tables.trials(frame, "t", 10, Console(width=250, file=io.StringIO()),
                       metric="train_loss", columns=["bogus"])
     assert "val_" not in str(info.value)  # the list --all shows, not more
+    # Asked by name, a column no trial has is refused, not shown as a column of "–".
+    with pytest.raises(tables.UnknownColumn, match="no trial of this study has a value of "
+                       "'val_acc' \\(its filled columns: trial, state, train_loss, "):
+        tables.trials(frame, "t", 10, Console(width=250, file=io.StringIO()),
+                      metric="train_loss", columns=["trial", "val_acc"])
 
 
 def test_wider_terminal_shows_more_columns():

@@ -36,7 +36,7 @@ from lrsweep.search.spec_types import (AVERAGING_OPTIMIZERS, BOOK_METRICS, GENER
                                        NOT_SCHEDULE_KEYS, RUN_KEY, SCHEDULE_KEYS, STUDY_FILE_ATTR,
                                        STUDY_FILE_PREFIX, STUDY_FILES_ATTR, Choice, Dimension,
                                        Fixed, Range, Run, SpecError, StudySettings, StudySpec,
-                                       TrainSettings)
+                                       TrainSettings, toml_text)
 from lrsweep.search.spec_values import only_keys
 
 __all__ = ["load", "parse", "from_stored", "is_stored_file", "stored_files",
@@ -178,8 +178,9 @@ def _validate(doc: dict, text: str, source: str, overrides: tuple[str, ...]) -> 
         space, runs = read_runs(doc["run"], doc.get("space", {}), train, source)
         study_table = doc.setdefault("study", {})
         if study_table.setdefault("sampler", "grid") != "grid":
-            raise SpecError(f"{source}: [study] sampler = {study_table['sampler']!r}: [[run]] "
-                            "tables list every configuration, so they need sampler = \"grid\"")
+            sampler = toml_text(study_table["sampler"])
+            raise SpecError(f"{source}: [study] sampler = {sampler}: [[run]] tables list every "
+                            "configuration, so they need sampler = \"grid\"")
     else:
         space = read_space(doc.get("space", {}), train, source)
     study = read_study(doc.get("study", {}), train, source)
@@ -189,7 +190,7 @@ def _validate(doc: dict, text: str, source: str, overrides: tuple[str, ...]) -> 
         model = next(m for m in spec.models if m != "lenet")
         who = "SGLD" if averaging == {"sgld"} else "SGLD and sgld_without_noise"
         raise SpecError(f"{source}: [space] optimizer: {who} trials train the packed LeNet "
-                        f"only, not model = {model!r}")
+                        f"only, not model = {toml_text(model)}")
     if spec.study.sampler == "grid":
         for key, dim in space:
             if isinstance(dim, Range):

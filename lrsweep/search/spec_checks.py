@@ -15,7 +15,8 @@ from lrsweep.search.spec_types import (FASHION_MNIST_TEST, FASHION_MNIST_TRAIN, 
                                        MAX_SEED, METRICS, MODELS, OPTIMIZERS, PRECISIONS,
                                        PRUNERS, RATE_KEYS, SAMPLERS, SCHEDULE_KEYS, UNITS,
                                        Choice, Dimension, Fixed, Range, SpecError,
-                                       StudySettings, StudySpec, TrainSettings)
+                                       StudySettings, StudySpec, TrainSettings,
+                                       toml_text)
 from lrsweep.search.spec_values import one_of, only_keys, whole
 
 
@@ -24,7 +25,7 @@ def read_study(table: dict, train: TrainSettings, source: str) -> StudySettings:
     only_keys(table, [f for f in StudySettings.__dataclass_fields__], f"{where} ")
     name = table.get("name")
     if not isinstance(name, str) or not name.strip():
-        raise SpecError(f"{where} name: a non-empty string is required, got {name!r}")
+        raise SpecError(f"{where} name: a non-empty string is required, got {toml_text(name)}")
     settings = StudySettings(name=name.strip(), **{k: v for k, v in table.items() if k != "name"})
     one_of(settings.metric, METRICS, f"{where} metric")
     one_of(settings.sampler, SAMPLERS, f"{where} sampler")
@@ -34,8 +35,9 @@ def read_study(table: dict, train: TrainSettings, source: str) -> StudySettings:
     if not isinstance(settings.description, str):
         raise SpecError(f"{where} description: must be a string")
     if settings.metric.startswith("val_") and train.validation == 0:
-        raise SpecError(f"{where} metric = {settings.metric!r} needs validation images, but "
-                        "[train] validation = 0; use train_acc/train_loss or hold some out")
+        raise SpecError(f"{where} metric = {toml_text(settings.metric)} needs validation "
+                        "images, but [train] validation = 0; use train_acc/train_loss or hold "
+                        "some out")
     return settings
 
 
@@ -54,7 +56,7 @@ def read_train(table: dict, source: str) -> TrainSettings:
     whole(settings.thin, f"{where} thin", minimum=1)
     if not schedules.is_number(settings.prior_precision) or settings.prior_precision < 0:
         raise SpecError(f"{where} prior_precision: must be a number ≥ 0, got "
-                        f"{settings.prior_precision!r}")
+                        f"{toml_text(settings.prior_precision)}")
     if settings.burn_in >= settings.epochs:
         raise SpecError(f"{where} burn_in = {settings.burn_in} leaves no epoch to sample in "
                         f"{settings.epochs}")
@@ -62,10 +64,10 @@ def read_train(table: dict, source: str) -> TrainSettings:
            list_hint="several models are a choice in [space]: model = [...]")
     if not isinstance(settings.dataset, str):
         raise SpecError(f"{where} dataset: a string, \"fashion-mnist\" or "
-                        f"\"imagefolder:PATH\", got {settings.dataset!r}")
+                        f"\"imagefolder:PATH\", got {toml_text(settings.dataset)}")
     if settings.dataset != "fashion-mnist" and not settings.folder:
-        raise SpecError(f"{where} dataset: {settings.dataset!r} is neither \"fashion-mnist\" "
-                        "nor \"imagefolder:PATH\"")
+        raise SpecError(f"{where} dataset: {toml_text(settings.dataset)} is neither "
+                        "\"fashion-mnist\" nor \"imagefolder:PATH\"")
     whole(settings.image_size, f"{where} image_size", minimum=8)
     if settings.folder:
         if settings.unit == "step" and not settings.subset:
@@ -171,7 +173,7 @@ def _range(key: str, raw: dict, where: str) -> Range:
 def check_value(key: str, value: Any, where: str) -> None:
     if key == "scheduler":
         if not isinstance(value, str):
-            raise SpecError(f"{where}: a schedule name is a string, got {value!r}")
+            raise SpecError(f"{where}: a schedule name is a string, got {toml_text(value)}")
         return
     if key in ("optimizer", "model"):
         one_of(value, OPTIMIZERS if key == "optimizer" else MODELS, where)
@@ -183,14 +185,14 @@ def check_value(key: str, value: Any, where: str) -> None:
         return
     if key == "base_lr":
         if not schedules.is_number(value) or value <= 0:
-            raise SpecError(f"{where}: must be a number > 0, got {value!r}")
+            raise SpecError(f"{where}: must be a number > 0, got {toml_text(value)}")
         return
     if key == "warmup_begin_lr":  # a warmup may begin at 0
         if not schedules.is_number(value) or value < 0:
-            raise SpecError(f"{where}: must be a number ≥ 0, got {value!r}")
+            raise SpecError(f"{where}: must be a number ≥ 0, got {toml_text(value)}")
         return
     try:
-        schedules.check_parameter(key, value)
+        schedules.check_parameter(key, value, shown=toml_text)
     except ValueError as exc:
         raise SpecError(f"{where}: {exc}") from None
 
@@ -259,9 +261,9 @@ def check_warmup(dims: dict[str, Dimension], train: TrainSettings, where: str) -
 def check_scheduler(name: Any, where: str) -> None:
     if name not in schedules.REGISTRY:
         close = difflib.get_close_matches(str(name), schedules.names(), n=1)
-        hint = (f"; did you mean {close[0]!r}?" if close
+        hint = (f"; did you mean {toml_text(close[0])}?" if close
                 else f" (choose from {', '.join(schedules.names())})")
-        raise SpecError(f"{where} scheduler: unknown schedule {name!r}{hint}")
+        raise SpecError(f"{where} scheduler: unknown schedule {toml_text(name)}{hint}")
 
 
 def check_required(scheduler: str, given, where: str) -> None:
@@ -269,7 +271,7 @@ def check_required(scheduler: str, given, where: str) -> None:
     length."""
     for param in schedules.REGISTRY[scheduler].required:
         if param not in given and param != "max_update":
-            raise SpecError(f"{where} {param}: required by scheduler {scheduler!r}")
+            raise SpecError(f"{where} {param}: required by scheduler {toml_text(scheduler)}")
 
 
 def _largest(dim: Dimension) -> float:

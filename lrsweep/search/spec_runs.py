@@ -12,7 +12,7 @@ from lrsweep.search.spec_checks import (check_required, check_scheduler, check_w
                                         dimension_of, fixed_value)
 from lrsweep.search.spec_types import (BOOK_METRICS, GENERIC_DEFAULTS, GENERIC_KEYS, MAX_LABEL,
                                        RUN_KEY, SCHEDULE_KEYS, Choice, Dimension, Fixed, Range,
-                                       Run, SpecError, TrainSettings)
+                                       Run, SpecError, TrainSettings, toml_text)
 from lrsweep.search.spec_values import only_keys
 
 
@@ -82,7 +82,7 @@ def _complete_run(label: str, values: dict[str, Any], own: dict[str, Any], book:
     kind = schedules.REGISTRY[scheduler]
     for key in own:
         if key in SCHEDULE_KEYS and key not in kind.parameters:
-            raise SpecError(f"{where} {key}: scheduler {scheduler!r} does not take it")
+            raise SpecError(f"{where} {key}: scheduler {toml_text(scheduler)} does not take it")
     check_required(scheduler, values, where)
     defaults = {**GENERIC_DEFAULTS, **kind.defaults, "max_update": train.horizon}
     filled = {"scheduler": scheduler}
@@ -106,7 +106,7 @@ def _complete_run(label: str, values: dict[str, Any], own: dict[str, Any], book:
         wrong = [n for n in numbers if not low <= n <= high]
         if wrong:
             bounds = "between 0 and 1" if high == 1.0 else "at least 0"
-            raise SpecError(f"{where} book {metric}: {wrong[0]!r} is not {bounds}")
+            raise SpecError(f"{where} book {metric}: {toml_text(wrong[0])} is not {bounds}")
         printed.append((metric, tuple(float(n) for n in numbers)))
     order = GENERIC_KEYS + SCHEDULE_KEYS
     return Run(label, tuple(sorted(filled.items(), key=lambda kv: order.index(kv[0]))),

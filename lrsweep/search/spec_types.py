@@ -66,6 +66,22 @@ class SpecError(ValueError):
     """A study file that cannot be used; str() is one line naming file, key and problem."""
 
 
+def toml_text(value: Any) -> str:
+    """`value` as a study file writes it, for messages: `true`, `"fast"`, `[1, 2]`, not
+    Python's `True`, `'fast'`."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_text(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
 @dataclass(frozen=True)
 class Fixed:
     value: Any

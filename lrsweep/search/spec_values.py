@@ -6,7 +6,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from lrsweep.search.spec_types import SpecError
+from lrsweep.search.spec_types import SpecError, toml_text
 
 
 def only_keys(table: dict, allowed, where: str) -> None:
@@ -21,14 +21,14 @@ def only_keys(table: dict, allowed, where: str) -> None:
 def one_of(value: Any, allowed, where: str, *, list_hint: str = "") -> None:
     """`list_hint`: where a list of such values is written instead, when one may be."""
     if isinstance(value, list):
-        raise SpecError(f"{where}: one of {', '.join(allowed)}, not a list ({value!r})"
+        raise SpecError(f"{where}: one of {', '.join(allowed)}, not a list ({toml_text(value)})"
                         + (f"; {list_hint}" if list_hint else ""))
     if not isinstance(value, str) or value not in allowed:
-        raise SpecError(f"{where}: {value!r} is not one of {', '.join(allowed)}")
+        raise SpecError(f"{where}: {toml_text(value)} is not one of {', '.join(allowed)}")
 
 
 def whole(value: Any, where: str, *, minimum: int, maximum: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SpecError(f"{where}: must be a whole number ≥ {minimum}, got {value!r}")
+        raise SpecError(f"{where}: must be a whole number ≥ {minimum}, got {toml_text(value)}")
     if maximum is not None and value > maximum:
-        raise SpecError(f"{where}: at most {maximum:,}, got {value!r}")
+        raise SpecError(f"{where}: at most {maximum:,}, got {toml_text(value)}")

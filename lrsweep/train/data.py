@@ -168,8 +168,11 @@ def _split(raw: dict[str, torch.Tensor], device: torch.device, validation: int, 
         raise DataError(f"validation = {validation} must be ≥ 0 and below the {n} training images")
     generator = torch.Generator().manual_seed(SPLIT_SEED)
     val_idx, train_idx = stratified_take(labels, torch.arange(n), validation, generator)
+    if subset < 0 or test_subset < 0:
+        raise DataError(f"subset = {subset}, test_subset = {test_subset}: each must be ≥ 0 "
+                        "(0: all)")
     if subset:
-        if not 0 < subset <= len(train_idx):
+        if subset > len(train_idx):
             raise DataError(f"subset = {subset} exceeds the {len(train_idx)} training images left "
                             f"after holding out {validation} for validation")
         train_idx, _ = stratified_take(labels, train_idx, subset, generator)

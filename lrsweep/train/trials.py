@@ -9,6 +9,8 @@ result, and the state a trial (or a whole pack) resumes from after an interrupti
 from __future__ import annotations
 
 import math
+import numbers
+import typing
 from dataclasses import dataclass, field, replace
 from typing import Callable, Hashable, Iterable, Literal, Sequence
 
@@ -19,6 +21,7 @@ from lrsweep.train.model import unpack
 
 # Optimizers whose predictions are averaged over epochs: SGLD and its noiseless control.
 AVERAGING = ("sgld", "sgld_without_noise")
+MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -42,11 +45,31 @@ class TrialConfig:
     # The arithmetic (precision.py): IEEE FP32, TF32 tensor cores, or a bf16 autocast forward.
     precision: Literal["fp32", "tf32", "bf16"] = "fp32"
 
+    def __post_init__(self) -> None:
+        """A value the engine cannot train is one ValueError naming it, before anything
+        trains (a study file's reader says the same in its own words: search.spec_checks)."""
+        for name, low in (("epochs", 1), ("batch_size", 1), ("burn_in", 0), ("thin", 1),
+                          ("seed", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
+                raise ValueError(f"TrialConfig {name}: a whole number ≥ {low}, got {value!r}")
+        if self.seed > MAX_SEED:  # as a study file's (the engine derives 64-bit seeds from it)
+            raise ValueError(f"TrialConfig seed: at most {MAX_SEED} (2**32 - 1), got {self.seed}")
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"TrialConfig {name}: {getattr(self, name)!r} is not one of "
+                                 f"{', '.join(allowed)}")
+
     @property
     def pack_key(self) -> tuple:
         """What the trials of one pack must share."""
         return (self.epochs, self.batch_size, self.unit, self.model, self.optimizer,
                 self.prior_precision, self.burn_in, self.thin, self.precision)
+
+
+# What TrialConfig's named fields may hold: the values of their Literal types.
+_CHOICES = {name: typing.get_args(typing.get_type_hints(TrialConfig)[name])
+            for name in ("unit", "model", "optimizer", "precision")}
 
 
 @dataclass(frozen=True)
