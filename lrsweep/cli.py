@@ -112,7 +112,7 @@ def rerun(name: str = typer.Argument(..., help="The study's name"),
 def list_studies(storage: Optional[str] = opt.Storage) -> None:
     """List the studies in the store: trials by outcome, best values."""
     from lrsweep.report.read import studies_frame
-    from lrsweep.store.places import hide_passwords
+    from lrsweep.store.failures import hide_passwords
     from lrsweep.store.storage import default_storage
     url = storage or default_storage()
     frame = studies_frame(url)
@@ -263,7 +263,7 @@ def _run(spec: Any, storage: Optional[str], device: str, data_dir: Optional[str]
     from lrsweep import progress
     from lrsweep.search import loop
     from lrsweep.report.read import trials_frame
-    from lrsweep.store.places import hide_passwords
+    from lrsweep.store.failures import hide_passwords
     summary = loop.run(spec, storage=storage, device=device, data_dir=data_dir,
                        allow_changed=allow_changed, pack=pack,
                        progress=progress.for_console(err))

@@ -31,7 +31,7 @@ def say(line: str) -> None:
     """One line on stderr, as it is (no markup), with any password in a URL hidden and any
     character that would break or reorder the line (a newline in a --set value or a path, a
     bidirectional override) shown as its escape."""
-    from lrsweep.store.places import hide_passwords  # Optuna's world: only when there is a line
+    from lrsweep.store.failures import hide_passwords  # Optuna's world: only when there is a line
     err.print(hide_passwords(one_line(line)), markup=False, soft_wrap=True)
 
 

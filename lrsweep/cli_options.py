@@ -26,7 +26,7 @@ def suggest(storage: str | None, *words: str) -> str:
     """A command to paste: it names the store the user gave, unless the environment gives it
     (LRSWEEP_STORAGE). A password in the URL is shown as *** (quoted, so no shell globs it):
     never printed, as everywhere; the README says to put it back or use LRSWEEP_STORAGE."""
-    from lrsweep.store.places import hide_passwords  # SQLAlchemy: only when a command says
+    from lrsweep.store.failures import hide_passwords  # SQLAlchemy: only when a command says
     given = storage and storage != os.environ.get("LRSWEEP_STORAGE")
     return shlex.join(["lrsweep", *words,
                        *(["--storage", hide_passwords(storage)] if given else [])])

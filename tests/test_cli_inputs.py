@@ -12,7 +12,7 @@ import typer
 
 from conftest import study_toml
 from lrsweep import cli_errors
-from lrsweep.store.places import hide_passwords
+from lrsweep.store.failures import hide_passwords
 
 
 def store(tmp_path):
@@ -169,6 +169,18 @@ def test_a_password_in_the_storage_url_is_never_printed(lrsweep_cli):
     assert proc.returncode == 2
     assert "s3cret" not in proc.stderr + proc.stdout
     assert "postgresql://lrsweep:***@localhost:1/nosuch" in proc.stderr
+
+
+def test_a_password_never_reaches_a_python_callers_traceback():
+    # A notebook shows the exception as it is: the readers' errors hide it themselves.
+    from lrsweep.report import read
+    from lrsweep.store.failures import StorageError
+    url = "postgresql://lrsweep:s3cret@localhost:1/nosuch?connect_timeout=2"
+    for call in (lambda: read.studies_frame(url), lambda: read.trials_frame("x", url)):
+        with pytest.raises(StorageError) as caught:
+            call()
+        assert "s3cret" not in str(caught.value) and "lrsweep:***@localhost:1" in str(
+            caught.value)
 
 
 @pytest.mark.parametrize("text, shown", [

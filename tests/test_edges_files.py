@@ -29,7 +29,7 @@ import torch
 
 from conftest import REPO, study_toml
 from lrsweep import atomic
-from lrsweep.store import artifacts, failures, optuna_private, records, storage
+from lrsweep.store import artifacts, failures, optuna_private, records, storage, urls
 from lrsweep.store.records import trial_curves
 from lrsweep.train import checkpoint
 from lrsweep.train.checkpoint import Checkpoints, CheckpointWriteError, DamagedCheckpoint
@@ -471,6 +471,24 @@ def test_ls_on_another_programs_database_says_so_and_leaves_it_as_it_was(lrsweep
     assert (tmp_path / "other.db").read_bytes() == before
 
 
+def test_a_store_whose_making_was_interrupted_is_called_so_and_run_finishes_it(lrsweep_cli,
+                                                                              tmp_path):
+    # Killed between Optuna's making its tables and stamping their version: the tables are
+    # there, the version is not. A reader must not call it another program's database.
+    url = f"sqlite:///{tmp_path / 'half.db'}"
+    storage.open_storage(url).engine.dispose()
+    with contextlib.closing(sqlite3.connect(tmp_path / "half.db")) as db:
+        db.execute("DROP TABLE alembic_version")
+        db.commit()
+    proc = lrsweep_cli("ls", "--storage", "sqlite:///half.db")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "lrsweep: error: storage sqlite:///half.db: half.db is a store whose making was "
+        "interrupted (Optuna's tables without their version); `lrsweep run` finishes it"]
+    storage.open_storage(url).engine.dispose()  # what `lrsweep run` opens it with
+    assert lrsweep_cli("ls", "--storage", "sqlite:///half.db").returncode == 0
+
+
 # --- 6. storage-URL typos ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("url, says", [
@@ -491,10 +509,21 @@ def test_a_storage_url_typo_is_answered_with_the_right_form(url, says):
     assert says in str(caught.value) and "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize("url, says", [
+    (Path("/data/x.db"), "storage PosixPath('/data/x.db'): not a URL string; for an SQLite "
+                         "file say sqlite:////data/x.db"),
+    (None, "storage: no URL given"),
+])
+def test_a_path_object_from_python_is_answered_with_the_url_it_means(url, says):
+    with pytest.raises(storage.StorageError) as caught:
+        storage.open_storage(url, create=False)  # had been an AttributeError ('partition')
+    assert str(caught.value) == says
+
+
 @pytest.mark.parametrize("url", ["sqlite:///x.db", "sqlite:////data/x.db", "sqlite://",
                                  "postgresql://me@host/db", "postgresql+psycopg://h/db"])
 def test_well_formed_urls_pass(url):
-    storage.check_url(url)
+    urls.check_url(url)
 
 
 @pytest.mark.parametrize("name, says", [

@@ -362,6 +362,13 @@ def test_replication_places_the_books_numbers_inside_or_outside_our_intervals(tm
                            "(the book's 30 epochs). Its numbers are that scale's")
     # paired by seed: intended − printed = 0.01, 0.02, 0.00
     assert f"cosine {pm([0.01, 0.02, 0.0])} (n = 3)" in text
+    # Each run against the best by test accuracy (intended, 0.92 on average), seed by seed:
+    # printed − intended = -0.01, -0.02, 0.00.
+    vs_best = section.table.set_index("run")["Δ test_acc vs best (paired)"]
+    assert vs_best["cosine, as intended"] == "reference"
+    mean, ci, _ = stats.mean_ci(pd.Series([-0.01, -0.02, 0.0]))
+    assert vs_best["cosine, as printed"] == f"{mean:+.3f} ± {ci:.3f}"
+    assert "minus that of the best run by it, cosine, as intended, seed by seed" in text
 
 
 def test_module_doctest():

@@ -145,6 +145,32 @@ def test_ls_counts_trials_by_the_outcome_the_report_gives_them(synthetic, tmp_pa
     assert "complete 6, never learned 1, non-finite 1, pruned 1, fail 1" in text
 
 
+def test_a_collapse_stored_before_the_loss_bound_counts_as_the_engine_now_judges_it(
+        synthetic, tmp_path):
+    # Stores trained before the loss bound called a trial "collapsed" once its accuracy fell,
+    # though its train loss had blown up past 100× guessing's (2.3 for 10 classes): today's
+    # engine calls it non-finite, and so must ls, show and the report. A collapse whose loss
+    # stayed in range stays a collapse.
+    study = optuna.load_study(study_name="synthetic", storage=synthetic)
+    for seed, loss in ((2, 121734.0), (3, 2.31)):
+        study.add_trial(create_trial(
+            state=TrialState.COMPLETE, value=0.1, params={"scheduler": "cosine", "seed": seed},
+            distributions={"scheduler": CategoricalDistribution(["constant", "cosine"]),
+                           "seed": CategoricalDistribution([0, 1, 2, 3])},
+            user_attrs={"lr": [0.3, 0.2], "train_acc": [0.8, 0.1], "val_acc": [0.8, 0.1],
+                        "train_loss": [0.5, loss], "test_nll": [0.5, 2.3], "seed": seed,
+                        "diverged": "collapsed", "pack_size": 1}))
+    listed = read.studies_frame(synthetic).iloc[0]
+    assert (listed["collapsed"], listed["non-finite"]) == (1, 2)
+    frame = read.trials_frame("synthetic", synthetic)
+    assert list(frame["state"].tail(2)) == ["diverged (nonfinite)", "diverged (collapsed)"]
+    curves = read.curves_frame("synthetic", synthetic).groupby("trial").last().tail(2)
+    assert list(curves["state"]) == list(frame["state"].tail(2))  # as export --csv writes it
+    assert list(curves["diverged"]) == ["nonfinite", "collapsed"]
+    text = render.write_report("synthetic", synthetic, tmp_path / "out").markdown.read_text()
+    assert "complete 6, collapsed 1, non-finite 2, pruned 1, fail 1" in text
+
+
 def test_a_repeated_configuration_and_seed_counts_once(synthetic, tmp_path):
     # Workers that drew alike trained (cosine, seed 0) again: the same numbers, no new seed.
     study = optuna.load_study(study_name="synthetic", storage=synthetic)

@@ -24,6 +24,5 @@ class Aside(NamedTuple):
 
 def set_aside(study, study_spec, trials: pd.DataFrame, stored=None) -> Aside:
     """`stored`: the study's trials, when the caller has read them (else they are read)."""
-    earlier = (sorted(trained_under_earlier_files(study, study_spec, stored)) if study_spec
-               else [])
+    earlier = sorted(trained_under_earlier_files(study, study_spec, stored))
     return Aside(earlier, repeated_trials(trials[~trials["trial"].isin(earlier)]))

@@ -97,9 +97,10 @@ def _overall(table: pd.DataFrame, by_rate: bool, metric: str, unit: str, compare
         else:
             answer += (f" At that rate the shortest warmup with no failed seed is "
                        f"{span(shortest['warmup_steps'], unit)} ({pm_row(shortest, metric)}; "
-                       f"against the best: {against_best.text(metric)}), so warmup beyond what "
-                       "stability needs " + ("paid off here." if against_best.separated else
-                                             "made no clear difference here."))
+                       f"against the best: {against_best.text(metric)}), so " +
+                       ("warmup beyond what stability needs paid off here." if
+                        against_best.separated else "these seeds cannot tell whether warmup "
+                        "beyond what stability needs helps."))
     return answer
 
 

@@ -23,14 +23,14 @@ MIN_TRIALS_FOR_IMPORTANCE = 8
 REPEATS = ("seed",)
 
 
-def importance(study, spec: StudySpec | None, metric: str, folder: Path,
+def importance(study, spec: StudySpec, metric: str, folder: Path,
                set_aside: Sequence[int] = ()) -> Section | None:
     """Optuna's fANOVA importances of the searched dimensions, for studies that search, over
     the trials the report's statistics count (`set_aside`: the numbers of those they leave
     out, report.aside)."""
     import optuna
 
-    if spec is None or spec.study.sampler not in SEARCHING_SAMPLERS:
+    if spec.study.sampler not in SEARCHING_SAMPLERS:
         return None
     if set_aside:
         study = _without(study, set(set_aside))

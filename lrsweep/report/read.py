@@ -11,12 +11,13 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from lrsweep.outcomes import OUTCOMES
+from lrsweep.outcomes import OUTCOMES, loss_bound
 from lrsweep.search import spec as spec_mod
 from lrsweep.search.surplus import SURPLUS_ATTR
 from lrsweep.store import leases
 from lrsweep.store.records import CURVES, trial_curves
-from lrsweep.store.storage import load_study, open_storage, study_names
+from lrsweep.store.failures import hide_passwords
+from lrsweep.store.storage import StorageError, load_study, open_storage, study_names
 
 FINAL_CURVES = tuple(c for c in CURVES  # a trial's row
                      if c not in ("lr", "epoch_seconds", "pack_trials"))
@@ -63,9 +64,32 @@ def _outcome_row(trial: optuna.trial.FrozenTrial, state: str) -> dict:
 
 def _with_divergence(trial: optuna.trial.FrozenTrial, state: str) -> str:
     """A trial's state as the tables show it: "diverged (KIND)" for a diverged one (Optuna
-    holds it as COMPLETE)."""
+    holds it as COMPLETE). Stores trained before the loss bound (2026-11-30) called a trial
+    whose loss had blown past it "collapsed" once its accuracy fell; the engine now judges
+    the bound first (engine._judge), and so does every table: it is non-finite."""
     kind = trial.user_attrs.get("diverged")
+    if kind == "collapsed" and _beyond_loss_bound(trial):
+        kind = "nonfinite"
     return f"diverged ({kind})" if kind else state
+
+
+def _beyond_loss_bound(trial: optuna.trial.FrozenTrial) -> bool:
+    curves = trial_curves(trial)
+    bound = loss_bound(trial.user_attrs.get("classes", 10))
+    last = [c[-1] for c in (curves.get("train_loss"), curves.get("test_nll")) if c]
+    return any(v is not None and not v <= bound for v in last)  # NaN compares False
+
+
+def stored_study_file(study: optuna.Study, name: str, url: str,
+                      why: str = "") -> spec_mod.StudySpec:
+    """The study file lrsweep stored with study `name`; a study lrsweep did not make (no file
+    stored) is refused, `why` saying what the caller needs the file for."""
+    shown = hide_passwords(url)
+    spec = spec_mod.from_stored(study.user_attrs, source=f"{name} (stored in {shown})")
+    if spec is None:
+        raise StorageError(f"study {name!r} in {shown} was not made by lrsweep (no stored study "
+                           f"file){why}")
+    return spec
 
 
 def trials_frame(name: str, url: str, *, study: optuna.Study | None = None) -> pd.DataFrame:
@@ -148,15 +172,18 @@ def trained_under_earlier_files(study: optuna.Study, current: spec_mod.StudySpec
 
 
 def curves_frame(name: str, url: str, *, study: optuna.Study | None = None) -> pd.DataFrame:
-    """One row per trial and epoch: the trial's state, parameters and per-epoch curves."""
+    """One row per trial and epoch: the trial's state (as `trials_frame` names it), parameters
+    and per-epoch curves."""
     study = study or load_study(name, url)  # a caller that has it loaded saves a read
     rows = []
     trials = asked_within_total(study)
     for t, state in zip(trials, leases.state_names(study, trials)):
         attrs, curves = t.user_attrs, trial_curves(t)
+        shown = _with_divergence(t, state)
+        diverged = shown.removeprefix("diverged (")[:-1] if shown != state else None
         for epoch in range(len(curves.get("lr") or [])):
-            row = {"trial": t.number, "state": state, "value": t.value,
-                   "seed": attrs.get("seed"), "diverged": attrs.get("diverged"), **t.params,
+            row = {"trial": t.number, "state": shown, "value": t.value,
+                   "seed": attrs.get("seed"), "diverged": diverged, **t.params,
                    "epoch": epoch}
             row.update({key: (curves.get(key) or [None] * (epoch + 1))[epoch] for key in CURVES})
             rows.append(row)

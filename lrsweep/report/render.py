@@ -24,11 +24,11 @@ from lrsweep.report.figures import carry_forward, mean_band, plotting
 from lrsweep.report.paired import paired
 from lrsweep.report.sections import Section
 from lrsweep.report.status import reproduce_command, resume_command, status_sentence
-from lrsweep.report.read import curves_frame, trials_frame
+from lrsweep.report.read import curves_frame, stored_study_file, trials_frame
 from lrsweep.report.stats import (config_columns, config_key, config_table, finished, format_ci,
                                   intervals_overlap, lower_is_better, metric_bounds)
-from lrsweep.store.places import hide_passwords
-from lrsweep.store.storage import StorageError, load_study
+from lrsweep.store.failures import hide_passwords
+from lrsweep.store.storage import load_study
 
 METRICS = ["val_acc", "test_acc", "train_loss"]
 MAX_CURVES = 12  # configurations drawn in the curve figures (the best by the objective)
@@ -48,18 +48,16 @@ def write_report(name: str, url: str, out: str | Path | None = None) -> Report:
     """Write the report of study `name` into `out` (default results/NAME/, NAME as
     `names.folder_name` makes it safe)."""
     study = load_study(name, url)
-    study_spec = spec_mod.from_stored(study.user_attrs, source=f"{name} (stored)")
-    if study_spec is None:  # before anything is written
-        raise StorageError(f"study {name!r} in {url} was not made by lrsweep (no stored study "
-                           "file): a report states its scale and the command that makes it "
-                           "again; optuna-dashboard reads any Optuna study")
+    study_spec = stored_study_file(  # before anything is written
+        study, name, url, ": a report states its scale and the command that makes it again; "
+        "optuna-dashboard reads any Optuna study")
     folder = Path(out) if out else Path("results") / folder_name(name)  # no name leaves results/
     folder.mkdir(parents=True, exist_ok=True)
     trials = trials_frame(name, url, study=study)
     if len(trials):  # every trial's outcome, as recorded or derived the same way (trials.csv)
         trials["outcome"] = outcome_column(trials)
     curves = curves_frame(name, url, study=study)
-    metric = study_spec.study.metric if study_spec else "val_acc"
+    metric = study_spec.study.metric
     metrics = [metric] + [m for m in METRICS if m != metric]
     stored = study.get_trials(deepcopy=False)  # read once: their attributes hold the curves
     aside = set_aside(study, study_spec, trials, stored)
@@ -89,7 +87,7 @@ def _sections(name, url, study, study_spec, trials, configs, metric, stored,
               aside: Aside) -> list[Section]:
     shown_url = hide_passwords(url)  # a report is shared: never a password in it
     counts = trials["state"].str.split(" ").str[0].value_counts().to_dict() if len(trials) else {}
-    total = study_spec.study.trials if study_spec else len(trials)
+    total = study_spec.study.trials
     status, ended = status_sentence(counts, total, resume_command(name, shown_url))
     source = study.user_attrs.get("study_file_source", f"studies/{name}.toml")
     device = next((t.user_attrs.get("device") for t in stored if t.user_attrs.get("device")), "–")
@@ -104,18 +102,15 @@ def _sections(name, url, study, study_spec, trials, configs, metric, stored,
         arithmetic = ", ".join(filter(None, [arithmetic,
                                              f"{' and '.join(formulations)} convolutions"]))
     versions = study.user_attrs.get("versions", {})
-    scale = "–"
-    if study_spec:
-        tr = study_spec.train
-        images = (f"{tr.train_images} training images" if not tr.folder else
-                  f"{tr.subset or 'all'} training images of {tr.folder} at {tr.image_size} px")
-        tested = f"{tr.test_subset} test images" if tr.test_subset else "all test images"
-        scale = (f"{' and '.join(study_spec.models)}, {tr.epochs} epochs per trial, {images} "
-                 f"(validation {tr.validation}, {tested}), batch {tr.batch_size}, schedule unit "
-                 f"{tr.unit}; sampler {study_spec.study.sampler}, pruner "
-                 f"{study_spec.study.pruner}")
+    tr = study_spec.train
+    images = (f"{tr.train_images} training images" if not tr.folder else
+              f"{tr.subset or 'all'} training images of {tr.folder} at {tr.image_size} px")
+    tested = f"{tr.test_subset} test images" if tr.test_subset else "all test images"
+    scale = (f"{' and '.join(study_spec.models)}, {tr.epochs} epochs per trial, {images} "
+             f"(validation {tr.validation}, {tested}), batch {tr.batch_size}, schedule unit "
+             f"{tr.unit}; sampler {study_spec.study.sampler}, pruner {study_spec.study.pruner}")
     what = Section("What was studied", [
-        study_spec.study.description if study_spec and study_spec.study.description else "",
+        study_spec.study.description or "",
         f"Scale: {scale}." + _changed_file(aside.earlier),
         f"Trials: {status}. Outcomes: " + _outcomes_line(trials) + _repeats_line(aside.repeats)
         + ".",
@@ -123,7 +118,7 @@ def _sections(name, url, study, study_spec, trials, configs, metric, stored,
         + ", ".join(f"{k} {v}" for k, v in versions.items())
         + f"; git commit {study.user_attrs.get('git_commit') or '–'}.",
         "Reproduce (in the folder it ran from, with the study file below): `"
-        + reproduce_command(source, name, shown_url, study_spec.overrides if study_spec else (),
+        + reproduce_command(source, name, shown_url, study_spec.overrides,
                             total=total, finished=ended) + "`.",
     ], code=_study_file_text(study_spec))
     answer = Section("Answer", [_answer(configs, metric, trials[~trials["trial"].isin(
@@ -155,9 +150,7 @@ def _changed_file(earlier: list[int]) -> str:
             "attributes `study_file:…`).")
 
 
-def _study_file_text(study_spec: spec_mod.StudySpec | None) -> str | None:
-    if study_spec is None:
-        return None
+def _study_file_text(study_spec: spec_mod.StudySpec) -> str:
     if not study_spec.overrides:
         return study_spec.text
     return (study_spec.text.rstrip() + "\n\n# run with these overrides of the file:\n"
@@ -279,8 +272,7 @@ def _figures(folder: Path, study, study_spec, curves: pd.DataFrame, configs: pd.
         ax.figure.savefig(path, dpi=100, bbox_inches="tight")
         plt.close(ax.figure)
         paths.append(path)
-    searched = [n for n, d in study_spec.space if isinstance(d, spec_mod.Range)] \
-        if study_spec else []
+    searched = [n for n, d in study_spec.space if isinstance(d, spec_mod.Range)]
     if searched and len(complete) >= importance.MIN_TRIALS_FOR_IMPORTANCE:
         # A search's slice view: each searched value against the objective, trial by trial.
         with warnings.catch_warnings():

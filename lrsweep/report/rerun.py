@@ -25,10 +25,10 @@ from lrsweep import names as study_names
 from lrsweep.search import spec as spec_mod
 from lrsweep.report.outcome_counts import failed_text
 from lrsweep.report.aside import set_aside
-from lrsweep.report.read import trials_frame
+from lrsweep.report.read import stored_study_file, trials_frame
 from lrsweep.report.status import run_and_report
 from lrsweep.report.stats import config_columns, config_table, finished, lower_is_better
-from lrsweep.store.places import hide_passwords
+from lrsweep.store.failures import hide_passwords
 from lrsweep.store import storage as store
 from lrsweep.store.storage import StorageError, load_study
 
@@ -47,10 +47,7 @@ def best_study_file(name: str, url: str, *, top: int = 3, seeds: int = 5,
                                  "is trained once a seed)")
     _check_new_name(new_name, name)
     study = load_study(name, url)
-    source = spec_mod.from_stored(study.user_attrs, source=f"{name} (stored in {url})")
-    if source is None:
-        raise StorageError(f"study {name!r} in {url} was not made by lrsweep (no stored study "
-                           "file)")
+    source = stored_study_file(study, name, url)
     trials = trials_frame(name, url, study=study)
     metric = source.study.metric
     done, earlier = _rankable(study, trials, source, f"study {name!r} in {url}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -14,6 +15,25 @@ from pathlib import Path
 import optuna
 
 _SQLITE_FULL = getattr(sqlite3, "SQLITE_FULL", 13)
+_PASSWORD_IN_URL = re.compile(r"(\b[a-z][\w+.-]*://[^\s:/@]*:)[^\s@/]+@", re.IGNORECASE)
+
+
+def hide_passwords(text: str) -> str:
+    """`text` with the password of every URL in it shown as ***, as SQLAlchemy shows one:
+    for messages, summaries and reports (a URL from LRSWEEP_STORAGE may hold one).
+
+        >>> hide_passwords("no study in postgresql://ann:s3cret@db/test")
+        'no study in postgresql://ann:***@db/test'
+    """
+    return _PASSWORD_IN_URL.sub(r"\1***@", text)
+
+
+class StorageError(Exception):
+    """The storage URL cannot be opened, or holds no study of the asked name. Its message
+    never holds a URL's password, wherever it is printed (a notebook's traceback too)."""
+
+    def __init__(self, message: object) -> None:
+        super().__init__(hide_passwords(str(message)))
 
 
 def driver_error(exc: BaseException) -> BaseException:

@@ -1,27 +1,15 @@
-"""Where a store keeps its files (checkpoints, artifacts) and how its URL is shown: the
-store's surroundings, apart from opening it (`storage`)."""
+"""Where a store keeps its files (checkpoints, artifacts): the store's surroundings, apart
+from opening it (`storage`)."""
 
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from pathlib import Path
 
 from lrsweep.names import folder_name
-from lrsweep.store.storage import StorageError, in_memory
-
-_PASSWORD_IN_URL = re.compile(r"(\b[a-z][\w+.-]*://[^\s:/@]*:)[^\s@/]+@", re.IGNORECASE)
-
-
-def hide_passwords(text: str) -> str:
-    """`text` with the password of every URL in it shown as ***, as SQLAlchemy shows one:
-    for messages, summaries and reports (a URL from LRSWEEP_STORAGE may hold one).
-
-        >>> hide_passwords("no study in postgresql://ann:s3cret@db/test")
-        'no study in postgresql://ann:***@db/test'
-    """
-    return _PASSWORD_IN_URL.sub(r"\1***@", text)
+from lrsweep.store.failures import StorageError
+from lrsweep.store.urls import in_memory
 
 
 def folder_beside(url: str, kind: str) -> Path:

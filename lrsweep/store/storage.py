@@ -18,7 +18,8 @@ import optuna
 import sqlalchemy
 
 from lrsweep.store import journal
-from lrsweep.store.failures import disk_full, driver_error, first_line
+from lrsweep.store.failures import StorageError, disk_full, driver_error, first_line
+from lrsweep.store.urls import check_url, in_memory
 
 DEFAULT_STORAGE = "sqlite:///results/lrsweep.db"
 
@@ -26,28 +27,12 @@ DEFAULT_STORAGE = "sqlite:///results/lrsweep.db"
 _CREATE_ATTEMPTS = 8
 _BUSY_SECONDS = 60  # how long a SQLite connection waits for another process's lock
 _SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database
-# Schemes users write for SQLite and PostgreSQL that SQLAlchemy does not take as they are.
-_SQLITE_SCHEMES = ("sqlite", "sqlite3")
-_POSTGRES_SCHEMES = ("postgres", "postgresql", "postgre", "psql", "pg")
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # lrsweep prints its own progress
-
-
-class StorageError(Exception):
-    """The storage URL cannot be opened, or holds no study of the asked name."""
 
 
 def default_storage() -> str:
     """`LRSWEEP_STORAGE` when set, else the SQLite file under results/."""
     return os.environ.get("LRSWEEP_STORAGE") or DEFAULT_STORAGE
-
-
-def in_memory(url: str) -> bool:
-    """An SQLite URL without a file: `sqlite://`, `sqlite+pysqlite://`, `sqlite:///:memory:`."""
-    try:
-        parsed = sqlalchemy.engine.make_url(url)
-    except (sqlalchemy.exc.ArgumentError, ValueError):
-        return False  # not a URL (or a port that is no number): `storage.check_url` says so
-    return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
 
 
 def _not_a_file(path: Path) -> str:
@@ -141,6 +126,10 @@ def _open_reader(url: str, path: Path, kwargs: dict[str, Any]) -> optuna.storage
         return _connect(url, _reader_url(url, path), kwargs)
     except StorageError as error:
         if "readonly database" in str(error):  # Optuna set out to make its missing tables
+            if _has_studies_table(path):  # its maker stopped before Optuna stamped its version
+                raise StorageError(f"storage {url}: {path} is a store whose making was "
+                                   "interrupted (Optuna's tables without their version); "
+                                   "`lrsweep run` finishes it") from None
             raise StorageError(f"storage {url}: {path} is an SQLite database without Optuna's "
                                "tables, not an lrsweep store; give the store's file, or "
                                "`lrsweep run` to make one") from None
@@ -151,6 +140,12 @@ def _open_reader(url: str, path: Path, kwargs: dict[str, Any]) -> optuna.storage
                                                   "unable to open")):
             raise
         return _connect(url, _reader_url(url, path, immutable=True), kwargs)
+
+
+def _has_studies_table(path: Path) -> bool:
+    with closing(sqlite3.connect(f"{journal.file_uri(path)}?mode=ro", uri=True)) as conn:
+        return bool(conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                                 "name = 'studies'").fetchone())
 
 
 def _connect(url: str, target: str, kwargs: dict[str, Any]) -> optuna.storages.RDBStorage:
@@ -225,61 +220,6 @@ def _reader_url(url: str, path: Path, *, immutable: bool = False) -> str:
 def _wal_holds_data(path: Path) -> bool:
     wal = Path(f"{path}-wal")
     return wal.is_file() and wal.stat().st_size > 0
-
-
-def check_url(url: str) -> None:
-    """Refuse a storage URL lrsweep cannot have meant, saying the form it likely meant."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        head, colon, tail = url.partition(":")
-        if colon and head.lower() in _SQLITE_SCHEMES:  # sqlite:/x.db, sqlite:x.db
-            path = tail.lstrip("/")
-            raise StorageError(f"storage {url}: did you mean sqlite:///{path}? (three "
-                               f"slashes before a relative path, four before an absolute one: "
-                               f"sqlite:////{path})")
-        if colon and head.lower() in _POSTGRES_SCHEMES:
-            raise StorageError(f"storage {url}: did you mean postgresql://{tail.lstrip('/')}?")
-        raise StorageError(f"storage {url}: not a URL; for an SQLite file say sqlite:///{url}"
-                           " (or postgresql://USER@HOST/DATABASE for a server)")
-    dialect, plus, driver = scheme.partition("+")
-    if dialect.lower() in _POSTGRES_SCHEMES and dialect != "postgresql":
-        raise StorageError(f"storage {url}: did you mean postgresql{plus}{driver}://{rest}? "
-                           "(SQLAlchemy no longer takes postgres://)")
-    if dialect.lower() in _SQLITE_SCHEMES and (dialect != "sqlite" or rest and
-                                               not url.startswith("sqlite:///")):
-        if rest.startswith("/"):  # only the scheme's spelling is wrong
-            raise StorageError(f"storage {url}: did you mean sqlite://{rest}?")
-        raise StorageError(f"storage {url}: did you mean sqlite:///{rest}? (three slashes "
-                           "before a relative path, four before an absolute one)")
-    try:
-        sqlalchemy.engine.make_url(url)
-    except ValueError:  # the one thing make_url does not wrap: a port that is no number
-        raise StorageError(f"storage {url}: the port, after the host's ':', must be a number "
-                           "(postgresql://USER@HOST:5432/DATABASE)") from None
-    except sqlalchemy.exc.ArgumentError:
-        pass  # the driver's own words come when the store is opened
-    if url.startswith("sqlite:///"):
-        _check_sqlite_path(url)
-
-
-def _check_sqlite_path(url: str) -> None:
-    """lrsweep takes all after sqlite:/// as the store's path (its checkpoints, artifacts and
-    journal files go beside it), while SQLAlchemy, and so Optuna, reads it as a URL, where `?`
-    begins options and `%XX` is an escaped character. Where the readings differ, Optuna would
-    write to another file than the one lrsweep looks after: refused before anything is made."""
-    path = url.removeprefix("sqlite:///")
-    if "?" in path:
-        raise StorageError(f"storage {url}: an SQLite store's URL takes no '?' (options: "
-                           "lrsweep sets its own; in the file's path: rename the file or its "
-                           "folder)")
-    try:
-        database = sqlalchemy.engine.make_url(url).database
-    except sqlalchemy.exc.ArgumentError:
-        database = None
-    if database != path:
-        raise StorageError(f"storage {url}: a URL reads '%XX' as an escaped character, which "
-                           f"names the file {database!r}, not {path!r}; rename the file or its "
-                           "folder")
 
 
 def study_names(rdb: optuna.storages.BaseStorage) -> list[str]:
